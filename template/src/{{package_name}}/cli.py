@@ -1,0 +1,138 @@
+"""Command line: serve | keygen | check."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import ipaddress
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import profile
+from .security.events import EventStoreConfigError
+from .security.keys import digest_of, new_key
+from .settings import Settings, SettingsError, load_settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    overrides = {k: v for k, v in (("transport", args.transport), ("host", args.host), ("port", args.port)) if v}
+    settings = load_settings(**overrides)
+    if settings.transport not in profile.TRANSPORTS:
+        raise SettingsError(f"this project was generated without {settings.transport}; use {profile.TRANSPORTS}")
+    if settings.transport == "http":
+        importlib.import_module(f"{__package__}.app").serve_http(settings)
+        return 0
+    from .server import build_server
+
+    build_server(settings).run("stdio")
+    return 0
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    if args.write_env:
+        return _write_env(Path(".env"))
+    key = new_key()
+    variable = "MCP_ADMIN_API_KEYS" if args.admin else "MCP_API_KEYS"
+    print(f"key:    {key}")
+    print(f"digest: {digest_of(key)}")
+    print(f"Give the key to the client; put the digest (or the key) in {variable} in .env.")
+    return 0
+
+
+def _write_env(path: Path) -> int:
+    if path.exists():
+        print(f"{path} exists; not overwriting it. Use `{profile.COMMAND} keygen` to make one more key.")
+        return 1
+    tool_key, admin_key = new_key(), new_key()
+    lines = [
+        "# Made by keygen. Never commit this file.",
+        f"MCP_API_KEYS={tool_key}",
+        f"MCP_ADMIN_API_KEYS={admin_key}",
+        "",
+    ]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("\n".join(lines))
+    print(f"Wrote {path} (mode 600) with a tool key and an admin key.")
+    return 0
+
+
+def security_report(settings: Settings) -> tuple[list[str], list[str], list[str]]:
+    """(errors, warnings, facts) about the configuration; errors stop `serve`."""
+    errors: list[str] = []
+    warnings: list[str] = []
+    facts = [f"transport: {settings.transport}", f"audit trail: {settings.events_url.split('://')[0]}"]
+    if settings.transport == "http":
+        credentials = importlib.import_module(f"{__package__}.security.credentials")
+        errors.extend(credentials.credential_problems(settings))
+        facts.append(f"authentication: {credentials.SCHEME}")
+        facts.append(f"bind: {settings.host}:{settings.port} ({'TLS' if settings.tls_enabled else 'plain HTTP'})")
+        if not _is_loopback(settings.host) and not settings.tls_enabled:
+            warnings.append(
+                f"MCP_HOST={settings.host} is reachable from other machines over plain HTTP: keys and tokens "
+                "can be read on the network. Set MCP_TLS_CERTFILE/MCP_TLS_KEYFILE, or terminate TLS at a proxy "
+                "listed in MCP_TRUSTED_PROXIES."
+            )
+        facts.append(f"trusted origins: {', '.join(settings.trusted_origins) or 'none (no browser access)'}")
+        facts.append(f"rate limit: {settings.rate_limit} ({settings.rate_limit_storage.split('://')[0]})")
+    try:
+        from .services import open_services
+
+        open_services(settings)
+    except Exception as exc:  # report every start-up failure, with its own message
+        errors.append(str(exc))
+    return errors, warnings, facts
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check(args: argparse.Namespace) -> int:
+    overrides = {"transport": args.transport} if args.transport else {}
+    settings = load_settings(**overrides)
+    errors, warnings, facts = security_report(settings)
+    print(f"{profile.PROJECT_NAME}: security report")
+    for fact in facts:
+        print(f"  ok       {fact}")
+    for warning in warnings:
+        print(f"  WARNING  {warning}")
+    for error in errors:
+        print(f"  ERROR    {error}")
+    print("configuration is valid" if not errors else f"{len(errors)} error(s): the server will not start")
+    return 1 if errors else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=profile.COMMAND, description=profile.PROJECT_NAME)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the MCP server")
+    serve.add_argument("--transport", choices=profile.TRANSPORTS)
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(handler=_serve)
+    keygen = commands.add_parser("keygen", help="print a new random key and the digest to store")
+    keygen.add_argument("--admin", action="store_true", help="a key for MCP_ADMIN_API_KEYS")
+    keygen.add_argument("--write-env", action="store_true", help="create .env with a tool key and an admin key")
+    keygen.set_defaults(handler=_keygen)
+    check = commands.add_parser("check", help="validate the configuration and print a security report")
+    check.add_argument("--transport", choices=profile.TRANSPORTS)
+    check.set_defaults(handler=_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.handler(args)
+    except (SettingsError, EventStoreConfigError) as exc:
+        print(f"{profile.COMMAND}: {exc}", file=sys.stderr)
+        return 2
+    return result

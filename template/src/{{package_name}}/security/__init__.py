@@ -1,0 +1,1 @@
+"""One module per defence; tools reach them through `guard`."""

@@ -1,0 +1,109 @@
+"""Bearer authentication for HTTP: every path but /health and the OAuth metadata needs a credential."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from mcp.server.auth.provider import AccessToken, TokenVerifier
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .events import SecurityEvents
+from .http_common import client_address, refusal, send_json
+from .principal import ADMIN_SCOPE, ALL_TOOL_SCOPES, Principal
+
+PUBLIC_PATHS = frozenset({"/health"})
+PUBLIC_PREFIXES = ("/.well-known/oauth-protected-resource",)
+ADMIN_PATHS = frozenset({"/security/events"})
+QUERY_CREDENTIALS = frozenset({"api_key", "apikey", "key", "access_token", "token", "bearer", "auth"})
+MAX_CREDENTIAL_LENGTH = 8_192
+
+
+def principal_from(token: AccessToken) -> Principal:
+    return Principal(id=token.subject or token.client_id, scopes=frozenset(token.scopes))
+
+
+class BearerAuth:
+    """401 with WWW-Authenticate for a missing or bad credential; 403 for a credential without the scope."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        verifier: TokenVerifier,
+        events: SecurityEvents,
+        *,
+        resource_metadata_url: str | None = None,
+        required_scopes: frozenset[str] = frozenset(),
+    ) -> None:
+        self.app = app
+        self.verifier = verifier
+        self.events = events
+        self.resource_metadata_url = resource_metadata_url
+        self.required_scopes = required_scopes
+
+    def _challenge(self, error: str | None = None, description: str | None = None, scope: str | None = None) -> str:
+        parts = ['Bearer realm="mcp"']
+        if error:
+            parts.append(f'error="{error}"')
+        if description:
+            parts.append(f'error_description="{description}"')
+        if scope:
+            parts.append(f'scope="{scope}"')
+        if self.resource_metadata_url:
+            parts.append(f'resource_metadata="{self.resource_metadata_url}"')
+        return ", ".join(parts)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        client = client_address(scope)
+        query_keys = {name.lower() for name, _ in parse_qsl(scope.get("query_string", b"").decode("latin-1"))}
+        if query_keys & QUERY_CREDENTIALS:
+            await self._unauthorized(send, client, "credential in query string",
+                                     "Send the credential in the Authorization header, never in the URL.")
+            return
+        header = Headers(scope=scope).get("authorization")
+        if header is None:
+            await self._unauthorized(send, client, "missing credential", "Send Authorization: Bearer <key>.", error=None)
+            return
+        scheme, _, credential = header.partition(" ")
+        credential = credential.strip()
+        if scheme.lower() != "bearer" or not credential or len(credential) > MAX_CREDENTIAL_LENGTH:
+            await self._unauthorized(send, client, "malformed authorization header",
+                                     "Use the form Authorization: Bearer <key>.")
+            return
+        token = await self.verifier.verify_token(credential)
+        if token is None:
+            await self._unauthorized(send, client, "invalid credential", "The credential is not valid.")
+            return
+        principal = principal_from(token)
+        needed = ({ADMIN_SCOPE} if path in ADMIN_PATHS else set(self.required_scopes))
+        allowed = principal.is_admin if path in ADMIN_PATHS else (
+            ALL_TOOL_SCOPES in principal.scopes or (needed <= principal.scopes and not _admin_only(principal))
+        )
+        if not allowed:
+            wanted = " ".join(sorted(needed)) or "tool access"
+            await self.events.record(
+                "authorization_denied", "medium", principal.id, path=path, required_scope=wanted, client=client
+            )
+            await send_json(
+                send, 403, refusal("insufficient_scope", f"This credential lacks the scope for {path}: {wanted}."),
+                {"WWW-Authenticate": self._challenge("insufficient_scope", "insufficient scope", wanted)},
+            )
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
+    async def _unauthorized(
+        self, send: Send, client: str, reason: str, message: str, error: str | None = "invalid_token"
+    ) -> None:
+        await self.events.record("authentication_failed", "medium", client, reason=reason)
+        await send_json(
+            send, 401, refusal("unauthorized", message), {"WWW-Authenticate": self._challenge(error, reason)}
+        )
+
+
+def _admin_only(principal: Principal) -> bool:
+    return principal.scopes == {ADMIN_SCOPE}

@@ -1,0 +1,1 @@
+"""Durable and shared security-event stores, imported only when configured."""

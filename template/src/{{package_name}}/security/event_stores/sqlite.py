@@ -1,0 +1,130 @@
+"""SQLite event store: WAL mode, one transaction per event, retention by age and count."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import anyio.to_thread
+
+from ..events import SEVERITY_RANK, EventPage, EventQuery, EventStoreConfigError, SecurityEvent
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS security_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    timestamp TEXT NOT NULL,
+    event TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    severity_rank INTEGER NOT NULL,
+    identifier TEXT NOT NULL,
+    tool TEXT,
+    request_id TEXT,
+    details TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS security_events_timestamp ON security_events (timestamp);
+"""
+_PRUNE_EVERY = 1_000
+
+
+class SqliteEventStore:
+    def __init__(self, path: str, *, retention_days: int, max_rows: int) -> None:
+        self._retention = timedelta(days=retention_days)
+        self._max_rows = max_rows
+        self._lock = threading.Lock()
+        self._writes = 0
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # In WAL mode NORMAL keeps every committed event across a process crash.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(_SCHEMA)
+            self._prune()
+        except (sqlite3.Error, OSError) as exc:
+            raise EventStoreConfigError(
+                f"MCP_SECURITY_EVENTS_URL: cannot open the SQLite audit store ({type(exc).__name__}: {exc}); "
+                "point it at a writable file, e.g. sqlite:///data/security-events.db"
+            ) from None
+
+    async def append(self, event: SecurityEvent) -> None:
+        await anyio.to_thread.run_sync(self._append, event)
+
+    def _append(self, event: SecurityEvent) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO security_events (id, timestamp, event, severity, severity_rank, identifier, tool,"
+                " request_id, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    event.id,
+                    event.timestamp,
+                    event.event,
+                    event.severity,
+                    SEVERITY_RANK[event.severity],
+                    event.identifier,
+                    event.tool,
+                    event.request_id,
+                    json.dumps(event.details, default=str),
+                ),
+            )
+            self._writes += 1
+            if self._writes % _PRUNE_EVERY == 0:
+                self._prune()
+
+    def _prune(self) -> None:
+        cutoff = (datetime.now(UTC) - self._retention).isoformat().replace("+00:00", "Z")
+        self._db.execute("DELETE FROM security_events WHERE timestamp < ?", (cutoff,))
+        self._db.execute(
+            "DELETE FROM security_events WHERE seq <= (SELECT MAX(seq) FROM security_events) - ?",
+            (self._max_rows,),
+        )
+
+    async def query(self, query: EventQuery) -> EventPage:
+        return await anyio.to_thread.run_sync(self._query, query)
+
+    def _query(self, query: EventQuery) -> EventPage:
+        sql = "SELECT seq, id, timestamp, event, severity, identifier, tool, request_id, details"
+        sql += " FROM security_events WHERE seq > ?"
+        params: list[object] = [int(query.after) if query.after else 0]
+        if query.severity:
+            sql += " AND severity_rank >= ?"
+            params.append(SEVERITY_RANK[query.severity])
+        if query.event:
+            sql += " AND event = ?"
+            params.append(query.event)
+        if query.since:
+            sql += " AND timestamp >= ?"
+            params.append(query.since.astimezone(UTC).isoformat().replace("+00:00", "Z"))
+        sql += " ORDER BY seq LIMIT ?"
+        params.append(query.limit)
+        with self._lock:
+            rows = self._db.execute(sql, params).fetchall()
+        events = [
+            SecurityEvent(
+                id=row[1],
+                timestamp=row[2],
+                event=row[3],
+                severity=row[4],
+                identifier=row[5],
+                tool=row[6],
+                request_id=row[7],
+                details=json.loads(row[8]),
+            )
+            for row in rows
+        ]
+        return EventPage(events, str(rows[-1][0]) if len(rows) == query.limit else None)
+
+    async def ping(self) -> None:
+        await anyio.to_thread.run_sync(self._ping)
+
+    def _ping(self) -> None:
+        with self._lock:
+            self._db.execute("SELECT 1").fetchone()
+
+    async def aclose(self) -> None:
+        with self._lock:
+            self._db.close()

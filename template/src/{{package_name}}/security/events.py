@@ -1,0 +1,197 @@
+"""Security events: one record per decision, kept in a store chosen by MCP_SECURITY_EVENTS_URL.
+
+Stores: `memory://` (bounded ring buffer), `sqlite:///path` (WAL, survives a crash),
+`redis://host:port/db` (a capped stream that several replicas share).
+Writing is awaited: if the store fails, the caller refuses the work instead of running unaudited.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import sys
+import uuid
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+from .redact import Redactor
+
+Severity = Literal["low", "medium", "high", "critical"]
+SEVERITY_RANK: dict[str, int] = {"low": 0, "medium": 1, "high": 2, "critical": 3}
+MAX_DETAILS_BYTES = 2_048
+MAX_PAGE = 500
+
+log = logging.getLogger("security")
+
+
+class AuditUnavailableError(RuntimeError):
+    """The audit store could not record an event; the work it would have recorded must not happen."""
+
+
+class EventStoreConfigError(ValueError):
+    """MCP_SECURITY_EVENTS_URL names a store that cannot be opened."""
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityEvent:
+    id: str
+    timestamp: str
+    event: str
+    severity: Severity
+    identifier: str
+    tool: str | None = None
+    request_id: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SecurityEvent:
+        return cls(**{name: data.get(name) for name in cls.__dataclass_fields__})  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class EventQuery:
+    severity: Severity | None = None
+    event: str | None = None
+    since: datetime | None = None
+    limit: int = 100
+    after: str | None = None  # the store's own position, decoded from the cursor
+
+    def matches(self, event: SecurityEvent) -> bool:
+        if self.severity and SEVERITY_RANK[event.severity] < SEVERITY_RANK[self.severity]:
+            return False
+        if self.event and event.event != self.event:
+            return False
+        return not (self.since and datetime.fromisoformat(event.timestamp) < self.since)
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    events: list[SecurityEvent]
+    next_position: str | None
+
+
+def encode_cursor(position: str) -> str:
+    return base64.urlsafe_b64encode(position.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("cursor is not one this server issued") from None
+
+
+class EventStore(Protocol):
+    async def append(self, event: SecurityEvent) -> None: ...
+    async def query(self, query: EventQuery) -> EventPage: ...
+    async def ping(self) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+class MemoryEventStore:
+    """A bounded ring buffer: the oldest events go first when it is full."""
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self._events: deque[tuple[int, SecurityEvent]] = deque(maxlen=capacity)
+        self._seq = 0
+
+    async def append(self, event: SecurityEvent) -> None:
+        self._seq += 1
+        self._events.append((self._seq, event))
+
+    async def query(self, query: EventQuery) -> EventPage:
+        after = int(query.after) if query.after else 0
+        found: list[SecurityEvent] = []
+        last = after
+        for seq, event in list(self._events):
+            if seq <= after:
+                continue
+            last = seq
+            if query.matches(event):
+                found.append(event)
+                if len(found) == query.limit:
+                    break
+        return EventPage(found, str(last) if len(found) == query.limit else None)
+
+    async def ping(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+def open_event_store(url: str, *, retention_days: int = 90, max_rows: int = 1_000_000) -> EventStore:
+    """Open the store named by `url`, or raise EventStoreConfigError with the fix."""
+    if url.startswith("memory://"):
+        return MemoryEventStore()
+    if url.startswith("sqlite:///"):
+        from .event_stores.sqlite import SqliteEventStore
+
+        return SqliteEventStore(url.removeprefix("sqlite:///"), retention_days=retention_days, max_rows=max_rows)
+    if url.startswith(("redis://", "rediss://")):
+        from .event_stores.redis import RedisEventStore
+
+        return RedisEventStore(url, max_len=max_rows)
+    raise EventStoreConfigError(
+        "MCP_SECURITY_EVENTS_URL must be memory://, sqlite:///path/events.db or redis://host:port/db"
+    )
+
+
+class SecurityEvents:
+    """Records events (redacted, bounded) to the store and mirrors each as one JSON line on stderr."""
+
+    def __init__(self, store: EventStore, redactor: Redactor) -> None:
+        self.store = store
+        self.redactor = redactor
+
+    async def record(
+        self,
+        event: str,
+        severity: Severity,
+        identifier: str,
+        *,
+        tool: str | None = None,
+        request_id: str | int | None = None,
+        **details: Any,
+    ) -> SecurityEvent:
+        record = SecurityEvent(
+            id=uuid.uuid4().hex,
+            timestamp=datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            event=event,
+            severity=severity,
+            identifier=self.redactor.text(identifier, 100),
+            tool=tool,
+            request_id=None if request_id is None else str(request_id),
+            details=self._bounded(details),
+        )
+        try:
+            await self.store.append(record)
+        except Exception as exc:
+            log.critical("audit store failed; refusing the work it would have recorded (%s)", type(exc).__name__)
+            raise AuditUnavailableError("the audit trail is unavailable") from exc
+        _emit_log_line(record)
+        return record
+
+    def _bounded(self, details: dict[str, Any]) -> dict[str, Any]:
+        clean: dict[str, Any] = self.redactor.value(details)
+        if len(json.dumps(clean, default=str)) <= MAX_DETAILS_BYTES:
+            return clean
+        text = self.redactor.text(json.dumps(clean, default=str), MAX_DETAILS_BYTES - 100)
+        return {"truncated": text}
+
+
+def _emit_log_line(event: SecurityEvent) -> None:
+    # stderr only: on stdio, stdout carries nothing but protocol messages.
+    line = json.dumps({"logger": "security", **event.to_dict()}, separators=(",", ":"), default=str)
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        log.debug("stderr is closed; the event is in the store")

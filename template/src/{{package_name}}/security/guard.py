@@ -1,0 +1,372 @@
+"""The one composition point every tool goes through.
+
+`@guard.tool(...)` declares what a tool needs (scopes, limits, timeout, hints) and registers it;
+`guard.middleware` enforces it on every `tools/call`: argument validation, scope check,
+rate limits, calls in flight, timeout, one audit event, error masking, output capping and fencing.
+`build_server` serves only the tools registered here, so a tool cannot skip the guard.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import logging
+import time
+import typing
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, TypeVar
+
+import anyio
+from limits import RateLimitItem
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.tools import Tool
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from .events import AuditUnavailableError, SecurityEvents, Severity
+from .principal import LOCAL_USER, Principal
+from .ratelimit import RateLimiter, RateLimitUnavailableError
+from .text import cap, fence
+
+P = ParamSpec("P")
+ToolFn = Callable[P, Awaitable[str]]
+log = logging.getLogger(__name__)
+
+
+class ToolRefusedError(Exception):
+    """Raised by a tool to refuse a request. The message reaches the model: keep it short and safe."""
+
+    def __init__(self, message: str, *, event: str = "input_validation_failed", **details: Any) -> None:
+        super().__init__(message)
+        self.public_message = message
+        self.event = event
+        self.details = details
+
+
+class UnboundedArgumentError(TypeError):
+    """A tool argument has no bound; every string, list and number must have one."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolPolicy:
+    name: str
+    scopes: frozenset[str]
+    rate_limit: RateLimitItem | None
+    per_caller: bool
+    timeout: float | None
+    untrusted_output: str | None
+    arguments: type[BaseModel]
+
+
+@dataclass(slots=True)
+class CallInfo:
+    """What a running tool may know about its call; read it with `current_call()`."""
+
+    principal: Principal
+    client: str
+    tool: str
+    request_id: str | None
+    outcome: str = "ok"
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+_current: contextvars.ContextVar[CallInfo] = contextvars.ContextVar("current_call")
+
+
+def current_call() -> CallInfo:
+    return _current.get()
+
+
+def _check_bounded(name: str, schema: dict[str, Any], path: str = "") -> None:
+    kinds = schema.get("type")
+    options = schema.get("anyOf") or schema.get("oneOf") or []
+    for option in options:
+        _check_bounded(name, option, path)
+    if "enum" in schema or "const" in schema or kinds is None:
+        return
+    where = f"tool {name!r} argument {path or '(root)'}"
+    if kinds == "string" and "maxLength" not in schema:
+        raise UnboundedArgumentError(f"{where}: add Field(max_length=...)")
+    if kinds == "array":
+        if "maxItems" not in schema:
+            raise UnboundedArgumentError(f"{where}: add Field(max_length=...) to the list")
+        _check_bounded(name, schema.get("items", {}), path + "[]")
+    if kinds in ("integer", "number") and not (
+        ("maximum" in schema or "exclusiveMaximum" in schema) and ("minimum" in schema or "exclusiveMinimum" in schema)
+    ):
+        raise UnboundedArgumentError(f"{where}: add Field(ge=..., le=...)")
+    if kinds == "object":
+        for prop, sub in schema.get("properties", {}).items():
+            _check_bounded(name, sub, f"{path}.{prop}" if path else prop)
+
+
+def _arguments_model(name: str, fn: Callable[..., Any]) -> type[BaseModel]:
+    hints = typing.get_type_hints(fn, include_extras=True)
+    fields: dict[str, Any] = {}
+    for param in inspect.signature(fn).parameters.values():
+        annotation = hints.get(param.name, Any)
+        if inspect.isclass(annotation) and issubclass(annotation, Context):
+            continue
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        fields[param.name] = (annotation, default)
+    model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+        f"{name}_arguments", __config__=ConfigDict(extra="forbid", strict=False), **fields
+    )
+    return model
+
+
+def _safe_validation_message(tool: str, exc: ValidationError) -> tuple[str, list[str]]:
+    # Field names and rule names only: the rejected values are the caller's data.
+    problems = sorted({f"{'.'.join(str(p) for p in e['loc']) or '(arguments)'}: {e['type']}" for e in exc.errors()})
+    return f"Invalid arguments for {tool}: {'; '.join(problems[:10])}", problems
+
+
+def _error(message: str) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
+
+
+class Guard:
+    def __init__(
+        self,
+        events: SecurityEvents,
+        limiter: RateLimiter,
+        *,
+        default_limit: str,
+        default_timeout: float,
+        max_result_chars: int,
+        max_in_flight: int,
+        transport: str,
+    ) -> None:
+        self.events = events
+        self.limiter = limiter
+        self._principal_limit = limiter.parse(default_limit)
+        self._default_timeout = default_timeout
+        self._max_result_chars = max_result_chars
+        self._max_in_flight = max_in_flight
+        self._transport = transport
+        self._in_flight: defaultdict[str, int] = defaultdict(int)
+        self.policies: dict[str, ToolPolicy] = {}
+        self._tools: dict[str, Tool] = {}
+
+    def tool(
+        self,
+        *,
+        scopes: tuple[str, ...] = (),
+        read_only: bool,
+        destructive: bool = False,
+        idempotent: bool = False,
+        open_world: bool = False,
+        untrusted_output: str | None = None,
+        rate_limit: str | None = None,
+        per_caller: bool = True,
+        timeout: float | None = None,
+        name: str | None = None,
+        title: str | None = None,
+    ) -> Callable[[ToolFn[P]], ToolFn[P]]:
+        """Register an async tool returning text. `untrusted_output` names the source to fence results as data."""
+
+        def register(fn: ToolFn[P]) -> ToolFn[P]:
+            tool_name = name or fn.__name__
+            if not inspect.iscoroutinefunction(fn):
+                raise TypeError(f"tool {tool_name!r} must be async so its timeout can cancel it")
+            arguments = _arguments_model(tool_name, fn)
+            schema = arguments.model_json_schema()
+            _check_bounded(tool_name, schema)
+            limit_chars = self._max_result_chars
+
+            @functools.wraps(fn)
+            async def guarded(*args: P.args, **kwargs: P.kwargs) -> str:
+                call = current_call()
+                try:
+                    result = await fn(*args, **kwargs)
+                except ToolRefusedError as refusal:
+                    call.outcome = refusal.event
+                    call.details = {"reason": refusal.public_message, **refusal.details}
+                    raise ToolError(refusal.public_message) from None
+                except (AuditUnavailableError, RateLimitUnavailableError):
+                    raise
+                except Exception as exc:
+                    call.outcome = "tool_execution_failed"
+                    call.details = {"error": type(exc).__name__}
+                    log.exception("tool %s failed", tool_name)
+                    raise ToolError(f"{tool_name} failed; the error was logged on the server") from None
+                if untrusted_output is not None:
+                    return fence(result, untrusted_output, limit_chars)
+                return cap(result, limit_chars)
+
+            annotations = ToolAnnotations(
+                title=title,
+                read_only_hint=read_only,
+                destructive_hint=destructive,
+                idempotent_hint=idempotent,
+                open_world_hint=open_world,
+            )
+            tool = Tool.from_function(
+                guarded, name=tool_name, title=title, annotations=annotations, structured_output=False
+            )
+            # Publish our schema: bounded fields and additionalProperties: false.
+            self._tools[tool_name] = tool.model_copy(update={"parameters": schema})
+            self.policies[tool_name] = ToolPolicy(
+                name=tool_name,
+                scopes=frozenset(scopes),
+                rate_limit=self.limiter.parse(rate_limit) if rate_limit else None,
+                per_caller=per_caller,
+                timeout=timeout,
+                untrusted_output=untrusted_output,
+                arguments=arguments,
+            )
+            return fn
+
+        return register
+
+    def tools(self) -> list[Tool]:
+        return list(self._tools.values())
+
+    # ---- enforcement -------------------------------------------------------
+
+    async def middleware(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.method != "tools/call":
+            return await call_next(ctx)
+        params = ctx.params or {}
+        tool_name = params.get("name")
+        policy = self.policies.get(tool_name) if isinstance(tool_name, str) else None
+        principal, client = self._caller(ctx)
+        request_id = None if ctx.request_id is None else str(ctx.request_id)
+        identifier = principal.id if principal else client
+        if policy is None:
+            return await self._refuse(
+                "input_validation_failed", "medium", identifier, None, request_id,
+                "Unknown tool. Call tools/list to see the tools this server offers.",
+                reason="unknown tool", requested=str(tool_name)[:100],
+            )
+        if principal is None:
+            return await self._refuse(
+                "authentication_failed", "high", client, policy.name, request_id,
+                "Not authenticated.", reason="no principal on request",
+            )
+        if not principal.has_scopes(policy.scopes):
+            missing = sorted(policy.scopes - principal.scopes)
+            return await self._refuse(
+                "authorization_denied", "medium", identifier, policy.name, request_id,
+                f"Not allowed: {policy.name} needs scope {' '.join(missing)}.", missing_scopes=missing,
+            )
+        raw_arguments = params.get("arguments") or {}
+        try:
+            policy.arguments.model_validate(raw_arguments)
+        except ValidationError as exc:
+            message, problems = _safe_validation_message(policy.name, exc)
+            return await self._refuse(
+                "input_validation_failed", "low", identifier, policy.name, request_id, message, problems=problems
+            )
+        refusal = await self._check_limits(policy, principal, identifier, request_id)
+        if refusal is not None:
+            return refusal
+        if self._in_flight[identifier] >= self._max_in_flight:
+            return await self._refuse(
+                "rate_limit_exceeded", "medium", identifier, policy.name, request_id,
+                f"Too many calls in flight ({self._max_in_flight}); wait for one to finish.", reason="in_flight",
+            )
+        return await self._run(ctx, call_next, policy, principal, client, request_id, raw_arguments)
+
+    async def _run(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        call_next: CallNext,
+        policy: ToolPolicy,
+        principal: Principal,
+        client: str,
+        request_id: str | None,
+        raw_arguments: Any,
+    ) -> HandlerResult:
+        call = CallInfo(principal=principal, client=client, tool=policy.name, request_id=request_id)
+        token = _current.set(call)
+        timeout = policy.timeout or self._default_timeout
+        started = time.perf_counter()
+        self._in_flight[principal.id] += 1
+        try:
+            with anyio.move_on_after(timeout) as scope:
+                result = await call_next(ctx)
+            if scope.cancelled_caught:
+                call.outcome = "tool_execution_failed"
+                call.details = {"reason": "timeout", "timeout_seconds": timeout}
+                result = _error(f"{policy.name} timed out after {timeout:g} seconds and was cancelled.")
+        except (AuditUnavailableError, RateLimitUnavailableError) as exc:
+            call.outcome = "tool_execution_failed"
+            call.details = {"reason": type(exc).__name__}
+            result = _error("The server cannot run tools right now; try again later.")
+        finally:
+            self._in_flight[principal.id] -= 1
+            if self._in_flight[principal.id] <= 0:
+                del self._in_flight[principal.id]
+            _current.reset(token)
+        duration_ms = round((time.perf_counter() - started) * 1000, 2)
+        event, severity = {
+            "ok": ("tool_called", "low"),
+            "tool_execution_failed": ("tool_execution_failed", "medium"),
+        }.get(call.outcome, (call.outcome, "medium"))
+        try:
+            await self.events.record(
+                event, typing.cast(Severity, severity), principal.id, tool=policy.name, request_id=request_id,
+                client=client, outcome=call.outcome if call.outcome != "ok" else "ok", duration_ms=duration_ms,
+                arguments=raw_arguments, **call.details,
+            )
+        except AuditUnavailableError:
+            return _error("The audit trail is unavailable, so the result is withheld; try again later.")
+        return result
+
+    async def _check_limits(
+        self, policy: ToolPolicy, principal: Principal, identifier: str, request_id: str | None
+    ) -> CallToolResult | None:
+        checks: list[tuple[RateLimitItem, tuple[str, ...], str]] = [
+            (self._principal_limit, ("principal", principal.id), "per-client"),
+        ]
+        if policy.rate_limit is not None:
+            keys = ("tool", policy.name, principal.id) if policy.per_caller else ("tool", policy.name)
+            checks.append((policy.rate_limit, keys, "per-tool"))
+        for item, keys, scope_name in checks:
+            try:
+                decision = await self.limiter.hit(item, *keys)
+            except RateLimitUnavailableError:
+                return await self._refuse(
+                    "rate_limit_exceeded", "high", identifier, policy.name, request_id,
+                    "Rate limiting is unavailable, so calls are refused; try again later.", reason="storage_down",
+                )
+            if not decision.allowed:
+                return await self._refuse(
+                    "rate_limit_exceeded", "medium", identifier, policy.name, request_id,
+                    f"Rate limit reached ({scope_name}, {item}); retry after {decision.reset_after} seconds.",
+                    limit=str(item), scope=scope_name, retry_after=decision.reset_after,
+                )
+        return None
+
+    async def _refuse(
+        self,
+        event: str,
+        severity: Severity,
+        identifier: str,
+        tool: str | None,
+        request_id: str | None,
+        message: str,
+        **details: Any,
+    ) -> CallToolResult:
+        try:
+            await self.events.record(event, severity, identifier, tool=tool, request_id=request_id, **details)
+        except AuditUnavailableError:
+            # Refused either way; the store failure itself was logged at critical level.
+            return _error(message + " (The audit trail is unavailable.)")
+        return _error(message)
+
+    def _caller(self, ctx: ServerRequestContext[Any, Any]) -> tuple[Principal | None, str]:
+        request = ctx.request
+        if request is None:
+            # No HTTP request: the stdio transport, started by the local user.
+            return (LOCAL_USER, "stdio") if self._transport == "stdio" else (None, "unknown")
+        state = getattr(request, "state", None)
+        principal = getattr(state, "principal", None)
+        client = getattr(getattr(request, "client", None), "host", None) or "unknown"
+        return (principal if isinstance(principal, Principal) else None), client

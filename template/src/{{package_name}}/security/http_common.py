@@ -1,0 +1,26 @@
+"""Small helpers the perimeter middlewares share: JSON refusals and the client address."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.types import Scope, Send
+
+
+def client_address(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+async def send_json(
+    send: Send, status: int, body: dict[str, object], headers: dict[str, str] | None = None
+) -> None:
+    payload = json.dumps(body, separators=(",", ":")).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    raw += [(name.lower().encode(), value.encode()) for name, value in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": payload})
+
+
+def refusal(error: str, message: str) -> dict[str, object]:
+    return {"error": error, "message": message}

@@ -1,0 +1,91 @@
+"""Browser origins (CORS) and DNS-rebinding protection (Host and Origin checks)."""
+
+from __future__ import annotations
+
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .events import SecurityEvents
+from .http_common import client_address, refusal, send_json
+
+ALLOWED_HEADERS = ["Authorization", "Content-Type", "Mcp-Protocol-Version", "Mcp-Session-Id", "Last-Event-ID"]
+EXPOSED_HEADERS = ["Mcp-Session-Id"]
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def default_allowed_hosts(bind_host: str, port: int) -> list[str]:
+    """Host header values a client may use when MCP_ALLOWED_HOSTS is empty: only the bind address."""
+    if bind_host in LOCAL_HOSTS or bind_host in ("0.0.0.0", "::"):  # noqa: S104 - comparing, not binding
+        return ["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"]
+    host = f"[{bind_host}]" if ":" in bind_host else bind_host
+    return [f"{host}:{port}", host]
+
+
+def transport_security(allowed_hosts: list[str], trusted_origins: list[str]) -> TransportSecuritySettings:
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=allowed_hosts, allowed_origins=trusted_origins
+    )
+
+
+def cors(app: ASGIApp, trusted_origins: list[str]) -> ASGIApp:
+    return CORSMiddleware(
+        app,
+        allow_origins=trusted_origins,
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+        allow_headers=ALLOWED_HEADERS,
+        expose_headers=EXPOSED_HEADERS,
+        allow_credentials=False,
+        max_age=600,
+    )
+
+
+class OriginGate:
+    """An Origin header that is not trusted gets 403 before CORS or anything else answers it."""
+
+    def __init__(self, app: ASGIApp, trusted_origins: list[str], events: SecurityEvents) -> None:
+        self.app = app
+        self.trusted = frozenset(trusted_origins)
+        self.events = events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        origin = Headers(scope=scope).get("origin")
+        if origin is None or origin in self.trusted:
+            await self.app(scope, receive, send)
+            return
+        await self.events.record(
+            "untrusted_origin_blocked", "medium", client_address(scope), origin=origin[:200], path=scope["path"]
+        )
+        await send_json(send, 403, refusal("untrusted_origin", "This Origin is not in MCP_TRUSTED_ORIGINS."))
+
+
+class HostGate:
+    """DNS rebinding: the SDK's Host/Origin validation, answered before authentication and audited."""
+
+    def __init__(self, app: ASGIApp, settings: TransportSecuritySettings, events: SecurityEvents) -> None:
+        self.app = app
+        self.checker = TransportSecurityMiddleware(settings)
+        self.events = events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        from starlette.requests import Request
+
+        refused = await self.checker.validate_request(Request(scope), is_post=False)
+        if refused is None:
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        wrong = "host" if refused.status_code == 421 else "origin"
+        await self.events.record(
+            "untrusted_origin_blocked", "medium", client_address(scope),
+            reason=f"{wrong} not allowed", host=headers.get("host", "")[:200], origin=headers.get("origin", "")[:200],
+        )
+        fix = "MCP_ALLOWED_HOSTS" if wrong == "host" else "MCP_TRUSTED_ORIGINS"
+        await send_json(send, refused.status_code, refusal(f"invalid_{wrong}", f"This {wrong} is not in {fix}."))

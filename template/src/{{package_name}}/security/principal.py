@@ -1,0 +1,27 @@
+"""Who is calling: set by the HTTP authentication layer, or the local user on stdio."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ALL_TOOL_SCOPES = "*"
+ADMIN_SCOPE = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller. `id` is safe to log: it is never the credential itself."""
+
+    id: str
+    scopes: frozenset[str]
+
+    def has_scopes(self, required: frozenset[str]) -> bool:
+        return ALL_TOOL_SCOPES in self.scopes or required <= self.scopes
+
+    @property
+    def is_admin(self) -> bool:
+        return ADMIN_SCOPE in self.scopes
+
+
+# stdio: the process was started by the local user, who already has their own access.
+LOCAL_USER = Principal(id="local-stdio", scopes=frozenset({ALL_TOOL_SCOPES}))

@@ -1,0 +1,73 @@
+"""Rate limits with the `limits` library: memory for one process, Redis so replicas share one limit.
+
+If the storage cannot answer, the limiter raises RateLimitUnavailableError: callers refuse
+the request (503 or an error result) instead of letting traffic through unlimited.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import Storage
+from limits.storage import storage_from_string
+from limits.aio.strategies import MovingWindowRateLimiter
+
+
+class RateLimitUnavailableError(RuntimeError):
+    """The rate-limit storage did not answer; the request must be refused."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_after: int  # seconds until a slot frees up
+
+    @property
+    def headers(self) -> dict[str, str]:
+        headers = {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset_after),
+        }
+        if not self.allowed:
+            headers["Retry-After"] = str(self.reset_after)
+        return headers
+
+
+def _storage_uri(url: str) -> str:
+    return url if url.startswith("async+") else "async+" + url
+
+
+class RateLimiter:
+    """A moving-window limiter: exact, with no burst at a window boundary."""
+
+    def __init__(self, storage_url: str) -> None:
+        options = {} if storage_url.startswith("memory://") else {"socket_timeout": 2, "socket_connect_timeout": 2}
+        self._storage: Storage = storage_from_string(_storage_uri(storage_url), **options)
+        self._strategy = MovingWindowRateLimiter(self._storage)
+
+    @staticmethod
+    def parse(limit: str) -> RateLimitItem:
+        return parse(limit)
+
+    async def hit(self, item: RateLimitItem, *keys: str) -> Decision:
+        try:
+            allowed = await self._strategy.hit(item, *keys)
+            reset_at, remaining = await self._strategy.get_window_stats(item, *keys)
+        except Exception as exc:
+            raise RateLimitUnavailableError(f"rate-limit storage unavailable ({type(exc).__name__})") from exc
+        reset_after = max(1, math.ceil(reset_at - time.time()))
+        return Decision(allowed, item.amount, remaining, reset_after)
+
+    async def ping(self) -> None:
+        try:
+            ok = await self._storage.check()
+        except Exception as exc:
+            raise RateLimitUnavailableError(f"rate-limit storage unavailable ({type(exc).__name__})") from exc
+        if not ok:
+            raise RateLimitUnavailableError("rate-limit storage unavailable")

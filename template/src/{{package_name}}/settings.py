@@ -1,0 +1,191 @@
+"""All configuration in one typed object, read from MCP_* variables and `.env`, checked at start-up."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from . import profile
+
+ENV_PREFIX = "MCP_"
+CommaList = Annotated[list[str], NoDecode]
+
+
+class SettingsError(Exception):
+    """The configuration cannot be used; the message names the setting and the fix."""
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="forbid",
+        hide_input_in_errors=True,
+    )
+
+    transport: Literal["stdio", "http"] = profile.TRANSPORTS[0]
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    # Credentials: raw keys or sha256:<hex> digests, comma-separated (several at once to rotate).
+    api_keys: SecretStr = SecretStr("")
+    admin_api_keys: SecretStr = SecretStr("")
+
+    # OAuth 2.1 resource-server mode
+    oauth_issuer: str = ""
+    oauth_audience: str = ""
+    oauth_jwks_url: str = ""
+    oauth_required_scopes: CommaList = Field(default_factory=list)
+    oauth_algorithms: CommaList = Field(default_factory=lambda: ["RS256", "ES256", "PS256", "EdDSA"])
+    resource_url: str = ""
+
+    # The HTTP perimeter
+    trusted_origins: CommaList = Field(default_factory=list)
+    allowed_hosts: CommaList = Field(default_factory=list)
+    trusted_proxies: CommaList = Field(default_factory=list)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+    tls_client_ca: Path | None = None
+
+    # Abuse resistance
+    rate_limit: str = "100/minute"
+    rate_limit_storage: str = "memory://"
+    tool_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    max_result_chars: int = Field(default=100_000, ge=1_000, le=10_000_000)
+    max_calls_in_flight: int = Field(default=8, ge=1, le=1_000)
+    max_sessions: int = Field(default=1_000, ge=1)
+    session_idle_timeout_seconds: float = Field(default=1_800.0, gt=0)
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0, le=3_600)
+
+    # Audit trail: memory://, sqlite:///path, redis://host:port/db. Empty: sqlite for HTTP, memory for stdio.
+    security_events_url: str = ""
+    security_events_retention_days: int = Field(default=90, ge=1)
+    security_events_max_rows: int = Field(default=1_000_000, ge=1_000)
+    auth_failure_threshold: int = Field(default=10, ge=1)
+    auth_failure_window_seconds: int = Field(default=60, ge=1)
+    auth_block_seconds: int = Field(default=300, ge=1)
+
+    # Sample tools
+    files_root: Path = Path("data/files")
+    data_dir: Path = Path("data")
+    fetch_allow_http_hosts: CommaList = Field(default_factory=list)
+    upstream_url: str = "https://api.example.com"
+    upstream_api_key: SecretStr = SecretStr("")
+
+    _split = field_validator(
+        "oauth_required_scopes",
+        "oauth_algorithms",
+        "trusted_origins",
+        "allowed_hosts",
+        "trusted_proxies",
+        "fetch_allow_http_hosts",
+        mode="before",
+    )(_split_commas)
+
+    @field_validator("trusted_origins")
+    @classmethod
+    def _exact_origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if "*" in origin:
+                raise ValueError("wildcard origins are not allowed; list each exact origin (https://app.example.com)")
+            if not origin.startswith(("https://", "http://")) or origin.count("/") != 2:
+                raise ValueError(f"{origin!r} is not an origin; write scheme://host[:port] with no path")
+        return [origin.rstrip("/") for origin in origins]
+
+    @field_validator("oauth_algorithms")
+    @classmethod
+    def _asymmetric_only(cls, algorithms: list[str]) -> list[str]:
+        refused = [alg for alg in algorithms if alg.lower() == "none" or alg.upper().startswith("HS")]
+        if refused:
+            raise ValueError(f"{', '.join(refused)} cannot verify tokens from a public JWKS; use RS256, ES256, ...")
+        return algorithms
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _parse_rate_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate limit; write e.g. 100/minute") from None
+        return value
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _known_storage(cls, value: str) -> str:
+        if not value.startswith(("memory://", "redis://", "rediss://")):
+            raise ValueError("use memory:// or redis://host:port/db")
+        return value
+
+    @field_validator("security_events_url")
+    @classmethod
+    def _known_event_store(cls, value: str) -> str:
+        if value and not value.startswith(("memory://", "sqlite:///", "redis://", "rediss://")):
+            raise ValueError("use memory://, sqlite:///path/events.db or redis://host:port/db")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> Settings:
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("MCP_TLS_CERTFILE and MCP_TLS_KEYFILE must be set together")
+        if self.tls_client_ca is not None and self.tls_certfile is None:
+            raise ValueError("MCP_TLS_CLIENT_CA (mutual TLS) needs MCP_TLS_CERTFILE and MCP_TLS_KEYFILE")
+        return self
+
+    @property
+    def events_url(self) -> str:
+        if self.security_events_url:
+            return self.security_events_url
+        if self.transport == "http":
+            return f"sqlite:///{self.data_dir / 'security-events.db'}"
+        return "memory://"
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls_certfile is not None
+
+    @property
+    def audience(self) -> str:
+        return self.oauth_audience or self.resource_url
+
+
+def _unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    return sorted(name for name in environ if name.upper().startswith(ENV_PREFIX) and name.upper() not in known)
+
+
+def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
+    """Read settings, refusing unknown MCP_* variables and invalid values with a message that names them."""
+    known = sorted(ENV_PREFIX + name.upper() for name in Settings.model_fields)
+    for name in _unknown_variables(os.environ):
+        hint = difflib.get_close_matches(name.upper(), known, n=1)
+        fix = f"did you mean {hint[0]}?" if hint else "remove it or see .env.example for every setting"
+        raise SettingsError(f"unknown setting {name}: {fix}")
+    try:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            variable = ENV_PREFIX + field.upper() if field else "settings"
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = "unknown setting in .env; remove it or see .env.example"
+            problems.append(f"{variable}: {message}")
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems)) from None
