@@ -17,10 +17,14 @@ from .settings import Settings, SettingsError, load_settings
 
 
 def _serve(args: argparse.Namespace) -> int:
-    overrides = {k: v for k, v in (("transport", args.transport), ("host", args.host), ("port", args.port)) if v}
+    overrides = {
+        k: v for k, v in (("transport", args.transport), ("host", args.host), ("port", args.port)) if v
+    }
     settings = load_settings(**overrides)
     if settings.transport not in profile.TRANSPORTS:
-        raise SettingsError(f"this project was generated without {settings.transport}; use {profile.TRANSPORTS}")
+        raise SettingsError(
+            f"this project was generated without {settings.transport}; use {profile.TRANSPORTS}"
+        )
     if settings.transport == "http":
         importlib.import_module(f"{__package__}.app").serve_http(settings)
         return 0
@@ -65,15 +69,17 @@ def security_report(settings: Settings) -> tuple[list[str], list[str], list[str]
     warnings: list[str] = []
     facts = [f"transport: {settings.transport}", f"audit trail: {settings.events_url.split('://')[0]}"]
     if settings.transport == "http":
-        credentials = importlib.import_module(f"{__package__}.security.credentials")
+        credentials = importlib.import_module(f"{__package__}.security.perimeter.credentials")
         errors.extend(credentials.credential_problems(settings))
         facts.append(f"authentication: {credentials.SCHEME}")
-        facts.append(f"bind: {settings.host}:{settings.port} ({'TLS' if settings.tls_enabled else 'plain HTTP'})")
+        facts.append(
+            f"bind: {settings.host}:{settings.port} ({'TLS' if settings.tls_enabled else 'plain HTTP'})"
+        )
         if not _is_loopback(settings.host) and not settings.tls_enabled:
             warnings.append(
                 f"MCP_HOST={settings.host} is reachable from other machines over plain HTTP: keys and tokens "
-                "can be read on the network. Set MCP_TLS_CERTFILE/MCP_TLS_KEYFILE, or terminate TLS at a proxy "
-                "listed in MCP_TRUSTED_PROXIES."
+                "can be read on the network. Set MCP_TLS_CERTFILE/MCP_TLS_KEYFILE, or terminate TLS at a "
+                "proxy listed in MCP_TRUSTED_PROXIES."
             )
         facts.append(f"trusted origins: {', '.join(settings.trusted_origins) or 'none (no browser access)'}")
         facts.append(f"rate limit: {settings.rate_limit} ({settings.rate_limit_storage.split('://')[0]})")
@@ -81,7 +87,7 @@ def security_report(settings: Settings) -> tuple[list[str], list[str], list[str]
         from .services import open_services
 
         open_services(settings)
-    except Exception as exc:  # report every start-up failure, with its own message
+    except Exception as exc:  # noqa: BLE001 - report every start-up failure, with its own message
         errors.append(str(exc))
     return errors, warnings, facts
 
@@ -120,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_serve)
     keygen = commands.add_parser("keygen", help="print a new random key and the digest to store")
     keygen.add_argument("--admin", action="store_true", help="a key for MCP_ADMIN_API_KEYS")
-    keygen.add_argument("--write-env", action="store_true", help="create .env with a tool key and an admin key")
+    keygen.add_argument(
+        "--write-env", action="store_true", help="create .env with a tool key and an admin key"
+    )
     keygen.set_defaults(handler=_keygen)
     check = commands.add_parser("check", help="validate the configuration and print a security report")
     check.add_argument("--transport", choices=profile.TRANSPORTS)

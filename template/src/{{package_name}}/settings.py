@@ -102,7 +102,9 @@ class Settings(BaseSettings):
     def _exact_origins(cls, origins: list[str]) -> list[str]:
         for origin in origins:
             if "*" in origin:
-                raise ValueError("wildcard origins are not allowed; list each exact origin (https://app.example.com)")
+                raise ValueError(
+                    "wildcard origins are not allowed; list each exact origin (https://app.example.com)"
+                )
             if not origin.startswith(("https://", "http://")) or origin.count("/") != 2:
                 raise ValueError(f"{origin!r} is not an origin; write scheme://host[:port] with no path")
         return [origin.rstrip("/") for origin in origins]
@@ -112,7 +114,9 @@ class Settings(BaseSettings):
     def _asymmetric_only(cls, algorithms: list[str]) -> list[str]:
         refused = [alg for alg in algorithms if alg.lower() == "none" or alg.upper().startswith("HS")]
         if refused:
-            raise ValueError(f"{', '.join(refused)} cannot verify tokens from a public JWKS; use RS256, ES256, ...")
+            raise ValueError(
+                f"{', '.join(refused)} cannot verify tokens from a public JWKS; use RS256, ES256, ..."
+            )
         return algorithms
 
     @field_validator("rate_limit")
@@ -167,7 +171,9 @@ class Settings(BaseSettings):
 
 def _unknown_variables(environ: Mapping[str, str]) -> list[str]:
     known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
-    return sorted(name for name in environ if name.upper().startswith(ENV_PREFIX) and name.upper() not in known)
+    return sorted(
+        name for name in environ if name.upper().startswith(ENV_PREFIX) and name.upper() not in known
+    )
 
 
 def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:

@@ -134,7 +134,9 @@ def open_event_store(url: str, *, retention_days: int = 90, max_rows: int = 1_00
     if url.startswith("sqlite:///"):
         from .event_stores.sqlite import SqliteEventStore
 
-        return SqliteEventStore(url.removeprefix("sqlite:///"), retention_days=retention_days, max_rows=max_rows)
+        return SqliteEventStore(
+            url.removeprefix("sqlite:///"), retention_days=retention_days, max_rows=max_rows
+        )
     if url.startswith(("redis://", "rediss://")):
         from .event_stores.redis import RedisEventStore
 
@@ -174,7 +176,9 @@ class SecurityEvents:
         try:
             await self.store.append(record)
         except Exception as exc:
-            log.critical("audit store failed; refusing the work it would have recorded (%s)", type(exc).__name__)
+            log.critical(
+                "audit store failed; refusing the work it would have recorded (%s)", type(exc).__name__
+            )
             raise AuditUnavailableError("the audit trail is unavailable") from exc
         _emit_log_line(record)
         return record

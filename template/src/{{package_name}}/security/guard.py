@@ -17,7 +17,7 @@ import typing
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec
 
 import anyio
 from limits import RateLimitItem
@@ -97,7 +97,8 @@ def _check_bounded(name: str, schema: dict[str, Any], path: str = "") -> None:
             raise UnboundedArgumentError(f"{where}: add Field(max_length=...) to the list")
         _check_bounded(name, schema.get("items", {}), path + "[]")
     if kinds in ("integer", "number") and not (
-        ("maximum" in schema or "exclusiveMaximum" in schema) and ("minimum" in schema or "exclusiveMinimum" in schema)
+        ("maximum" in schema or "exclusiveMaximum" in schema)
+        and ("minimum" in schema or "exclusiveMinimum" in schema)
     ):
         raise UnboundedArgumentError(f"{where}: add Field(ge=..., le=...)")
     if kinds == "object":
@@ -114,7 +115,7 @@ def _arguments_model(name: str, fn: Callable[..., Any]) -> type[BaseModel]:
             continue
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[param.name] = (annotation, default)
-    model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+    model: type[BaseModel] = create_model(
         f"{name}_arguments", __config__=ConfigDict(extra="forbid", strict=False), **fields
     )
     return model
@@ -122,7 +123,9 @@ def _arguments_model(name: str, fn: Callable[..., Any]) -> type[BaseModel]:
 
 def _safe_validation_message(tool: str, exc: ValidationError) -> tuple[str, list[str]]:
     # Field names and rule names only: the rejected values are the caller's data.
-    problems = sorted({f"{'.'.join(str(p) for p in e['loc']) or '(arguments)'}: {e['type']}" for e in exc.errors()})
+    problems = sorted(
+        {f"{'.'.join(str(p) for p in e['loc']) or '(arguments)'}: {e['type']}" for e in exc.errors()}
+    )
     return f"Invalid arguments for {tool}: {'; '.join(problems[:10])}", problems
 
 
@@ -168,7 +171,10 @@ class Guard:
         name: str | None = None,
         title: str | None = None,
     ) -> Callable[[ToolFn[P]], ToolFn[P]]:
-        """Register an async tool returning text. `untrusted_output` names the source to fence results as data."""
+        """Register an async tool that returns text.
+
+        `untrusted_output` names where results come from; they are then fenced as data.
+        """
 
         def register(fn: ToolFn[P]) -> ToolFn[P]:
             tool_name = name or fn.__name__
@@ -240,20 +246,35 @@ class Guard:
         identifier = principal.id if principal else client
         if policy is None:
             return await self._refuse(
-                "input_validation_failed", "medium", identifier, None, request_id,
+                "input_validation_failed",
+                "medium",
+                identifier,
+                None,
+                request_id,
                 "Unknown tool. Call tools/list to see the tools this server offers.",
-                reason="unknown tool", requested=str(tool_name)[:100],
+                reason="unknown tool",
+                requested=str(tool_name)[:100],
             )
         if principal is None:
             return await self._refuse(
-                "authentication_failed", "high", client, policy.name, request_id,
-                "Not authenticated.", reason="no principal on request",
+                "authentication_failed",
+                "high",
+                client,
+                policy.name,
+                request_id,
+                "Not authenticated.",
+                reason="no principal on request",
             )
         if not principal.has_scopes(policy.scopes):
             missing = sorted(policy.scopes - principal.scopes)
             return await self._refuse(
-                "authorization_denied", "medium", identifier, policy.name, request_id,
-                f"Not allowed: {policy.name} needs scope {' '.join(missing)}.", missing_scopes=missing,
+                "authorization_denied",
+                "medium",
+                identifier,
+                policy.name,
+                request_id,
+                f"Not allowed: {policy.name} needs scope {' '.join(missing)}.",
+                missing_scopes=missing,
             )
         raw_arguments = params.get("arguments") or {}
         try:
@@ -261,15 +282,26 @@ class Guard:
         except ValidationError as exc:
             message, problems = _safe_validation_message(policy.name, exc)
             return await self._refuse(
-                "input_validation_failed", "low", identifier, policy.name, request_id, message, problems=problems
+                "input_validation_failed",
+                "low",
+                identifier,
+                policy.name,
+                request_id,
+                message,
+                problems=problems,
             )
         refusal = await self._check_limits(policy, principal, identifier, request_id)
         if refusal is not None:
             return refusal
         if self._in_flight[identifier] >= self._max_in_flight:
             return await self._refuse(
-                "rate_limit_exceeded", "medium", identifier, policy.name, request_id,
-                f"Too many calls in flight ({self._max_in_flight}); wait for one to finish.", reason="in_flight",
+                "rate_limit_exceeded",
+                "medium",
+                identifier,
+                policy.name,
+                request_id,
+                f"Too many calls in flight ({self._max_in_flight}); wait for one to finish.",
+                reason="in_flight",
             )
         return await self._run(ctx, call_next, policy, principal, client, request_id, raw_arguments)
 
@@ -311,9 +343,16 @@ class Guard:
         }.get(call.outcome, (call.outcome, "medium"))
         try:
             await self.events.record(
-                event, typing.cast(Severity, severity), principal.id, tool=policy.name, request_id=request_id,
-                client=client, outcome=call.outcome if call.outcome != "ok" else "ok", duration_ms=duration_ms,
-                arguments=raw_arguments, **call.details,
+                event,
+                typing.cast(Severity, severity),
+                principal.id,
+                tool=policy.name,
+                request_id=request_id,
+                client=client,
+                outcome=call.outcome if call.outcome != "ok" else "ok",
+                duration_ms=duration_ms,
+                arguments=raw_arguments,
+                **call.details,
             )
         except AuditUnavailableError:
             return _error("The audit trail is unavailable, so the result is withheld; try again later.")
@@ -326,21 +365,34 @@ class Guard:
             (self._principal_limit, ("principal", principal.id), "per-client"),
         ]
         if policy.rate_limit is not None:
-            keys = ("tool", policy.name, principal.id) if policy.per_caller else ("tool", policy.name)
-            checks.append((policy.rate_limit, keys, "per-tool"))
+            tool_keys: tuple[str, ...] = ("tool", policy.name)
+            if policy.per_caller:
+                tool_keys += (principal.id,)
+            checks.append((policy.rate_limit, tool_keys, "per-tool"))
         for item, keys, scope_name in checks:
             try:
                 decision = await self.limiter.hit(item, *keys)
             except RateLimitUnavailableError:
                 return await self._refuse(
-                    "rate_limit_exceeded", "high", identifier, policy.name, request_id,
-                    "Rate limiting is unavailable, so calls are refused; try again later.", reason="storage_down",
+                    "rate_limit_exceeded",
+                    "high",
+                    identifier,
+                    policy.name,
+                    request_id,
+                    "Rate limiting is unavailable, so calls are refused; try again later.",
+                    reason="storage_down",
                 )
             if not decision.allowed:
                 return await self._refuse(
-                    "rate_limit_exceeded", "medium", identifier, policy.name, request_id,
+                    "rate_limit_exceeded",
+                    "medium",
+                    identifier,
+                    policy.name,
+                    request_id,
                     f"Rate limit reached ({scope_name}, {item}); retry after {decision.reset_after} seconds.",
-                    limit=str(item), scope=scope_name, retry_after=decision.reset_after,
+                    limit=str(item),
+                    scope=scope_name,
+                    retry_after=decision.reset_after,
                 )
         return None
 

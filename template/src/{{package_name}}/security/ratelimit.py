@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import Storage
-from limits.storage import storage_from_string
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
 
 
 class RateLimitUnavailableError(RuntimeError):
@@ -47,8 +47,13 @@ class RateLimiter:
     """A moving-window limiter: exact, with no burst at a window boundary."""
 
     def __init__(self, storage_url: str) -> None:
-        options = {} if storage_url.startswith("memory://") else {"socket_timeout": 2, "socket_connect_timeout": 2}
-        self._storage: Storage = storage_from_string(_storage_uri(storage_url), **options)
+        options = (
+            {} if storage_url.startswith("memory://") else {"socket_timeout": 2, "socket_connect_timeout": 2}
+        )
+        storage = storage_from_string(_storage_uri(storage_url), **options)
+        if not isinstance(storage, Storage):
+            raise ValueError("MCP_RATE_LIMIT_STORAGE needs an async storage")
+        self._storage = storage
         self._strategy = MovingWindowRateLimiter(self._storage)
 
     @staticmethod

@@ -6,7 +6,9 @@ import re
 
 # C0 and C1 controls except tab and newline, plus bidi overrides and zero-width characters
 # that can hide instructions from a human reviewer.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+_CONTROL = re.compile(
+    r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+)
 TRUNCATED = "\n[... output truncated at {limit} characters ...]"
 
 
@@ -21,7 +23,7 @@ def cap(text: str, limit: int) -> str:
 
 
 def fence(text: str, source: str, limit: int) -> str:
-    """Mark content from files, web pages or databases as data, so the model does not take it as instructions."""
+    """Mark content from files, web pages or databases as data, not instructions for the model."""
     body = cap(strip_controls(text), limit)
     # A fence marker inside the data cannot close the fence early.
     body = body.replace("</untrusted-data", "<\\/untrusted-data")

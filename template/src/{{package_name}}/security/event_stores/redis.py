@@ -37,8 +37,8 @@ class RedisEventStore:
             if not batch:
                 break
             for stream_id, fields in batch:
-                last = stream_id.decode()
-                event = SecurityEvent.from_dict(json.loads(fields[b"e"]))
+                last = stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
+                event = SecurityEvent.from_dict(json.loads(fields[b"e"] if fields else b"{}"))
                 if query.matches(event):
                     found.append(event)
                     if len(found) == query.limit:

@@ -57,8 +57,8 @@ class SqliteEventStore:
     def _append(self, event: SecurityEvent) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT INTO security_events (id, timestamp, event, severity, severity_rank, identifier, tool,"
-                " request_id, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO security_events (id, timestamp, event, severity, severity_rank, identifier,"
+                " tool, request_id, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     event.id,
                     event.timestamp,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from mcp.server.transport_security import RequestBodyLimitMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .events import SecurityEvents
-from .http_common import client_address, refusal, send_json
-from .ratelimit import RateLimiter, RateLimitUnavailableError
+from ..events import SecurityEvents
+from ..ratelimit import RateLimiter, RateLimitUnavailableError
+from .common import client_address, refusal, send_json
 
 UNLIMITED_PATHS = frozenset({"/health"})
 
@@ -28,8 +28,13 @@ class BodyLimit:
         async def audited_send(message: Message) -> None:
             if message["type"] == "http.response.start" and message["status"] == 413:
                 await self.events.record(
-                    "http_error", "medium", client_address(scope), status=413, reason="body too large",
-                    limit_bytes=self.max_bytes, path=scope["path"],
+                    "http_error",
+                    "medium",
+                    client_address(scope),
+                    status=413,
+                    reason="body too large",
+                    limit_bytes=self.max_bytes,
+                    path=scope["path"],
                 )
             await send(message)
 
@@ -55,14 +60,21 @@ class ClientRateLimit:
         except RateLimitUnavailableError:
             await self.events.record("rate_limit_exceeded", "high", client, reason="storage_down")
             await send_json(
-                send, 503, refusal("unavailable", "Rate limiting is unavailable, so requests are refused."),
+                send,
+                503,
+                refusal("unavailable", "Rate limiting is unavailable, so requests are refused."),
                 {"Retry-After": "5"},
             )
             return
         if not decision.allowed:
             await self.events.record(
-                "rate_limit_exceeded", "medium", client, limit=str(self.item), scope="per-address",
-                retry_after=decision.reset_after, path=scope["path"],
+                "rate_limit_exceeded",
+                "medium",
+                client,
+                limit=str(self.item),
+                scope="per-address",
+                retry_after=decision.reset_after,
+                path=scope["path"],
             )
             message = f"Rate limit {self.item} reached; retry after {decision.reset_after} seconds."
             await send_json(send, 429, refusal("rate_limited", message), decision.headers)

@@ -8,9 +8,9 @@ from mcp.server.auth.provider import AccessToken, TokenVerifier
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .events import SecurityEvents
-from .http_common import client_address, refusal, send_json
-from .principal import ADMIN_SCOPE, ALL_TOOL_SCOPES, Principal
+from ..events import SecurityEvents
+from ..principal import ADMIN_SCOPE, ALL_TOOL_SCOPES, Principal
+from .common import client_address, refusal, send_json
 
 PUBLIC_PATHS = frozenset({"/health"})
 PUBLIC_PREFIXES = ("/.well-known/oauth-protected-resource",)
@@ -41,7 +41,9 @@ class BearerAuth:
         self.resource_metadata_url = resource_metadata_url
         self.required_scopes = required_scopes
 
-    def _challenge(self, error: str | None = None, description: str | None = None, scope: str | None = None) -> str:
+    def _challenge(
+        self, error: str | None = None, description: str | None = None, scope: str | None = None
+    ) -> str:
         parts = ['Bearer realm="mcp"']
         if error:
             parts.append(f'error="{error}"')
@@ -61,35 +63,54 @@ class BearerAuth:
         client = client_address(scope)
         query_keys = {name.lower() for name, _ in parse_qsl(scope.get("query_string", b"").decode("latin-1"))}
         if query_keys & QUERY_CREDENTIALS:
-            await self._unauthorized(send, client, "credential in query string",
-                                     "Send the credential in the Authorization header, never in the URL.")
+            await self._unauthorized(
+                send,
+                client,
+                "credential in query string",
+                "Send the credential in the Authorization header, never in the URL.",
+            )
             return
         header = Headers(scope=scope).get("authorization")
         if header is None:
-            await self._unauthorized(send, client, "missing credential", "Send Authorization: Bearer <key>.", error=None)
+            await self._unauthorized(
+                send, client, "missing credential", "Send Authorization: Bearer <key>.", error=None
+            )
             return
         scheme, _, credential = header.partition(" ")
         credential = credential.strip()
         if scheme.lower() != "bearer" or not credential or len(credential) > MAX_CREDENTIAL_LENGTH:
-            await self._unauthorized(send, client, "malformed authorization header",
-                                     "Use the form Authorization: Bearer <key>.")
+            await self._unauthorized(
+                send, client, "malformed authorization header", "Use the form Authorization: Bearer <key>."
+            )
             return
         token = await self.verifier.verify_token(credential)
         if token is None:
             await self._unauthorized(send, client, "invalid credential", "The credential is not valid.")
             return
         principal = principal_from(token)
-        needed = ({ADMIN_SCOPE} if path in ADMIN_PATHS else set(self.required_scopes))
-        allowed = principal.is_admin if path in ADMIN_PATHS else (
-            ALL_TOOL_SCOPES in principal.scopes or (needed <= principal.scopes and not _admin_only(principal))
+        needed = {ADMIN_SCOPE} if path in ADMIN_PATHS else set(self.required_scopes)
+        allowed = (
+            principal.is_admin
+            if path in ADMIN_PATHS
+            else (
+                ALL_TOOL_SCOPES in principal.scopes
+                or (needed <= principal.scopes and not _admin_only(principal))
+            )
         )
         if not allowed:
             wanted = " ".join(sorted(needed)) or "tool access"
             await self.events.record(
-                "authorization_denied", "medium", principal.id, path=path, required_scope=wanted, client=client
+                "authorization_denied",
+                "medium",
+                principal.id,
+                path=path,
+                required_scope=wanted,
+                client=client,
             )
             await send_json(
-                send, 403, refusal("insufficient_scope", f"This credential lacks the scope for {path}: {wanted}."),
+                send,
+                403,
+                refusal("insufficient_scope", f"This credential lacks the scope for {path}: {wanted}."),
                 {"WWW-Authenticate": self._challenge("insufficient_scope", "insufficient scope", wanted)},
             )
             return

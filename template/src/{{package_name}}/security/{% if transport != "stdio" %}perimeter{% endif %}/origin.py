@@ -7,8 +7,8 @@ from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .events import SecurityEvents
-from .http_common import client_address, refusal, send_json
+from ..events import SecurityEvents
+from .common import client_address, refusal, send_json
 
 ALLOWED_HEADERS = ["Authorization", "Content-Type", "Mcp-Protocol-Version", "Mcp-Session-Id", "Last-Event-ID"]
 EXPOSED_HEADERS = ["Mcp-Session-Id"]
@@ -17,7 +17,7 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 def default_allowed_hosts(bind_host: str, port: int) -> list[str]:
     """Host header values a client may use when MCP_ALLOWED_HOSTS is empty: only the bind address."""
-    if bind_host in LOCAL_HOSTS or bind_host in ("0.0.0.0", "::"):  # noqa: S104 - comparing, not binding
+    if bind_host in LOCAL_HOSTS or bind_host in ("0.0.0.0", "::"):  # noqa: S104  # nosec B104 - comparing, not binding
         return ["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"]
     host = f"[{bind_host}]" if ":" in bind_host else bind_host
     return [f"{host}:{port}", host]
@@ -58,7 +58,11 @@ class OriginGate:
             await self.app(scope, receive, send)
             return
         await self.events.record(
-            "untrusted_origin_blocked", "medium", client_address(scope), origin=origin[:200], path=scope["path"]
+            "untrusted_origin_blocked",
+            "medium",
+            client_address(scope),
+            origin=origin[:200],
+            path=scope["path"],
         )
         await send_json(send, 403, refusal("untrusted_origin", "This Origin is not in MCP_TRUSTED_ORIGINS."))
 
@@ -84,8 +88,14 @@ class HostGate:
         headers = Headers(scope=scope)
         wrong = "host" if refused.status_code == 421 else "origin"
         await self.events.record(
-            "untrusted_origin_blocked", "medium", client_address(scope),
-            reason=f"{wrong} not allowed", host=headers.get("host", "")[:200], origin=headers.get("origin", "")[:200],
+            "untrusted_origin_blocked",
+            "medium",
+            client_address(scope),
+            reason=f"{wrong} not allowed",
+            host=headers.get("host", "")[:200],
+            origin=headers.get("origin", "")[:200],
         )
         fix = "MCP_ALLOWED_HOSTS" if wrong == "host" else "MCP_TRUSTED_ORIGINS"
-        await send_json(send, refused.status_code, refusal(f"invalid_{wrong}", f"This {wrong} is not in {fix}."))
+        await send_json(
+            send, refused.status_code, refusal(f"invalid_{wrong}", f"This {wrong} is not in {fix}.")
+        )

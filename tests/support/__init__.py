@@ -1,0 +1,263 @@
+"""Helpers the template's tests share: render, install, start a rendered server, talk to it.
+
+Rendered projects are installed (editable, with their declared dependencies) into one virtual
+environment per test session, made with uv; each answer set has its own package name, so several
+projects live side by side in it. Servers run as real processes on free loopback ports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx2
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+
+TEMPLATE_ROOT = Path(__file__).resolve().parents[2]
+
+BASE = {"project_name": "Acme Tools", "author_name": "Test", "author_email": "test@example.com"}
+# Each answer set has its own package name, so all of them can share one virtual environment.
+# SAMPLE_TOOLS_READY lists the sample tool modules that exist so far (issue 6 adds the rest).
+SAMPLE_TOOLS_READY: list[str] = []
+ANSWER_SETS: dict[str, dict[str, Any]] = {
+    "stdio": {**BASE, "project_name": "Acme Stdio", "transport": "stdio", "sample_tools": SAMPLE_TOOLS_READY},
+    "http_all": {
+        **BASE, "project_name": "Acme Http", "transport": "http", "auth": "api_key", "sample_tools": SAMPLE_TOOLS_READY
+    },
+    "both": {**BASE, "project_name": "Acme Both", "transport": "both", "auth": "api_key", "sample_tools": []},
+    "http_none": {**BASE, "project_name": "Acme Bare", "transport": "http", "auth": "api_key", "sample_tools": []},
+    "oauth": {**BASE, "project_name": "Acme Oauth", "transport": "http", "auth": "oauth", "sample_tools": []},
+}
+
+
+def uv() -> str:
+    found = shutil.which("uv")
+    if not found:
+        raise RuntimeError("uv is not installed: pip install uv (the README's test command does this)")
+    return found
+
+
+def set_task_env(name: str, value: str) -> None:
+    """Copier hands tasks plumbum's copy of os.environ taken at import time: set both."""
+    from plumbum import local
+
+    os.environ[name] = value
+    local.env[name] = value
+
+
+def render(answers: Mapping[str, Any], dest: Path, *, vcs_ref: str | None = "HEAD", skip_tasks: bool = False,
+           src: Path = TEMPLATE_ROOT) -> Path:
+    from copier import run_copy
+
+    run_copy(
+        str(src),
+        str(dest),
+        data=dict(answers),
+        defaults=True,
+        unsafe=True,
+        vcs_ref=vcs_ref,
+        skip_tasks=skip_tasks,
+        quiet=True,
+    )
+    return dest
+
+
+def package_of(project: Path) -> tuple[str, str]:
+    """(command name, package name) of a rendered project."""
+    data = tomllib.loads((project / "pyproject.toml").read_text())
+    command = next(iter(data["project"]["scripts"]))
+    package = data["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"][0].split("/")[-1]
+    return command, package
+
+
+@dataclass
+class Venv:
+    path: Path
+
+    @property
+    def python(self) -> str:
+        return str(self.path / "bin" / "python")
+
+    def bin(self, name: str) -> str:
+        return str(self.path / "bin" / name)
+
+    def install(self, project: Path) -> None:
+        data = tomllib.loads((project / "pyproject.toml").read_text())
+        dev = data.get("dependency-groups", {}).get("dev", [])
+        subprocess.run(
+            [uv(), "pip", "install", "--quiet", "--python", self.python, "-e", str(project), *dev],
+            check=True,
+            timeout=600,
+        )
+
+    def run(self, *args: str, cwd: Path, env: Mapping[str, str] | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            list(args), cwd=cwd, env=clean_env(env), capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+
+def make_venv(path: Path) -> Venv:
+    if not (path / "bin" / "python").exists():
+        subprocess.run([uv(), "venv", "--quiet", "--python", sys.executable, str(path)], check=True, timeout=300)
+    return Venv(path)
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The process environment without any MCP_* variable of the test runner, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_") and k != "VIRTUAL_ENV"}
+    env.update(extra or {})
+    return env
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def read_env_file(project: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for line in (project / ".env").read_text().splitlines():
+        if line.strip() and not line.startswith("#") and "=" in line:
+            name, _, value = line.partition("=")
+            values[name.strip()] = value.strip()
+    return values
+
+
+@dataclass
+class Server:
+    """A rendered project's HTTP server, running as its own process."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    scheme: str = "http"
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def base(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return self.base + "/mcp"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        return self.process.returncode
+
+
+def start_server(
+    venv: Venv,
+    project: Path,
+    env: Mapping[str, str],
+    *,
+    port: int | None = None,
+    log_dir: Path | None = None,
+    wait: bool = True,
+    scheme: str = "http",
+    ready_kwargs: Mapping[str, Any] | None = None,
+) -> Server:
+    command, _ = package_of(project)
+    port = port or free_port()
+    log_path = (log_dir or project) / f"server-{port}.log"
+    handle = log_path.open("wb")
+    process = subprocess.Popen(
+        [venv.bin(command), "serve", "--transport", "http", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=project,
+        env=clean_env(env),
+        stdin=subprocess.DEVNULL,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+    )
+    server = Server(process, port, log_path, scheme, dict(env))
+    if wait:
+        wait_until_up(server, **(ready_kwargs or {}))
+    return server
+
+
+def wait_until_up(server: Server, timeout: float = 30, verify: Any = False) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"server exited with {server.process.returncode}:\n{server.log()}")
+        try:
+            response = httpx2.get(server.base + "/health", timeout=1, verify=verify)
+            if response.status_code == 200:
+                return
+        except httpx2.HTTPError:
+            pass
+        time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"server did not answer /health within {timeout}s:\n{server.log()}")
+
+
+@contextlib.contextmanager
+def running_server(venv: Venv, project: Path, env: Mapping[str, str], **kwargs: Any) -> Iterator[Server]:
+    server = start_server(venv, project, env, **kwargs)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.asynccontextmanager
+async def http_client(url: str, token: str | None = None, **http_kwargs: Any) -> AsyncIterator[Client]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx2.AsyncClient(headers=headers, timeout=30, **http_kwargs) as http:
+        async with Client(streamable_http_client(url, http_client=http)) as client:
+            yield client
+
+
+def stdio_params(venv: Venv, project: Path, env: Mapping[str, str] | None = None) -> StdioServerParameters:
+    command, _ = package_of(project)
+    return StdioServerParameters(
+        command=venv.bin(command), args=["serve", "--transport", "stdio"], cwd=project, env=clean_env(env)
+    )
+
+
+def text_of(result: Any) -> str:
+    return "\n".join(getattr(block, "text", "") for block in result.content)
+
+
+def jsonrpc(method: str, params: dict[str, Any] | None = None, id: int = 1) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": id, "method": method, "params": params or {}}
+
+
+MCP_HEADERS = {
+    "Content-Type": "application/json",
+    "Accept": "application/json, text/event-stream",
+    "Mcp-Protocol-Version": "2025-11-25",
+}
+
+
+def post_mcp(server: Server, body: dict[str, Any], token: str | None = None,
+             headers: Mapping[str, str] | None = None, **kwargs: Any) -> httpx2.Response:
+    """A raw JSON-RPC POST, for perimeter tests that look at status codes and headers."""
+    all_headers = dict(MCP_HEADERS)
+    if token:
+        all_headers["Authorization"] = f"Bearer {token}"
+    all_headers.update(headers or {})
+    return httpx2.post(server.url, json=body, headers=all_headers, timeout=30, **kwargs)
