@@ -85,3 +85,18 @@ def test_env_file_is_private_and_untracked(rendered: Callable[[str], Path]) -> N
     key = next(line.split("=", 1)[1] for line in env.read_text().splitlines() if line.startswith("MCP_API_KEYS="))
     assert key not in answers
     assert ".env" in (project / ".gitignore").read_text().splitlines()
+
+
+def test_env_example_documents_every_setting(project: Path, venv: Venv) -> None:
+    package = next((project / "src").iterdir()).name
+    listed = venv.run(
+        venv.python, "-c", f"from {package}.settings import Settings; print(' '.join(Settings.model_fields))",
+        cwd=project,
+    )
+    assert listed.returncode == 0, listed.stderr
+    fields = {f"MCP_{name.upper()}" for name in listed.stdout.split()}
+    example = {
+        line.split("=", 1)[0] for line in (project / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    assert fields == example, f"missing from .env.example: {fields - example}; unknown: {example - fields}"

@@ -34,6 +34,7 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="forbid",
         hide_input_in_errors=True,
+        env_ignore_empty=True,  # an empty line in .env means "use the default"
     )
 
     transport: Literal["stdio", "http"] = profile.TRANSPORTS[0]
