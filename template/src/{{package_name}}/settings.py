@@ -85,8 +85,20 @@ class Settings(BaseSettings):
     files_root: Path = Path("data/files")
     data_dir: Path = Path("data")
     fetch_allow_http_hosts: CommaList = Field(default_factory=list)
+    fetch_max_bytes: int = Field(default=1_048_576, ge=1_024, le=64 * 1_048_576)
+    fetch_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    fetch_rate_limit: str = "30/minute"
     upstream_url: str = "https://api.example.com"
     upstream_api_key: SecretStr = SecretStr("")
+    upstream_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    upstream_rate_limit: str = "60/minute"
+    sandbox_python: str = ""
+    sandbox_rate_limit: str = "10/minute"
+    sandbox_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    sandbox_cpu_seconds: int = Field(default=5, ge=1, le=300)
+    sandbox_memory_mb: int = Field(default=256, ge=32, le=16_384)
+    sandbox_max_processes: int = Field(default=32, ge=1, le=4_096)
+    sandbox_max_output_bytes: int = Field(default=65_536, ge=1_024, le=10_485_760)
 
     _split = field_validator(
         "oauth_required_scopes",
@@ -120,7 +132,7 @@ class Settings(BaseSettings):
             )
         return algorithms
 
-    @field_validator("rate_limit")
+    @field_validator("rate_limit", "fetch_rate_limit", "upstream_rate_limit", "sandbox_rate_limit")
     @classmethod
     def _parse_rate_limit(cls, value: str) -> str:
         from limits import parse_many
@@ -144,6 +156,13 @@ class Settings(BaseSettings):
         if value and not value.startswith(("memory://", "sqlite:///", "redis://", "rediss://")):
             raise ValueError("use memory://, sqlite:///path/events.db or redis://host:port/db")
         return value
+
+    @field_validator("upstream_url")
+    @classmethod
+    def _upstream_is_http(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")) or "@" in value.split("/", 3)[2]:
+            raise ValueError("write the base URL as https://host[:port][/path], with no credentials in it")
+        return value.rstrip("/")
 
     @model_validator(mode="after")
     def _tls_pairs(self) -> Settings:
