@@ -1,0 +1,157 @@
+"""run_python through the real client against a rendered HTTP server, with real bubblewrap.
+
+Every escape attempt runs for real inside bwrap; the test checks it was contained and that the server
+still answers /health and another tool call afterwards. bwrap must be installed: the test fails, not
+skips, without it (apt-get install bubblewrap).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import anyio
+import httpx2
+import pytest
+
+from support import Server, Venv, http_client, read_env_file, running_server, text_of
+
+pytestmark = pytest.mark.anyio
+
+# Tests run as root here, so the sandbox runs as nobody: the interpreter must be one nobody can read.
+SANDBOX_PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else os.path.realpath(sys.executable)
+SETTINGS = {
+    "MCP_SANDBOX_PYTHON": SANDBOX_PYTHON,
+    "MCP_SANDBOX_TIMEOUT_SECONDS": "5",
+    "MCP_SANDBOX_CPU_SECONDS": "2",
+    "MCP_SANDBOX_MEMORY_MB": "128",
+    "MCP_SANDBOX_MAX_OUTPUT_BYTES": "4096",
+    "MCP_SANDBOX_RATE_LIMIT": "1000/minute",
+    "MCP_RATE_LIMIT": "1000/minute",
+}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def project(rendered: Callable[[str], Path]) -> Path:
+    return rendered("http_all")
+
+
+@pytest.fixture(scope="module")
+def server(project: Path, venv: Venv) -> Iterator[Server]:
+    assert shutil.which("bwrap"), "bubblewrap is required for these tests: apt-get install bubblewrap"
+    with running_server(venv, project, {**read_env_file(project), **SETTINGS}) as running:
+        yield running
+
+
+def events(server: Server, tool: str) -> list[dict[str, object]]:
+    lines = [line for line in server.log().splitlines() if line.startswith('{"logger":"security"')]
+    return [event for event in map(json.loads, lines) if event.get("tool") == tool]
+
+
+async def run_python(server: Server, code: str) -> tuple[bool, str]:
+    async with http_client(server.url, server.env["MCP_API_KEYS"]) as client:
+        result = await client.call_tool("run_python", {"code": code})
+    return bool(result.is_error), text_of(result)
+
+
+async def assert_healthy(server: Server) -> None:
+    response = await anyio.to_thread.run_sync(lambda: httpx2.get(server.base + "/health", timeout=10))
+    assert response.status_code == 200
+    is_error, text = await run_python(server, "print(6 * 7)")
+    assert not is_error and "exit code 0" in text and "42" in text, text
+
+
+def test_bwrap_is_installed() -> None:
+    assert shutil.which("bwrap"), "bubblewrap is required: apt-get install bubblewrap"
+    assert shutil.which("prlimit"), "prlimit (util-linux) is required"
+
+
+async def test_code_runs_and_output_is_fenced(server: Server) -> None:
+    is_error, text = await run_python(server, "import sys\nprint('hello', sys.version_info[0])")
+    assert not is_error, text
+    assert "hello 3" in text and "exit code 0" in text
+    assert text.startswith("<untrusted-data")
+
+
+async def test_host_files_are_not_visible(server: Server, project: Path) -> None:
+    secret_key = read_env_file(project)["MCP_API_KEYS"]
+    code = f"""
+import os
+print("root:", sorted(os.listdir("/")))
+for path in ["/etc/shadow", "/etc/passwd", {str(project / ".env")!r}, "/root/.bashrc"]:
+    try:
+        print(path, "READ", open(path).read()[:200])
+    except OSError as exc:
+        print(path, "blocked", type(exc).__name__)
+"""
+    is_error, text = await run_python(server, code)
+    assert not is_error, text
+    assert "READ" not in text and text.count("blocked") == 4, text
+    assert secret_key not in text
+    for hidden in ("'etc'", "'home'", "'root'", "'work'"):
+        assert hidden not in text, text
+    await assert_healthy(server)
+
+
+async def test_no_network(server: Server) -> None:
+    code = f"""
+import socket
+for host, port in [("127.0.0.1", {server.port}), ("1.1.1.1", 443), ("::1", {server.port})]:
+    try:
+        socket.create_connection((host, port), timeout=2)
+        print(host, "CONNECTED")
+    except OSError as exc:
+        print(host, "blocked", type(exc).__name__)
+try:
+    socket.getaddrinfo("example.com", 443)
+    print("DNS RESOLVED")
+except OSError:
+    print("dns blocked")
+"""
+    is_error, text = await run_python(server, code)
+    assert not is_error, text
+    assert "CONNECTED" not in text and "RESOLVED" not in text, text
+    assert text.count("blocked") == 4, text
+    await assert_healthy(server)
+
+
+@pytest.mark.parametrize(
+    ("name", "code", "expected"),
+    [
+        (
+            "fork bomb",
+            "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
+            ("killed after", "killed by signal"),
+        ),
+        ("memory bomb", "data = bytearray(1024 ** 3)\nprint(len(data))", ("MemoryError", "killed by signal")),
+        ("endless loop", "while True:\n    pass", ("killed by signal", "killed after")),
+        ("huge output", "while True:\n    print('x' * 1000)", ("output exceeded",)),
+        ("big file", "open('/tmp/f', 'wb').write(b'x' * 50_000_000)", ("File too large", "killed by signal")),
+    ],
+)
+async def test_abuse_is_contained(server: Server, name: str, code: str, expected: tuple[str, ...]) -> None:
+    is_error, text = await run_python(server, code)
+    assert not is_error, text
+    assert any(marker in text for marker in expected), f"{name}: {text[:500]}"
+    assert len(text) < 6_000  # output capped at 4096 bytes plus the fence
+    await assert_healthy(server)
+
+
+async def test_refuses_without_a_working_bwrap(project: Path, venv: Venv, tmp_path: Path) -> None:
+    env = {**read_env_file(project), **SETTINGS, "PATH": str(tmp_path)}  # no bwrap, no prlimit
+    with running_server(venv, project, env) as server:
+        is_error, text = await run_python(server, "print('must not run')")
+        assert is_error
+        assert "sandbox is unavailable" in text and "bwrap" in text, text
+        assert "must not run" not in text
+        refusals = [e for e in events(server, "run_python") if e["event"] == "tool_execution_failed"]
+        assert refusals and refusals[-1]["details"]["rule"] == "sandbox_unavailable"  # type: ignore[index]
