@@ -401,7 +401,7 @@ def redirect_corpus(servers: dict[str, LocalServer]) -> list[str]:
         via("https://169.254.169.254/latest/meta-data/"),
         via("https://meta.example/latest/meta-data/"),
         via(a.url("[::1]")),
-        via(a.url("localhost")),
+        via(a.url("[::ffff:127.0.0.1]")),
         via(a.url("mixed.example")),
         via(a.url("mapped.example")),
         via(a.url("2130706433")),
@@ -421,7 +421,7 @@ def redirect_corpus(servers: dict[str, LocalServer]) -> list[str]:
         a.url("fetch-test.example", "/no-type"),
         a.url("fetch-test.example", "/gzip"),
         a.url("fetch-test.example", "/error"),
-        a.url("localhost"),
+        "https://meta.example/latest/meta-data/",
     ]
 
 
