@@ -86,11 +86,22 @@ async def test_http_without_a_valid_key_is_401_and_no_tool_runs(http_server: Ser
     assert len(tool_called_events(http_server)) == before
 
 
-async def test_http_refuses_to_start_without_a_key(rendered: Callable[[str], Path], venv: Venv) -> None:
-    project = rendered("http_none")
-    command = venv.bin("acme-bare")
-    result = venv.run(command, "serve", "--transport", "http", cwd=project, env={"MCP_API_KEYS": ""},
-                      timeout=60)
+async def test_http_refuses_to_start_without_a_key(
+    rendered: Callable[[str], Path], venv: Venv, tmp_path: Path
+) -> None:
+    rendered("http_none")  # installs the console script
+    # Run it where there is no .env, so no key is configured.
+    result = venv.run(venv.bin("acme-bare"), "serve", "--transport", "http", cwd=tmp_path, timeout=60)
     assert result.returncode != 0
     assert "MCP_API_KEYS" in result.stderr and "keygen" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_http_refuses_to_start_without_a_key_in_env_file(
+    rendered: Callable[[str], Path], venv: Venv, tmp_path: Path
+) -> None:
+    rendered("http_none")
+    (tmp_path / ".env").write_text("MCP_API_KEYS=\n")
+    result = venv.run(venv.bin("acme-bare"), "serve", "--transport", "http", cwd=tmp_path, timeout=60)
+    assert result.returncode != 0
+    assert "MCP_API_KEYS is empty" in result.stderr
