@@ -30,7 +30,7 @@ TEMPLATE_ROOT = Path(__file__).resolve().parents[2]
 BASE = {"project_name": "Acme Tools", "author_name": "Test", "author_email": "test@example.com"}
 # Each answer set has its own package name, so all of them can share one virtual environment.
 # SAMPLE_TOOLS_READY lists the sample tool modules that exist so far (issue 6 adds the rest).
-SAMPLE_TOOLS_READY: list[str] = ["fetch", "upstream", "sandbox"]
+SAMPLE_TOOLS_READY: list[str] = ["fetch", "files", "notes", "records", "sandbox", "upstream"]
 ANSWER_SETS: dict[str, dict[str, Any]] = {
     "stdio": {**BASE, "project_name": "Acme Stdio", "transport": "stdio", "sample_tools": SAMPLE_TOOLS_READY},
     "http_all": {

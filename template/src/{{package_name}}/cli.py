@@ -13,6 +13,7 @@ from pathlib import Path
 from . import profile
 from .security.events import EventStoreConfigError
 from .security.keys import digest_of, new_key
+from .security.manifest import LOCK_FILE, differences, manifest, read_lock, render_lock
 from .settings import Settings, SettingsError, load_settings
 
 
@@ -63,8 +64,8 @@ def _write_env(path: Path) -> int:
     return 0
 
 
-def security_report(settings: Settings) -> tuple[list[str], list[str], list[str]]:
-    """(errors, warnings, facts) about the configuration; errors stop `serve`."""
+def security_report(settings: Settings, lock: Path = LOCK_FILE) -> tuple[list[str], list[str], list[str]]:
+    """(errors, warnings, facts) about the configuration and the tools; errors stop `serve`."""
     errors: list[str] = []
     warnings: list[str] = []
     facts = [f"transport: {settings.transport}", f"audit trail: {settings.events_url.split('://')[0]}"]
@@ -84,12 +85,39 @@ def security_report(settings: Settings) -> tuple[list[str], list[str], list[str]
         facts.append(f"trusted origins: {', '.join(settings.trusted_origins) or 'none (no browser access)'}")
         facts.append(f"rate limit: {settings.rate_limit} ({settings.rate_limit_storage.split('://')[0]})")
     try:
+        from .server import build_guard
         from .services import open_services
 
-        open_services(settings)
+        guard = build_guard(settings, open_services(settings))
     except Exception as exc:  # noqa: BLE001 - report every start-up failure, with its own message
         errors.append(str(exc))
+        return errors, warnings, facts
+    try:
+        problems = differences(read_lock(lock), manifest(guard))
+    except ValueError as exc:
+        problems = [str(exc)]
+    errors.extend(
+        f"{problem}; review the change, then run `{profile.COMMAND} check --update-lock`"
+        for problem in problems
+    )
+    facts.append(f"tools: {len(guard.policies)} ({'match' if not problems else 'differ from'} {lock})")
     return errors, warnings, facts
+
+
+def _update_lock(settings: Settings, lock: Path) -> int:
+    from .server import build_guard
+    from .services import open_services
+
+    served = manifest(build_guard(settings, open_services(settings)))
+    try:
+        changes = differences(read_lock(lock), served)
+    except ValueError:
+        changes = [f"new lock with {len(served)} tools"]
+    lock.write_text(render_lock(served), encoding="utf-8")
+    for change in changes:
+        print(f"  {change}")
+    print(f"Wrote {lock} ({len(served)} tools). Review `git diff {lock}` and commit it.")
+    return 0
 
 
 def _is_loopback(host: str) -> bool:
@@ -104,7 +132,9 @@ def _is_loopback(host: str) -> bool:
 def _check(args: argparse.Namespace) -> int:
     overrides = {"transport": args.transport} if args.transport else {}
     settings = load_settings(**overrides)
-    errors, warnings, facts = security_report(settings)
+    if args.update_lock:
+        return _update_lock(settings, args.lock)
+    errors, warnings, facts = security_report(settings, args.lock)
     print(f"{profile.PROJECT_NAME}: security report")
     for fact in facts:
         print(f"  ok       {fact}")
@@ -132,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.set_defaults(handler=_keygen)
     check = commands.add_parser("check", help="validate the configuration and print a security report")
     check.add_argument("--transport", choices=profile.TRANSPORTS)
+    check.add_argument(
+        "--lock", type=Path, default=LOCK_FILE, help="the tool manifest lock (tools.lock.json)"
+    )
+    check.add_argument(
+        "--update-lock", action="store_true", help="record the served tools in the lock after reviewing them"
+    )
     check.set_defaults(handler=_check)
     return parser
 

@@ -4,6 +4,7 @@
 `guard.middleware` enforces it on every `tools/call`: argument validation, scope check,
 rate limits, calls in flight, timeout, one audit event, error masking, output capping and fencing.
 `build_server` serves only the tools registered here, so a tool cannot skip the guard.
+A tool marked destructive runs only after the user confirms it through MCP elicitation.
 """
 
 from __future__ import annotations
@@ -17,16 +18,17 @@ import typing
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, ParamSpec
+from typing import Annotated, Any, ParamSpec
 
 import anyio
 from limits import RateLimitItem
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
-from mcp.server.mcpserver import Context
+from mcp.server.elicitation import AcceptedElicitation, ElicitationResult
+from mcp.server.mcpserver import Context, Elicit, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from mcp.types import CallToolResult, InputRequiredResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .events import AuditUnavailableError, SecurityEvents, Severity
 from .principal import LOCAL_USER, Principal
@@ -50,6 +52,12 @@ class ToolRefusedError(Exception):
 
 class UnboundedArgumentError(TypeError):
     """A tool argument has no bound; every string, list and number must have one."""
+
+
+class Confirmation(BaseModel):
+    """What a destructive tool asks the user through elicitation."""
+
+    confirm: bool = Field(description="Allow this action?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +90,93 @@ def current_call() -> CallInfo:
     return _current.get()
 
 
-def _check_bounded(name: str, schema: dict[str, Any], path: str = "") -> None:
+CONFIRMATION = "guard_confirmation"
+
+
+class _CannotAsk(BaseModel):
+    """What the confirmation resolver returns when the client cannot ask its user."""
+
+
+def _is_context(annotation: Any) -> bool:
+    return inspect.isclass(annotation) and issubclass(annotation, Context)
+
+
+def _with_confirmation(
+    guarded: Callable[..., Awaitable[str]], fn: Callable[..., Any], tool: str, template: str | None
+) -> None:
+    """Give `guarded` a parameter the SDK fills by asking the user (MCP elicitation) before it runs.
+
+    The SDK carries the question in whichever way the client's protocol version needs (a mid-call
+    request, or an input-required result and a retry); a client without elicitation gets no question
+    and the tool is refused, never silently allowed.
+    """
+    hints = typing.get_type_hints(fn, include_extras=True)
+    # Resolved annotations: the SDK reads this signature outside the tool module's namespace.
+    params = [
+        p.replace(annotation=hints.get(p.name, p.annotation))
+        for p in inspect.signature(fn).parameters.values()
+    ]
+    names = [p.name for p in params if not _is_context(hints.get(p.name))]
+    _confirmation_message(tool, template, dict.fromkeys(names, ""))  # a bad template fails at registration
+
+    async def ask(guard_context: Context, **arguments: Any) -> Elicit[Confirmation] | _CannotAsk:
+        capabilities = guard_context.client_capabilities
+        elicitation = capabilities.elicitation if capabilities is not None else None
+        if elicitation is None or (elicitation.form is None and elicitation.url is not None):
+            return _CannotAsk()
+        return Elicit(_confirmation_message(tool, template, arguments), Confirmation)
+
+    context_param = inspect.Parameter(
+        "guard_context", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Context
+    )
+    by_name = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in names]
+    ask.__signature__ = inspect.Signature([context_param, *by_name])  # type: ignore[attr-defined]
+    ask.__annotations__ = {"guard_context": Context}
+    answer_type = Annotated[ElicitationResult[Confirmation], Resolve(ask)]
+    extra = inspect.Parameter(CONFIRMATION, inspect.Parameter.KEYWORD_ONLY, annotation=answer_type)
+    guarded.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [*params, extra], return_annotation=hints.get("return", inspect.Signature.empty)
+    )
+    guarded.__annotations__ = {**hints, CONFIRMATION: answer_type}
+
+
+def _check_confirmed(tool: str, answer: Any) -> None:
+    if isinstance(answer, AcceptedElicitation) and isinstance(answer.data, _CannotAsk):
+        raise ToolRefusedError(
+            f"{tool} changes data and needs the user's confirmation, but this client cannot ask "
+            "(it does not support MCP elicitation). Use a client that does.",
+            event="authorization_denied",
+            reason="confirmation unavailable",
+        )
+    if not (isinstance(answer, AcceptedElicitation) and answer.data.confirm is True):
+        raise ToolRefusedError(
+            f"The user did not confirm {tool}; nothing was changed.",
+            event="authorization_denied",
+            reason="not confirmed",
+            answer=getattr(answer, "action", "unknown"),
+        )
+
+
+def _confirmation_message(tool: str, template: str | None, arguments: dict[str, Any]) -> str:
+    if template is not None:
+        return template.format(**arguments)
+    described = ", ".join(f"{k}={str(v)[:100]!r}" for k, v in sorted(arguments.items()))
+    return f"Allow {tool}({described})? This cannot be undone."
+
+
+def _check_bounded(
+    name: str, schema: dict[str, Any], path: str = "", defs: dict[str, Any] | None = None
+) -> None:
+    defs = schema.get("$defs", defs or {})
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        # Nested models: check the definition the reference points at.
+        _check_bounded(name, defs[ref.removeprefix("#/$defs/")], path, defs)
+        return
     kinds = schema.get("type")
     options = schema.get("anyOf") or schema.get("oneOf") or []
     for option in options:
-        _check_bounded(name, option, path)
+        _check_bounded(name, option, path, defs)
     if "enum" in schema or "const" in schema or kinds is None:
         return
     where = f"tool {name!r} argument {path or '(root)'}"
@@ -95,15 +185,17 @@ def _check_bounded(name: str, schema: dict[str, Any], path: str = "") -> None:
     if kinds == "array":
         if "maxItems" not in schema:
             raise UnboundedArgumentError(f"{where}: add Field(max_length=...) to the list")
-        _check_bounded(name, schema.get("items", {}), path + "[]")
+        _check_bounded(name, schema.get("items", {}), path + "[]", defs)
     if kinds in ("integer", "number") and not (
         ("maximum" in schema or "exclusiveMaximum" in schema)
         and ("minimum" in schema or "exclusiveMinimum" in schema)
     ):
         raise UnboundedArgumentError(f"{where}: add Field(ge=..., le=...)")
     if kinds == "object":
+        if schema.get("additionalProperties") is not False:
+            raise UnboundedArgumentError(f"{where}: nested models need ConfigDict(extra='forbid')")
         for prop, sub in schema.get("properties", {}).items():
-            _check_bounded(name, sub, f"{path}.{prop}" if path else prop)
+            _check_bounded(name, sub, f"{path}.{prop}" if path else prop, defs)
 
 
 def _arguments_model(name: str, fn: Callable[..., Any]) -> type[BaseModel]:
@@ -131,6 +223,13 @@ def _safe_validation_message(tool: str, exc: ValidationError) -> tuple[str, list
 
 def _error(message: str) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
+
+
+def _asks_for_input(result: HandlerResult) -> bool:
+    # Handlers hand middleware the wire form: a dict with resultType, or the model itself.
+    if isinstance(result, dict):
+        return result.get("resultType") == "input_required"
+    return isinstance(result, InputRequiredResult)
 
 
 class Guard:
@@ -170,10 +269,13 @@ class Guard:
         timeout: float | None = None,
         name: str | None = None,
         title: str | None = None,
+        confirm_message: str | None = None,
     ) -> Callable[[ToolFn[P]], ToolFn[P]]:
         """Register an async tool that returns text.
 
         `untrusted_output` names where results come from; they are then fenced as data.
+        `destructive=True` makes the guard ask the user first through MCP elicitation
+        (`confirm_message`, formatted with the arguments, is the question); without a yes it does not run.
         """
 
         def register(fn: ToolFn[P]) -> ToolFn[P]:
@@ -189,6 +291,8 @@ class Guard:
             async def guarded(*args: P.args, **kwargs: P.kwargs) -> str:
                 call = current_call()
                 try:
+                    if destructive:
+                        _check_confirmed(tool_name, kwargs.pop(CONFIRMATION, None))
                     result = await fn(*args, **kwargs)
                 except ToolRefusedError as refusal:
                     call.outcome = refusal.event
@@ -205,6 +309,8 @@ class Guard:
                     return fence(result, untrusted_output, limit_chars)
                 return cap(result, limit_chars)
 
+            if destructive:
+                _with_confirmation(guarded, fn, tool_name, confirm_message)
             annotations = ToolAnnotations(
                 title=title,
                 read_only_hint=read_only,
@@ -213,7 +319,12 @@ class Guard:
                 open_world_hint=open_world,
             )
             tool = Tool.from_function(
-                guarded, name=tool_name, title=title, annotations=annotations, structured_output=False
+                guarded,
+                name=tool_name,
+                title=title,
+                description=inspect.getdoc(fn),
+                annotations=annotations,
+                structured_output=False,
             )
             # Publish our schema: bounded fields and additionalProperties: false.
             self._tools[tool_name] = tool.model_copy(update={"parameters": schema})
@@ -232,6 +343,12 @@ class Guard:
 
     def tools(self) -> list[Tool]:
         return list(self._tools.values())
+
+    def check_serves_only_guarded(self, served: set[str]) -> None:
+        """Fail at build time if the server offers a tool that was not registered here."""
+        unguarded = sorted(served - set(self._tools))
+        if unguarded:
+            raise TypeError(f"tools not registered through guard.tool: {', '.join(unguarded)}")
 
     # ---- enforcement -------------------------------------------------------
 
@@ -327,6 +444,9 @@ class Guard:
                 call.outcome = "tool_execution_failed"
                 call.details = {"reason": "timeout", "timeout_seconds": timeout}
                 result = _error(f"{policy.name} timed out after {timeout:g} seconds and was cancelled.")
+            elif _asks_for_input(result):
+                # A destructive tool asked the user; the client answers by calling again.
+                call.outcome = "input_required"
         except (AuditUnavailableError, RateLimitUnavailableError) as exc:
             call.outcome = "tool_execution_failed"
             call.details = {"reason": type(exc).__name__}
@@ -339,6 +459,7 @@ class Guard:
         duration_ms = round((time.perf_counter() - started) * 1000, 2)
         event, severity = {
             "ok": ("tool_called", "low"),
+            "input_required": ("tool_called", "low"),
             "tool_execution_failed": ("tool_execution_failed", "medium"),
         }.get(call.outcome, (call.outcome, "medium"))
         try:

@@ -1,0 +1,74 @@
+"""Regenerate tool-locks/<module>.json, from which each rendered project's tools.lock.json is made.
+
+Run it after changing a sample tool's name, description, arguments, annotations or scopes:
+
+    uv run python scripts/update_tool_locks.py
+
+It renders a project with every sample tool that has a module, installs it in a scratch virtual
+environment, and records each tool module's manifest separately. Review `git diff tool-locks/`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from support import BASE, clean_env, make_venv, render, set_task_env
+
+TOOLS = ["fetch", "files", "notes", "records", "sandbox", "upstream"]
+SCRIPT = """
+import json, sys, tempfile
+from pathlib import Path
+from lock_probe import tools
+from lock_probe.security.manifest import manifest
+from lock_probe.server import build_guard
+from lock_probe.services import open_services
+from lock_probe.settings import Settings
+
+scratch = Path(tempfile.mkdtemp())
+settings = Settings(_env_file=None, transport="stdio", security_events_url="memory://",
+                    data_dir=scratch / "data", files_root=scratch / "data" / "files")
+modules, tools.MODULES = tools.MODULES, ()
+guard = build_guard(settings, open_services(settings))  # the real guard, with no tools yet
+out = {}
+for module in modules:
+    before = set(guard.policies)
+    module.register(guard, settings)
+    added = set(guard.policies) - before
+    out[module.__name__.rsplit(".", 1)[-1]] = {k: v for k, v in manifest(guard).items() if k in added}
+json.dump(out, sys.stdout)
+"""
+
+
+def main() -> int:
+    modules_dir = ROOT / "template" / "src" / "{{package_name}}" / "tools"
+    present = [t for t in TOOLS if any(p.name.endswith(f"{t}.py{{% endif %}}") for p in modules_dir.iterdir())]
+    set_task_env("MCP_TEMPLATE_SKIP_LOCK", "1")
+    with tempfile.TemporaryDirectory() as scratch:
+        project = render(
+            {**BASE, "project_name": "Lock Probe", "transport": "stdio", "sample_tools": present},
+            Path(scratch) / "project",
+            vcs_ref=None,
+            skip_tasks=True,
+        )
+        venv = make_venv(Path(scratch) / "venv")
+        venv.install(project)
+        result = subprocess.run(
+            [venv.python, "-c", SCRIPT], capture_output=True, text=True, check=True, cwd=scratch, timeout=300,
+            env=clean_env(),
+        )
+    for module, tools in json.loads(result.stdout).items():
+        path = ROOT / "tool-locks" / f"{module}.json"
+        path.write_text(json.dumps(tools, indent=2, sort_keys=True) + "\n")
+        print(f"wrote {path.relative_to(ROOT)} ({len(tools)} tools)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Helpers for the sample-tool tests: read the audit trail, add a tool module to a rendered project."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Self
+
+import httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from support import Server, free_port, package_of
+
+
+def all_events(server: Server, admin_key: str, **filters: str) -> list[dict[str, Any]]:
+    """Every event the server's /security/events endpoint holds, following next_cursor."""
+    events: list[dict[str, Any]] = []
+    params: dict[str, str] = {"limit": "500", **filters}
+    while True:
+        response = httpx2.get(
+            server.base + "/security/events",
+            params=params,
+            headers={"Authorization": f"Bearer {admin_key}"},
+            timeout=30,
+        )
+        response.raise_for_status()
+        body = response.json()
+        events.extend(body["events"])
+        if not body.get("next_cursor"):
+            return events
+        params["cursor"] = body["next_cursor"]
+
+
+def refusals_for(events: list[dict[str, Any]], tool: str) -> list[dict[str, Any]]:
+    return [e for e in events if e["tool"] == tool and e["event"] != "tool_called"]
+
+
+def add_tool_module(project: Path, module: str, source: str) -> Path:
+    """Do what the README's "Writing a new tool safely" says: a module in tools/, listed in MODULES."""
+    _, package = package_of(project)
+    tools = project / "src" / package / "tools"
+    path = tools / f"{module}.py"
+    path.write_text(source)
+    init = tools / "__init__.py"
+    text = init.read_text()
+    text = re.sub(r"^from \. import (.+)$", rf"from . import \1, {module}", text, count=1, flags=re.MULTILINE)
+    text = re.sub(r"^MODULES = \((.+?),?\)$", rf"MODULES = (\1, {module})", text, count=1, flags=re.MULTILINE)
+    init.write_text(text)
+    assert f", {module})" in text, text
+    return path
+
+
+def readme_tool_example(project: Path) -> str:
+    """The Python block of the rendered README's "Writing a new tool safely" section."""
+    readme = (project / "README.md").read_text()
+    section = readme.split("## Writing a new tool safely", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert match, "README has no python example under 'Writing a new tool safely'"
+    return match.group(1)
+
+
+class Issuer:
+    """A tiny OAuth issuer on loopback: an RSA key, its JWKS over HTTP, and signed access tokens."""
+
+    def __init__(self, audience: str) -> None:
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        self.audience = audience
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.port = free_port()
+        self.issuer = f"http://127.0.0.1:{self.port}"
+        self.jwks_url = f"{self.issuer}/jwks.json"
+        self._server: Any = None
+
+    def __enter__(self) -> Self:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        import jwt
+
+        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
+        body = json.dumps({"keys": [{**jwk, "kid": "test-key", "alg": "RS256", "use": "sig"}]}).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def token(self, subject: str, scopes: str) -> str:
+        import time
+
+        import jwt
+
+        claims = {"iss": self.issuer, "aud": self.audience, "sub": subject, "scope": scopes,
+                  "iat": int(time.time()), "exp": int(time.time()) + 600}
+        return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": "test-key"})
+
+    def settings(self) -> dict[str, str]:
+        return {"MCP_OAUTH_ISSUER": self.issuer, "MCP_OAUTH_JWKS_URL": self.jwks_url,
+                "MCP_RESOURCE_URL": self.audience}
+
+
+@contextlib.asynccontextmanager
+async def mcp_over_http(url: str, token: str, **client_kwargs: Any) -> AsyncIterator[Client]:
+    """Like support.http_client, with Client options (e.g. elicitation_callback)."""
+    async with (
+        httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http,
+        Client(streamable_http_client(url, http_client=http), **client_kwargs) as client,
+    ):
+        yield client

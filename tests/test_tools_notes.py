@@ -1,0 +1,140 @@
+"""Notes through the real client: separate read and write scopes (OAuth tokens over HTTP), notes kept
+per caller, and delete only after the user confirms through MCP elicitation (stdio and HTTP)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+from mcp.types import ElicitRequestParams, ElicitResult
+from support import (
+    BASE,
+    Server,
+    Venv,
+    free_port,
+    http_client,
+    read_env_file,
+    render,
+    running_server,
+    stdio_params,
+    text_of,
+)
+from support.tooling import Issuer, all_events, mcp_over_http
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def notes_project(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    answers = {**BASE, "project_name": "Acme Notes", "transport": "both", "auth": "oauth", "sample_tools": ["notes"]}
+    project = render(answers, tmp_path_factory.mktemp("notes") / "project")
+    venv.install(project)
+    return project
+
+
+@pytest.fixture(scope="module")
+def notes_http(notes_project: Path, venv: Venv, tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[tuple[Server, Issuer]]:
+    port = free_port()
+    base = tmp_path_factory.mktemp("notes-http")
+    with Issuer(audience=f"http://127.0.0.1:{port}/mcp") as issuer:
+        env = {**read_env_file(notes_project), **issuer.settings(), "MCP_DATA_DIR": str(base),
+               "MCP_RATE_LIMIT": "100000/minute"}
+        with running_server(venv, notes_project, env, port=port, log_dir=base) as server:
+            yield server, issuer
+
+
+class User:
+    """An elicitation callback that answers like a person would, and remembers what it was asked."""
+
+    def __init__(self, action: str, confirm: bool = True) -> None:
+        self.action, self.confirm, self.asked = action, confirm, []
+
+    async def __call__(self, context: Any, params: ElicitRequestParams) -> ElicitResult:
+        self.asked.append(params.message)
+        content = {"confirm": self.confirm} if self.action == "accept" else None
+        return ElicitResult(action=self.action, content=content)  # type: ignore[arg-type]
+
+
+async def test_stdio_delete_asks_the_user_and_obeys_the_answer(notes_project: Path, venv: Venv, tmp_path: Path) -> None:
+    env = {"MCP_DATA_DIR": str(tmp_path)}
+    params = stdio_params(venv, notes_project, env)
+    async with Client(params) as client:
+        added = await client.call_tool("add_note", {"text": "call the plumber"})
+        assert not added.is_error and "#1" in text_of(added)
+        no_way_to_ask = await client.call_tool("delete_note", {"note_id": 1})
+    assert no_way_to_ask.is_error and "cannot ask" in text_of(no_way_to_ask)
+    for user in (User("decline"), User("cancel"), User("accept", confirm=False)):
+        async with Client(params, elicitation_callback=user) as client:
+            refused = await client.call_tool("delete_note", {"note_id": 1})
+            assert refused.is_error and "did not confirm" in text_of(refused)
+            assert "call the plumber" in text_of(await client.call_tool("list_notes", {}))
+        assert user.asked == ["Delete note #1? This cannot be undone."]
+    user = User("accept")
+    async with Client(params, elicitation_callback=user) as client:
+        deleted = await client.call_tool("delete_note", {"note_id": 1})
+        assert not deleted.is_error, text_of(deleted)
+        assert "(no notes)" in text_of(await client.call_tool("list_notes", {}))
+    assert user.asked == ["Delete note #1? This cannot be undone."]
+
+
+async def test_read_and_write_are_separate_scopes(notes_http: tuple[Server, Issuer]) -> None:
+    server, issuer = notes_http
+    admin = server.env["MCP_ADMIN_API_KEYS"]
+    before = len(await anyio.to_thread.run_sync(lambda: all_events(server, admin, event="authorization_denied")))
+    async with http_client(server.url, issuer.token("reader", "notes:read")) as client:
+        assert not (await client.call_tool("list_notes", {})).is_error
+        for tool, arguments in (("add_note", {"text": "x"}), ("delete_note", {"note_id": 1})):
+            refused = await client.call_tool(tool, arguments)
+            assert refused.is_error and text_of(refused) == f"Not allowed: {tool} needs scope notes:write."
+    async with http_client(server.url, issuer.token("writer", "notes:write")) as client:
+        assert not (await client.call_tool("add_note", {"text": "write-only"})).is_error
+        refused = await client.call_tool("list_notes", {})
+        assert refused.is_error and text_of(refused) == "Not allowed: list_notes needs scope notes:read."
+    denied = await anyio.to_thread.run_sync(lambda: all_events(server, admin, event="authorization_denied"))
+    assert len(denied) - before == 3
+    who = [e["identifier"] for e in denied]
+    assert who.count("reader") == 2 and who.count("writer") == 1
+
+
+async def test_callers_see_and_delete_only_their_own_notes(notes_http: tuple[Server, Issuer]) -> None:
+    server, issuer = notes_http
+    both = "notes:read notes:write"
+    async with http_client(server.url, issuer.token("alice", both)) as alice:
+        added = text_of(await alice.call_tool("add_note", {"text": "alice's secret plan"}))
+    note_id = int(added.split("#")[1].rstrip("."))
+    user = User("accept")
+    async with mcp_over_http(server.url, issuer.token("bob", both), elicitation_callback=user) as bob:
+        assert "alice" not in text_of(await bob.call_tool("list_notes", {}))
+        refused = await bob.call_tool("delete_note", {"note_id": note_id})
+        assert refused.is_error and f"You have no note #{note_id}" in text_of(refused)
+    async with http_client(server.url, issuer.token("alice", both)) as alice:
+        assert "alice's secret plan" in text_of(await alice.call_tool("list_notes", {}))
+
+
+async def test_http_delete_confirms_through_elicitation(notes_http: tuple[Server, Issuer]) -> None:
+    server, issuer = notes_http
+    token = issuer.token("carol", "notes:read notes:write")
+    async with http_client(server.url, token) as carol:
+        note_id = int(text_of(await carol.call_tool("add_note", {"text": "temp"})).split("#")[1].rstrip("."))
+        refused = await carol.call_tool("delete_note", {"note_id": note_id})
+        assert refused.is_error and "cannot ask" in text_of(refused)
+    user = User("accept")
+    async with mcp_over_http(server.url, token, elicitation_callback=user) as carol:
+        deleted = await carol.call_tool("delete_note", {"note_id": note_id})
+        assert not deleted.is_error, text_of(deleted)
+        assert "(no notes)" in text_of(await carol.call_tool("list_notes", {}))
+    assert user.asked == [f"Delete note #{note_id}? This cannot be undone."]
+    events = await anyio.to_thread.run_sync(lambda: all_events(server, server.env["MCP_ADMIN_API_KEYS"]))
+    carol_deletes = [e for e in events if e["identifier"] == "carol" and e["tool"] == "delete_note"]
+    outcomes = sorted(e["details"]["outcome"] for e in carol_deletes)
+    assert outcomes == ["authorization_denied", "input_required", "ok"], outcomes
