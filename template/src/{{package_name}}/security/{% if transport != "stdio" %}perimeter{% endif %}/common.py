@@ -7,6 +7,14 @@ import json
 from starlette.types import Scope, Send
 
 
+class CredentialRejectedError(Exception):
+    """A verifier's refusal; `reason` is safe to record (it never contains the credential)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 def client_address(scope: Scope) -> str:
     client = scope.get("client")
     return str(client[0]) if client else "unknown"
