@@ -88,8 +88,9 @@ def security_report(settings: Settings) -> tuple[list[str], list[str], list[str]
         facts.append(f"allowed Host headers: {', '.join(hosts)}")
         if not _is_loopback(settings.host) and not settings.allowed_hosts:
             warnings.append(
-                f"MCP_ALLOWED_HOSTS is empty, so only requests addressed to {', '.join(hosts)} are accepted "
-                "(others get 421, the DNS-rebinding defence). List the names clients use in MCP_ALLOWED_HOSTS."
+                f"MCP_ALLOWED_HOSTS is empty, so only requests addressed to {', '.join(hosts)} are "
+                "accepted (others get 421, the DNS-rebinding defence). List the names clients use in "
+                "MCP_ALLOWED_HOSTS."
             )
         facts.append(f"trusted origins: {', '.join(settings.trusted_origins) or 'none (no browser access)'}")
         if "*" in settings.trusted_proxies:
@@ -97,9 +98,8 @@ def security_report(settings: Settings) -> tuple[list[str], list[str], list[str]
                 "MCP_TRUSTED_PROXIES contains *: any client can forge X-Forwarded-For and so its address in "
                 "events and rate limits. List the proxies' addresses instead."
             )
-        facts.append(
-            f"X-Forwarded-For honoured from: {', '.join(settings.trusted_proxies) or 'nobody (socket address)'}"
-        )
+        proxies = ", ".join(settings.trusted_proxies) or "nobody (the socket address counts)"
+        facts.append(f"X-Forwarded-For honoured from: {proxies}")
         facts.append(f"rate limit: {settings.rate_limit} ({settings.rate_limit_storage.split('://')[0]})")
     try:
         from .services import open_services

@@ -138,7 +138,11 @@ class BearerAuth:
                     "insufficient_scope",
                     f"This credential lacks the scope for {path}: {wanted or 'tool access'}.",
                 ),
-                {"WWW-Authenticate": self._challenge("insufficient_scope", "insufficient scope", wanted or None)},
+                {
+                    "WWW-Authenticate": self._challenge(
+                        "insufficient_scope", "insufficient scope", wanted or None
+                    )
+                },
             )
             return
         scope.setdefault("state", {})["principal"] = principal
