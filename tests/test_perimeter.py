@@ -6,14 +6,23 @@ Each refusal must carry a precise status and write exactly one security event.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx2
 import pytest
 
-from support import Server, Venv, http_client, jsonrpc, post_mcp, read_env_file, running_server, text_of
+from support import (
+    Server,
+    Venv,
+    http_client,
+    jsonrpc,
+    package_of,
+    post_mcp,
+    read_env_file,
+    running_server,
+    text_of,
+)
 from support.perimeter import EventWatch, assert_security_headers, digest_of, security_events
 
 pytestmark = pytest.mark.anyio
@@ -260,17 +269,11 @@ def test_forwarded_for_is_honoured_from_a_trusted_proxy(project: Path, venv: Ven
 
 
 def check(venv: Venv, project: Path, **env: str) -> tuple[int, str]:
-    command = venv.bin(project.name if False else _command(project))
-    result = venv.run(command, "check", "--transport", "http", cwd=project,
+    command, _ = package_of(project)
+    result = venv.run(venv.bin(command), "check", "--transport", "http", cwd=project,
                       env={"MCP_SECURITY_EVENTS_URL": "memory://", **env}, timeout=60)
     assert "Traceback" not in result.stderr
     return result.returncode, result.stdout + result.stderr
-
-
-def _command(project: Path) -> str:
-    from support import package_of
-
-    return package_of(project)[0]
 
 
 def test_check_passes_a_sound_configuration(project: Path, venv: Venv) -> None:
@@ -312,4 +315,10 @@ def test_check_fails_on_oauth_without_issuer_audience_or_jwks(rendered: Callable
                          MCP_OAUTH_JWKS_URL="https://auth.example.com/jwks.json",
                          MCP_RESOURCE_URL="https://mcp.example.com/mcp")
     assert code == 0, output
-    assert json.dumps("oauth")[1:-1] in output
+    assert "authentication: oauth" in output
+    code, output = check(venv, rendered("oauth"), MCP_OAUTH_ISSUER="http://auth.example.com",
+                         MCP_OAUTH_JWKS_URL="http://auth.example.com/jwks.json",
+                         MCP_RESOURCE_URL="https://mcp.example.com/mcp")
+    assert code != 0
+    assert "MCP_OAUTH_JWKS_URL must be an https:// URL" in output
+    assert "MCP_OAUTH_ISSUER must be an https:// URL" in output
