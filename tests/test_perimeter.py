@@ -268,57 +268,73 @@ def test_forwarded_for_is_honoured_from_a_trusted_proxy(project: Path, venv: Ven
 # ---- check ------------------------------------------------------------------------------------------
 
 
-def check(venv: Venv, project: Path, **env: str) -> tuple[int, str]:
+def check(venv: Venv, project: Path, where: Path, **env: str) -> tuple[int, str]:
+    """`check` in a directory with no .env, so only the settings given here count."""
     command, _ = package_of(project)
-    result = venv.run(venv.bin(command), "check", "--transport", "http", cwd=project,
+    result = venv.run(venv.bin(command), "check", "--transport", "http", cwd=where,
                       env={"MCP_SECURITY_EVENTS_URL": "memory://", **env}, timeout=60)
     assert "Traceback" not in result.stderr
     return result.returncode, result.stdout + result.stderr
 
 
-def test_check_passes_a_sound_configuration(project: Path, venv: Venv) -> None:
-    code, output = check(venv, project)
+SOUND = {"MCP_API_KEYS": OLD_KEY}
+
+
+def test_check_passes_a_sound_configuration(project: Path, venv: Venv, tmp_path: Path) -> None:
+    code, output = check(venv, project, tmp_path, **SOUND)
     assert code == 0, output
-    assert "configuration is valid" in output and "ERROR" not in output
+    assert "configuration is valid" in output and "ERROR" not in output and "WARNING" not in output
 
 
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        ({"MCP_API_KEYS": ""}, "MCP_API_KEYS is empty"),
+        ({}, "MCP_API_KEYS is empty"),
         ({"MCP_API_KEYS": "short"}, "MCP_API_KEYS entry 1"),
-        ({"MCP_TRUSTED_ORIGINS": "*"}, "wildcard origins are not allowed"),
-        ({"MCP_TRUSTED_ORIGINS": "https://*.example.com"}, "wildcard origins are not allowed"),
-        ({"MCP_TLS_CERTFILE": "cert.pem"}, "MCP_TLS_KEYFILE"),
+        ({**SOUND, "MCP_ADMIN_API_KEYS": "sha256:abc"}, "MCP_ADMIN_API_KEYS entry 1"),
+        ({**SOUND, "MCP_TRUSTED_ORIGINS": "*"}, "wildcard origins are not allowed"),
+        ({**SOUND, "MCP_TRUSTED_ORIGINS": "https://*.example.com"}, "wildcard origins are not allowed"),
+        ({**SOUND, "MCP_TLS_CERTFILE": "cert.pem"}, "MCP_TLS_KEYFILE"),
     ],
 )
-def test_check_fails_on_each_error(project: Path, venv: Venv, env: dict[str, str], expected: str) -> None:
-    code, output = check(venv, project, **env)
+def test_check_fails_on_each_error(project: Path, venv: Venv, tmp_path: Path, env: dict[str, str],
+                                   expected: str) -> None:
+    code, output = check(venv, project, tmp_path, **env)
     assert code != 0
     assert expected in output
 
 
-def test_check_warns_about_a_public_bind_without_tls(project: Path, venv: Venv) -> None:
-    code, output = check(venv, project, MCP_HOST="0.0.0.0")  # noqa: S104 - the case under test
+def test_check_warns_about_a_public_bind_without_tls(project: Path, venv: Venv, tmp_path: Path) -> None:
+    code, output = check(venv, project, tmp_path, **SOUND, MCP_HOST="0.0.0.0")  # noqa: S104 - under test
     assert code == 0, output
     assert "WARNING" in output and "plain HTTP" in output and "MCP_TLS_CERTFILE" in output
     assert "MCP_ALLOWED_HOSTS" in output
 
 
+def test_check_warns_about_a_wildcard_proxy(project: Path, venv: Venv, tmp_path: Path) -> None:
+    code, output = check(venv, project, tmp_path, **SOUND, MCP_TRUSTED_PROXIES="*")
+    assert code == 0, output
+    assert "WARNING" in output and "forge X-Forwarded-For" in output
+
+
 def test_check_fails_on_oauth_without_issuer_audience_or_jwks(rendered: Callable[[str], Path],
-                                                               venv: Venv) -> None:
-    code, output = check(venv, rendered("oauth"))
+                                                               venv: Venv, tmp_path: Path) -> None:
+    project = rendered("oauth")
+    code, output = check(venv, project, tmp_path)
     assert code != 0
-    for variable in ("MCP_OAUTH_ISSUER", "MCP_OAUTH_JWKS_URL", "MCP_RESOURCE_URL"):
+    for variable in ("MCP_OAUTH_ISSUER", "MCP_OAUTH_JWKS_URL", "MCP_RESOURCE_URL", "MCP_OAUTH_AUDIENCE"):
         assert variable in output
-    code, output = check(venv, rendered("oauth"), MCP_OAUTH_ISSUER="https://auth.example.com",
-                         MCP_OAUTH_JWKS_URL="https://auth.example.com/jwks.json",
-                         MCP_RESOURCE_URL="https://mcp.example.com/mcp")
+    sound = {
+        "MCP_OAUTH_ISSUER": "https://auth.example.com",
+        "MCP_OAUTH_JWKS_URL": "https://auth.example.com/jwks.json",
+        "MCP_RESOURCE_URL": "https://mcp.example.com/mcp",
+    }
+    code, output = check(venv, project, tmp_path, **sound)
     assert code == 0, output
     assert "authentication: oauth" in output
-    code, output = check(venv, rendered("oauth"), MCP_OAUTH_ISSUER="http://auth.example.com",
-                         MCP_OAUTH_JWKS_URL="http://auth.example.com/jwks.json",
-                         MCP_RESOURCE_URL="https://mcp.example.com/mcp")
+    plain = {**sound, "MCP_OAUTH_ISSUER": "http://auth.example.com",
+             "MCP_OAUTH_JWKS_URL": "http://auth.example.com/jwks.json"}
+    code, output = check(venv, project, tmp_path, **plain)
     assert code != 0
     assert "MCP_OAUTH_JWKS_URL must be an https:// URL" in output
     assert "MCP_OAUTH_ISSUER must be an https:// URL" in output
