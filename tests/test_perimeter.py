@@ -103,6 +103,18 @@ def test_without_a_valid_key_is_401_with_one_event(server: Server, header: str |
     assert_security_headers(response)
 
 
+def test_a_session_id_is_no_credential(server: Server) -> None:
+    # Stateless HTTP: there are no sessions to hijack, and every request is authenticated on its own.
+    with_key = post_mcp(server, jsonrpc("initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
+                                                      "clientInfo": {"name": "t", "version": "1"}}), OLD_KEY)
+    assert with_key.status_code == 200
+    session = with_key.headers.get("mcp-session-id", "0123456789abcdef0123456789abcdef")
+    watch = EventWatch(server)
+    response = post_mcp(server, CALL, headers={"Mcp-Session-Id": session})
+    assert response.status_code == 401
+    refused_once(server, watch, "authentication_failed", reason="missing_credential")
+
+
 @pytest.mark.parametrize("name", ["api_key", "access_token", "token", "API_KEY"])
 def test_a_key_in_the_query_string_is_refused_even_when_valid(server: Server, name: str) -> None:
     watch = EventWatch(server)
