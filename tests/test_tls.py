@@ -15,7 +15,7 @@ import httpx2
 import pytest
 import trustme
 
-from support import Server, Venv, http_client, jsonrpc, read_env_file, running_server, text_of
+from support import Server, Venv, http_client, jsonrpc, package_of, read_env_file, running_server, text_of
 from support.perimeter import assert_security_headers
 
 pytestmark = pytest.mark.anyio
@@ -128,3 +128,23 @@ def test_mutual_tls_refuses_a_client_without_a_certificate_from_the_client_ca(
                     headers={"Authorization": f"Bearer {mtls_server.env['MCP_API_KEYS']}"})
     # The request never reached the application.
     assert mtls_server.log().count('"POST /mcp') == requests_before
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [("MCP_TLS_CERTFILE", "MCP_TLS_CERTFILE/MCP_TLS_KEYFILE cannot be loaded"),
+     ("MCP_TLS_CLIENT_CA", "MCP_TLS_CLIENT_CA cannot be loaded")],
+)
+def test_unloadable_tls_files_stop_check_and_serve_with_a_message(
+    rendered: Callable[[str], Path], venv: Venv, pki: Pki, tmp_path: Path, setting: str, expected: str
+) -> None:
+    project = rendered("both")
+    not_pem = tmp_path / "not-a-certificate.pem"
+    not_pem.write_text("hello")
+    env = {**tls_env(project, pki, mutual=True), setting: str(not_pem)}
+    command, _ = package_of(project)
+    for args in (("check",), ("serve", "--transport", "http", "--port", "1")):
+        result = venv.run(venv.bin(command), *args, cwd=project, env=env, timeout=60)
+        assert result.returncode != 0
+        assert expected in result.stdout + result.stderr
+        assert "Traceback" not in result.stderr

@@ -81,6 +81,7 @@ def security_report(settings: Settings) -> tuple[list[str], list[str], list[str]
                 "can be read on the network. Set MCP_TLS_CERTFILE/MCP_TLS_KEYFILE, or terminate TLS at a "
                 "proxy listed in MCP_TRUSTED_PROXIES."
             )
+        errors.extend(importlib.import_module(f"{__package__}.security.perimeter.tls").tls_problems(settings))
         if settings.tls_client_ca is not None:
             facts.append("mutual TLS: clients need a certificate signed by MCP_TLS_CLIENT_CA")
         origin = importlib.import_module(f"{__package__}.security.perimeter.origin")
