@@ -129,6 +129,7 @@ def test_401_points_to_the_resource_metadata(server: Server) -> None:
     challenge = response.headers["www-authenticate"]
     assert challenge.startswith("Bearer ")
     assert f'resource_metadata="{metadata_url(server)}"' in challenge
+    assert f'scope="{REQUIRED_SCOPE}"' in challenge
     assert_security_headers(response)
 
 

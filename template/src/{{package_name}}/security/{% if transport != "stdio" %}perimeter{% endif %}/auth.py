@@ -160,9 +160,10 @@ class BearerAuth:
         self, send: Send, client: str, reason: str, message: str, error: str | None = "invalid_token"
     ) -> None:
         await self.events.record("authentication_failed", "medium", client, reason=reason)
-        await send_json(
-            send, 401, refusal("unauthorized", message), {"WWW-Authenticate": self._challenge(error, reason)}
-        )
+        # The scopes a new token needs, so an OAuth client asks for them (MCP scope selection).
+        scopes = " ".join(sorted(self.required_scopes)) or None
+        challenge = self._challenge(error, reason, scopes)
+        await send_json(send, 401, refusal("unauthorized", message), {"WWW-Authenticate": challenge})
 
 
 def _admin_only(principal: Principal) -> bool:
