@@ -82,7 +82,26 @@ def security_report(settings: Settings, lock: Path = LOCK_FILE) -> tuple[list[st
                 "can be read on the network. Set MCP_TLS_CERTFILE/MCP_TLS_KEYFILE, or terminate TLS at a "
                 "proxy listed in MCP_TRUSTED_PROXIES."
             )
+        errors.extend(importlib.import_module(f"{__package__}.security.perimeter.tls").tls_problems(settings))
+        if settings.tls_client_ca is not None:
+            facts.append("mutual TLS: clients need a certificate signed by MCP_TLS_CLIENT_CA")
+        origin = importlib.import_module(f"{__package__}.security.perimeter.origin")
+        hosts = settings.allowed_hosts or origin.default_allowed_hosts(settings.host, settings.port)
+        facts.append(f"allowed Host headers: {', '.join(hosts)}")
+        if not _is_loopback(settings.host) and not settings.allowed_hosts:
+            warnings.append(
+                f"MCP_ALLOWED_HOSTS is empty, so only requests addressed to {', '.join(hosts)} are "
+                "accepted (others get 421, the DNS-rebinding defence). List the names clients use in "
+                "MCP_ALLOWED_HOSTS."
+            )
         facts.append(f"trusted origins: {', '.join(settings.trusted_origins) or 'none (no browser access)'}")
+        if "*" in settings.trusted_proxies:
+            warnings.append(
+                "MCP_TRUSTED_PROXIES contains *: any client can forge X-Forwarded-For and so its address in "
+                "events and rate limits. List the proxies' addresses instead."
+            )
+        proxies = ", ".join(settings.trusted_proxies) or "nobody (the socket address counts)"
+        facts.append(f"X-Forwarded-For honoured from: {proxies}")
         facts.append(f"rate limit: {settings.rate_limit} ({settings.rate_limit_storage.split('://')[0]})")
     try:
         from .server import build_guard

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
 from urllib.parse import parse_qsl
 
 from mcp.server.auth.provider import AccessToken, TokenVerifier
@@ -10,13 +11,29 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..events import SecurityEvents
 from ..principal import ADMIN_SCOPE, ALL_TOOL_SCOPES, Principal
-from .common import client_address, refusal, send_json
+from .common import CredentialRejectedError, client_address, refusal, send_json
 
 PUBLIC_PATHS = frozenset({"/health"})
 PUBLIC_PREFIXES = ("/.well-known/oauth-protected-resource",)
 ADMIN_PATHS = frozenset({"/security/events"})
 QUERY_CREDENTIALS = frozenset({"api_key", "apikey", "key", "access_token", "token", "bearer", "auth"})
 MAX_CREDENTIAL_LENGTH = 8_192
+# What a client is told for each refusal reason: enough to fix its own request, nothing about ours.
+REJECTION_MESSAGES = {
+    "expired": "The access token has expired; get a new one.",
+    "not_yet_valid": "The access token is not valid yet.",
+    "wrong_audience": "The access token was issued for another resource.",
+    "wrong_issuer": "The access token was issued by an authorization server this server does not trust.",
+    "algorithm_not_allowed": "The access token's signing algorithm is not accepted.",
+    "jwks_unavailable": "The authorization server's keys cannot be fetched; try again later.",
+}
+
+
+@runtime_checkable
+class ExplainingVerifier(Protocol):
+    """A TokenVerifier that can also say why it refused (raises CredentialRejectedError)."""
+
+    async def check(self, token: str) -> AccessToken: ...
 
 
 def principal_from(token: AccessToken) -> Principal:
@@ -66,26 +83,33 @@ class BearerAuth:
             await self._unauthorized(
                 send,
                 client,
-                "credential in query string",
+                "credential_in_query",
                 "Send the credential in the Authorization header, never in the URL.",
+                error="invalid_request",
             )
             return
         header = Headers(scope=scope).get("authorization")
         if header is None:
             await self._unauthorized(
-                send, client, "missing credential", "Send Authorization: Bearer <key>.", error=None
+                send, client, "missing_credential", "Send Authorization: Bearer <key>.", error=None
             )
             return
         scheme, _, credential = header.partition(" ")
         credential = credential.strip()
         if scheme.lower() != "bearer" or not credential or len(credential) > MAX_CREDENTIAL_LENGTH:
             await self._unauthorized(
-                send, client, "malformed authorization header", "Use the form Authorization: Bearer <key>."
+                send,
+                client,
+                "malformed_header",
+                "Use the form Authorization: Bearer <credential>.",
+                error="invalid_request",
             )
             return
-        token = await self.verifier.verify_token(credential)
-        if token is None:
-            await self._unauthorized(send, client, "invalid credential", "The credential is not valid.")
+        try:
+            token = await self._verify(credential)
+        except CredentialRejectedError as rejected:
+            message = REJECTION_MESSAGES.get(rejected.reason, "The credential is not valid.")
+            await self._unauthorized(send, client, rejected.reason, message)
             return
         principal = principal_from(token)
         needed = {ADMIN_SCOPE} if path in ADMIN_PATHS else set(self.required_scopes)
@@ -98,7 +122,7 @@ class BearerAuth:
             )
         )
         if not allowed:
-            wanted = " ".join(sorted(needed)) or "tool access"
+            wanted = " ".join(sorted(needed))
             await self.events.record(
                 "authorization_denied",
                 "medium",
@@ -110,20 +134,36 @@ class BearerAuth:
             await send_json(
                 send,
                 403,
-                refusal("insufficient_scope", f"This credential lacks the scope for {path}: {wanted}."),
-                {"WWW-Authenticate": self._challenge("insufficient_scope", "insufficient scope", wanted)},
+                refusal(
+                    "insufficient_scope",
+                    f"This credential lacks the scope for {path}: {wanted or 'tool access'}.",
+                ),
+                {
+                    "WWW-Authenticate": self._challenge(
+                        "insufficient_scope", "insufficient scope", wanted or None
+                    )
+                },
             )
             return
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
 
+    async def _verify(self, credential: str) -> AccessToken:
+        if isinstance(self.verifier, ExplainingVerifier):
+            return await self.verifier.check(credential)
+        token = await self.verifier.verify_token(credential)
+        if token is None:
+            raise CredentialRejectedError("unknown_credential")
+        return token
+
     async def _unauthorized(
         self, send: Send, client: str, reason: str, message: str, error: str | None = "invalid_token"
     ) -> None:
         await self.events.record("authentication_failed", "medium", client, reason=reason)
-        await send_json(
-            send, 401, refusal("unauthorized", message), {"WWW-Authenticate": self._challenge(error, reason)}
-        )
+        # The scopes a new token needs, so an OAuth client asks for them (MCP scope selection).
+        scopes = " ".join(sorted(self.required_scopes)) or None
+        challenge = self._challenge(error, reason, scopes)
+        await send_json(send, 401, refusal("unauthorized", message), {"WWW-Authenticate": challenge})
 
 
 def _admin_only(principal: Principal) -> bool:

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 
 from starlette.types import Scope, Send
+
+
+class CredentialRejectedError(Exception):
+    """A verifier's refusal; `reason` is safe to record (it never contains the credential)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def client_address(scope: Scope) -> str:
@@ -24,3 +33,13 @@ async def send_json(
 
 def refusal(error: str, message: str) -> dict[str, object]:
     return {"error": error, "message": message}
+
+
+class AccessLogWithoutQuery(logging.Filter):
+    """uvicorn's access log shows paths without their query: a client may have put a credential there."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and len(record.args) == 5:
+            client, method, path, version, status = record.args
+            record.args = (client, method, str(path).split("?", 1)[0], version, status)
+        return True
