@@ -1,13 +1,19 @@
-"""Copier task, run once after `copier copy` (standard library only).
+"""Copier task, run once after `copier copy` in the new project (standard library only).
 
 1. Create .env with fresh random keys (mode 600) unless it exists.
-2. `git init` and a first commit when the destination is not already inside a git repository.
-3. Lock dependencies with uv when uv is on PATH.
-Nothing here is needed for the project to work: `keygen --write-env` does step 1 by hand.
+2. Lock dependencies with `uv lock` when uv is on PATH (MCP_TEMPLATE_SKIP_LOCK=1 skips it).
+3. `git init` and a first commit when the destination is not already inside a git repository,
+   as the user's git identity when one is configured, else as the project's author.
+4. Print the next steps.
+Nothing here is needed for the project to work: `keygen --write-env`, `uv lock` and `git init` do the
+same by hand (a project copied with --skip-tasks).
+
+    python post_copy.py --command <slug> --transport <stdio|http|both> --author-name N --author-email E
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import secrets
 import shutil
@@ -15,8 +21,11 @@ import subprocess  # nosec B404 - fixed argument lists, no shell
 import sys
 from pathlib import Path
 
+COMMIT_MESSAGE = "Initial project from the secure MCP server template"
+
 
 def write_env(path: Path) -> bool:
+    """A fresh .env with a tool key and an admin key; never replaces an existing file."""
     if path.exists():
         return False
     keys = {
@@ -31,34 +40,92 @@ def write_env(path: Path) -> bool:
     return True
 
 
-def run(*command: str) -> bool:
+def run(*command: str, timeout: float = 300) -> subprocess.CompletedProcess[str] | None:
     try:
-        subprocess.run(command, check=True, capture_output=True, timeout=300)  # nosec B603
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return True
-
-
-def inside_git_repository() -> bool:
-    git = shutil.which("git")
-    return bool(git) and run(git or "git", "rev-parse", "--is-inside-work-tree")
-
-
-def main() -> int:
-    root = Path.cwd()
-    if write_env(root / ".env"):
-        print("Created .env with a fresh tool key and admin key (mode 600; git ignores it).")
-    uv = shutil.which("uv")
-    if uv and os.environ.get("MCP_TEMPLATE_SKIP_LOCK") != "1":
-        print("Locked dependencies in uv.lock." if run(uv, "lock", "--quiet") else "uv lock failed; run it later.")
-    git = shutil.which("git")
-    if git and not inside_git_repository():
-        ok = run(git, "init", "--quiet") and run(git, "add", "--all")
-        ok = ok and run(
-            git, "-c", "user.name=copier", "-c", "user.email=copier@localhost",
-            "commit", "--quiet", "--no-verify", "-m", "Initial project from the secure MCP template",
+        return subprocess.run(  # nosec B603 - fixed argument lists
+            command, check=True, capture_output=True, text=True, timeout=timeout
         )
-        print("Made a git repository with a first commit." if ok else "git init failed; the files are in place.")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def lock(uv: str | None) -> str:
+    if os.environ.get("MCP_TEMPLATE_SKIP_LOCK") == "1":
+        return "skipped"
+    if not uv:
+        return "no uv"
+    return "locked" if run(uv, "lock", "--quiet") else "failed"
+
+
+def git_identity(git: str, name: str, email: str) -> list[str]:
+    """`-c` options for the first commit: none when the user has an identity, else the author's."""
+    configured = run(git, "config", "user.name") and run(git, "config", "user.email")
+    if configured:
+        return []
+    return ["-c", f"user.name={name or 'MCP template'}", "-c", f"user.email={email or 'mcp@localhost'}"]
+
+
+def init_repository(name: str, email: str) -> str:
+    git = shutil.which("git")
+    if not git:
+        return "no git"
+    if run(git, "rev-parse", "--is-inside-work-tree"):
+        return "inside a repository"
+    ok = run(git, "init", "--quiet") and run(git, "add", "--all")
+    ok = ok and run(
+        git, *git_identity(git, name, email), "commit", "--quiet", "--no-verify", "-m", COMMIT_MESSAGE
+    )
+    return "committed" if ok else "failed"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--command", default="<command>")
+    parser.add_argument("--transport", default="both")
+    parser.add_argument("--author-name", default="")
+    parser.add_argument("--author-email", default="")
+    args = parser.parse_args(argv)
+    # copier.yml runs this task on copy only; refuse the other operations too, should that line change:
+    # during `copier update` tasks also run in temporary copies, where a key or a commit makes no sense.
+    operation = os.environ.get("COPIER_OPERATION", "copy")
+    if operation != "copy":
+        print(f"post_copy: nothing to do during copier {operation}.")
+        return 0
+
+    root = Path.cwd()
+    env_made = write_env(root / ".env")
+    locked = lock(shutil.which("uv"))
+    repository = init_repository(args.author_name, args.author_email)
+
+    print()
+    if env_made:
+        print("  Created .env with a fresh tool key and admin key (mode 600; git ignores it).")
+    print(
+        {
+            "locked": "  Locked the dependencies in uv.lock.",
+            "failed": "  `uv lock` failed (offline?): run it later, before `uv sync --locked`.",
+            "no uv": "  uv is not installed: `pip install uv`, then `uv lock`.",
+            "skipped": "  Skipped `uv lock` (MCP_TEMPLATE_SKIP_LOCK=1).",
+        }[locked]
+    )
+    print(
+        {
+            "committed": "  Made a git repository with a first commit (`copier update` needs one).",
+            "inside a repository": "  Inside an existing git repository: commit the new files yourself.",
+            "failed": "  `git init` or the first commit failed: `copier update` needs the project in git.",
+            "no git": "  git is not installed: `copier update` needs the project in git.",
+        }[repository]
+    )
+    serving = (
+        "speaks MCP on stdin/stdout"
+        if args.transport == "stdio"
+        else "serves http://127.0.0.1:8000/mcp (bearer key: MCP_API_KEYS in .env)"
+    )
+    print("\nNext steps:")
+    print(f"  cd {root}")
+    print(f"  uv run {args.command} check   # validates .env and prints the security report")
+    print(f"  uv run {args.command} serve   # {serving}")
+    print("  README.md shows how to connect Claude Desktop, VS Code, Cursor and the MCP Inspector.\n")
     return 0
 
 
