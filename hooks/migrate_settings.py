@@ -37,7 +37,8 @@ def rename_in(text: str, renames: dict[str, str]) -> tuple[str, list[str]]:
             if not match:
                 continue
             if new_is_set and "#" not in match["lead"]:
-                lines[index] = f"# {line.rstrip(chr(10))}  # renamed to {new}, which is set\n"
+                # This form no longer matches `old_line`, so a second run changes nothing.
+                lines[index] = f"# replaced by {new} (set above or below): {line.strip()}\n"
                 changes.append(f"commented out {old} ({new} is set)")
             else:
                 lines[index] = f"{match['lead']}{new}{match['rest']}" + ("\n" if line.endswith("\n") else "")

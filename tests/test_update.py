@@ -1,0 +1,465 @@
+"""The template's lifecycle: the copy task, --trust, --skip-tasks, and `copier update` from an older tag.
+
+The update tests follow doodba-copier-template: the template's working tree (uncommitted changes too) is
+copied into a temporary git repository and tagged 0.1.0; a project is rendered from that tag, committed and
+edited like a user would; the template changes and is tagged 0.2.0; then the project is updated for real
+with `copier.run_update`, and we look at what merged, what conflicted and what was kept.
+
+Version 0.1.0 here uses the settings name MCP_AUDIT_URL, which 0.2.0 renamed to MCP_SECURITY_EVENTS_URL
+(the migration in copier.yml), so the migration runs on the history it was written for.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from copier import run_update
+from support import BASE, TEMPLATE_ROOT, Venv, package_of, read_env_file, render
+
+GIT = [
+    "git",
+    "-c",
+    "user.name=Template Dev",
+    "-c",
+    "user.email=dev@example.com",
+    "-c",
+    "commit.gpgsign=false",
+]
+OLD_NAMES = {"security_events_url": "audit_url", "SECURITY_EVENTS_URL": "AUDIT_URL"}
+# Lines of README.md.jinja that 0.2.0 changes (the user changes the same rendered line: a conflict).
+README_OLD = "\n{{ description }}\n"
+README_NEW = "\n{{ description }} Kept up to date with `copier update`.\n"
+USER_README_LINE = "Internal tools for the Acme support team."
+CONFLICT_MARKERS = ("<<<<<<< before updating", "=======", ">>>>>>> after updating")
+NEW_TOOL = '''"""A tool the user wrote after generating the project."""
+
+from __future__ import annotations
+
+from ..security.guard import Guard
+from ..settings import Settings
+
+
+def register(guard: Guard, settings: Settings) -> None:
+    @guard.tool(scopes=("greet:read",), read_only=True)
+    async def greet() -> str:
+        """Say hello."""
+        return "hello"
+'''
+
+
+def run(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, check=False, capture_output=True, text=True, **kwargs)
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run([*GIT, *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+def working_tree_files() -> list[Path]:
+    """The template's files as they are now: tracked (with uncommitted edits) and new untracked ones."""
+    listed = git(
+        TEMPLATE_ROOT,
+        "ls-files",
+        "-z",
+        "--cached",
+        "--others",
+        "--exclude-standard",
+        "--",
+        "copier.yml",
+        "hooks",
+        "template",
+        "README.md",
+        "CHANGELOG.md",
+    )
+    return [
+        Path(name) for name in sorted(set(listed.split("\0"))) if name and (TEMPLATE_ROOT / name).is_file()
+    ]
+
+
+def replace_in_tree(root: Path, replacements: dict[str, str]) -> None:
+    for path in root.rglob("*"):
+        if path.is_file():
+            text = path.read_text()
+            new = text
+            for old, value in replacements.items():
+                new = new.replace(old, value)
+            if new != text:
+                path.write_text(new)
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}: the test's edit no longer applies"
+    path.write_text(text.replace(old, new, 1))
+
+
+@pytest.fixture(scope="module")
+def template_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git copy of the template with tags 0.1.0 (old settings name) and 0.2.0 (today's template + changes)."""
+    repo = tmp_path_factory.mktemp("template-repo")
+    for rel in working_tree_files():
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(TEMPLATE_ROOT / rel, repo / rel)
+    git(repo, "init", "--quiet", "--initial-branch=main")
+    git(repo, "add", "--all", "--force")
+    git(repo, "commit", "--quiet", "-m", "today's template")
+    replace_in_tree(repo / "template", OLD_NAMES)
+    git(repo, "commit", "--quiet", "--all", "-m", "0.1.0: the audit store setting is MCP_AUDIT_URL")
+    git(repo, "tag", "0.1.0")
+
+    git(repo, "revert", "--no-edit", "HEAD")  # back to today's names: the rename the migration handles
+    edit(repo / "template" / "README.md.jinja", README_OLD, README_NEW)
+    with (repo / "template" / "SECURITY.md.jinja").open("a") as handle:
+        handle.write("\nThis line arrived with template 0.2.0.\n")
+    (repo / "template" / "UPGRADING.md").write_text("Notes that arrived with template 0.2.0.\n")
+    git(repo, "add", "--all")
+    git(repo, "commit", "--quiet", "-m", "0.2.0")
+    git(repo, "tag", "0.2.0")
+    return repo
+
+
+def make_project(template_repo: Path, dest: Path, **answers: Any) -> Path:
+    project = render({**BASE, "sample_tools": [], **answers}, dest, vcs_ref="0.1.0", src=template_repo)
+    assert git(project, "log", "--format=%s").strip(), "the copy task made no first commit"
+    return project
+
+
+def user_edits(project: Path) -> str:
+    """What a user does in a year: a tool module, a README line, settings in .env and in a tracked file."""
+    _, package = package_of(project)
+    tools = project / "src" / package / "tools"
+    (tools / "greet.py").write_text(NEW_TOOL)
+    edit(tools / "__init__.py", "from . import about", "from . import about, greet")
+    edit(tools / "__init__.py", "MODULES = (about,", "MODULES = (about, greet,")
+    edit(project / "README.md", "\nA secure MCP server\n", f"\n{USER_README_LINE}\n")
+    edit(project / ".env.example", "# MCP_RATE_LIMIT=100/minute", "# MCP_RATE_LIMIT=20/minute  (our default)")
+    with (project / ".env").open("a") as handle:
+        handle.write("MCP_RATE_LIMIT=7/minute\nMCP_AUDIT_URL=sqlite:///data/audit.db\n")
+    git(project, "add", "--all")
+    git(project, "commit", "--quiet", "-m", "our changes")
+    return package
+
+
+def update(project: Path, **kwargs: Any) -> None:
+    run_update(str(project), defaults=True, overwrite=True, unsafe=True, quiet=True, **kwargs)
+
+
+def answers_of(project: Path) -> dict[str, Any]:
+    return yaml.safe_load((project / ".copier-answers.yml").read_text())
+
+
+def test_update_keeps_user_edits_and_marks_the_conflict_inline(
+    template_repo: Path, tmp_path: Path, venv: Venv
+) -> None:
+    project = make_project(template_repo, tmp_path / "p", project_name="Acme Upd Inline", transport="http")
+    package = user_edits(project)
+    env_before = read_env_file(project)
+    env_stat = (project / ".env").stat()
+    commits = git(project, "rev-list", "--count", "HEAD")
+
+    update(project, conflict="inline")
+
+    # The user's tool, and its registration, survive.
+    assert (project / "src" / package / "tools" / "greet.py").read_text() == NEW_TOOL
+    assert "MODULES = (about, greet," in (project / "src" / package / "tools" / "__init__.py").read_text()
+    # Both sides changed the README line: the documented markers, the user's line first.
+    readme = (project / "README.md").read_text()
+    for marker in CONFLICT_MARKERS:
+        assert marker in readme.splitlines(), marker
+    ours, theirs = readme.split("<<<<<<< before updating\n", 1)[1].split("=======\n", 1)
+    assert ours.startswith(USER_README_LINE)
+    assert theirs.startswith("A secure MCP server Kept up to date with `copier update`.")
+    # ...which the rendered pre-commit hook catches outside a git merge, as configured.
+    config = yaml.safe_load((project / ".pre-commit-config.yaml").read_text())
+    hook = next(h for repo in config["repos"] for h in repo["hooks"] if h["id"] == "check-merge-conflict")
+    caught = run(
+        [str(Path(sys.executable).parent / "check-merge-conflict"), *hook["args"], "README.md"], cwd=project
+    )
+    assert caught.returncode == 1 and "Merge conflict string" in caught.stdout
+    # Template changes that touch nothing of the user's merge cleanly; new files arrive.
+    assert "This line arrived with template 0.2.0." in (project / "SECURITY.md").read_text()
+    assert (project / "UPGRADING.md").is_file()
+    # The user's setting in a tracked file is kept, and the migration renamed the old name there too.
+    example = (project / ".env.example").read_text()
+    assert "# MCP_RATE_LIMIT=20/minute  (our default)" in example
+    assert "MCP_AUDIT_URL" not in example and "# MCP_SECURITY_EVENTS_URL=" in example
+    # .env: never re-rendered; the migration renamed the one old name and touched nothing else.
+    env_after = read_env_file(project)
+    assert (
+        env_after.pop("MCP_SECURITY_EVENTS_URL")
+        == env_before.pop("MCP_AUDIT_URL")
+        == "sqlite:///data/audit.db"
+    )
+    assert env_after == env_before and env_before["MCP_RATE_LIMIT"] == "7/minute"
+    assert (project / ".env").stat().st_mode & 0o777 == 0o600
+    assert (project / ".env").stat().st_ino == env_stat.st_ino
+    # Answers are kept; the version moves on; the copy task did not run again (no commit, no new files).
+    answers = answers_of(project)
+    assert answers["_commit"] == "0.2.0"
+    assert (answers["project_name"], answers["transport"], answers["auth"]) == (
+        "Acme Upd Inline",
+        "http",
+        "api_key",
+    )
+    assert git(project, "rev-list", "--count", "HEAD") == commits
+    # The migrated .env is valid for the new version: `check` accepts it.
+    venv.install(project)
+    command, _ = package_of(project)
+    check = venv.run(venv.bin(command), "check", cwd=project)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_update_with_rej_files_sets_the_users_hunk_aside(template_repo: Path, tmp_path: Path) -> None:
+    project = make_project(template_repo, tmp_path / "p", project_name="Acme Upd Rej", transport="stdio")
+    package = user_edits(project)
+
+    update(project, conflict="rej")
+
+    # The file takes the template's side; the user's hunk that no longer applies waits in README.md.rej.
+    readme = (project / "README.md").read_text()
+    assert "A secure MCP server Kept up to date with `copier update`." in readme
+    assert not any(m in readme.splitlines() for m in CONFLICT_MARKERS)
+    assert f"+{USER_README_LINE}" in (project / "README.md.rej").read_text()
+    assert (project / "src" / package / "tools" / "greet.py").is_file()
+    assert "This line arrived with template 0.2.0." in (project / "SECURITY.md").read_text()
+    assert read_env_file(project)["MCP_SECURITY_EVENTS_URL"] == "sqlite:///data/audit.db"
+    # The rendered pre-commit config refuses to commit a .rej file (its local hook, run for real).
+    config = yaml.safe_load((project / ".pre-commit-config.yaml").read_text())
+    local = [repo for repo in config["repos"] if repo["repo"] == "local"]
+    local[0]["hooks"] = [h for h in local[0]["hooks"] if h["id"] == "no-rej-files"]
+    (tmp_path / "local-hooks.yaml").write_text(yaml.safe_dump({"repos": local}))
+    git(project, "add", "--all")
+    refused = run(
+        [
+            str(Path(sys.executable).parent / "pre-commit"),
+            "run",
+            "--all-files",
+            "-c",
+            str(tmp_path / "local-hooks.yaml"),
+        ],
+        cwd=project,
+        env={**os.environ, "PRE_COMMIT_HOME": str(tmp_path / "pc")},
+    )
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "README.md.rej" in refused.stdout and "unresolved `copier update` conflict" in refused.stdout
+
+
+def test_changing_an_answer_adds_http_cleanly(template_repo: Path, tmp_path: Path, venv: Venv) -> None:
+    answers = {"project_name": "Acme Grow", "transport": "stdio"}
+    project = make_project(template_repo, tmp_path / "p", **answers)
+    _, package = package_of(project)
+    assert not (project / "src" / package / "app.py").exists()
+
+    update(project, data={"transport": "both"}, conflict="rej")
+
+    assert (project / "src" / package / "app.py").is_file()
+    assert (project / "src" / package / "security" / "perimeter" / "auth.py").is_file()
+    assert not list(project.rglob("*.rej"))
+    assert answers_of(project)["transport"] == "both" and answers_of(project)["auth"] == "api_key"
+    # Exactly what a fresh copy of 0.2.0 with these answers gives (the .env and git history aside).
+    fresh = render(
+        {**BASE, "sample_tools": [], **answers, "transport": "both"},
+        tmp_path / "fresh",
+        vcs_ref="0.2.0",
+        src=template_repo,
+        skip_tasks=True,
+    )
+    compared = filecmp.dircmp(project, fresh, ignore=[".git", ".env", ".copier-answers.yml", "__pycache__"])
+    assert_same_tree(compared)
+    venv.install(project)
+    result = venv.run(venv.python, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", cwd=project)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+def assert_same_tree(compared: filecmp.dircmp[str]) -> None:
+    assert not compared.left_only and not compared.right_only, (compared.left_only, compared.right_only)
+    assert not compared.diff_files, compared.diff_files
+    for sub in compared.subdirs.values():
+        assert_same_tree(sub)
+
+
+def test_update_does_not_rerun_the_copy_task(template_repo: Path, tmp_path: Path) -> None:
+    """Copier renders three times during an update; the task's side effects must happen on none of them."""
+    project = make_project(template_repo, tmp_path / "p", project_name="Acme Upd Quiet", transport="http")
+    (project / ".env").unlink()  # the user keeps keys in a secret store; the task would make a new .env
+    commits = git(project, "rev-list", "--count", "HEAD")
+
+    update(project, conflict="rej")
+
+    assert not (project / ".env").exists()
+    assert not (project / "uv.lock").exists()
+    assert git(project, "rev-list", "--count", "HEAD") == commits
+    assert answers_of(project)["_commit"] == "0.2.0"
+
+
+def copier_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return run([str(Path(sys.executable).parent / "copier"), *args], cwd=cwd, timeout=300)
+
+
+def test_copier_refuses_the_template_without_trust(template_repo: Path, tmp_path: Path) -> None:
+    refused = copier_cli(
+        "copy",
+        "--defaults",
+        "--vcs-ref=0.2.0",
+        "--data",
+        "project_name=Acme Untrusted",
+        str(template_repo),
+        str(tmp_path / "p"),
+        cwd=tmp_path,
+    )
+    assert refused.returncode == 4, refused.stderr
+    assert "unsafe" in refused.stderr.lower() and "--trust" in refused.stderr
+    assert not (tmp_path / "p").exists()
+    # Updating an existing project needs trust too (the update could run the migration).
+    project = make_project(
+        template_repo, tmp_path / "q", project_name="Acme Untrusted Upd", transport="stdio"
+    )
+    refused = copier_cli("update", "--defaults", cwd=project)
+    assert refused.returncode == 4, refused.stderr
+    assert answers_of(project)["_commit"] == "0.1.0"
+
+
+def test_skip_tasks_without_trust_gives_a_working_project(tmp_path: Path, venv: Venv) -> None:
+    result = copier_cli(
+        "copy",
+        "--defaults",
+        "--skip-tasks",
+        "--vcs-ref=HEAD",
+        "--data",
+        "project_name=Acme Skipped",
+        "--data",
+        "transport=http",
+        "--data",
+        "sample_tools=[]",
+        str(TEMPLATE_ROOT),
+        str(tmp_path / "p"),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    project = tmp_path / "p"
+    assert not (project / ".env").exists() and not (project / ".git").exists()
+    assert "keygen --write-env" in result.stdout + result.stderr  # the message says what the task would do
+    venv.install(project)
+    command, _ = package_of(project)
+    refused = venv.run(venv.bin(command), "check", cwd=project)
+    assert refused.returncode != 0 and "keygen" in refused.stdout + refused.stderr
+    made = venv.run(venv.bin(command), "keygen", "--write-env", cwd=project)
+    assert made.returncode == 0, made.stderr
+    assert (project / ".env").stat().st_mode & 0o777 == 0o600
+    check = venv.run(venv.bin(command), "check", cwd=project)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+# ---- the copy task itself, run the way Copier runs it -------------------------------------------------
+
+
+def run_hook(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    hook = TEMPLATE_ROOT / "hooks" / "post_copy.py"
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "COPIER_"))}
+    full.update({"MCP_TEMPLATE_SKIP_LOCK": "1", "HOME": str(cwd.parent), **env})
+    return run(
+        [
+            sys.executable,
+            str(hook),
+            "--command=acme",
+            "--author-name=Ada Author",
+            "--author-email=ada@example.com",
+            *args,
+        ],
+        cwd=cwd,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def fresh_dir(tmp_path: Path) -> Callable[[], Path]:
+    def make() -> Path:
+        path = tmp_path / f"d{len(list(tmp_path.iterdir()))}" / "project"
+        path.mkdir(parents=True)
+        (path / "README.md").write_text("hello\n")
+        (path / ".gitignore").write_text(".env\n")
+        return path
+
+    return make
+
+
+def test_hook_commits_as_the_author_when_git_has_no_identity(fresh_dir: Callable[[], Path]) -> None:
+    project = fresh_dir()
+    no_config = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_SYSTEM": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+    result = run_hook(project, no_config)
+    assert result.returncode == 0, result.stderr
+    assert "Next steps" in result.stdout and "uv run acme serve" in result.stdout
+    assert (project / ".env").stat().st_mode & 0o777 == 0o600
+    env = read_env_file(project)
+    assert env["MCP_API_KEYS"] != env["MCP_ADMIN_API_KEYS"] and len(env["MCP_API_KEYS"]) > 40
+    assert git(project, "log", "--format=%an <%ae>").strip() == "Ada Author <ada@example.com>"
+    assert ".env" not in git(project, "ls-files")  # the first commit respects .gitignore
+
+
+def test_hook_uses_the_users_git_identity(fresh_dir: Callable[[], Path], tmp_path: Path) -> None:
+    project = fresh_dir()
+    config = tmp_path / "gitconfig"
+    config.write_text("[user]\n\tname = Grace User\n\temail = grace@example.org\n")
+    result = run_hook(project, {"GIT_CONFIG_GLOBAL": str(config), "GIT_CONFIG_NOSYSTEM": "1"})
+    assert result.returncode == 0, result.stderr
+    assert (
+        run(
+            ["git", "log", "--format=%an <%ae>"],
+            cwd=project,
+            env={**os.environ, "GIT_CONFIG_GLOBAL": str(config)},
+        ).stdout.strip()
+        == "Grace User <grace@example.org>"
+    )
+
+
+def test_hook_keeps_an_existing_env_and_an_enclosing_repository(fresh_dir: Callable[[], Path]) -> None:
+    project = fresh_dir()
+    git(project.parent, "init", "--quiet")
+    (project / ".env").write_text("MCP_API_KEYS=mine\n")
+    result = run_hook(project, {})
+    assert result.returncode == 0, result.stderr
+    assert (project / ".env").read_text() == "MCP_API_KEYS=mine\n"
+    assert not (project / ".git").exists()
+    assert "Inside an existing git repository" in result.stdout
+
+
+def test_hook_does_nothing_outside_copy(fresh_dir: Callable[[], Path]) -> None:
+    project = fresh_dir()
+    result = run_hook(project, {"COPIER_OPERATION": "update"})
+    assert result.returncode == 0, result.stderr
+    assert not (project / ".env").exists() and not (project / ".git").exists()
+
+
+def test_migration_renames_settings_and_keeps_everything_else(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("# keys\nMCP_API_KEYS=k\nexport MCP_AUDIT_URL = sqlite:///x.db\nMCP_AUDIT_URLS=other\n")
+    env.chmod(0o600)
+    (tmp_path / ".env.example").write_text(
+        "# MCP_AUDIT_URL=\nMCP_SECURITY_EVENTS_URL=memory://\nMCP_AUDIT_URL=a\n"
+    )
+    script = TEMPLATE_ROOT / "hooks" / "migrate_settings.py"
+    result = run([sys.executable, str(script), "0.2.0"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert env.read_text() == (
+        "# keys\nMCP_API_KEYS=k\nexport MCP_SECURITY_EVENTS_URL = sqlite:///x.db\nMCP_AUDIT_URLS=other\n"
+    )
+    assert env.stat().st_mode & 0o777 == 0o600
+    # The new name is already set in .env.example: the old assignment is commented out, not duplicated.
+    assert (tmp_path / ".env.example").read_text() == (
+        "# MCP_SECURITY_EVENTS_URL=\nMCP_SECURITY_EVENTS_URL=memory://\n"
+        "# replaced by MCP_SECURITY_EVENTS_URL (set above or below): MCP_AUDIT_URL=a\n"
+    )
+    again = run([sys.executable, str(script), "0.2.0"], cwd=tmp_path)
+    assert again.returncode == 0 and again.stdout == ""  # idempotent
