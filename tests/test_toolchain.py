@@ -99,11 +99,15 @@ def test_image_runs_as_a_numeric_non_root_user_with_no_secret(
     stage = final_stage(project)
     uid, _, gid = instruction(stage, "USER").partition(":")
     assert uid.isdigit() and int(uid) >= 1000 and gid.isdigit()
+    # ...the user the image creates and gives /data to.
+    assert f"--uid {uid}" in "\n".join(stage) and f"--gid {gid}" in "\n".join(stage)
     env = image_env(stage)
     assert env["MCP_DATA_DIR"] == "/data" and env["MCP_FILES_ROOT"].startswith("/data/")
     dockerfile = (project / "Dockerfile").read_text()
     assert not re.search(r"(?i)^\s*(ARG|ENV)\b.*(KEY|SECRET|TOKEN|PASSWORD)\w*=", dockerfile, re.MULTILINE)
-    assert not re.search(r"^\s*(COPY|ADD)\s+(\.|\.env\S*)\s", dockerfile, re.MULTILINE), "copies the whole context"
+    assert not re.search(r"^\s*(COPY|ADD)\s+(\.|\.env\S*)\s", dockerfile, re.MULTILINE), (
+        "copies the whole context"
+    )
     http = name != "stdio"
     assert ("HEALTHCHECK" in dockerfile) is http and ("EXPOSE 8000" in dockerfile) is http
     if http:
@@ -409,7 +413,9 @@ def test_env_example_documents_every_setting(rendered: Callable[[str], Path], ve
     documented: set[str] = set()
     for name in ("stdio", "both", "oauth"):
         project = rendered(name)
-        names = set(re.findall(r"^#?\s*(MCP_[A-Z0-9_]+)=", (project / ".env.example").read_text(), re.MULTILINE))
+        names = set(
+            re.findall(r"^#?\s*(MCP_[A-Z0-9_]+)=", (project / ".env.example").read_text(), re.MULTILINE)
+        )
         unknown = names - setting_names(venv, project)
         assert not unknown, f"{name}: .env.example names settings that do not exist: {unknown}"
         documented |= names

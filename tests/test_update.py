@@ -317,7 +317,9 @@ def test_copier_refuses_the_template_without_trust(template_repo: Path, tmp_path
         cwd=tmp_path,
     )
     assert refused.returncode == 4, refused.stderr
-    assert "unsafe" in refused.stderr.lower() and "--trust" in refused.stderr
+    assert (
+        "Template uses potentially unsafe feature: tasks." in refused.stderr and "--trust" in refused.stderr
+    )
     assert not (tmp_path / "p").exists()
     # Updating an existing project needs trust too (the update could run the migration).
     project = make_project(
@@ -325,6 +327,7 @@ def test_copier_refuses_the_template_without_trust(template_repo: Path, tmp_path
     )
     refused = copier_cli("update", "--defaults", cwd=project)
     assert refused.returncode == 4, refused.stderr
+    assert "unsafe features: migrations, tasks." in refused.stderr
     assert answers_of(project)["_commit"] == "0.1.0"
 
 
@@ -377,8 +380,6 @@ def run_hook(cwd: Path, env: dict[str, str], *args: str) -> subprocess.Completed
         ],
         cwd=cwd,
         env=full,
-        capture_output=True,
-        text=True,
         timeout=120,
     )
 
@@ -463,3 +464,16 @@ def test_migration_renames_settings_and_keeps_everything_else(tmp_path: Path) ->
     )
     again = run([sys.executable, str(script), "0.2.0"], cwd=tmp_path)
     assert again.returncode == 0 and again.stdout == ""  # idempotent
+
+
+def test_readme_documents_every_question() -> None:
+    config = yaml.safe_load((TEMPLATE_ROOT / "copier.yml").read_text())
+    questions = [name for name in config if not name.startswith("_")]
+    readme = (TEMPLATE_ROOT / "README.md").read_text()
+    table = readme.split("## Questions", 1)[1].split("\n## ", 1)[0]
+    for name in questions:
+        assert f"`{name}`" in table, f"README's Questions table misses {name}"
+    assert "copier update" in readme and "CHANGELOG.md" in readme
+    changelog = (TEMPLATE_ROOT / "CHANGELOG.md").read_text()
+    for migration in config["_migrations"]:
+        assert f"## {migration['version']}" in changelog and "Migration:" in changelog
