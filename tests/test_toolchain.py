@@ -401,28 +401,6 @@ def test_readme_client_configs_are_valid_and_match_the_cli(
     assert not [value for value in keys.values() if value in readme]
 
 
-def setting_names(venv: Venv, project: Path) -> set[str]:
-    _, package = package_of(project)
-    code = f"import json; from {package}.settings import Settings; print(json.dumps(list(Settings.model_fields)))"
-    result = venv.run(venv.python, "-c", code, cwd=project)
-    assert result.returncode == 0, result.stderr
-    return {"MCP_" + name.upper() for name in json.loads(result.stdout)}
-
-
-def test_env_example_documents_every_setting(rendered: Callable[[str], Path], venv: Venv) -> None:
-    documented: set[str] = set()
-    for name in ("stdio", "both", "oauth"):
-        project = rendered(name)
-        names = set(
-            re.findall(r"^#?\s*(MCP_[A-Z0-9_]+)=", (project / ".env.example").read_text(), re.MULTILINE)
-        )
-        unknown = names - setting_names(venv, project)
-        assert not unknown, f"{name}: .env.example names settings that do not exist: {unknown}"
-        documented |= names
-    missing = setting_names(venv, rendered("both")) - documented
-    assert not missing, f"settings missing from .env.example: {sorted(missing)}"
-
-
 def test_security_policy_says_how_to_report(rendered: Callable[[str], Path]) -> None:
     both = (rendered("both") / "SECURITY.md").read_text()
     assert "Report a vulnerability" in both and BASE["author_email"] in both

@@ -141,7 +141,7 @@ def user_edits(project: Path) -> str:
     edit(tools / "__init__.py", "from . import about", "from . import about, greet")
     edit(tools / "__init__.py", "MODULES = (about,", "MODULES = (about, greet,")
     edit(project / "README.md", "\nA secure MCP server\n", f"\n{USER_README_LINE}\n")
-    edit(project / ".env.example", "# MCP_RATE_LIMIT=100/minute", "# MCP_RATE_LIMIT=20/minute  (our default)")
+    edit(project / ".env.example", "\nMCP_RATE_LIMIT=100/minute\n", "\nMCP_RATE_LIMIT=20/minute\n")
     with (project / ".env").open("a") as handle:
         handle.write("MCP_RATE_LIMIT=7/minute\nMCP_AUDIT_URL=sqlite:///data/audit.db\n")
     git(project, "add", "--all")
@@ -190,8 +190,8 @@ def test_update_keeps_user_edits_and_marks_the_conflict_inline(
     assert (project / "UPGRADING.md").is_file()
     # The user's setting in a tracked file is kept, and the migration renamed the old name there too.
     example = (project / ".env.example").read_text()
-    assert "# MCP_RATE_LIMIT=20/minute  (our default)" in example
-    assert "MCP_AUDIT_URL" not in example and "# MCP_SECURITY_EVENTS_URL=" in example
+    assert "\nMCP_RATE_LIMIT=20/minute\n" in example
+    assert "MCP_AUDIT_URL" not in example and "\nMCP_SECURITY_EVENTS_URL=" in example
     # .env: never re-rendered; the migration renamed the one old name and touched nothing else.
     env_after = read_env_file(project)
     assert (
