@@ -144,6 +144,7 @@ def test_build_context_keeps_secrets_out(rendered: Callable[[str], Path], tmp_pa
         "pyproject.toml",
         "uv.lock",
         "README.md",
+        "tools.lock.json",
         f"src/{package}/cli.py",
         f"src/{package}/server.py",
     ):

@@ -79,6 +79,7 @@ def working_tree_files() -> list[Path]:
         "template",
         "README.md",
         "CHANGELOG.md",
+        "tool-locks",
     )
     return [
         Path(name) for name in sorted(set(listed.split("\0"))) if name and (TEMPLATE_ROOT / name).is_file()
@@ -133,13 +134,19 @@ def make_project(template_repo: Path, dest: Path, **answers: Any) -> Path:
     return project
 
 
-def user_edits(project: Path) -> str:
+def user_edits(project: Path, venv: Venv | None = None) -> str:
     """What a user does in a year: a tool module, a README line, settings in .env and in a tracked file."""
     _, package = package_of(project)
     tools = project / "src" / package / "tools"
     (tools / "greet.py").write_text(NEW_TOOL)
     edit(tools / "__init__.py", "from . import about", "from . import about, greet")
     edit(tools / "__init__.py", "MODULES = (about,", "MODULES = (about, greet,")
+    if venv:  # a new tool goes into the tool manifest lock after review, as the README says
+        venv.install(project)
+        command, _ = package_of(project)
+        locked = venv.run(venv.bin(command), "check", "--update-lock", cwd=project)
+        assert locked.returncode == 0, locked.stdout + locked.stderr
+        assert "greet" in (project / "tools.lock.json").read_text()
     edit(project / "README.md", "\nA secure MCP server\n", f"\n{USER_README_LINE}\n")
     edit(project / ".env.example", "\nMCP_RATE_LIMIT=100/minute\n", "\nMCP_RATE_LIMIT=20/minute\n")
     with (project / ".env").open("a") as handle:
@@ -161,7 +168,7 @@ def test_update_keeps_user_edits_and_marks_the_conflict_inline(
     template_repo: Path, tmp_path: Path, venv: Venv
 ) -> None:
     project = make_project(template_repo, tmp_path / "p", project_name="Acme Upd Inline", transport="http")
-    package = user_edits(project)
+    package = user_edits(project, venv)
     env_before = read_env_file(project)
     env_stat = (project / ".env").stat()
     commits = git(project, "rev-list", "--count", "HEAD")
@@ -211,8 +218,7 @@ def test_update_keeps_user_edits_and_marks_the_conflict_inline(
         "api_key",
     )
     assert git(project, "rev-list", "--count", "HEAD") == commits
-    # The migrated .env is valid for the new version: `check` accepts it.
-    venv.install(project)
+    # The migrated .env is valid for the new version, and the user's lock still matches: `check` passes.
     command, _ = package_of(project)
     check = venv.run(venv.bin(command), "check", cwd=project)
     assert check.returncode == 0, check.stdout + check.stderr
