@@ -65,7 +65,9 @@ async def test_scaffold_command_gives_a_served_authenticated_project(tmp_path: P
         assert "principal: key:" in result_text
     finally:
         server.stop()
-    assert server.process.returncode == 0, server.log()
+    # `uv run` reports the signal it forwarded (143); the server itself must have shut down cleanly.
+    assert "Application shutdown complete" in server.log(), server.log()
+    assert "Traceback" not in server.log()
 
 
 def test_copy_without_trust_and_tasks_works_after_keygen(tmp_path: Path) -> None:
