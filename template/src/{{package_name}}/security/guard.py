@@ -15,7 +15,6 @@ import inspect
 import logging
 import time
 import typing
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ParamSpec
@@ -32,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .events import AuditUnavailableError, SecurityEvents, Severity
 from .principal import LOCAL_USER, Principal
-from .ratelimit import RateLimiter, RateLimitUnavailableError
+from .ratelimit import PRINCIPAL_COUNTED, RateLimiter, RateLimitUnavailableError
 from .text import cap, fence
 
 P = ParamSpec("P")
@@ -221,6 +220,11 @@ def _safe_validation_message(tool: str, exc: ValidationError) -> tuple[str, list
     return f"Invalid arguments for {tool}: {'; '.join(problems[:10])}", problems
 
 
+def _counted(ctx: ServerRequestContext[Any, Any]) -> bool:
+    state = getattr(ctx.request, "state", None)
+    return bool(getattr(state, PRINCIPAL_COUNTED, False))
+
+
 def _error(message: str) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
 
@@ -251,7 +255,8 @@ class Guard:
         self._max_result_chars = max_result_chars
         self._max_in_flight = max_in_flight
         self._transport = transport
-        self._in_flight: defaultdict[str, int] = defaultdict(int)
+        # Calls running now, per principal; an entry is deleted when its last call ends.
+        self._in_flight: dict[str, int] = {}
         self.policies: dict[str, ToolPolicy] = {}
         self._tools: dict[str, Tool] = {}
 
@@ -407,10 +412,10 @@ class Guard:
                 message,
                 problems=problems,
             )
-        refusal = await self._check_limits(policy, principal, identifier, request_id)
+        refusal = await self._check_limits(policy, principal, identifier, request_id, _counted(ctx))
         if refusal is not None:
             return refusal
-        if self._in_flight[identifier] >= self._max_in_flight:
+        if self._in_flight.get(principal.id, 0) >= self._max_in_flight:
             return await self._refuse(
                 "rate_limit_exceeded",
                 "medium",
@@ -436,7 +441,7 @@ class Guard:
         token = _current.set(call)
         timeout = policy.timeout or self._default_timeout
         started = time.perf_counter()
-        self._in_flight[principal.id] += 1
+        self._in_flight[principal.id] = self._in_flight.get(principal.id, 0) + 1
         try:
             with anyio.move_on_after(timeout) as scope:
                 result = await call_next(ctx)
@@ -480,11 +485,16 @@ class Guard:
         return result
 
     async def _check_limits(
-        self, policy: ToolPolicy, principal: Principal, identifier: str, request_id: str | None
+        self,
+        policy: ToolPolicy,
+        principal: Principal,
+        identifier: str,
+        request_id: str | None,
+        counted: bool,
     ) -> CallToolResult | None:
-        checks: list[tuple[RateLimitItem, tuple[str, ...], str]] = [
-            (self._principal_limit, ("principal", principal.id), "per-client"),
-        ]
+        checks: list[tuple[RateLimitItem, tuple[str, ...], str]] = []
+        if not counted:  # the HTTP perimeter already counted this request against the principal
+            checks.append((self._principal_limit, ("principal", principal.id), "per-client"))
         if policy.rate_limit is not None:
             tool_keys: tuple[str, ...] = ("tool", policy.name)
             if policy.per_caller:

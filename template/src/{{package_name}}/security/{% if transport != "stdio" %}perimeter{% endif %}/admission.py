@@ -1,12 +1,14 @@
-"""Body size limit and the pre-authentication rate limit per client address."""
+"""Body size limit, the pre-authentication limit per client address, and the per-principal limit."""
 
 from __future__ import annotations
 
+from limits import RateLimitItem
 from mcp.server.transport_security import RequestBodyLimitMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..events import SecurityEvents
-from ..ratelimit import RateLimiter, RateLimitUnavailableError
+from ..principal import Principal
+from ..ratelimit import PRINCIPAL_COUNTED, Decision, RateLimiter, RateLimitUnavailableError
 from .common import client_address, refusal, send_json
 
 UNLIMITED_PATHS = frozenset({"/health"})
@@ -42,7 +44,14 @@ class BodyLimit:
 
 
 class ClientRateLimit:
-    """Limits every client address before authentication, so credential guessing is slowed too."""
+    """The pre-authentication limit per client address, so credential guessing is slowed too.
+
+    It counts the requests from an address that do not end authenticated (401, 403, public
+    documents); authenticated requests count against their principal instead (PrincipalRateLimit),
+    so many users behind one address do not share one budget. An address that has spent its
+    budget is refused before its credential is even checked: answering a valid key with 200 and a
+    wrong one with 429 would let a guesser keep testing keys at full speed.
+    """
 
     def __init__(self, app: ASGIApp, limiter: RateLimiter, limit: str, events: SecurityEvents) -> None:
         self.app = app
@@ -56,35 +65,115 @@ class ClientRateLimit:
             return
         client = client_address(scope)
         try:
-            decision = await self.limiter.hit(self.item, "address", client)
+            spent = await self.limiter.peek(self.item, "address", client)
         except RateLimitUnavailableError:
-            await self.events.record("rate_limit_exceeded", "high", client, reason="storage_down")
-            await send_json(
-                send,
-                503,
-                refusal("unavailable", "Rate limiting is unavailable, so requests are refused."),
-                {"Retry-After": "5"},
-            )
+            await _unavailable(send, self.events, client, "per-address")
+            return
+        if not spent.allowed:
+            await self._too_many(send, client, spent, scope["path"])
+            return
+        replaced = False
+
+        async def counted_send(message: Message) -> None:
+            nonlocal replaced
+            if message["type"] == "http.response.start" and not _authenticated(scope):
+                # The request did not end authenticated: it takes one of the address's slots.
+                try:
+                    decision = await self.limiter.hit(self.item, "address", client)
+                except RateLimitUnavailableError:
+                    replaced = True
+                    await _unavailable(send, self.events, client, "per-address")
+                    return
+                if not decision.allowed:  # others from this address took the last slot meanwhile
+                    replaced = True
+                    await self._too_many(send, client, decision, scope["path"])
+                    return
+                _add_headers(message, decision)
+            elif message["type"] == "http.response.body" and replaced:
+                return
+            await send(message)
+
+        await self.app(scope, receive, counted_send)
+
+    async def _too_many(self, send: Send, client: str, decision: Decision, path: str) -> None:
+        await _too_many(send, self.events, client, self.item, decision, "per-address", path)
+
+
+class PrincipalRateLimit:
+    """MCP_RATE_LIMIT per authenticated principal, on every request, whichever replica serves it.
+
+    Sits inside the authentication layer. It marks the request as counted, so the guard does not
+    count the same tools/call again (the guard still counts on stdio, which has no perimeter).
+    """
+
+    def __init__(self, app: ASGIApp, limiter: RateLimiter, limit: str, events: SecurityEvents) -> None:
+        self.app = app
+        self.limiter = limiter
+        self.item = limiter.parse(limit)
+        self.events = events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = scope.get("state") or {}
+        principal = state.get("principal")
+        if scope["type"] != "http" or not isinstance(principal, Principal):
+            await self.app(scope, receive, send)
+            return
+        try:
+            decision = await self.limiter.hit(self.item, "principal", principal.id)
+        except RateLimitUnavailableError:
+            await _unavailable(send, self.events, principal.id, "per-client")
             return
         if not decision.allowed:
-            await self.events.record(
-                "rate_limit_exceeded",
-                "medium",
-                client,
-                limit=str(self.item),
-                scope="per-address",
-                retry_after=decision.reset_after,
-                path=scope["path"],
-            )
-            message = f"Rate limit {self.item} reached; retry after {decision.reset_after} seconds."
-            await send_json(send, 429, refusal("rate_limited", message), decision.headers)
+            await _too_many(send, self.events, principal.id, self.item, decision, "per-client", scope["path"])
             return
+        state[PRINCIPAL_COUNTED] = True
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = list(message.get("headers", [])) + [
-                    (name.lower().encode(), value.encode()) for name, value in decision.headers.items()
-                ]
+                _add_headers(message, decision)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def _authenticated(scope: Scope) -> bool:
+    return isinstance((scope.get("state") or {}).get("principal"), Principal)
+
+
+def _add_headers(message: Message, decision: Decision) -> None:
+    message["headers"] = list(message.get("headers", [])) + [
+        (name.lower().encode(), value.encode()) for name, value in decision.headers.items()
+    ]
+
+
+async def _too_many(
+    send: Send,
+    events: SecurityEvents,
+    identifier: str,
+    item: RateLimitItem,
+    decision: Decision,
+    scope_name: str,
+    path: str,
+) -> None:
+    await events.record(
+        "rate_limit_exceeded",
+        "medium",
+        identifier,
+        limit=str(item),
+        scope=scope_name,
+        retry_after=decision.reset_after,
+        path=path,
+    )
+    message = f"Rate limit {item} reached; retry after {decision.reset_after} seconds."
+    await send_json(send, 429, refusal("rate_limited", message), decision.headers)
+
+
+async def _unavailable(send: Send, events: SecurityEvents, identifier: str, scope_name: str) -> None:
+    # Fail closed: without a working limiter, nobody gets unlimited access.
+    await events.record("rate_limit_exceeded", "high", identifier, reason="storage_down", scope=scope_name)
+    await send_json(
+        send,
+        503,
+        refusal("unavailable", "Rate limiting is unavailable, so requests are refused; try again shortly."),
+        {"Retry-After": "5"},
+    )
