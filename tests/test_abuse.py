@@ -17,7 +17,6 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-
 from support import (
     MCP_HEADERS,
     Server,

@@ -86,8 +86,8 @@ def add_tool_module(project: Path, name: str, source: str) -> Path:
     module.write_text(source)
     init = tools / "__init__.py"
     text = init.read_text()
-    text, imports = re.subn(r"^from \. import (.+)$", rf"from . import \1, {name}", text, count=1, flags=re.M)
-    text, listed = re.subn(r"^MODULES = \((.+?),?\)$", rf"MODULES = (\1, {name})", text, count=1, flags=re.M)
+    text, imports = re.subn(r"^from \. import (.+)$", rf"from . import \1, {name}", text, count=1, flags=re.MULTILINE)
+    text, listed = re.subn(r"^MODULES = \((.+?),?\)$", rf"MODULES = (\1, {name})", text, count=1, flags=re.MULTILINE)
     if not (imports and listed):
         raise AssertionError(f"tools/__init__.py no longer has the documented shape:\n{text}")
     init.write_text(text)

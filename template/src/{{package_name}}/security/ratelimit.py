@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from limits import RateLimitItem, parse
-from limits.aio.storage import Storage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.storage import MemoryStorage, Storage
+from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
+from limits.aio.strategies import RateLimiter as RateLimiterStrategy
 from limits.storage import storage_from_string
 
 # Set on an HTTP request's state once the perimeter has counted it against its principal,
@@ -55,38 +56,77 @@ def _storage_uri(url: str) -> str:
     return url if url.startswith("async+") else "async+" + url
 
 
+Window = Literal["moving", "fixed"]
+
+
+class _MemoryStorage(MemoryStorage):
+    """limits' in-process storage, sweeping expired keys at most once a second.
+
+    Upstream starts a sweep of every key after each hit once the last sweep is done: with
+    100,000 client addresses in the window that is a scan of 100,000 keys per request. Decisions
+    do not depend on the sweep (each read ignores expired hits); it only frees memory, so a key
+    lives at most one window plus a second.
+    """
+
+    SWEEP_SECONDS = 1.0
+    _last_sweep = 0.0
+
+    async def _MemoryStorage__schedule_expiry(self) -> None:  # the upstream hook, run on every hit
+        now = time.monotonic()
+        if now - self._last_sweep >= self.SWEEP_SECONDS:
+            self._last_sweep = now
+            await super()._MemoryStorage__schedule_expiry()  # type: ignore[misc]
+
+
 class RateLimiter:
-    """A moving-window limiter: exact, with no burst at a window boundary."""
+    """Two strategies from `limits` over one storage, both exact under concurrency.
+
+    "moving" (the default) allows N hits in any period of the window's length, with no burst at a
+    boundary; it keeps one timestamp per hit, so it suits keys that are few (principals, tools).
+    "fixed" allows N hits per window starting at a key's first hit; it keeps one counter per key,
+    so it suits keys an attacker can mint by the hundred thousand (client addresses).
+    """
 
     def __init__(self, storage_url: str) -> None:
-        options: dict[str, Any] = {}
-        if not storage_url.startswith("memory://"):
+        storage: Storage
+        if storage_url.startswith("memory://"):
+            storage = _MemoryStorage()
+        else:
             # redis-py (a declared dependency; limits defaults to coredis), and short timeouts so a
             # hung Redis turns into refusals within seconds instead of piling up requests.
-            options = {"implementation": "redispy", "socket_timeout": 2, "socket_connect_timeout": 2}
-        storage = storage_from_string(_storage_uri(storage_url), **options)
-        if not isinstance(storage, Storage):
-            raise ValueError("MCP_RATE_LIMIT_STORAGE needs an async storage")
+            options: dict[str, Any] = {
+                "implementation": "redispy",
+                "socket_timeout": 2,
+                "socket_connect_timeout": 2,
+            }
+            found = storage_from_string(_storage_uri(storage_url), **options)
+            if not isinstance(found, Storage):
+                raise ValueError("MCP_RATE_LIMIT_STORAGE needs an async storage")
+            storage = found
         self._storage = storage
-        self._strategy = MovingWindowRateLimiter(self._storage)
+        self._strategies: dict[Window, RateLimiterStrategy] = {
+            "moving": MovingWindowRateLimiter(storage),
+            "fixed": FixedWindowRateLimiter(storage),
+        }
 
     @staticmethod
     def parse(limit: str) -> RateLimitItem:
         return parse(limit)
 
-    async def hit(self, item: RateLimitItem, *keys: str) -> Decision:
+    async def hit(self, item: RateLimitItem, *keys: str, window: Window = "moving") -> Decision:
         """Take one slot if there is one (atomically, also in Redis)."""
+        strategy = self._strategies[window]
         try:
-            allowed = await self._strategy.hit(item, *keys)
-            reset_at, remaining = await self._strategy.get_window_stats(item, *keys)
+            allowed = await strategy.hit(item, *keys)
+            reset_at, remaining = await strategy.get_window_stats(item, *keys)
         except Exception as exc:
             raise RateLimitUnavailableError(f"rate-limit storage unavailable ({type(exc).__name__})") from exc
         return _decision(allowed, item, reset_at, remaining)
 
-    async def peek(self, item: RateLimitItem, *keys: str) -> Decision:
-        """Whether a slot is free, without taking it."""
+    async def peek(self, item: RateLimitItem, *keys: str, window: Window = "moving") -> Decision:
+        """Whether a slot is free, without taking it (and without storing anything for a new key)."""
         try:
-            reset_at, remaining = await self._strategy.get_window_stats(item, *keys)
+            reset_at, remaining = await self._strategies[window].get_window_stats(item, *keys)
         except Exception as exc:
             raise RateLimitUnavailableError(f"rate-limit storage unavailable ({type(exc).__name__})") from exc
         return _decision(remaining > 0, item, reset_at, remaining)

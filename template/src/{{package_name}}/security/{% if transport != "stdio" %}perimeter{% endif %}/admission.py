@@ -51,6 +51,9 @@ class ClientRateLimit:
     so many users behind one address do not share one budget. An address that has spent its
     budget is refused before its credential is even checked: answering a valid key with 200 and a
     wrong one with 429 would let a guesser keep testing keys at full speed.
+
+    The window is fixed (N per minute from an address's first such request): one counter per
+    address keeps memory small when an attacker uses 100,000 addresses.
     """
 
     def __init__(self, app: ASGIApp, limiter: RateLimiter, limit: str, events: SecurityEvents) -> None:
@@ -65,7 +68,7 @@ class ClientRateLimit:
             return
         client = client_address(scope)
         try:
-            spent = await self.limiter.peek(self.item, "address", client)
+            spent = await self.limiter.peek(self.item, "address", client, window="fixed")
         except RateLimitUnavailableError:
             await _unavailable(send, self.events, client, "per-address")
             return
@@ -79,7 +82,7 @@ class ClientRateLimit:
             if message["type"] == "http.response.start" and not _authenticated(scope):
                 # The request did not end authenticated: it takes one of the address's slots.
                 try:
-                    decision = await self.limiter.hit(self.item, "address", client)
+                    decision = await self.limiter.hit(self.item, "address", client, window="fixed")
                 except RateLimitUnavailableError:
                     replaced = True
                     await _unavailable(send, self.events, client, "per-address")
