@@ -89,7 +89,12 @@ def main() -> int:
         "`MCP_RATE_LIMIT=100/hour` (so no address's state expires during the run); each "
         "request has its own `X-Forwarded-For` address and a wrong key (401), so each creates per-address "
         f"limiter state and one audit event.\n\n" + "\n".join(rows) + f"\n\nBudget: growth below {BUDGET_MB} MB: "
-        f"**{verdict}**.",
+        f"**{verdict}**.\n\n"
+        "Why addresses use the fixed window: the moving window keeps an object per hit plus a lock per key, "
+        "about 52 MB of limiter state per 100,000 addresses on its own (measured with `limits` 5.8); the "
+        "fixed window keeps one counter per address. Principals and tools, which are few, keep the moving "
+        "window. The memory storage's sweep of expired keys runs at most once a second (upstream starts one "
+        "after every hit, a scan of every key per request).",
     )
     return 0 if verdict == "PASS" else 1
 
