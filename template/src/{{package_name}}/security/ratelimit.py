@@ -57,6 +57,8 @@ def _storage_uri(url: str) -> str:
 
 
 Window = Literal["moving", "fixed"]
+REDIS_CONNECTIONS = 100  # per process
+REDIS_TIMEOUT_SECONDS = 2
 
 
 class _MemoryStorage(MemoryStorage):
@@ -92,13 +94,19 @@ class RateLimiter:
         if storage_url.startswith("memory://"):
             storage = _MemoryStorage()
         else:
-            # redis-py (a declared dependency; limits defaults to coredis), and short timeouts so a
-            # hung Redis turns into refusals within seconds instead of piling up requests.
-            options: dict[str, Any] = {
-                "implementation": "redispy",
-                "socket_timeout": 2,
-                "socket_connect_timeout": 2,
-            }
+            # redis-py (a declared dependency; limits defaults to coredis) with a blocking pool: past
+            # REDIS_CONNECTIONS concurrent calls, a request waits for a connection instead of failing.
+            # Short timeouts turn a hung Redis into refusals within seconds, not a pile-up of requests.
+            from redis.asyncio import BlockingConnectionPool
+
+            pool = BlockingConnectionPool.from_url(
+                storage_url,
+                max_connections=REDIS_CONNECTIONS,
+                timeout=REDIS_TIMEOUT_SECONDS,
+                socket_timeout=REDIS_TIMEOUT_SECONDS,
+                socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+            )
+            options: dict[str, Any] = {"implementation": "redispy", "connection_pool": pool}
             found = storage_from_string(_storage_uri(storage_url), **options)
             if not isinstance(found, Storage):
                 raise ValueError("MCP_RATE_LIMIT_STORAGE needs an async storage")
