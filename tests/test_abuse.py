@@ -146,6 +146,18 @@ async def test_burst_of_3n_failed_logins_from_one_address_gets_exactly_n(server:
     assert {e["details"]["scope"] for e in limited} == {"per-address"}
 
 
+async def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(venv: Venv, project: Path) -> None:
+    # No trusted proxies: a client cannot mint addresses to escape its own limit.
+    with running_server(venv, project, server_env(project, MCP_TRUSTED_PROXIES="")) as direct:
+        async with httpx2.AsyncClient(timeout=30, limits=httpx2.Limits(max_connections=3 * LIMIT)) as http:
+            addresses = iter(f"203.0.113.{n}" for n in range(3 * LIMIT))
+            responses = await burst(3 * LIMIT, lambda: call_tool(
+                http, direct, "mcp_wrong-guess-0123456789abcdef", "whoami", address=next(addresses)))
+        assert Counter(response.status_code for response in responses) == {401: LIMIT, 429: 2 * LIMIT}
+        limited = events(direct, "rate_limit_exceeded")
+        assert {e["identifier"] for e in limited} == {"127.0.0.1"}
+
+
 async def test_shared_tool_limit_counts_every_caller(server: Server) -> None:
     async with http_client(server.url, KEYS["a"]) as first, http_client(server.url, KEYS["b"]) as second:
         results = [await first.call_tool("shared_quota", {}), await second.call_tool("shared_quota", {}),
