@@ -278,3 +278,31 @@ async def test_sigterm_lets_the_call_in_flight_finish_and_exits_0(venv: Venv, pr
         assert "Traceback" not in server.log()
     finally:
         server.stop()
+
+
+async def test_sigterm_cancels_what_outlives_the_grace_period_and_exits_0(venv: Venv, project: Path) -> None:
+    server = start_server(venv, project, server_env(project, MCP_SHUTDOWN_GRACE_SECONDS="1"))
+    markers = project / "data" / "markers"
+    try:
+        async with httpx2.AsyncClient(timeout=30) as http, anyio.create_task_group() as group:
+
+            async def slow_call() -> None:
+                try:
+                    response = await call_tool(http, server, KEYS["misc"], "slow", {"seconds": 60, "tag": "overdue"})
+                except httpx2.HTTPError:
+                    return
+                assert response.status_code == 500  # uvicorn's answer to a request it had to cancel
+
+            group.start_soon(slow_call)
+            with anyio.fail_after(10):
+                while not (markers / "overdue.started").exists():
+                    await anyio.sleep(0.05)
+            started = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            returncode = await anyio.to_thread.run_sync(lambda: server.process.wait(timeout=30))
+        assert returncode == 0, server.log()
+        assert time.monotonic() - started < 10
+        assert (markers / "overdue.cancelled").exists()
+        assert not (markers / "overdue.finished").exists()
+    finally:
+        server.stop()
