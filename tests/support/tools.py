@@ -1,19 +1,19 @@
 """Render a project and add tool modules to it the way its README tells users to.
 
 "Writing a new tool safely": put a module in src/<package>/tools/, add it to MODULES in
-tools/__init__.py. Tests that need test-only tools (a slow tool, a tool with huge output) use
-`add_tool_module`, then reinstall and serve the project like any other.
+tools/__init__.py (`tooling.add_tool_module` does exactly that). Tests that need test-only tools
+(a slow tool, a tool with huge output) get a project of their own with `project_with_tools`.
 """
 
 from __future__ import annotations
 
-import re
 import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from . import BASE, Venv, package_of, render
+from . import BASE, Venv, render
+from .tooling import add_tool_module
 
 # Tools that misbehave on purpose. `data_dir` markers let a test see what ran and what was cancelled.
 MISBEHAVING_TOOLS = textwrap.dedent(
@@ -76,22 +76,6 @@ MISBEHAVING_TOOLS = textwrap.dedent(
             return "ok"
     '''
 ).lstrip()
-
-
-def add_tool_module(project: Path, name: str, source: str) -> Path:
-    """Write tools/<name>.py and list it in MODULES, as the README's "Writing a new tool safely" says."""
-    _, package = package_of(project)
-    tools = project / "src" / package / "tools"
-    module = tools / f"{name}.py"
-    module.write_text(source)
-    init = tools / "__init__.py"
-    text = init.read_text()
-    text, imports = re.subn(r"^from \. import (.+)$", rf"from . import \1, {name}", text, count=1, flags=re.MULTILINE)
-    text, listed = re.subn(r"^MODULES = \((.+?),?\)$", rf"MODULES = (\1, {name})", text, count=1, flags=re.MULTILINE)
-    if not (imports and listed):
-        raise AssertionError(f"tools/__init__.py no longer has the documented shape:\n{text}")
-    init.write_text(text)
-    return module
 
 
 _cache: dict[tuple[str, str], Path] = {}
