@@ -283,7 +283,8 @@ def test_forwarded_for_is_honoured_from_a_trusted_proxy(project: Path, venv: Ven
 def check(venv: Venv, project: Path, where: Path, **env: str) -> tuple[int, str]:
     """`check` in a directory with no .env, so only the settings given here count."""
     command, _ = package_of(project)
-    result = venv.run(venv.bin(command), "check", "--transport", "http", cwd=where,
+    lock = str(project / "tools.lock.json")
+    result = venv.run(venv.bin(command), "check", "--transport", "http", "--lock", lock, cwd=where,
                       env={"MCP_SECURITY_EVENTS_URL": "memory://", **env}, timeout=60)
     assert "Traceback" not in result.stderr
     return result.returncode, result.stdout + result.stderr

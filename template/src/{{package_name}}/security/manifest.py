@@ -47,7 +47,7 @@ def read_lock(path: Path) -> dict[str, dict[str, Any]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ValueError(f"{path} is missing: run `check --update-lock`, review it and commit it") from None
+        raise ValueError(f"{path} is missing (run check in the project directory, or pass --lock)") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path} cannot be read ({type(exc).__name__}): restore it from git") from None
     tools = data.get("tools") if isinstance(data, dict) else None
