@@ -53,6 +53,8 @@ def start_oauth_server(venv: Venv, project: Path, auth: AuthServer) -> Server:
         "MCP_OAUTH_REQUIRED_SCOPES": REQUIRED_SCOPE,
         "MCP_SECURITY_EVENTS_URL": "memory://",
         "MCP_RATE_LIMIT": "10000/minute",
+        # Many refusals on purpose: no blocking of 127.0.0.1 here (tests/test_audit.py tests blocking).
+        "MCP_AUTH_FAILURE_THRESHOLD": "100000",
     }
     return start_server(venv, project, env, port=port)
 

@@ -47,6 +47,8 @@ def base_env(project: Path, **extra: str) -> dict[str, str]:
         "MCP_TRUSTED_ORIGINS": TRUSTED,
         "MCP_SECURITY_EVENTS_URL": "memory://",
         "MCP_RATE_LIMIT": "10000/minute",
+        # Many refusals on purpose: no blocking of 127.0.0.1 here (tests/test_audit.py tests blocking).
+        "MCP_AUTH_FAILURE_THRESHOLD": "100000",
         "MCP_MAX_BODY_BYTES": "4096",
         **extra,
     }

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from .security.events import SecurityEvents, open_event_store
 from .security.ratelimit import RateLimiter
-from .security.redact import Redactor
+from .security.redact import Redactor, install_log_redaction
 from .settings import Settings
 
 
@@ -30,6 +30,7 @@ def secret_values(settings: Settings) -> list[str]:
 def open_services(settings: Settings) -> Services:
     """Open the audit store and the limiter; raises EventStoreConfigError with the fix if the store fails."""
     redactor = Redactor(secret_values(settings))
+    install_log_redaction(redactor)
     store = open_event_store(
         settings.events_url,
         retention_days=settings.security_events_retention_days,

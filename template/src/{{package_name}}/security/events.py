@@ -3,6 +3,8 @@
 Stores: `memory://` (bounded ring buffer), `sqlite:///path` (WAL, survives a crash),
 `redis://host:port/db` (a capped stream that several replicas share).
 Writing is awaited: if the store fails, the caller refuses the work instead of running unaudited.
+Before a tool runs, the guard calls `ensure_available()`: free while the store has accepted a write
+within the last second, otherwise one write probe; a store that is down refuses tools until it is back.
 """
 
 from __future__ import annotations
@@ -10,7 +12,10 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import sys
+import time
+import typing
 import uuid
 from collections import deque
 from collections.abc import Mapping
@@ -24,6 +29,9 @@ Severity = Literal["low", "medium", "high", "critical"]
 SEVERITY_RANK: dict[str, int] = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 MAX_DETAILS_BYTES = 2_048
 MAX_PAGE = 500
+MAX_SCAN = 10_000  # events a store reads to fill one filtered page before it hands back a cursor
+HEALTHY_FOR_SECONDS = 1.0  # a successful write vouches for the store this long
+RETRY_AFTER_SECONDS = 1.0  # a failed store is not retried sooner than this
 
 log = logging.getLogger("security")
 
@@ -77,26 +85,35 @@ class EventPage:
     next_position: str | None
 
 
+_POSITION = re.compile(r"^\d{1,20}(?:-\d{1,20})?$")
+
+
 def encode_cursor(position: str) -> str:
     return base64.urlsafe_b64encode(position.encode()).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str) -> str:
+    """The store position inside a cursor; ValueError if the cursor was not issued by a store here."""
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        position = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (ValueError, UnicodeDecodeError):
         raise ValueError("cursor is not one this server issued") from None
+    if len(cursor) > 64 or not _POSITION.match(position):
+        raise ValueError("cursor is not one this server issued")
+    return position
 
 
 class EventStore(Protocol):
     async def append(self, event: SecurityEvent) -> None: ...
     async def query(self, query: EventQuery) -> EventPage: ...
-    async def ping(self) -> None: ...
+    async def ping(self) -> None:
+        """Raise unless the store can take a write now (a probe that stores no event)."""
+
     async def aclose(self) -> None: ...
 
 
 class MemoryEventStore:
-    """A bounded ring buffer: the oldest events go first when it is full."""
+    """A bounded ring buffer: the oldest events go first when it is full. Lost on restart."""
 
     def __init__(self, capacity: int = 10_000) -> None:
         self._events: deque[tuple[int, SecurityEvent]] = deque(maxlen=capacity)
@@ -109,16 +126,19 @@ class MemoryEventStore:
     async def query(self, query: EventQuery) -> EventPage:
         after = int(query.after) if query.after else 0
         found: list[SecurityEvent] = []
+        scanned = 0
         last = after
         for seq, event in list(self._events):
             if seq <= after:
                 continue
             last = seq
+            scanned += 1
             if query.matches(event):
                 found.append(event)
-                if len(found) == query.limit:
-                    break
-        return EventPage(found, str(last) if len(found) == query.limit else None)
+            if len(found) == query.limit or scanned >= MAX_SCAN:
+                break
+        more = last < self._seq
+        return EventPage(found, str(last) if more else None)
 
     async def ping(self) -> None:
         return None
@@ -130,7 +150,7 @@ class MemoryEventStore:
 def open_event_store(url: str, *, retention_days: int = 90, max_rows: int = 1_000_000) -> EventStore:
     """Open the store named by `url`, or raise EventStoreConfigError with the fix."""
     if url.startswith("memory://"):
-        return MemoryEventStore()
+        return MemoryEventStore(capacity=min(max_rows, 10_000))
     if url.startswith("sqlite:///"):
         from .event_stores.sqlite import SqliteEventStore
 
@@ -140,7 +160,7 @@ def open_event_store(url: str, *, retention_days: int = 90, max_rows: int = 1_00
     if url.startswith(("redis://", "rediss://")):
         from .event_stores.redis import RedisEventStore
 
-        return RedisEventStore(url, max_len=max_rows)
+        return RedisEventStore(url, max_len=max_rows, retention_days=retention_days)
     raise EventStoreConfigError(
         "MCP_SECURITY_EVENTS_URL must be memory://, sqlite:///path/events.db or redis://host:port/db"
     )
@@ -152,6 +172,8 @@ class SecurityEvents:
     def __init__(self, store: EventStore, redactor: Redactor) -> None:
         self.store = store
         self.redactor = redactor
+        self._healthy_until = 0.0
+        self._down_until = 0.0
 
     async def record(
         self,
@@ -163,25 +185,56 @@ class SecurityEvents:
         request_id: str | int | None = None,
         **details: Any,
     ) -> SecurityEvent:
+        """Store one event; raise AuditUnavailableError (after logging it at critical) if the store fails."""
         record = SecurityEvent(
             id=uuid.uuid4().hex,
             timestamp=datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
             event=event,
             severity=severity,
-            identifier=self.redactor.text(identifier, 100),
-            tool=tool,
-            request_id=None if request_id is None else str(request_id),
+            identifier=self.redactor.text(str(identifier), 100),
+            tool=None if tool is None else self.redactor.text(tool, 100),
+            request_id=None if request_id is None else self.redactor.text(str(request_id), 64),
             details=self._bounded(details),
         )
+        if time.monotonic() < self._down_until:
+            self._store_failed(record, None)
         try:
             await self.store.append(record)
-        except Exception as exc:
-            log.critical(
-                "audit store failed; refusing the work it would have recorded (%s)", type(exc).__name__
-            )
-            raise AuditUnavailableError("the audit trail is unavailable") from exc
+        except Exception as exc:  # noqa: BLE001 - any store failure means the same: refuse the work
+            self._store_failed(record, exc)
+        self._healthy_until = time.monotonic() + HEALTHY_FOR_SECONDS
         _emit_log_line(record)
         return record
+
+    async def ensure_available(self) -> None:
+        """Raise AuditUnavailableError unless an event written now would be stored.
+
+        Cheap on the hot path: a write in the last second is proof enough; otherwise one probe.
+        """
+        now = time.monotonic()
+        if now < self._healthy_until:
+            return
+        if now < self._down_until:
+            raise AuditUnavailableError("the audit trail is unavailable")
+        try:
+            await self.store.ping()
+        except Exception as exc:  # noqa: BLE001
+            self._down_until = time.monotonic() + RETRY_AFTER_SECONDS
+            log.critical("audit store failed its write probe; tools are refused (%s)", type(exc).__name__)
+            raise AuditUnavailableError("the audit trail is unavailable") from None
+        self._healthy_until = time.monotonic() + HEALTHY_FOR_SECONDS
+
+    def _store_failed(self, record: SecurityEvent, exc: Exception | None) -> typing.NoReturn:
+        self._healthy_until = 0.0
+        if exc is not None:
+            self._down_until = time.monotonic() + RETRY_AFTER_SECONDS
+        # The event is not lost from view: its log line still goes out, marked as not stored.
+        _emit_log_line(record, stored=False)
+        log.critical(
+            "audit store failed; refusing the work it would have recorded (%s)",
+            type(exc).__name__ if exc else "store marked down",
+        )
+        raise AuditUnavailableError("the audit trail is unavailable") from exc
 
     def _bounded(self, details: dict[str, Any]) -> dict[str, Any]:
         clean: dict[str, Any] = self.redactor.value(details)
@@ -191,9 +244,12 @@ class SecurityEvents:
         return {"truncated": text}
 
 
-def _emit_log_line(event: SecurityEvent) -> None:
+def _emit_log_line(event: SecurityEvent, *, stored: bool = True) -> None:
     # stderr only: on stdio, stdout carries nothing but protocol messages.
-    line = json.dumps({"logger": "security", **event.to_dict()}, separators=(",", ":"), default=str)
+    fields: dict[str, Any] = {"logger": "security", **event.to_dict()}
+    if not stored:
+        fields["stored"] = False
+    line = json.dumps(fields, separators=(",", ":"), default=str)
     try:
         sys.stderr.write(line + "\n")
         sys.stderr.flush()

@@ -236,6 +236,13 @@ def _asks_for_input(result: HandlerResult) -> bool:
     return isinstance(result, InputRequiredResult)
 
 
+def _is_error(result: HandlerResult) -> bool:
+    # Middleware may see the wire form (a dict) or the model.
+    if isinstance(result, dict):
+        return bool(result.get("isError"))
+    return bool(getattr(result, "is_error", False))
+
+
 class Guard:
     def __init__(
         self,
@@ -403,6 +410,8 @@ class Guard:
             policy.arguments.model_validate(raw_arguments)
         except ValidationError as exc:
             message, problems = _safe_validation_message(policy.name, exc)
+            # Field names come from the caller too (an unexpected key): scrub them like any value.
+            message = self.events.redactor.text(message, 1_000)
             return await self._refuse(
                 "input_validation_failed",
                 "low",
@@ -424,6 +433,19 @@ class Guard:
                 request_id,
                 f"Too many calls in flight ({self._max_in_flight}); wait for one to finish.",
                 reason="in_flight",
+            )
+        try:
+            # Fail closed: a tool runs only if its event can be stored afterwards.
+            await self.events.ensure_available()
+        except AuditUnavailableError:
+            return await self._refuse(
+                "tool_execution_failed",
+                "critical",
+                identifier,
+                policy.name,
+                request_id,
+                "The audit trail is unavailable, so tools are not run; try again later.",
+                reason="audit_unavailable",
             )
         return await self._run(ctx, call_next, policy, principal, client, request_id, raw_arguments)
 
@@ -456,12 +478,21 @@ class Guard:
             call.outcome = "tool_execution_failed"
             call.details = {"reason": type(exc).__name__}
             result = _error("The server cannot run tools right now; try again later.")
+        except Exception as exc:
+            call.outcome = "tool_execution_failed"
+            call.details = {"error": type(exc).__name__}
+            log.exception("tools/call %s failed outside the tool", policy.name)
+            result = _error(f"{policy.name} failed; the error was logged on the server")
         finally:
             self._in_flight[principal.id] -= 1
             if self._in_flight[principal.id] <= 0:
                 del self._in_flight[principal.id]
             _current.reset(token)
         duration_ms = round((time.perf_counter() - started) * 1000, 2)
+        if call.outcome == "ok" and _is_error(result):
+            # An error result the tool did not report (e.g. the SDK's own argument checks).
+            call.outcome = "tool_execution_failed"
+            call.details = {"reason": "error result"}
         event, severity = {
             "ok": ("tool_called", "low"),
             "input_required": ("tool_called", "low"),
@@ -477,7 +508,7 @@ class Guard:
                 client=client,
                 outcome=call.outcome if call.outcome != "ok" else "ok",
                 duration_ms=duration_ms,
-                arguments=raw_arguments,
+                arguments=self.events.redactor.summary(raw_arguments),
                 **call.details,
             )
         except AuditUnavailableError:

@@ -1,4 +1,9 @@
-"""SQLite event store: WAL mode, one transaction per event, retention by age and count."""
+"""SQLite event store: WAL mode, one transaction per event, retention by age and count.
+
+Each event is committed before `append` returns, and WAL with synchronous=NORMAL keeps every committed
+transaction when the process is killed; only a power loss can take the last few. One process writes
+the file: replicas that share an audit trail use the Redis store instead.
+"""
 
 from __future__ import annotations
 
@@ -76,7 +81,7 @@ class SqliteEventStore:
                 self._prune()
 
     def _prune(self) -> None:
-        cutoff = (datetime.now(UTC) - self._retention).isoformat().replace("+00:00", "Z")
+        cutoff = _timestamp(datetime.now(UTC) - self._retention)
         self._db.execute("DELETE FROM security_events WHERE timestamp < ?", (cutoff,))
         self._db.execute(
             "DELETE FROM security_events WHERE seq <= (SELECT MAX(seq) FROM security_events) - ?",
@@ -98,7 +103,7 @@ class SqliteEventStore:
             params.append(query.event)
         if query.since:
             sql += " AND timestamp >= ?"
-            params.append(query.since.astimezone(UTC).isoformat().replace("+00:00", "Z"))
+            params.append(_timestamp(query.since))
         sql += " ORDER BY seq LIMIT ?"
         params.append(query.limit)
         with self._lock:
@@ -122,9 +127,16 @@ class SqliteEventStore:
         await anyio.to_thread.run_sync(self._ping)
 
     def _ping(self) -> None:
+        # Taking the write lock proves the file is writable; nothing is stored.
         with self._lock:
-            self._db.execute("SELECT 1").fetchone()
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("ROLLBACK")
 
     async def aclose(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _timestamp(moment: datetime) -> str:
+    # The same form as SecurityEvent.timestamp, so that text comparison is time comparison.
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")

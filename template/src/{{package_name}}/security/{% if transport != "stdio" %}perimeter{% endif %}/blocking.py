@@ -1,0 +1,119 @@
+"""Anomaly response: a client address that keeps failing authentication is blocked for a while.
+
+MCP_AUTH_FAILURE_THRESHOLD failures within MCP_AUTH_FAILURE_WINDOW_SECONDS block the address for
+MCP_AUTH_BLOCK_SECONDS (one `client_blocked` event of high severity). While blocked, every request is
+answered 429 before authentication runs, so a guessed key is not even checked. Failures and blocks
+are counted in the rate-limit storage, so replicas sharing MCP_RATE_LIMIT_STORAGE share them too.
+"""
+
+from __future__ import annotations
+
+from limits import RateLimitItemPerSecond
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ...services import Services
+from ...settings import Settings
+from ..events import SecurityEvents
+from ..ratelimit import RateLimiter, RateLimitUnavailableError
+from .auth import PUBLIC_PATHS, PUBLIC_PREFIXES
+from .common import client_address, refusal, send_json
+
+
+class AuthFailureBlock:
+    """Wraps BearerAuth: counts its 401 answers per client address and blocks repeat offenders."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limiter: RateLimiter,
+        events: SecurityEvents,
+        *,
+        threshold: int,
+        window_seconds: int,
+        block_seconds: int,
+    ) -> None:
+        if threshold < 1 or window_seconds < 1 or block_seconds < 1:
+            raise ValueError("auth failure threshold, window and block time must be at least 1")
+        self.app = app
+        self.limiter = limiter
+        self.events = events
+        self.threshold = threshold
+        self.window_seconds = window_seconds
+        self.block_seconds = block_seconds
+        self.failures = RateLimitItemPerSecond(threshold, window_seconds)
+        # One slot per block period: taken means blocked, and it frees itself when the period ends.
+        self.block = RateLimitItemPerSecond(1, block_seconds)
+
+    @classmethod
+    def from_settings(cls, app: ASGIApp, services: Services, settings: Settings) -> AuthFailureBlock:
+        return cls(
+            app,
+            services.limiter,
+            services.events,
+            threshold=settings.auth_failure_threshold,
+            window_seconds=settings.auth_failure_window_seconds,
+            block_seconds=settings.auth_block_seconds,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        client = client_address(scope)
+        try:
+            state = await self.limiter.peek(self.block, "auth-block", client)
+        except RateLimitUnavailableError:
+            await self.events.record("client_blocked", "high", client, reason="storage_down", path=path)
+            await send_json(
+                send,
+                503,
+                refusal("unavailable", "Client blocking is unavailable, so requests are refused."),
+                {"Retry-After": "5"},
+            )
+            return
+        if not state.allowed:
+            await self.events.record(
+                "client_blocked",
+                "medium",
+                client,
+                reason="blocked after repeated authentication failures",
+                retry_after=state.reset_after,
+                path=path,
+            )
+            message = f"Too many failed authentications; retry after {state.reset_after} seconds."
+            await send_json(
+                send, 429, refusal("client_blocked", message), {"Retry-After": str(state.reset_after)}
+            )
+            return
+
+        status = 0
+
+        async def watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, watch)
+        if status == 401:
+            await self._count_failure(client)
+
+    async def _count_failure(self, client: str) -> None:
+        try:
+            failures = await self.limiter.hit(self.failures, "auth-failures", client)
+            if failures.allowed and failures.remaining > 0:
+                return
+            blocked = await self.limiter.hit(self.block, "auth-block", client)
+        except RateLimitUnavailableError:
+            return  # the next request meets the same storage and is refused there
+        if blocked.allowed:  # this request took the block slot: record the block once
+            await self.events.record(
+                "client_blocked",
+                "high",
+                client,
+                reason="repeated authentication failures",
+                failures=self.threshold,
+                window_seconds=self.window_seconds,
+                block_seconds=self.block_seconds,
+            )

@@ -1,0 +1,96 @@
+"""GET /security/events: the audit trail for operators, readable with an admin credential only.
+
+A 400 here is recorded as `http_error` by the perimeter (http_errors.py), like any other.
+
+Query: `severity` (minimum), `event`, `since` (RFC 3339), `limit` (1..500), `cursor` (from
+`next_cursor`). Answer: {"events": [...], "next_cursor": "..." or null}. A cursor is the store's
+position, so pages never repeat or skip an event while new ones arrive; null means "nothing more now".
+"""
+
+from __future__ import annotations
+
+import logging
+import typing
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ..events import (
+    MAX_PAGE,
+    SEVERITY_RANK,
+    EventQuery,
+    SecurityEvents,
+    Severity,
+    decode_cursor,
+    encode_cursor,
+)
+from ..principal import Principal
+
+PATH = "/security/events"
+PARAMETERS = frozenset({"severity", "event", "since", "limit", "cursor"})
+DEFAULT_LIMIT = 100
+log = logging.getLogger(__name__)
+
+
+def events_endpoint(events: SecurityEvents) -> Callable[[Request], Awaitable[Response]]:
+    async def security_events(request: Request) -> Response:
+        # BearerAuth already demands the admin scope here; checked again so a change there cannot open it.
+        principal = getattr(request.state, "principal", None)
+        client = request.client.host if request.client else "unknown"
+        if not isinstance(principal, Principal) or not principal.is_admin:
+            await events.record(
+                "authorization_denied", "high", client, path=PATH, reason="no admin principal past auth"
+            )
+            return JSONResponse({"error": "forbidden", "message": "An admin credential is required."}, 403)
+        try:
+            query = parse_query(request.query_params)
+        except ValueError as exc:
+            return JSONResponse({"error": "invalid_request", "message": str(exc)}, 400)
+        try:
+            page = await events.store.query(query)
+        except Exception as exc:  # noqa: BLE001 - any store failure: say so, keep details in the log
+            log.error("audit store query failed (%s)", type(exc).__name__)
+            return JSONResponse(
+                {"error": "unavailable", "message": "The audit store cannot be read right now."},
+                503,
+                headers={"Retry-After": "5"},
+            )
+        cursor = encode_cursor(page.next_position) if page.next_position else None
+        return JSONResponse({"events": [event.to_dict() for event in page.events], "next_cursor": cursor})
+
+    return security_events
+
+
+def parse_query(params: Mapping[str, str]) -> EventQuery:
+    """Validate the query string; ValueError messages are safe to return to the caller."""
+    unknown = sorted(set(params) - PARAMETERS)
+    if unknown:
+        raise ValueError(f"unknown parameter {unknown[0][:40]!r}; use {', '.join(sorted(PARAMETERS))}")
+    severity = params.get("severity")
+    if severity is not None and severity not in SEVERITY_RANK:
+        raise ValueError("severity must be one of low, medium, high, critical")
+    raw_limit = params.get("limit", str(DEFAULT_LIMIT))
+    if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= MAX_PAGE:
+        raise ValueError(f"limit must be a whole number from 1 to {MAX_PAGE}")
+    since = None
+    if params.get("since"):
+        try:
+            since = datetime.fromisoformat(params["since"][:40].replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError("since must be an RFC 3339 timestamp, e.g. 2026-01-31T12:00:00Z") from None
+        if since.tzinfo is None:
+            raise ValueError("since must carry a time zone, e.g. 2026-01-31T12:00:00Z")
+    cursor = params.get("cursor")
+    after = decode_cursor(cursor) if cursor else None
+    event = params.get("event")
+    if event is not None and (len(event) > 64 or not event.replace("_", "").isalnum()):
+        raise ValueError("event must be an event name such as authentication_failed")
+    return EventQuery(
+        severity=typing.cast(Severity | None, severity),
+        event=event,
+        since=since,
+        limit=int(raw_limit),
+        after=after,
+    )

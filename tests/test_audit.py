@@ -1,0 +1,500 @@
+"""The audit trail for real: rendered servers, real requests, events read back through /security/events.
+
+One event per decision at every layer; pagination that never repeats or skips; no secret in any
+event, log line or response; SQLite durable across SIGKILL; exact event counts under load; stdout of
+the stdio transport carrying nothing but JSON-RPC.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+from support import (
+    MCP_HEADERS,
+    Server,
+    Venv,
+    clean_env,
+    jsonrpc,
+    package_of,
+    post_mcp,
+    read_env_file,
+    running_server,
+    start_server,
+)
+
+pytestmark = pytest.mark.anyio
+
+PLANTED = "planted-Secret-7f3a9c2e41d0"  # a configured secret that must never be written anywhere
+WRONG_KEY = "mcp_not-a-key-000000000000000000000000"
+HIGH_LIMITS = {
+    "MCP_RATE_LIMIT": "1000000/minute",
+    "MCP_AUTH_FAILURE_THRESHOLD": "1000000",
+}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def keys(project: Path) -> tuple[str, str]:
+    env = read_env_file(project)
+    return env["MCP_API_KEYS"], env["MCP_ADMIN_API_KEYS"]
+
+
+def server_env(project: Path, db: Path, **extra: str) -> dict[str, str]:
+    return {
+        **read_env_file(project),
+        "MCP_SECURITY_EVENTS_URL": f"sqlite:///{db}",
+        "MCP_UPSTREAM_API_KEY": PLANTED,
+        **HIGH_LIMITS,
+        **extra,
+    }
+
+
+def get_events(server: Server, token: str | None, **params: Any) -> httpx2.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx2.get(server.base + "/security/events", params=params, headers=headers, timeout=30)
+
+
+def all_events(server: Server, admin: str, limit: int = 500, **params: Any) -> list[dict[str, Any]]:
+    """Every event, page by page through next_cursor."""
+    events: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        query = {"limit": limit, **params, **({"cursor": cursor} if cursor else {})}
+        response = get_events(server, admin, **query)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert set(body) == {"events", "next_cursor"}
+        events.extend(body["events"])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return events
+
+
+def call(name: str = "whoami", arguments: dict[str, Any] | None = None, id: int = 1) -> dict[str, Any]:
+    return jsonrpc("tools/call", {"name": name, "arguments": arguments or {}}, id=id)
+
+
+@pytest.fixture(scope="module")
+def project(rendered: Callable[[str], Path]) -> Path:
+    return rendered("both")
+
+
+@pytest.fixture(scope="module")
+def server(project: Path, venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    db = tmp_path_factory.mktemp("audit") / "events.db"
+    with running_server(venv, project, server_env(project, db)) as running:
+        yield running
+
+
+# ---- each event type, read back -------------------------------------------------------------------
+
+
+async def test_each_refusal_and_call_writes_one_event_read_back_by_admin(
+    server: Server, project: Path
+) -> None:
+    tool_key, admin = keys(project)
+    before = len(all_events(server, admin))
+    expected = [
+        (lambda: post_mcp(server, call(id=101), tool_key), 200, "tool_called"),
+        (lambda: post_mcp(server, call(id=102)), 401, "authentication_failed"),
+        (lambda: post_mcp(server, call(id=103), WRONG_KEY), 401, "authentication_failed"),
+        (lambda: get_events(server, tool_key), 403, "authorization_denied"),
+        (
+            lambda: post_mcp(server, call(arguments={"extra": 1}, id=104), tool_key),
+            200,
+            "input_validation_failed",
+        ),
+        (lambda: post_mcp(server, call("no_such_tool", id=105), tool_key), 200, "input_validation_failed"),
+        (
+            lambda: post_mcp(server, call(id=106), tool_key, headers={"Origin": "https://evil.example"}),
+            403,
+            "untrusted_origin_blocked",
+        ),
+        (
+            lambda: httpx2.post(
+                server.url,
+                content=b"x" * 1_100_000,
+                headers={**MCP_HEADERS, "Authorization": f"Bearer {tool_key}"},
+                timeout=30,
+            ),
+            413,
+            "http_error",
+        ),
+        (
+            lambda: httpx2.post(
+                server.url,
+                content=b"{not json",
+                headers={**MCP_HEADERS, "Authorization": f"Bearer {tool_key}"},
+                timeout=30,
+            ),
+            400,
+            "http_error",
+        ),
+        (
+            lambda: httpx2.get(server.base + "/nowhere", headers={"Authorization": f"Bearer {tool_key}"}),
+            404,
+            "http_error",
+        ),
+    ]
+    for send, status, _ in expected:
+        response = await anyio.to_thread.run_sync(send)
+        assert response.status_code == status, response.text
+    events = all_events(server, admin)[before:]
+    assert [event["event"] for event in events] == [name for _, _, name in expected]
+    for event in events:
+        assert set(event) == {
+            "id",
+            "timestamp",
+            "event",
+            "severity",
+            "identifier",
+            "tool",
+            "request_id",
+            "details",
+        }
+        assert event["severity"] in {"low", "medium", "high", "critical"}
+        assert event["timestamp"].endswith("Z")
+    called = events[0]
+    assert called["tool"] == "whoami" and called["request_id"] == "101"
+    assert called["identifier"].startswith("key:")
+    assert called["details"]["outcome"] == "ok" and called["details"]["duration_ms"] >= 0
+    assert called["details"]["arguments"] == {}
+    # Filters: by name, by minimum severity, by time.
+    refused = all_events(server, admin, event="authentication_failed")
+    assert {e["id"] for e in events[1:3]} <= {e["id"] for e in refused}
+    assert all(e["event"] == "authentication_failed" for e in refused)
+    medium_up = all_events(server, admin, severity="medium")
+    assert all(e["severity"] in {"medium", "high", "critical"} for e in medium_up)
+    assert called["id"] not in {e["id"] for e in medium_up}
+    later = all_events(server, admin, since=events[4]["timestamp"])
+    assert [e["id"] for e in later][: len(events) - 4] == [e["id"] for e in events[4:]]
+
+
+async def test_the_events_endpoint_needs_the_admin_key(server: Server, project: Path) -> None:
+    tool_key, admin = keys(project)
+    assert get_events(server, None).status_code == 401
+    assert get_events(server, WRONG_KEY).status_code == 401
+    denied = get_events(server, tool_key)
+    assert denied.status_code == 403
+    assert "events" not in denied.json()
+    assert get_events(server, admin).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": 501},
+        {"limit": 0},
+        {"limit": "ten"},
+        {"severity": "urgent"},
+        {"since": "yesterday"},
+        {"since": "2026-01-01T00:00:00"},
+        {"cursor": "not a cursor"},
+        {"cursor": "eHl6"},
+        {"event": "x" * 65},
+        {"sort": "asc"},
+    ],
+)
+async def test_bad_queries_are_400_with_a_message(
+    server: Server, project: Path, params: dict[str, Any]
+) -> None:
+    _, admin = keys(project)
+    before = len(all_events(server, admin, event="http_error"))
+    response = get_events(server, admin, **params)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+    assert "Traceback" not in response.text
+    refusals = all_events(server, admin, event="http_error")
+    assert len(refusals) == before + 1  # the refusal is audited too
+    assert refusals[-1]["details"]["path"] == "/security/events"
+    assert refusals[-1]["details"]["status"] == 400
+
+
+# ---- pagination -----------------------------------------------------------------------------------
+
+
+async def test_pagination_returns_every_event_once_while_events_keep_arriving(
+    server: Server, project: Path
+) -> None:
+    tool_key, admin = keys(project)
+    for i in range(30):
+        post_mcp(server, call(id=2000 + i), tool_key)
+    stop = anyio.Event()
+    written = 0
+
+    async def keep_writing() -> None:
+        nonlocal written
+        async with httpx2.AsyncClient(headers={**MCP_HEADERS, "Authorization": f"Bearer {tool_key}"}) as http:
+            while not stop.is_set() and written < 100:  # bounded, so the pager can catch up
+                await http.post(server.url, json=call(id=3000 + written), timeout=30)
+                written += 1
+
+    seen: list[dict[str, Any]] = []
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(keep_writing)
+        with anyio.fail_after(30):
+            while written < 5:  # paging starts while events are arriving
+                await anyio.sleep(0.01)
+        cursor = None
+        while True:
+            params = {"limit": 7, **({"cursor": cursor} if cursor else {})}
+            response = await anyio.to_thread.run_sync(functools.partial(get_events, server, admin, **params))
+            body = response.json()
+            seen.extend(body["events"])
+            cursor = body["next_cursor"]
+            if cursor is None:
+                break
+        stop.set()
+    assert written > 0, "no event arrived while paging"
+    ids = [event["id"] for event in seen]
+    assert len(ids) == len(set(ids)), "an event came twice"
+    everything = [event["id"] for event in all_events(server, admin)]
+    assert everything[: len(ids)] == ids, "an event was skipped or out of order"
+
+
+# ---- secrets --------------------------------------------------------------------------------------
+
+
+async def test_a_planted_secret_never_reaches_an_event_a_log_line_or_a_response(
+    server: Server, project: Path
+) -> None:
+    tool_key, admin = keys(project)
+    responses = [
+        post_mcp(server, call(id=401), PLANTED),
+        post_mcp(server, call(id=402), f"{WRONG_KEY}{PLANTED}"),
+        post_mcp(
+            server, call(id=403), tool_key, headers={"X-Api-Key": PLANTED, "Cookie": f"session={PLANTED}"}
+        ),
+        post_mcp(
+            server,
+            call(arguments={"password": PLANTED, "note": f"use {PLANTED} here", PLANTED: 1}, id=404),
+            tool_key,
+        ),
+        post_mcp(server, call(PLANTED, id=405), tool_key),
+        post_mcp(server, call(id=406), tool_key, headers={"Origin": f"https://{PLANTED}.example"}),
+        httpx2.get(server.url, params={"api_key": PLANTED}, timeout=30),
+        httpx2.get(server.url, params={"token": tool_key}, timeout=30),
+        post_mcp(server, call(id=407), headers={"Authorization": f"Basic {PLANTED}"}),
+    ]
+    statuses = [response.status_code for response in responses]
+    assert statuses == [401, 401, 200, 200, 200, 403, 401, 401, 401]
+    events_text = json.dumps(all_events(server, admin))
+    assert "[redacted]" in events_text  # the planted values were there to be found, and were scrubbed
+    response_text = "\n".join(f"{r.headers}\n{r.text}" for r in responses)
+    await anyio.sleep(0.2)  # let the last log lines reach the file
+    log_text = server.log()
+    for secret in (PLANTED, tool_key, admin):
+        assert secret not in events_text
+        assert secret not in log_text
+        assert secret not in response_text
+
+
+# ---- durability and exact counts ------------------------------------------------------------------
+
+
+async def test_sqlite_keeps_every_acknowledged_event_across_sigkill(
+    project: Path, venv: Venv, tmp_path: Path
+) -> None:
+    tool_key, admin = keys(project)
+    db = tmp_path / "events.db"
+    victim = start_server(venv, project, server_env(project, db), log_dir=tmp_path)
+    acked: set[str] = set()
+    next_id = iter(range(10_000, 100_000))
+
+    async def burst() -> None:
+        headers = {**MCP_HEADERS, "Authorization": f"Bearer {tool_key}"}
+        async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
+            while True:
+                request_id = next(next_id)
+                try:
+                    response = await http.post(victim.url, json=call(id=request_id))
+                    body = response.json()
+                except (httpx2.HTTPError, ValueError):
+                    return  # the server is gone
+                assert body["id"] == request_id
+                acked.add(str(request_id))
+
+    async with anyio.create_task_group() as tasks:
+        for _ in range(16):
+            tasks.start_soon(burst)
+        with anyio.fail_after(60):
+            while len(acked) < 300:
+                await anyio.sleep(0.01)
+        victim.process.kill()  # SIGKILL in the middle of the burst
+    victim.process.wait(timeout=10)
+    with running_server(venv, project, server_env(project, db), log_dir=tmp_path) as again:
+        stored = {event["request_id"] for event in all_events(again, admin)}
+    missing = acked - stored
+    assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:5]}"
+
+
+async def test_under_50_concurrent_clients_events_equal_decisions(server: Server, project: Path) -> None:
+    tool_key, admin = keys(project)
+    before = len(all_events(server, admin))
+    decisions = 0
+    statuses: dict[int, int] = {}
+    deadline = time.monotonic() + 10
+    requests = [
+        (tool_key, call()),  # a tool call, or a refusal for too many calls in flight
+        (None, call()),  # 401
+        (tool_key, call(arguments={"unexpected": 1})),  # invalid arguments
+        (WRONG_KEY, call()),  # 401
+    ]
+
+    async def client(number: int) -> None:
+        nonlocal decisions
+        async with httpx2.AsyncClient(headers=MCP_HEADERS, timeout=60) as http:
+            turn = number
+            while time.monotonic() < deadline:
+                token, body = requests[turn % len(requests)]
+                headers = {"Authorization": f"Bearer {token}"} if token else {}
+                response = await http.post(server.url, json=body, headers=headers)
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                decisions += 1
+                turn += 1
+
+    async with anyio.create_task_group() as tasks:
+        for number in range(50):
+            tasks.start_soon(client, number)
+    after = all_events(server, admin)
+    assert decisions > 100, statuses
+    assert len(after) - before == decisions, statuses
+    new = after[before:]
+    assert {event["event"] for event in new} <= {
+        "tool_called",
+        "authentication_failed",
+        "input_validation_failed",
+        "rate_limit_exceeded",
+    }
+
+
+# ---- anomaly response, rate limits, start-up --------------------------------------------------------
+
+
+async def test_repeated_auth_failures_block_the_client_before_auth(
+    project: Path, venv: Venv, tmp_path: Path
+) -> None:
+    tool_key, admin = keys(project)
+    db = tmp_path / "events.db"
+    tight = server_env(
+        project,
+        db,
+        MCP_RATE_LIMIT="5/minute",
+        MCP_AUTH_FAILURE_THRESHOLD="2",
+        MCP_AUTH_FAILURE_WINDOW_SECONDS="60",
+        MCP_AUTH_BLOCK_SECONDS="600",
+    )
+    with running_server(venv, project, tight, log_dir=tmp_path) as strict:
+        answers = [post_mcp(strict, call(id=i), WRONG_KEY) for i in range(2)]
+        answers += [post_mcp(strict, call(id=10 + i), tool_key) for i in range(4)]
+    assert [a.status_code for a in answers] == [401, 401, 429, 429, 429, 429]
+    assert [a.json()["error"] for a in answers[2:]] == ["client_blocked"] * 3 + ["rate_limited"]
+    assert int(answers[2].headers["retry-after"]) > 500
+    # Read back with a fresh server on the same store (this address is still blocked on the old one).
+    with running_server(venv, project, server_env(project, db), log_dir=tmp_path) as reader:
+        events = all_events(reader, admin)
+    assert [(e["event"], e["severity"]) for e in events] == [
+        ("authentication_failed", "medium"),
+        ("authentication_failed", "medium"),
+        ("client_blocked", "high"),
+        ("client_blocked", "medium"),
+        ("client_blocked", "medium"),
+        ("client_blocked", "medium"),
+        ("rate_limit_exceeded", "medium"),
+    ]
+    blocked = events[2]
+    assert blocked["identifier"] == "127.0.0.1"
+    assert blocked["details"]["block_seconds"] == 600
+    assert not any(e["event"] == "tool_called" for e in events), "a blocked client reached a tool"
+
+
+async def test_an_unopenable_store_stops_start_up_with_the_fix(
+    project: Path, venv: Venv, tmp_path: Path
+) -> None:
+    command, _ = package_of(project)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = venv.run(
+        venv.bin(command),
+        "serve",
+        "--transport",
+        "http",
+        cwd=project,
+        env={**read_env_file(project), "MCP_SECURITY_EVENTS_URL": f"sqlite:///{blocker}/events.db"},
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "MCP_SECURITY_EVENTS_URL" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# ---- stdio: stdout is the protocol -----------------------------------------------------------------
+
+
+def test_stdio_stdout_carries_only_json_rpc_and_events_go_to_stderr(project: Path, venv: Venv) -> None:
+    command, _ = package_of(project)
+    messages = [
+        jsonrpc(
+            "initialize",
+            {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "0"},
+            },
+            id=1,
+        ),
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        jsonrpc("tools/list", id=2),
+        call(id=3),
+        call(arguments={"password": PLANTED}, id=4),
+        call("no_such_tool", id=5),
+    ]
+    stdin = "".join(json.dumps(message) + "\n" for message in messages)
+    process = subprocess.Popen(
+        [venv.bin(command), "serve", "--transport", "stdio"],
+        cwd=project,
+        env=clean_env({"MCP_UPSTREAM_API_KEY": PLANTED}),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write(stdin.encode())
+    process.stdin.flush()
+    # Wait for the five answers before closing stdin, so no request is cut short.
+    lines: list[str] = []
+    while len(lines) < 5:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line.decode())
+    stdout_rest, stderr = process.communicate(timeout=30)
+    lines += stdout_rest.decode().splitlines(keepends=True)
+    for line in lines:
+        message = json.loads(line)
+        assert message["jsonrpc"] == "2.0", line
+    answers = {message["id"]: message for message in map(json.loads, lines) if "id" in message}
+    assert set(answers) == {1, 2, 3, 4, 5}
+    assert answers[3]["result"]["isError"] is False
+    assert answers[4]["result"]["isError"] is True and answers[5]["result"]["isError"] is True
+    events = [
+        json.loads(line) for line in stderr.decode().splitlines() if line.startswith('{"logger":"security"')
+    ]
+    assert [event["event"] for event in events] == [
+        "tool_called",
+        "input_validation_failed",
+        "input_validation_failed",
+    ]
+    assert PLANTED not in stderr.decode() and PLANTED not in "".join(lines)

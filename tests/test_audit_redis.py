@@ -1,0 +1,166 @@
+"""The Redis audit store for real: a redis-server started here, two server processes sharing one stream.
+
+Fails (never skips) when redis-server is missing; .ci/run installs it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+from support import MCP_HEADERS, Server, Venv, package_of, post_mcp, read_env_file, running_server
+from support.redis_server import RedisServer, start_redis
+from test_audit import HIGH_LIMITS, all_events, call, get_events, keys
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def project(rendered: Callable[[str], Path]) -> Path:
+    return rendered("both")
+
+
+def redis_env(project: Path, redis_server: RedisServer, **extra: str) -> dict[str, str]:
+    return {**read_env_file(project), "MCP_SECURITY_EVENTS_URL": redis_server.url, **HIGH_LIMITS, **extra}
+
+
+@pytest.fixture(scope="module")
+def replicas(project: Path, venv: Venv, redis_server: RedisServer) -> Iterator[tuple[Server, Server]]:
+    redis_server.client().delete("mcp:security-events")
+    env = redis_env(project, redis_server)
+    with running_server(venv, project, env) as first, running_server(venv, project, env) as second:
+        yield first, second
+
+
+def tool_calls(events: list[dict[str, Any]]) -> set[str]:
+    return {event["request_id"] for event in events if event["event"] == "tool_called"}
+
+
+async def test_two_replicas_share_one_stream_and_serve_each_others_events(
+    replicas: tuple[Server, Server], project: Path
+) -> None:
+    first, second = replicas
+    tool_key, admin = keys(project)
+    for i in range(12):
+        assert post_mcp(first, call(id=5000 + i), tool_key).status_code == 200
+        assert post_mcp(second, call(id=6000 + i), tool_key).status_code == 200
+    from_first = all_events(first, admin, limit=5)  # small pages: the cursor crosses both writers
+    from_second = all_events(second, admin, limit=5)
+    expected = {str(5000 + i) for i in range(12)} | {str(6000 + i) for i in range(12)}
+    assert expected <= tool_calls(from_first)
+    assert [e["id"] for e in from_first] == [e["id"] for e in from_second]
+    assert len({e["id"] for e in from_first}) == len(from_first)
+
+
+async def test_paging_the_shared_stream_while_both_replicas_write(
+    replicas: tuple[Server, Server], project: Path
+) -> None:
+    first, second = replicas
+    tool_key, admin = keys(project)
+    stop = anyio.Event()
+    written = 0
+
+    async def keep_writing(server: Server) -> None:
+        nonlocal written
+        headers = {**MCP_HEADERS, "Authorization": f"Bearer {tool_key}"}
+        async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
+            while not stop.is_set() and written < 100:  # bounded, so the pager can catch up
+                await http.post(server.url, json=call(id=7000 + written))
+                written += 1
+
+    seen: list[dict[str, Any]] = []
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(keep_writing, first)
+        tasks.start_soon(keep_writing, second)
+        with anyio.fail_after(30):
+            while written < 5:  # paging starts while events are arriving
+                await anyio.sleep(0.01)
+        cursor = None
+        while True:
+            params = {"limit": 4, **({"cursor": cursor} if cursor else {})}
+            response = await anyio.to_thread.run_sync(functools.partial(get_events, first, admin, **params))
+            body = response.json()
+            seen.extend(body["events"])
+            cursor = body["next_cursor"]
+            if cursor is None:
+                break
+        stop.set()
+    assert written > 0
+    ids = [event["id"] for event in seen]
+    assert len(ids) == len(set(ids))
+    assert [e["id"] for e in all_events(second, admin)][: len(ids)] == ids
+
+
+async def test_tools_fail_closed_while_redis_is_down_and_recover(
+    project: Path, venv: Venv, tmp_path: Path
+) -> None:
+    redis_server = start_redis(tmp_path / "redis")
+    tool_key, admin = keys(project)
+    try:
+        with running_server(venv, project, redis_env(project, redis_server), log_dir=tmp_path) as server:
+            assert post_mcp(server, call(id=1), tool_key).json()["result"]["isError"] is False
+            redis_server.stop()
+            # Within a second of the last good write the tool may run, but its result is withheld.
+            first_refusal = post_mcp(server, call(id=2), tool_key).json()["result"]
+            assert first_refusal["isError"] is True
+            assert "audit trail is unavailable" in first_refusal["content"][0]["text"]
+            # Once a write has failed, tools are refused before they run.
+            refused = post_mcp(server, call(id=4), tool_key).json()["result"]
+            assert refused["isError"] is True
+            assert "tools are not run" in refused["content"][0]["text"]
+            # A perimeter refusal that cannot be recorded is still a refusal: 503, never a 500.
+            unrecorded = post_mcp(server, call(id=5))
+            assert unrecorded.status_code == 503 and unrecorded.json()["error"] == "unavailable"
+            ready = httpx2.get(server.base + "/health?ready", timeout=30)
+            assert ready.status_code == 503 and ready.json()["checks"]["audit"] == "unavailable"
+            redis_server.start()
+            with anyio.fail_after(30):
+                while post_mcp(server, call(id=3), tool_key).json()["result"]["isError"]:
+                    await anyio.sleep(0.2)
+            stored = all_events(server, admin)
+            log = server.log()
+        assert "2" not in tool_calls(stored), "a tool ran while its event could not be stored"
+        assert "CRITICAL" in log and "audit store" in log
+        # The refusal could not be stored, but its log line still went out, marked as not stored.
+        unsaved = [json.loads(line) for line in log.splitlines() if line.startswith('{"logger":"security"')]
+        assert any(e.get("stored") is False and e["request_id"] == "2" for e in unsaved)
+        assert any(
+            e.get("stored") is False and e["request_id"] == "4" and e["severity"] == "critical"
+            for e in unsaved
+        )
+        assert "3" in tool_calls(stored)
+    finally:
+        redis_server.stop()
+
+
+async def test_an_unreachable_redis_stops_start_up(project: Path, venv: Venv, tmp_path: Path) -> None:
+    command, _ = package_of(project)
+    redis_server = start_redis(tmp_path / "redis")
+    redis_server.stop()  # a port that was just free: nothing listens on it now
+    env = {
+        **read_env_file(project),
+        "MCP_SECURITY_EVENTS_URL": f"redis://:{'pw-' * 6}@127.0.0.1:{redis_server.port}/0",
+    }
+    result = venv.run(venv.bin(command), "serve", "--transport", "http", cwd=project, env=env, timeout=60)
+    assert result.returncode != 0
+    assert "MCP_SECURITY_EVENTS_URL" in result.stderr and f"127.0.0.1:{redis_server.port}" in result.stderr
+    assert "pw-pw-" not in result.stderr
+    assert "Traceback" not in result.stderr
