@@ -15,7 +15,7 @@ import anyio
 import httpx2
 import pytest
 from support import MCP_HEADERS, Server, Venv, package_of, post_mcp, read_env_file, running_server
-from support.redis_server import RedisServer, start_redis
+from support.redis import RedisServer, start_redis
 from test_audit import HIGH_LIMITS, all_events, call, get_events, keys
 
 pytestmark = pytest.mark.anyio

@@ -22,7 +22,7 @@ from support import Server, Venv, http_client, read_env_file, running_server, te
 
 pytestmark = pytest.mark.anyio
 
-# Tests run as root here, so the sandbox runs as nobody: the interpreter must be one nobody can read.
+# Tests run as root here, so each sandbox runs as an unprivileged uid: the interpreter must be world-readable.
 SANDBOX_PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else os.path.realpath(sys.executable)
 SETTINGS = {
     "MCP_SANDBOX_PYTHON": SANDBOX_PYTHON,

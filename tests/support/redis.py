@@ -72,6 +72,9 @@ class RedisServer:
         finally:
             client.close()
 
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
@@ -81,6 +84,12 @@ class RedisServer:
                 self.process.kill()
                 self.process.wait(timeout=10)
         self.process = None
+
+
+def start_redis(workdir: Path, port: int | None = None) -> RedisServer:
+    server = RedisServer(workdir, port)
+    server.start()
+    return server
 
 
 @contextlib.contextmanager
