@@ -5,6 +5,16 @@ from __future__ import annotations
 from typing import Any, NoReturn
 
 from mcp.server import MCPServer
+from mcp.server.context import ServerRequestContext
+from mcp.types import (
+    Completion,
+    CompletionArgument,
+    CompletionContext,
+    EmptyResult,
+    PromptReference,
+    ResourceTemplateReference,
+    SetLevelRequestParams,
+)
 
 from . import __version__, profile
 from .security.guard import Guard
@@ -59,10 +69,31 @@ def build_server(settings: Settings, services: Services | None = None) -> MCPSer
         """What this server is and how it treats tool output."""
         return f"{profile.PROJECT_NAME}\n{INSTRUCTIONS}"
 
+    tool_names = sorted(tool.name for tool in guard.tools())
+
     @server.prompt(name="use_tools_safely")
-    def use_tools_safely() -> str:
-        """A reminder for the model on how to treat tool output from this server."""
+    def use_tools_safely(tool: str = "") -> str:
+        """A reminder for the model on how to treat tool output from this server (optionally one tool's)."""
+        if tool in tool_names:
+            return f"You are about to call {tool}. {INSTRUCTIONS}"
         return INSTRUCTIONS
 
+    @server.completion()  # type: ignore[untyped-decorator]
+    async def complete(
+        ref: PromptReference | ResourceTemplateReference,
+        argument: CompletionArgument,
+        context: CompletionContext | None,
+    ) -> Completion | None:
+        """Completes the tool argument of use_tools_safely; nothing else here takes free-form values."""
+        if isinstance(ref, PromptReference) and ref.name == "use_tools_safely" and argument.name == "tool":
+            return Completion(values=[name for name in tool_names if name.startswith(argument.value)][:100])
+        return None
+
+    # logging/setLevel: this server sends no log notifications (its log goes to stderr and the audit
+    # trail), so every level a client asks for is honoured; answering it keeps clients that set one working.
+    async def set_logging_level(ctx: ServerRequestContext[Any, Any], params: SetLevelRequestParams) -> EmptyResult:
+        return EmptyResult()
+
+    server._lowlevel_server.add_request_handler("logging/setLevel", SetLevelRequestParams, set_logging_level)
     guard.check_serves_only_guarded({tool.name for tool in server._tool_manager.list_tools()})
     return server
