@@ -78,7 +78,7 @@ def test_http_tools_list_and_call_with_bearer_key(http_server: Server, tmp_path:
 
 @pytest.mark.parametrize("header", [[], ["--header", "Authorization: Bearer mcp_wrong-key-00000000000000000000"]])
 def test_http_without_a_valid_key_gets_nothing(http_server: Server, tmp_path: Path, header: list[str]) -> None:
-    code, answer, output = inspector(http_server.url, "--method", "tools/list", *header, cwd=tmp_path,
+    code, _, output = inspector(http_server.url, "--method", "tools/list", *header, cwd=tmp_path,
                                      home=tmp_path)
     assert code != 0, output
     assert "whoami" not in output
