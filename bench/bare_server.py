@@ -1,0 +1,53 @@
+"""The baseline: a bare MCPServer from the SDK serving the same tool, with none of the template's protections.
+
+    python bench/bare_server.py http --port P --mode default     # streamable_http_app() defaults: sessions + SSE
+    python bench/bare_server.py http --port P --mode stateless   # stateless_http=True, json_response=True (ours)
+    python bench/bare_server.py stdio
+
+uvicorn runs with the same settings as the rendered project's `serve` (app.serve_http).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from mcp.server import MCPServer
+
+server = MCPServer("Bare")
+
+
+@server.tool(name="whoami", title="Who am I")
+async def whoami() -> str:
+    """Tell the caller which identity and scopes this server sees for them."""
+    return "principal: anonymous\nscopes: *"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("transport", choices=["http", "stdio"])
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--mode", choices=["default", "stateless"], default="default")
+    args = parser.parse_args()
+    if args.transport == "stdio":
+        server.run("stdio")
+        return
+    import uvicorn
+
+    if args.mode == "default":
+        app = server.streamable_http_app()
+    else:
+        app = server.streamable_http_app(stateless_http=True, json_response=True)
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        log_level="info",
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
+    )
+    uvicorn.Server(config).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,450 @@
+"""What the security costs: a rendered server against a bare SDK server, side by side, in one run.
+
+    uv run python bench/run.py            # about 6 minutes; needs wrk (apt-get install wrk)
+    uv run python bench/run.py --quick    # shorter runs, for a smoke check
+
+1. HTTP throughput and latency (wrk, kept-alive connections) for `ping` and `tools/call whoami`:
+   - template: the rendered project's own `serve`, every protection on (API-key auth, CORS with a
+     trusted origin, security headers, Host/Origin checks, body limit, per-client and per-tool rate
+     limits at a limit that is not reached, audit trail to SQLite);
+   - sdk-default: a bare MCPServer with the same tool, `streamable_http_app()` defaults (stateful,
+     sessions, SSE answers) -- what a user who skips this template would run;
+   - sdk-stateless: the same bare server in our transport mode (stateless_http=True, json_response=True).
+   All three under uvicorn with the same settings, rounds interleaved so that load from other
+   processes on the machine spreads evenly over them; medians are reported.
+2. stdio cold start: process spawn to the `initialize` answer, template against the bare server.
+3. copier copy to a rendered project, without dependency installation (MCP_TEMPLATE_SKIP_LOCK=1).
+
+Figures are printed and written to docs/benchmarks.md, between this script's markers (other sections
+of that file are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"
+DOC = ROOT / "docs" / "benchmarks.md"
+START, END = "<!-- bench/run.py: start -->", "<!-- bench/run.py: end -->"
+sys.path.insert(0, str(ROOT / "tests"))
+
+from support import (  # noqa: E402 - the template's test helpers live in tests/
+    ANSWER_SETS,
+    SAMPLE_TOOLS_READY,
+    Venv,
+    clean_env,
+    free_port,
+    make_venv,
+    package_of,
+    read_env_file,
+    render,
+    set_task_env,
+    start_server,
+)
+
+ANSWERS = {**ANSWER_SETS["both"], "project_name": "Acme Bench", "sample_tools": SAMPLE_TOOLS_READY}
+PING = {"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {}}
+CALL = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "whoami", "arguments": {}}}
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "0"}},
+}
+HEADERS = {
+    "Content-Type": "application/json",
+    "Accept": "application/json, text/event-stream",
+    "Mcp-Protocol-Version": "2025-11-25",
+}
+TARGETS = ("template", "sdk-default", "sdk-stateless")
+
+
+@dataclass
+class Target:
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    auth: str = ""
+    session: str = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+
+@dataclass
+class Runs:
+    """wrk results of one target, method and concurrency over the rounds."""
+
+    rps: list[float] = field(default_factory=list)
+    p50_ms: list[float] = field(default_factory=list)
+    p99_ms: list[float] = field(default_factory=list)
+    failures: int = 0
+
+    def median(self, values: list[float]) -> float:
+        return statistics.median(values) if values else float("nan")
+
+
+# ---- preparation ------------------------------------------------------------------------------
+
+
+def prepare() -> tuple[Venv, Path]:
+    """Render the template's working tree and install it into bench/results/venv (reused between runs)."""
+    set_task_env("MCP_TEMPLATE_SKIP_LOCK", "1")
+    project = RESULTS / "project"
+    shutil.rmtree(project, ignore_errors=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    render(ANSWERS, project)
+    venv = make_venv(RESULTS / "venv")
+    venv.install(project)
+    return venv, project
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server on {port} exited with {process.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port} after {timeout}s")
+
+
+def post(target: Target, body: dict[str, object], extra: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
+    import httpx2
+
+    headers = dict(HEADERS)
+    if target.auth:
+        headers["Authorization"] = target.auth
+    if target.session:
+        headers["Mcp-Session-Id"] = target.session
+    headers.update(extra or {})
+    response = httpx2.post(target.url, json=body, headers=headers, timeout=30)
+    return response.status_code, dict(response.headers), response.text
+
+
+@contextlib.contextmanager
+def http_targets(venv: Venv, project: Path) -> Iterator[dict[str, Target]]:
+    logs = RESULTS / "logs"
+    logs.mkdir(exist_ok=True)
+    events_db = RESULTS / "events.db"
+    events_db.unlink(missing_ok=True)
+    env = read_env_file(project)
+    env.update(
+        MCP_RATE_LIMIT="1000000/minute",  # on, and checked on every request, but not reached
+        MCP_SECURITY_EVENTS_URL=f"sqlite:///{events_db}",
+        MCP_TRUSTED_ORIGINS="https://app.example.com",
+    )
+    targets: dict[str, Target] = {}
+    try:
+        server = start_server(venv, project, env, log_dir=logs)
+        targets["template"] = Target("template", server.port, server.process, auth=f"Bearer {env['MCP_API_KEYS']}")
+        for mode in ("default", "stateless"):
+            port = free_port()
+            with (logs / f"sdk-{mode}.log").open("wb") as log:
+                process = subprocess.Popen(
+                    [venv.python, str(BENCH / "bare_server.py"), "http", "--port", str(port), "--mode", mode],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=clean_env(),
+                )
+            targets[f"sdk-{mode}"] = Target(f"sdk-{mode}", port, process)
+            wait_for_port(port, process)
+        # The SDK's default mode is stateful: one session, as a client would hold it.
+        default = targets["sdk-default"]
+        status, headers, text = post(default, INITIALIZE)
+        if status != 200 or "mcp-session-id" not in headers:
+            raise RuntimeError(f"sdk-default did not open a session: {status} {text[:200]}")
+        default.session = headers["mcp-session-id"]
+        post(default, {"jsonrpc": "2.0", "method": "notifications/initialized"})
+        for target in targets.values():  # every target answers both messages correctly before we time it
+            for body in (PING, CALL):
+                status, _, text = post(target, body)
+                if status != 200 or '"result"' not in text or '"isError":true' in text:
+                    raise RuntimeError(f"{target.name} answered {body['method']} with {status}: {text[:300]}")
+        yield targets
+    finally:
+        for target in targets.values():
+            if target.process.poll() is None:
+                target.process.send_signal(signal.SIGTERM)
+        for target in targets.values():
+            try:
+                target.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                target.process.kill()
+
+
+def wrk(target: Target, body: dict[str, object], connections: int, seconds: float) -> dict[str, float]:
+    env = dict(os.environ, BENCH_BODY=json.dumps(body), BENCH_AUTH=target.auth, BENCH_SESSION=target.session)
+    result = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(BENCH / "mcp.lua"),
+         target.url],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=seconds + 60,
+        check=False,
+    )
+    match = re.search(r"^BENCH (\{.*\})$", result.stdout, re.MULTILINE)
+    if not match:
+        raise RuntimeError(f"wrk gave no result for {target.name}:\n{result.stdout}\n{result.stderr}")
+    data: dict[str, float] = json.loads(match.group(1))
+    return data
+
+
+def bench_http(venv: Venv, project: Path, rounds: int, seconds: float, levels: tuple[int, ...]
+               ) -> dict[tuple[str, str, int], Runs]:
+    runs: dict[tuple[str, str, int], Runs] = {}
+    with http_targets(venv, project) as targets:
+        for target in targets.values():  # warm up: imports, caches, first SQLite writes
+            for body in (PING, CALL):
+                wrk(target, body, 4, 1)
+        for round_no in range(rounds):
+            for method, body in (("ping", PING), ("tools/call", CALL)):
+                for connections in levels:
+                    for name in TARGETS:
+                        data = wrk(targets[name], body, connections, seconds)
+                        entry = runs.setdefault((name, method, connections), Runs())
+                        entry.rps.append(data["requests"] / data["seconds"])
+                        entry.p50_ms.append(data["p50_us"] / 1000)
+                        entry.p99_ms.append(data["p99_us"] / 1000)
+                        entry.failures += int(data["failures"] + data["socket_errors"])
+                        print(
+                            f"  round {round_no + 1}/{rounds} {method:10} c={connections:<2} {name:14} "
+                            f"{entry.rps[-1]:8.0f} req/s  p50 {entry.p50_ms[-1]:6.2f} ms  "
+                            f"p99 {entry.p99_ms[-1]:6.2f} ms  failures {int(data['failures'])}",
+                            flush=True,
+                        )
+    return runs
+
+
+# ---- stdio cold start -------------------------------------------------------------------------
+
+
+def cold_start_once(command: list[str], cwd: Path) -> float:
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        command, cwd=cwd, env=clean_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    assert process.stdin and process.stdout
+    process.stdin.write(json.dumps(INITIALIZE).encode() + b"\n")
+    process.stdin.flush()
+    line = process.stdout.readline()
+    elapsed = time.perf_counter() - started
+    process.stdin.close()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    if b'"result"' not in line:
+        raise RuntimeError(f"{command[0]} answered initialize with {line[:300]!r}")
+    return elapsed
+
+
+def bench_cold_start(venv: Venv, project: Path, count: int) -> dict[str, list[float]]:
+    command, _ = package_of(project)
+    commands = {
+        "template": [venv.bin(command), "serve", "--transport", "stdio"],
+        "sdk": [venv.python, str(BENCH / "bare_server.py"), "stdio"],
+    }
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for name, argv in commands.items():  # warm the page cache and the bytecode caches
+        cold_start_once(argv, project)
+    for _ in range(count):
+        for name, argv in commands.items():
+            times[name].append(cold_start_once(argv, project))
+    return times
+
+
+# ---- copier copy ------------------------------------------------------------------------------
+
+
+def bench_copier(count: int) -> list[float]:
+    copier = str(Path(sys.executable).parent / "copier")
+    env = clean_env({"MCP_TEMPLATE_SKIP_LOCK": "1"})
+    times = []
+    for index in range(count):
+        dest = RESULTS / f"copy-{index}"
+        shutil.rmtree(dest, ignore_errors=True)
+        started = time.perf_counter()
+        subprocess.run(
+            [copier, "copy", "--trust", "--defaults", "--quiet", "--vcs-ref", "HEAD",
+             "--data", "project_name=Acme Copy", str(ROOT), str(dest)],
+            check=True,
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
+        times.append(time.perf_counter() - started)
+        if not (dest / "pyproject.toml").exists() or not (dest / ".env").exists():
+            raise RuntimeError("copier copy did not render a project with .env")
+        shutil.rmtree(dest, ignore_errors=True)
+    return times
+
+
+# ---- report -----------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = "unknown"
+    with contextlib.suppress(OSError):
+        kib = int(Path("/proc/meminfo").read_text().split()[1])
+        memory = f"{kib / 1024 / 1024:.0f} GiB"
+    load = " ".join(f"{value:.1f}" for value in os.getloadavg())
+    wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False).stdout
+    import mcp
+    import uvicorn
+
+    from importlib.metadata import version
+
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {memory} memory, {platform.system()} {platform.release()}; "
+        f"load average {load} at the start (the machine is shared: figures from one run are comparable "
+        f"with each other, less so with another run's). Python {platform.python_version()}, "
+        f"mcp {version(mcp.__name__)}, uvicorn {uvicorn.__version__}, "
+        f"{(wrk_version.split() or ['wrk'])[0]} {(wrk_version.split() + ['', ''])[1]}."
+    )
+
+
+def ratio_line(label: str, value: float, target: float, higher_is_better: bool = True, unit: str = "") -> str:
+    met = value >= target if higher_is_better else value <= target
+    sign = ">=" if higher_is_better else "<="
+    return f"| {label} | {value:.2f}{unit} | {sign} {target}{unit} | {'met' if met else 'NOT MET'} |"
+
+
+def report(runs: dict[tuple[str, str, int], Runs], levels: tuple[int, ...], cold: dict[str, list[float]],
+           copies: list[float], args: argparse.Namespace) -> str:
+    med = statistics.median
+    lines = [
+        START,
+        "## Security overhead against the bare SDK (bench/run.py)",
+        "",
+        f"Run `uv run python bench/run.py` (needs `wrk`: `apt-get install wrk`). Latest run: "
+        f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}{' (--quick)' if args.quick else ''}.",
+        "",
+        f"Machine: {machine()}",
+        "",
+        f"Load generator: wrk (C, one thread, kept-alive HTTP/1.1 connections, POST /mcp with "
+        f"`bench/mcp.lua`, which also counts non-200 answers, JSON-RPC errors and tool errors as failures). "
+        f"{args.rounds} interleaved rounds of {args.seconds:g} s per cell; medians. Servers: one uvicorn "
+        f"process each, same settings (`serve_http`'s: log level info, no server/date header).",
+        "",
+        "- **template**: the rendered project's `serve`, all protections on: API-key auth, CORS "
+        "(`MCP_TRUSTED_ORIGINS` set), security headers, Host/Origin checks, body limit, per-client and "
+        "per-tool rate limits (`1000000/minute`: checked on every request, never reached), audit trail "
+        "to SQLite (a `tool_called` event per call).",
+        "- **sdk-default**: a bare `MCPServer` with the same `whoami` tool, `streamable_http_app()` "
+        "defaults: stateful, `Mcp-Session-Id`, SSE answers (what a user who skips the template runs).",
+        "- **sdk-stateless**: the same bare server in our mode (`stateless_http=True, json_response=True`).",
+        "",
+        "| method | connections | server | req/s | p50 ms | p99 ms | failures |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for method in ("ping", "tools/call"):
+        for connections in levels:
+            for name in TARGETS:
+                entry = runs[(name, method, connections)]
+                lines.append(
+                    f"| {method} | {connections} | {name} | {med(entry.rps):.0f} | {med(entry.p50_ms):.2f} | "
+                    f"{med(entry.p99_ms):.2f} | {entry.failures} |"
+                )
+    busy = max(levels)
+    lines += [
+        "",
+        f"Targets (throughput at {busy} connections, latency at 1 connection):",
+        "",
+        "| measure | reached | target | |",
+        "|---|---|---|---|",
+    ]
+    for method in ("ping", "tools/call"):
+        ours = med(runs[("template", method, busy)].rps)
+        lines.append(ratio_line(f"{method} throughput / sdk-default", ours / med(runs[("sdk-default", method, busy)].rps), 1.0))
+        lines.append(
+            ratio_line(f"{method} throughput / sdk-stateless", ours / med(runs[("sdk-stateless", method, busy)].rps), 0.90)
+        )
+        overhead = med(runs[("template", method, 1)].p99_ms) - med(runs[("sdk-stateless", method, 1)].p99_ms)
+        lines.append(ratio_line(f"{method} p99 overhead vs sdk-stateless (1 connection)", overhead, 2.0, False, " ms"))
+    ours_cold, sdk_cold = med(cold["template"]), med(cold["sdk"])
+    lines.append(ratio_line("stdio cold start / sdk", ours_cold / sdk_cold, 1.15, False))
+    lines.append(ratio_line("copier copy to a rendered project", med(copies), 3.0, False, " s"))
+    lines += [
+        "",
+        f"stdio cold start (spawn to the `initialize` answer, median of {len(cold['sdk'])}): template "
+        f"{ours_cold * 1000:.0f} ms, bare SDK {sdk_cold * 1000:.0f} ms.",
+        "",
+        f"copier copy (`copier copy --trust --defaults`, task included, `uv lock` skipped; median of "
+        f"{len(copies)}): {med(copies):.2f} s.",
+        END,
+    ]
+    return "\n".join(lines)
+
+
+def write_doc(section: str) -> None:
+    DOC.parent.mkdir(exist_ok=True)
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nFigures from the benchmarks in `bench/`.\n"
+    if START in text and END in text:
+        before, rest = text.split(START, 1)
+        after = rest.split(END, 1)[1]
+        text = before + section + after
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    DOC.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="1 round of 2 s; 5 cold starts; 1 copy")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.seconds = 1, 2
+    if not shutil.which("wrk"):
+        sys.exit("bench/run.py needs wrk: apt-get install wrk")
+    levels = (1, 8)
+    print("rendering and installing the project ...", flush=True)
+    venv, project = prepare()
+    print("HTTP: wrk against template, sdk-default, sdk-stateless ...", flush=True)
+    runs = bench_http(venv, project, args.rounds, args.seconds, levels)
+    print("stdio cold start ...", flush=True)
+    cold = bench_cold_start(venv, project, 5 if args.quick else 15)
+    print("copier copy ...", flush=True)
+    copies = bench_copier(1 if args.quick else 3)
+    section = report(runs, levels, cold, copies, args)
+    print()
+    print(section)
+    if not args.no_write:
+        write_doc(section)
+        print(f"\nwritten to {DOC.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
