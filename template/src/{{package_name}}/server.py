@@ -91,7 +91,9 @@ def build_server(settings: Settings, services: Services | None = None) -> MCPSer
 
     # logging/setLevel: this server sends no log notifications (its log goes to stderr and the audit
     # trail), so every level a client asks for is honoured; answering it keeps clients that set one working.
-    async def set_logging_level(ctx: ServerRequestContext[Any, Any], params: SetLevelRequestParams) -> EmptyResult:
+    async def set_logging_level(
+        ctx: ServerRequestContext[Any, Any], params: SetLevelRequestParams
+    ) -> EmptyResult:
         return EmptyResult()
 
     server._lowlevel_server.add_request_handler("logging/setLevel", SetLevelRequestParams, set_logging_level)
