@@ -78,7 +78,7 @@ def build_server(settings: Settings, services: Services | None = None) -> MCPSer
             return f"You are about to call {tool}. {INSTRUCTIONS}"
         return INSTRUCTIONS
 
-    @server.completion()  # type: ignore[untyped-decorator]
+    @server.completion()  # type: ignore[no-untyped-call,untyped-decorator]
     async def complete(
         ref: PromptReference | ResourceTemplateReference,
         argument: CompletionArgument,
