@@ -46,7 +46,7 @@ DOC = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- bench/run.py: start -->", "<!-- bench/run.py: end -->"
 sys.path.insert(0, str(ROOT / "tests"))
 
-from support import (  # noqa: E402 - the template's test helpers live in tests/
+from support import (
     ANSWER_SETS,
     SAMPLE_TOOLS_READY,
     Venv,
@@ -366,16 +366,16 @@ def machine() -> str:
         memory = f"{kib / 1024 / 1024:.0f} GiB"
     load = " ".join(f"{value:.1f}" for value in os.getloadavg())
     wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False).stdout
-    import mcp
-    import uvicorn
-
-    from importlib.metadata import version
-
+    versions = subprocess.run(
+        [str(RESULTS / "venv" / "bin" / "python"), "-c",
+         "from importlib.metadata import version as v; print(v('mcp'), v('uvicorn'), v('starlette'))"],
+        capture_output=True, text=True, check=False,
+    ).stdout.split() + ["?", "?", "?"]
     return (
         f"{os.cpu_count()} cores ({cpu}), {memory} memory, {platform.system()} {platform.release()}; "
         f"load average {load} at the start (the machine is shared: figures from one run are comparable "
         f"with each other, less so with another run's). Python {platform.python_version()}, "
-        f"mcp {version(mcp.__name__)}, uvicorn {uvicorn.__version__}, "
+        f"mcp {versions[0]}, uvicorn {versions[1]}, starlette {versions[2]} (in the servers' venv), "
         f"{(wrk_version.split() or ['wrk'])[0]} {(wrk_version.split() + ['', ''])[1]}."
     )
 
