@@ -343,9 +343,9 @@ def bench_copier(count: int) -> tuple[list[float], list[float]]:
 
 PROFILE_NOTES = """### Reading the figures
 
-- **Against sdk-stateless** (the same transport mode) the template does as well or better: every
-  protection together costs about what the SDK's own per-request logging costs in that mode, which the
-  template turns off (below).
+- **Against sdk-stateless** (the same transport mode) the template does about as well on `tools/call`
+  and better on `ping`: every protection together costs about what the SDK's own per-request logging
+  costs in that mode, which the template turns off (below).
 - **Against sdk-default** the template is slower per request, and the gap is the SDK's stateless mode
   itself, not the protections: compare the two bare servers (sdk-stateless against sdk-default), which
   differ only in `stateless_http=True, json_response=True`. In stateless mode the SDK builds a transport,
