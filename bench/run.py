@@ -510,7 +510,9 @@ def write_doc(section: str) -> None:
         after = rest.split(END, 1)[1]
         text = before + section + after
     else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
+        # Before the other scripts' sections: each of those runs to the next "## " heading.
+        head, heading, rest = text.partition("\n## ")
+        text = head.rstrip("\n") + "\n\n" + section + "\n" + (heading.lstrip("\n") and "\n## " + rest)
     DOC.write_text(text)
 
 
