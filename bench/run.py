@@ -371,12 +371,14 @@ rendered server with every protection on, and with cProfile and `python -X impor
 - `limits`' in-memory storage started an expiry sweep, with a thread hop per key, after every hit once
   the previous sweep was done (about a tenth of the CPU under load); the rate-limit module now sweeps at
   most once a second.
-- Start-up: the fetch tool loaded the CA certificates when it was registered (now on the first fetch),
+- Start-up: the fetch tool loaded the CA certificates and httpcore2 when it was registered (now on the
+  first fetch: its pinned transport is a module of its own),
   and the sandbox tool started a sandboxed Python to probe bwrap before the server answered (now at
   start-up over HTTP only, where it warns the operator at once, and on the first call over stdio).
   HTTP code (`app.py`, the perimeter) loads only for `--transport http`; the SQLite and Redis stores
-  only when `MCP_SECURITY_EVENTS_URL` names them. The remaining extra imports against the bare SDK are
-  `pydantic_settings`, `limits` and the sample tools' own modules.
+  only when `MCP_SECURITY_EVENTS_URL` names them. What remains over the bare SDK (cProfile of the start):
+  `pydantic_settings` and `limits` (about 20 ms each here), building the guarded tools' argument models
+  and schemas, and the records tool opening its database at registration.
 - Left as they are: uvicorn's two socket writes per response, the SDK's OpenTelemetry span (about 5% of
   a ping; it is the SDK's tracing hook, a no-op until an exporter is set) and request-state middleware,
   the anyio cancel scope of the tool timeout, and the audit event per call (redaction, the SQLite row and
