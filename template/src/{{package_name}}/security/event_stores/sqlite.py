@@ -54,6 +54,8 @@ class SqliteEventStore:
             self._fast = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._fast.execute("PRAGMA synchronous=NORMAL")
             self._fast.execute("PRAGMA busy_timeout=0")
+            # A checkpoint writes the WAL back with fsync: never on the event loop (see _prune).
+            self._fast.execute("PRAGMA wal_autocheckpoint=0")
         except (sqlite3.Error, OSError) as exc:
             raise EventStoreConfigError(
                 f"MCP_SECURITY_EVENTS_URL: cannot open the SQLite audit store ({type(exc).__name__}: {exc}); "
@@ -108,6 +110,7 @@ class SqliteEventStore:
             "DELETE FROM security_events WHERE seq <= (SELECT MAX(seq) FROM security_events) - ?",
             (self._max_rows,),
         )
+        self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     async def query(self, query: EventQuery) -> EventPage:
         return await anyio.to_thread.run_sync(self._query, query)
