@@ -9,14 +9,14 @@ are counted in the rate-limit storage, so replicas sharing MCP_RATE_LIMIT_STORAG
 from __future__ import annotations
 
 from limits import RateLimitItemPerSecond
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ...services import Services
 from ...settings import Settings
 from ..events import SecurityEvents
 from ..ratelimit import RateLimiter, RateLimitUnavailableError
 from .auth import PUBLIC_PATHS, PUBLIC_PREFIXES
-from .common import client_address, refusal, send_json
+from .common import client_address, refusal, send_json, status_of
 
 
 class AuthFailureBlock:
@@ -87,15 +87,7 @@ class AuthFailureBlock:
             )
             return
 
-        status = 0
-
-        async def watch(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        await self.app(scope, receive, watch)
+        status = await status_of(self.app, scope, receive, send)
         if status == 401:
             await self._count_failure(client)
 

@@ -1,11 +1,11 @@
-"""Small helpers the perimeter middlewares share: JSON refusals and the client address."""
+"""Small helpers the perimeter middlewares share: JSON refusals, the client address, the answered status."""
 
 from __future__ import annotations
 
 import json
 import logging
 
-from starlette.types import Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class CredentialRejectedError(Exception):
@@ -43,3 +43,17 @@ class AccessLogWithoutQuery(logging.Filter):
             client, method, path, version, status = record.args
             record.args = (client, method, str(path).split("?", 1)[0], version, status)
         return True
+
+
+async def status_of(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> int:
+    """Run `app` and return the status it answered with (0 if it started no response)."""
+    status = 0
+
+    async def watch(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        await send(message)
+
+    await app(scope, receive, watch)
+    return status

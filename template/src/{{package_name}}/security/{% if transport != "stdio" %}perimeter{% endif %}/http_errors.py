@@ -7,10 +7,10 @@ each refusal is recorded once: 401/403 (authentication, scope, origin), 413 (bod
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..events import SecurityEvents
-from .common import client_address
+from .common import client_address, status_of
 
 RECORDED_ELSEWHERE = frozenset({401, 403, 413, 429, 503})
 
@@ -24,15 +24,7 @@ class HttpErrorAudit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        status = 0
-
-        async def watch(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        await self.app(scope, receive, watch)
+        status = await status_of(self.app, scope, receive, send)
         if status >= 400 and status not in RECORDED_ELSEWHERE:
             principal = scope.get("state", {}).get("principal")
             await self.events.record(
