@@ -201,7 +201,9 @@ def contained_server(
     env = {k: v for k, v in image_env(stage).items() if k != "PATH"}
     # As in the image, except that tests stay on loopback (the image binds 0.0.0.0) and pick a free port.
     env.update(read_env_file(project), MCP_HOST="127.0.0.1", MCP_PORT=str(port))  # --env-file .env
-    sandbox = read_only_root(data, [venv.path.resolve(), project.resolve()], uid, gid)
+    # The test runner's own interpreter too: the probe below runs it, and a checkout may live under /tmp.
+    runner = Path(sys.prefix).resolve()
+    sandbox = read_only_root(data, [venv.path.resolve(), project.resolve(), runner], uid, gid)
     log_path = tmp_path / "server.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
