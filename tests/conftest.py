@@ -34,3 +34,9 @@ def rendered(tmp_path_factory: pytest.TempPathFactory, venv: Venv) -> Callable[[
         return cache[name]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """Async tests run on asyncio, as the rendered servers do."""
+    return "asyncio"

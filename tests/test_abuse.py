@@ -36,11 +36,6 @@ LIMIT = 10
 KEYS = {name: f"mcp_test-{name}-key-0123456789abcdef" for name in ("burst", "other", "a", "b", "flight", "misc")}
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def project(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return project_with_tools(venv, tmp_path_factory.mktemp("abuse") / "project")

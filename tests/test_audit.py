@@ -41,11 +41,6 @@ HIGH_LIMITS = {
 }
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def keys(project: Path) -> tuple[str, str]:
     env = read_env_file(project)
     return env["MCP_API_KEYS"], env["MCP_ADMIN_API_KEYS"]

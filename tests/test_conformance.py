@@ -131,8 +131,3 @@ async def test_completion_completes_tool_names(proxied: tuple[Server, str]) -> N
         prompt = await client.get_prompt("use_tools_safely", {"tool": "whoami"})
     assert result.completion.values == ["whoami"]
     assert "whoami" in prompt.messages[0].content.text  # type: ignore[union-attr]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"

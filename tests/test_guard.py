@@ -51,11 +51,6 @@ def register(guard: Guard, settings: Settings) -> None:
 NEW_TOOLS = ("monthly_report", "explode", "dawdle", "echo_page", "wipe")
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def project(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Path:
     answers = {**BASE, "project_name": "Acme Guard", "transport": "http", "auth": "oauth", "sample_tools": []}

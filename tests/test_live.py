@@ -25,11 +25,6 @@ from support import (
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def http_server(rendered: Callable[[str], Path], venv: Venv) -> Iterator[Server]:
     project = rendered("both")

@@ -31,11 +31,6 @@ pytestmark = pytest.mark.anyio
 REQUIRED_SCOPE = "mcp:tools"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def auth_server() -> Iterator[AuthServer]:
     server = AuthServer().start()

@@ -34,11 +34,6 @@ TRUSTED = "https://app.example.com"
 CALL = jsonrpc("tools/call", {"name": "whoami", "arguments": {}})
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def base_env(project: Path, **extra: str) -> dict[str, str]:
     return {
         **read_env_file(project),

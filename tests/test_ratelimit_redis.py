@@ -24,11 +24,6 @@ KEY = "mcp_test-redis-key-0123456789abcdef"
 OTHER_KEY = "mcp_test-redis-other-0123456789abcdef"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path_factory.mktemp("redis"))

@@ -21,11 +21,6 @@ from support.perimeter import assert_security_headers
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @dataclass
 class Pki:
     server_ca: trustme.CA

@@ -125,11 +125,6 @@ class LocalServer:
         return f"{self.scheme}://{host}:{self.port}{path}"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def ca() -> trustme.CA:
     return trustme.CA()

@@ -24,11 +24,6 @@ CLEAR_ERROR = re.compile(r"^(Error executing tool \w+: Path refused: |Invalid ar
 PASSWD_MARK = "root:x:0:0"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def make_tree(base: Path) -> tuple[Path, Path]:
     root, outside = base / "files", base / "outside"
     (root / "docs").mkdir(parents=True)

@@ -28,11 +28,6 @@ from support.tooling import Issuer, all_events, mcp_over_http
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def notes_project(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Path:
     answers = {**BASE, "project_name": "Acme Notes", "transport": "both", "auth": "oauth", "sample_tools": ["notes"]}

@@ -23,11 +23,6 @@ CLEAR_ERROR = re.compile(
 )
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def records_server(rendered: Callable[[str], Path], venv: Venv, tmp_path_factory: pytest.TempPathFactory
                    ) -> Iterator[Server]:

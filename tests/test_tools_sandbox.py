@@ -35,11 +35,6 @@ SETTINGS = {
 }
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def project(rendered: Callable[[str], Path]) -> Path:
     return rendered("http_all")

@@ -71,11 +71,6 @@ class Upstream(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[str]:
     httpd = ThreadingHTTPServer(("127.0.0.1", free_port()), Upstream)

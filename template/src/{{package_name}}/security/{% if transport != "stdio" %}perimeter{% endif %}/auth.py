@@ -15,6 +15,13 @@ from .common import CredentialRejectedError, client_address, refusal, send_json
 
 PUBLIC_PATHS = frozenset({"/health"})
 PUBLIC_PREFIXES = ("/.well-known/oauth-protected-resource",)
+
+
+def is_public_path(path: str) -> bool:
+    """Paths served without a credential: liveness and the OAuth metadata."""
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
 ADMIN_PATHS = frozenset({"/security/events"})
 QUERY_CREDENTIALS = frozenset({"api_key", "apikey", "key", "access_token", "token", "bearer", "auth"})
 MAX_CREDENTIAL_LENGTH = 8_192
@@ -74,7 +81,7 @@ class BearerAuth:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+        if scope["type"] != "http" or is_public_path(path):
             await self.app(scope, receive, send)
             return
         client = client_address(scope)

@@ -15,7 +15,7 @@ from ...services import Services
 from ...settings import Settings
 from ..events import SecurityEvents
 from ..ratelimit import RateLimiter, RateLimitUnavailableError
-from .auth import PUBLIC_PATHS, PUBLIC_PREFIXES
+from .auth import is_public_path
 from .common import client_address, refusal, send_json, status_of
 
 
@@ -57,7 +57,7 @@ class AuthFailureBlock:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+        if scope["type"] != "http" or is_public_path(path):
             await self.app(scope, receive, send)
             return
         client = client_address(scope)
