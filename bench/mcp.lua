@@ -1,7 +1,9 @@
 -- wrk script: POST one JSON-RPC message to /mcp again and again over kept-alive connections.
--- BENCH_BODY: the message; BENCH_AUTH: Authorization header value (optional); BENCH_SESSION: Mcp-Session-Id.
+-- BENCH_BODY: the message, whose "id" is the string "__ID__": every request gets its own number, since
+-- a session must not see two requests in flight with one id (the SDK's stateful mode then
+-- answers one of them only); BENCH_AUTH: Authorization header value (optional); BENCH_SESSION: Mcp-Session-Id.
 wrk.method = "POST"
-wrk.body = os.getenv("BENCH_BODY")
+local body = os.getenv("BENCH_BODY")
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Accept"] = "application/json, text/event-stream"
 wrk.headers["Mcp-Protocol-Version"] = "2025-11-25"
@@ -9,6 +11,12 @@ local auth = os.getenv("BENCH_AUTH")
 if auth and auth ~= "" then wrk.headers["Authorization"] = auth end
 local session = os.getenv("BENCH_SESSION")
 if session and session ~= "" then wrk.headers["Mcp-Session-Id"] = session end
+
+local next_id = 0
+function request()
+  next_id = next_id + 1
+  return wrk.format(nil, nil, nil, (string.gsub(body, '"__ID__"', tostring(next_id), 1)))
+end
 
 local threads = {}
 function setup(thread) table.insert(threads, thread) end

@@ -219,7 +219,7 @@ def cpu_seconds(process: subprocess.Popen[bytes]) -> float:
 def wrk(target: Target, body: dict[str, object], connections: int, seconds: float) -> dict[str, float]:
     """One wrk run; adds the server's CPU time per request (steadier than req/s on a shared machine)."""
     cpu_before = cpu_seconds(target.process)
-    env = dict(os.environ, BENCH_BODY=json.dumps(body), BENCH_AUTH=target.auth, BENCH_SESSION=target.session)
+    env = dict(os.environ, BENCH_BODY=json.dumps({**body, "id": "__ID__"}), BENCH_AUTH=target.auth, BENCH_SESSION=target.session)
     result = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(BENCH / "mcp.lua"),
          target.url],

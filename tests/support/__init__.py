@@ -224,10 +224,13 @@ def running_server(venv: Venv, project: Path, env: Mapping[str, str], **kwargs: 
 
 
 @contextlib.asynccontextmanager
-async def http_client(url: str, token: str | None = None, **http_kwargs: Any) -> AsyncIterator[Client]:
+async def http_client(url: str, token: str | None = None, *, mode: str = "auto", **http_kwargs: Any
+                      ) -> AsyncIterator[Client]:
+    """The SDK's client over Streamable HTTP. mode "auto" speaks 2026-07-28 to our server; "legacy" the
+    initialize handshake and 2025-11-25, as most clients in the field still do."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with httpx2.AsyncClient(headers=headers, timeout=30, **http_kwargs) as http:
-        async with Client(streamable_http_client(url, http_client=http)) as client:
+        async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:
             yield client
 
 

@@ -7,6 +7,7 @@ client reconnects by itself, so service comes back when Redis does.
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from dataclasses import dataclass
@@ -78,6 +79,24 @@ class _MemoryStorage(MemoryStorage):
         if now - self._last_sweep >= self.SWEEP_SECONDS:
             self._last_sweep = now
             await super()._MemoryStorage__schedule_expiry()  # type: ignore[misc]
+
+    async def _MemoryStorage__expire_events(self) -> None:  # the upstream sweep
+        """Upstream's sweep, without its worker-thread hop per key: the bisect takes microseconds, the
+        hop made a request for that key wait for a thread switch, up to 5 ms (docs/benchmarks.md).
+        With no await inside, no request runs while it does, so it needs none of the key locks."""
+        now = time.time()
+        for key, events in list(self.events.items()):
+            kept = events[: bisect.bisect_left(events, -now, key=lambda event: -event.expiry)]
+            if kept:
+                self.events[key] = kept
+            else:
+                self.events.pop(key, None)
+                self.locks.pop(key, None)
+        for key, expiry in list(self.expirations.items()):
+            if expiry <= now:
+                self.storage.pop(key, None)
+                self.expirations.pop(key, None)
+                self.locks.pop(key, None)
 
 
 class RateLimiter:

@@ -40,7 +40,9 @@ class SqliteEventStore:
         self._retention = timedelta(days=retention_days)
         self._max_rows = max_rows
         self._lock = threading.Lock()
+        self._checkpoint_lock = threading.Lock()
         self._writes = 0
+        self._closed = False
         try:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -48,13 +50,17 @@ class SqliteEventStore:
             # In WAL mode NORMAL keeps every committed event across a process crash.
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")
+            # Checkpoints run every _PRUNE_EVERY writes on a connection of their own (see _checkpoint).
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
             self._db.executescript(_SCHEMA)
             self._prune()
+            self._checkpointer = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._checkpointer.execute("PRAGMA busy_timeout=5000")
             # For writes on the event loop: never waits for another writer (see append).
             self._fast = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._fast.execute("PRAGMA synchronous=NORMAL")
             self._fast.execute("PRAGMA busy_timeout=0")
-            # A checkpoint writes the WAL back with fsync: never on the event loop (see _prune).
+            # A checkpoint writes the WAL back with fsync: never on the event loop (see _checkpoint).
             self._fast.execute("PRAGMA wal_autocheckpoint=0")
         except (sqlite3.Error, OSError) as exc:
             raise EventStoreConfigError(
@@ -64,12 +70,12 @@ class SqliteEventStore:
 
     async def append(self, event: SecurityEvent) -> None:
         # An insert without fsync takes tens of microseconds: cheaper on the event loop than a hop to a
-        # worker thread per event (docs/benchmarks.md). Only when another writer holds the database, or
-        # it is time to prune, does the write wait in a thread.
-        if self._writes % _PRUNE_EVERY != _PRUNE_EVERY - 1 and self._lock.acquire(blocking=False):
+        # worker thread per event (docs/benchmarks.md). Only when another writer holds the database
+        # does the write wait in a thread.
+        if self._lock.acquire(blocking=False):
             try:
                 self._insert(self._fast, event)
-                self._writes += 1
+                self._count_write()
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
@@ -81,9 +87,21 @@ class SqliteEventStore:
     def _append(self, event: SecurityEvent) -> None:
         with self._lock:
             self._insert(self._db, event)
-            self._writes += 1
-            if self._writes % _PRUNE_EVERY == 0:
-                self._prune()
+            self._count_write()
+
+    def _count_write(self) -> None:
+        """Called with the write lock held. Every _PRUNE_EVERY writes, prune and checkpoint in a thread of
+        their own: they take milliseconds (the checkpoint syncs), and no call should wait for them."""
+        self._writes += 1
+        if self._writes % _PRUNE_EVERY == 0:
+            threading.Thread(target=self._maintain, name="audit-store-maintenance", daemon=True).start()
+
+    def _maintain(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._prune()
+        self._checkpoint()
 
     @staticmethod
     def _insert(db: sqlite3.Connection, event: SecurityEvent) -> None:
@@ -110,7 +128,18 @@ class SqliteEventStore:
             "DELETE FROM security_events WHERE seq <= (SELECT MAX(seq) FROM security_events) - ?",
             (self._max_rows,),
         )
-        self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL back into the database, with fsync: milliseconds, so outside the write lock.
+
+        In WAL mode a checkpoint does not block writers; events keep being inserted meanwhile.
+        """
+        if self._checkpoint_lock.acquire(blocking=False):
+            try:
+                if not self._closed:
+                    self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                self._checkpoint_lock.release()
 
     async def query(self, query: EventQuery) -> EventPage:
         return await anyio.to_thread.run_sync(self._query, query)
@@ -157,8 +186,10 @@ class SqliteEventStore:
             self._db.execute("ROLLBACK")
 
     async def aclose(self) -> None:
-        with self._lock:
+        with self._lock, self._checkpoint_lock:
+            self._closed = True
             self._fast.close()
+            self._checkpointer.close()
             self._db.close()
 
 
