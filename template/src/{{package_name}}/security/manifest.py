@@ -13,7 +13,6 @@ from typing import Any
 
 from .guard import Guard
 
-LOCK_FILE = Path("tools.lock.json")
 FIELDS = ("title", "description", "input_schema", "annotations", "scopes")
 
 
