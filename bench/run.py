@@ -354,7 +354,8 @@ PROFILE_NOTES = """### Reading the figures
   an SSE stream. Skipping both is what pays for every protection. Requests of the 2026-07-28 revision
   take the SDK's own single-exchange path, which SingleExchange leaves to it.
 - p99 comes from wrk, which corrects for coordinated omission: a stall of L ms also counts the requests
-  that would have been sent meanwhile, so a few rare stalls show as a high p99.
+  that would have been sent meanwhile, so a few rare stalls show as a high p99. The bare servers' p99 of
+  70-85 ms at 8 connections is their full garbage collections, which the template no longer has (below).
 - Figures in this file before 2026-11-23 15:00 were wrong twice over. wrk sent one JSON-RPC id on every
   request, and the SDK's stateful mode answers only one of several requests in flight with one id in one
   session: at 8 connections seven of them waited, and sdk-default looked as fast as at one connection.
@@ -369,8 +370,9 @@ PROFILE_NOTES = """### Reading the figures
 Profiled with py-spy (`py-spy record -p <server pid> -f raw` while wrk runs), gc callbacks that time
 each collection, and cProfile and `python -X importtime` for the start:
 
-- **Per-request machinery of the SDK's stateless mode**: `SingleExchange` (above). CPU per `tools/call`
-  fell from about 1100 to about 650 µs.
+- **Per-request machinery of the SDK's stateless mode**: `SingleExchange` (above). In the run that
+  introduced it, CPU per `ping` fell from about 800 to about 400 µs and per `tools/call` from about 1100
+  to about 650 µs (a quieter hour on this machine than the run above).
 - **Full garbage collections**: the SDK's pydantic models and validators make about 90,000 tracked
   objects whose collection takes about 60 ms here, with the event loop stopped: most of the p99. The CLI
   now loads the package with the cycle collector paused and, once `serve` has built the server,
