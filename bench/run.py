@@ -377,7 +377,8 @@ each collection, and cProfile and `python -X importtime` for the start:
   objects whose collection takes about 60 ms here, with the event loop stopped: most of the p99. The CLI
   now loads the package with the cycle collector paused and, once `serve` has built the server,
   `gc.freeze()`s everything built so far and resumes it; a full collection then walks only what requests
-  made. The same pause is most of the stdio start-up gain: collections were about 75 ms of the start.
+  made. The pause is also most of the stdio start-up gain: gc callbacks counted about 75 ms of
+  collections before the template's first answer.
 - **SQLite audit store**: every 1,000th event, the call that wrote it also waited for the prune and the
   WAL checkpoint (an fsync, about 20 ms). They now run in a thread of their own on a connection of their
   own; in WAL mode a checkpoint does not block writers. Inserts stay on the event loop when no other
@@ -404,7 +405,7 @@ each collection, and cProfile and `python -X importtime` for the start:
 - Left as they are: uvicorn's access log line and two socket writes per response, the SDK's
   OpenTelemetry span (a no-op until an exporter is set) and request-state middleware, the anyio cancel
   scope of the tool timeout, and the audit event per call (redaction, the SQLite row and the JSON line on
-  stderr for log pipelines: about a tenth of a `tools/call`).
+  stderr for log pipelines: about a sixth of a `tools/call`, and the difference to sdk-stateless).
 
 This machine sets PYTHONDONTWRITEBYTECODE, so the script first compiles the servers' and copier's
 bytecode, as an install leaves it; otherwise every start would time compiling rather than starting."""
