@@ -93,7 +93,9 @@ class AuthFailureBlock:
 
     async def _count_failure(self, client: str) -> None:
         try:
-            failures = await self.limiter.hit(self.failures, "auth-failures", client)
+            # Fixed window (from an address's first failure): one counter per address, since anyone can
+            # fail from many addresses; a moving window kept a timestamp list and a lock for each.
+            failures = await self.limiter.hit(self.failures, "auth-failures", client, window="fixed")
             if failures.allowed and failures.remaining > 0:
                 return
             blocked = await self.limiter.hit(self.block, "auth-block", client)
