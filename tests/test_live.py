@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from support import (
     stdio_params,
     text_of,
 )
+from support.perimeter import security_events
 
 pytestmark = pytest.mark.anyio
 
@@ -33,11 +33,7 @@ def http_server(rendered: Callable[[str], Path], venv: Venv) -> Iterator[Server]
 
 
 def tool_called_events(server: Server) -> list[dict[str, object]]:
-    events = []
-    for line in server.log().splitlines():
-        if line.startswith('{"logger":"security"'):
-            events.append(json.loads(line))
-    return [event for event in events if event["event"] == "tool_called"]
+    return [event for event in security_events(server) if event["event"] == "tool_called"]
 
 
 async def test_stdio_lists_and_calls_a_tool(rendered: Callable[[str], Path], venv: Venv) -> None:

@@ -17,6 +17,7 @@ import httpx2
 import pytest
 
 from support import MCP_HEADERS, Server, Venv, http_client, jsonrpc, post_mcp, read_env_file, running_server, text_of
+from support.perimeter import security_events
 
 pytestmark = pytest.mark.anyio
 
@@ -29,8 +30,7 @@ def server(rendered: Callable[[str], Path], venv: Venv) -> Iterator[Server]:
 
 
 def tool_called(server: Server) -> list[dict[str, Any]]:
-    lines = [line for line in server.log().splitlines() if line.startswith('{"logger":"security"')]
-    return [event for event in map(json.loads, lines) if event["event"] == "tool_called"]
+    return [event for event in security_events(server) if event["event"] == "tool_called"]
 
 
 async def session_answers(server: Server, mode: str) -> dict[str, Any]:
