@@ -56,6 +56,7 @@ class SqliteEventStore:
             self._prune()
             self._checkpointer = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._checkpointer.execute("PRAGMA busy_timeout=5000")
+            self._checkpoint()  # what a killed process left in the WAL: the write count starts at 0
             # For writes on the event loop: never waits for another writer (see append).
             self._fast = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._fast.execute("PRAGMA synchronous=NORMAL")
