@@ -30,7 +30,12 @@ from mcp.server.elicitation import AcceptedElicitation, ElicitationResult
 from mcp.server.mcpserver import Context, Elicit, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.prompts import Prompt
-from mcp.server.mcpserver.resources import FunctionResource, ResourceSecurityError, ResourceTemplate
+from mcp.server.mcpserver.resources import (
+    FunctionResource,
+    Resource,
+    ResourceSecurityError,
+    ResourceTemplate,
+)
 from mcp.server.mcpserver.tools import Tool
 from mcp.shared.exceptions import MCPError
 from mcp.shared.uri_template import UriTemplate
@@ -346,7 +351,7 @@ class Guard:
         self.policies: dict[str, ToolPolicy] = {}
         self._tools: dict[str, Tool] = {}
         self.surfaces: dict[tuple[Surface, str], SurfacePolicy] = {}
-        self._resources: dict[str, FunctionResource] = {}
+        self._resources: dict[str, Resource] = {}
         self._templates: dict[str, ResourceTemplate] = {}
         self._prompts: dict[str, Prompt] = {}
 
@@ -558,7 +563,7 @@ class Guard:
 
         return register
 
-    def resources(self) -> list[FunctionResource]:
+    def resources(self) -> list[Resource]:
         return list(self._resources.values())
 
     def resource_templates(self) -> list[ResourceTemplate]:
@@ -669,7 +674,8 @@ class Guard:
                 return await call_next(ctx)
             # A request sent without an id is a notification the SDK drops: it is not run, so it is
             # recorded as refused, never as a call.
-            return await self._refuse_notification(ctx)
+            await self._refuse_notification(ctx)
+            return None
         if ctx.method == "tools/call":
             return await self._call_tool(ctx, call_next)
         if ctx.method == "resources/read":

@@ -66,7 +66,7 @@ def served(guard: Guard) -> Manifest:
             continue
         source = guard.resources() if kind == "resource" else guard.resource_templates()
         item = next(r for r in source if (str(r.uri) if kind == "resource" else r.uri_template) == key)  # type: ignore[union-attr]
-        entry = {
+        entry: dict[str, Any] = {
             "name": item.name,
             "title": item.title,
             "description": item.description,
