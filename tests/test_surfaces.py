@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
@@ -19,12 +20,14 @@ from mcp.types import PromptReference, ResourceTemplateReference
 
 from support import (
     BASE,
+    MCP_HEADERS,
     Server,
     Venv,
     clean_env,
     free_port,
     http_client,
     jsonrpc,
+    post_mcp,
     package_of,
     read_env_file,
     render,
@@ -369,3 +372,17 @@ async def test_http_bounds_traversal_limits_cap_fence_timeout_and_masking(served
     assert failed["slow_probe"]["reason"] == "timeout" and failed["broken_probe"]["error"] == "RuntimeError"
     assert "hunter2" not in json.dumps(mine) and "/srv/secret" not in json.dumps(mine)
     assert any(e["event"] == "rate_limit_exceeded" and e["tool"] == "limited_probe" for e in mine)
+
+
+async def test_http_bodies_that_are_not_json_rpc_get_no_parser_text(served: tuple[Server, Issuer]) -> None:
+    server, issuer = served
+    token = issuer.token("parser", "reports:read")
+    for body in ({"jsonrpc": "2.0", "id": 1, "method": 7, "params": {"x": PLANTED}},
+                 {"jsonrpc": "1.0", "id": 1, "method": PLANTED}, [PLANTED]):
+        answer = post_mcp(server, body, token)  # type: ignore[arg-type]
+        assert answer.status_code == 400, answer.text
+        assert PLANTED not in answer.text and "pydantic" not in answer.text.lower(), answer.text
+        assert answer.json()["error"]["message"].startswith("Invalid request:"), answer.text
+    garbage = httpx2.post(server.url, content=b'{"jsonrpc": "2.0", "id": 1, "method": "' + PLANTED.encode(),
+                          headers={**MCP_HEADERS, "Authorization": f"Bearer {token}"}, timeout=30)
+    assert garbage.status_code == 400 and PLANTED not in garbage.text and "pydantic" not in garbage.text.lower()
