@@ -866,17 +866,10 @@ class Guard:
         arguments = params.get("arguments") or {}
         return await self._checked_surface(ctx, call_next, policy, principal, client, request_id, arguments)
 
-    async def _checked_surface(
-        self,
-        ctx: ServerRequestContext[Any, Any],
-        call_next: CallNext,
-        policy: SurfacePolicy,
-        principal: Principal | None,
-        client: str,
-        request_id: str,
-        arguments: Any,
-    ) -> HandlerResult:
-        """The checks a resource read or prompt get passes before it runs, in the order tools use."""
+    async def _admit(
+        self, policy: SurfacePolicy, principal: Principal | None, client: str, request_id: str
+    ) -> Principal:
+        """The caller, if authenticated and holding the item's scopes; else a recorded refusal is raised."""
         if principal is None:
             raise await self._deny_error(
                 INVALID_REQUEST,
@@ -888,19 +881,33 @@ class Guard:
                 "Not authenticated.",
                 reason="no principal on request",
             )
-        identifier = principal.id
         if not principal.has_scopes(policy.scopes):
             missing = sorted(policy.scopes - principal.scopes)
             raise await self._deny_error(
                 INVALID_REQUEST,
                 "authorization_denied",
                 "medium",
-                identifier,
+                principal.id,
                 policy.name,
                 request_id,
                 f"Not allowed: {policy.name} needs scope {' '.join(missing)}.",
                 missing_scopes=missing,
             )
+        return principal
+
+    async def _checked_surface(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        call_next: CallNext,
+        policy: SurfacePolicy,
+        principal: Principal | None,
+        client: str,
+        request_id: str,
+        arguments: Any,
+    ) -> HandlerResult:
+        """The checks a resource read or prompt get passes before it runs, in the order tools use."""
+        principal = await self._admit(policy, principal, client, request_id)
+        identifier = principal.id
         try:
             policy.arguments.model_validate(arguments)
         except ValidationError as exc:
@@ -1027,29 +1034,7 @@ class Guard:
                 if isinstance(ref, dict)
                 else "(not an object)",
             )
-        if principal is None:
-            raise await self._deny_error(
-                INVALID_REQUEST,
-                "authentication_failed",
-                "high",
-                client,
-                policy.name,
-                request_id,
-                "Not authenticated.",
-                reason="no principal on request",
-            )
-        if not principal.has_scopes(policy.scopes):
-            missing = sorted(policy.scopes - principal.scopes)
-            raise await self._deny_error(
-                INVALID_REQUEST,
-                "authorization_denied",
-                "medium",
-                identifier,
-                policy.name,
-                request_id,
-                f"Not allowed: {policy.name} needs scope {' '.join(missing)}.",
-                missing_scopes=missing,
-            )
+        principal = await self._admit(policy, principal, client, request_id)
         name = argument.get("name") if isinstance(argument, dict) else None
         value = argument.get("value") if isinstance(argument, dict) else None
         bound = _max_length(policy.arguments, name) if isinstance(name, str) else None
