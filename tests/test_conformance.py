@@ -28,7 +28,6 @@ MUST_PASS = {
     "server-initialize",
     "ping",
     "logging-set-level",
-    "completion-complete",
     "tools-list",
     "resources-list",
     "prompts-list",
