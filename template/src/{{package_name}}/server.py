@@ -18,10 +18,12 @@ from mcp.types import (
 )
 
 from . import __version__, profile
+from .operations import subscribe_anomaly_detection
 from .security.guard import Guard
 from .services import Services, open_services
 from .settings import Settings
 from .tools import register_tools
+from .tracing import SERVED_NAMES
 
 INSTRUCTIONS = (
     "Tools on this server are guarded: arguments are validated, calls are rate limited and audited. "
@@ -56,6 +58,8 @@ def build_guard(settings: Settings, services: Services) -> Guard:
 def build_server(settings: Settings, services: Services | None = None) -> MCPServer:
     services = services or open_services(settings)
     guard = build_guard(settings, services)
+    destructive = [t.name for t in guard.tools() if t.annotations and t.annotations.destructive_hint]
+    subscribe_anomaly_detection(settings, services.events, destructive)
     server: MCPServer = GuardedServer(
         profile.PROJECT_NAME,
         version=__version__,
@@ -99,6 +103,7 @@ def build_server(settings: Settings, services: Services | None = None) -> MCPSer
 
     server._lowlevel_server.add_request_handler("logging/setLevel", SetLevelRequestParams, set_logging_level)
     guard.check_serves_only_guarded({tool.name for tool in server._tool_manager.list_tools()})
+    SERVED_NAMES.update(tool_names, (prompt.name for prompt in server._prompt_manager.list_prompts()))
     return server
 
 
