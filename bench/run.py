@@ -4,6 +4,7 @@
     uv run python bench/run.py --quick    # shorter runs, for a smoke check
 
 1. HTTP throughput and latency (wrk, kept-alive connections) for `ping` and `tools/call whoami`:
+   - template-no-metrics: the same with MCP_METRICS_ENABLED=false, for the cost of metrics;
    - template: the rendered project's own `serve`, every protection on (API-key auth, CORS with a
      trusted origin, security headers, Host/Origin checks, body limit, per-client and per-tool rate
      limits at a limit that is not reached, audit trail to SQLite);
@@ -74,7 +75,7 @@ HEADERS = {
     "Accept": "application/json, text/event-stream",
     "Mcp-Protocol-Version": "2025-11-25",
 }
-TARGETS = ("template", "sdk-default", "sdk-stateless")
+TARGETS = ("template", "template-no-metrics", "sdk-default", "sdk-stateless")
 
 
 @dataclass
@@ -175,6 +176,16 @@ def http_targets(venv: Venv, project: Path) -> Iterator[dict[str, Target]]:
     try:
         server = start_server(venv, project, env, log_dir=logs)
         targets["template"] = Target("template", server.port, server.process, auth=f"Bearer {env['MCP_API_KEYS']}")
+        # The same server without /metrics and its per-request counting: what metrics cost.
+        bare_events = RESULTS / "events-no-metrics.db"
+        bare_events.unlink(missing_ok=True)
+        plain = start_server(
+            venv, project, {**env, "MCP_METRICS_ENABLED": "false", "MCP_SECURITY_EVENTS_URL": f"sqlite:///{bare_events}"},
+            log_dir=logs,
+        )
+        targets["template-no-metrics"] = Target(
+            "template-no-metrics", plain.port, plain.process, auth=f"Bearer {env['MCP_API_KEYS']}"
+        )
         for mode in ("default", "stateless"):
             port = free_port()
             with (logs / f"sdk-{mode}.log").open("wb") as log:
@@ -470,6 +481,8 @@ def report(runs: dict[tuple[str, str, int], Runs], levels: tuple[int, ...], cold
         "(`MCP_TRUSTED_ORIGINS` set), security headers, Host/Origin checks, body limit, per-client and "
         "per-tool rate limits (`10000/second`: checked on every request, never reached), audit trail "
         "to SQLite (a `tool_called` event per call).",
+        "- **template-no-metrics**: the same with `MCP_METRICS_ENABLED=false` (no /metrics, no "
+        "per-request histogram or event counters): the difference is what metrics cost.",
         "- **sdk-default**: a bare `MCPServer` with the same `whoami` tool, `streamable_http_app()` "
         "defaults: stateful, `Mcp-Session-Id`, SSE answers (what a user who skips the template runs).",
         "- **sdk-stateless**: the same bare server in our mode (`stateless_http=True, json_response=True`), "
@@ -505,6 +518,13 @@ def report(runs: dict[tuple[str, str, int], Runs], levels: tuple[int, ...], cold
             lines.append(ratio_line(f"{method} requests per CPU-second / {other}", capacity, target))
         overhead = med(runs[("template", method, 1)].p99_ms) - med(runs[("sdk-stateless", method, 1)].p99_ms)
         lines.append(ratio_line(f"{method} p99 overhead vs sdk-stateless (1 connection)", overhead, 2.0, False, " ms"))
+    for connections in levels:
+        on, off = runs[("template", "tools/call", connections)], runs[("template-no-metrics", "tools/call", connections)]
+        lines.append(
+            f"| tools/call metrics overhead, {connections} connection(s): CPU µs/request on - off "
+            f"(throughput on / off {med(on.rps) / med(off.rps):.2f}) | {med(on.cpu_us) - med(off.cpu_us):.0f} µs "
+            "| <= 50 µs | " + ("met" if med(on.cpu_us) - med(off.cpu_us) <= 50 else "NOT MET") + " |"
+        )
     ours_cold, sdk_cold = med(cold["template wall"]), med(cold["sdk wall"])
     lines.append(ratio_line("stdio cold start / sdk (wall time to the answer)", ours_cold / sdk_cold, 1.15, False))
     lines.append(

@@ -96,8 +96,11 @@ class Venv:
     def install(self, project: Path) -> None:
         data = tomllib.loads((project / "pyproject.toml").read_text())
         dev = data.get("dependency-groups", {}).get("dev", [])
+        # With every extra (the otel exporter), so that the code behind each one is tested too.
+        extras = ",".join(data["project"].get("optional-dependencies", {}))
+        target = f"{project}[{extras}]" if extras else str(project)
         subprocess.run(
-            [uv(), "pip", "install", "--quiet", "--python", self.python, "-e", str(project), *dev],
+            [uv(), "pip", "install", "--quiet", "--python", self.python, "-e", target, *dev],
             check=True,
             timeout=600,
         )

@@ -32,6 +32,9 @@ def _serve(args: argparse.Namespace) -> int:
         raise SettingsError(
             f"this project was generated without {settings.transport}; use {profile.TRANSPORTS}"
         )
+    from .tracing import configure_tracing
+
+    configure_tracing(os.environ)  # the standard OTEL_* variables; off unless an endpoint is set
     if settings.transport == "http":
         importlib.import_module(f"{__package__}.app").serve_http(settings)
         return 0
@@ -135,6 +138,7 @@ def security_report(settings: Settings, lock: Path = LOCK_FILE) -> tuple[list[st
         for problem in problems
     )
     facts.append(f"served: {count(current)} ({'match' if not problems else 'differ from'} {lock})")
+    facts.extend(importlib.import_module(f"{__package__}.operations").operations_facts(settings, os.environ))
     return errors, warnings, facts
 
 

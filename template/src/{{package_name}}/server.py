@@ -10,11 +10,13 @@ from mcp.server.context import ServerRequestContext
 from mcp.types import CompleteRequestParams, EmptyResult, SetLevelRequestParams
 
 from . import __version__, profile
+from .operations import subscribe_anomaly_detection
 from .security.guard import Guard
 from .security.text import INSTRUCTIONS
 from .services import Services, open_services
 from .settings import Settings
 from .tools import register_tools
+from .tracing import SERVED_NAMES
 
 __all__ = ["INSTRUCTIONS", "GuardedServer", "build_guard", "build_server"]
 
@@ -66,6 +68,8 @@ def build_guard(settings: Settings, services: Services) -> Guard:
 def build_server(settings: Settings, services: Services | None = None) -> MCPServer:
     services = services or open_services(settings)
     guard = build_guard(settings, services)
+    destructive = [t.name for t in guard.tools() if t.annotations and t.annotations.destructive_hint]
+    subscribe_anomaly_detection(settings, services.events, destructive)
     server = GuardedServer(
         profile.PROJECT_NAME,
         version=__version__,
@@ -96,6 +100,10 @@ def build_server(settings: Settings, services: Services | None = None) -> MCPSer
         {str(r.uri) for r in server._resource_manager.list_resources()},
         {t.uri_template for t in server._resource_manager.list_templates()},
         {p.name for p in server._prompt_manager.list_prompts()},
+    )
+    SERVED_NAMES.update(
+        (tool.name for tool in guard.tools()),
+        (prompt.name for prompt in server._prompt_manager.list_prompts()),
     )
     return server
 

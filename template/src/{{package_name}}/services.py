@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .security.alerts import AlertWebhook
 from .security.events import SecurityEvents, open_event_store
 from .security.ratelimit import RateLimiter
 from .security.redact import Redactor, install_log_redaction
@@ -15,6 +16,7 @@ class Services:
     events: SecurityEvents
     limiter: RateLimiter
     redactor: Redactor
+    alerts: AlertWebhook | None = None  # MCP_ALERT_WEBHOOK_URL: serious events POSTed there
 
 
 def secret_values(settings: Settings) -> list[str]:
@@ -36,4 +38,15 @@ def open_services(settings: Settings) -> Services:
         retention_days=settings.security_events_retention_days,
         max_rows=settings.security_events_max_rows,
     )
-    return Services(SecurityEvents(store, redactor), RateLimiter(settings.rate_limit_storage), redactor)
+    events = SecurityEvents(store, redactor)
+    alerts = subscribe_alerts(settings, events)
+    return Services(events, RateLimiter(settings.rate_limit_storage), redactor, alerts)
+
+
+def subscribe_alerts(settings: Settings, events: SecurityEvents) -> AlertWebhook | None:
+    url = settings.alert_webhook_url.get_secret_value()
+    if not url:
+        return None
+    webhook = AlertWebhook(url, settings.alert_min_severity, timeout=settings.alert_timeout_seconds)
+    events.subscribe(webhook)
+    return webhook

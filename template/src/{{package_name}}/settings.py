@@ -81,6 +81,19 @@ class Settings(BaseSettings):
     auth_failure_window_seconds: int = Field(default=60, ge=1)
     auth_block_seconds: int = Field(default=300, ge=1)
 
+    # Operations: metrics, alerts, anomaly detection (README: "Operating it")
+    metrics_enabled: bool = True
+    alert_webhook_url: SecretStr = SecretStr("")  # often carries a token in its path: kept secret
+    alert_min_severity: Literal["low", "medium", "high", "critical"] = "high"
+    alert_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    anomaly_detection: bool = True
+    anomaly_window_seconds: int = Field(default=60, ge=1, le=3_600)
+    anomaly_baseline_windows: int = Field(default=10, ge=3, le=1_000)
+    anomaly_rate_factor: float = Field(default=5.0, ge=1.5, le=1_000)
+    anomaly_min_calls: int = Field(default=30, ge=1)
+    anomaly_refusal_threshold: int = Field(default=20, ge=2)
+    anomaly_max_principals: int = Field(default=10_000, ge=10, le=1_000_000)
+
     # Sample tools
     files_root: Path = Path("data/files")
     data_dir: Path = Path("data")
@@ -164,6 +177,17 @@ class Settings(BaseSettings):
             raise ValueError("write the base URL as https://host[:port][/path], with no credentials in it")
         return value.rstrip("/")
 
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _webhook_is_safe(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value()
+        if url and not _secure_url(url):
+            # Fail closed like the OAuth URLs: alerts carry events, and plain HTTP can be read on the way.
+            raise ValueError(
+                "use an https:// URL with no user:password@ (plain http only to 127.0.0.1, ::1 or localhost)"
+            )
+        return value
+
     @model_validator(mode="after")
     def _tls_pairs(self) -> Settings:
         if (self.tls_certfile is None) != (self.tls_keyfile is None):
@@ -187,6 +211,20 @@ class Settings(BaseSettings):
     @property
     def audience(self) -> str:
         return self.oauth_audience or self.resource_url
+
+
+def _secure_url(url: str) -> bool:
+    """https://, or http:// to a loopback host (a local receiver); no user:password@ before the host."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return False
+    if not host or "@" in parts.netloc:
+        return False
+    return parts.scheme == "https" or (parts.scheme == "http" and host in ("127.0.0.1", "localhost", "::1"))
 
 
 def _unknown_variables(environ: Mapping[str, str]) -> list[str]:

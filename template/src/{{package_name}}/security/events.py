@@ -18,7 +18,7 @@ import time
 import typing
 import uuid
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -34,6 +34,8 @@ HEALTHY_FOR_SECONDS = 1.0  # a successful write vouches for the store this long
 RETRY_AFTER_SECONDS = 1.0  # a failed store is not retried sooner than this
 
 log = logging.getLogger("security")
+# Called with each stored event (metrics, alerts, anomaly detection); must not raise or block.
+Listener = Callable[["SecurityEvent"], Awaitable[None]]
 
 
 class AuditUnavailableError(RuntimeError):
@@ -174,6 +176,10 @@ class SecurityEvents:
         self.redactor = redactor
         self._healthy_until = 0.0
         self._down_until = 0.0
+        self.listeners: list[Listener] = []
+
+    def subscribe(self, listener: Listener) -> None:
+        self.listeners.append(listener)
 
     async def record(
         self,
@@ -204,6 +210,11 @@ class SecurityEvents:
             self._store_failed(record, exc)
         self._healthy_until = time.monotonic() + HEALTHY_FOR_SECONDS
         _emit_log_line(record)
+        for listener in self.listeners:
+            try:
+                await listener(record)
+            except Exception:
+                log.exception("security event listener failed")
         return record
 
     async def ensure_available(self) -> None:

@@ -22,7 +22,7 @@ def is_public_path(path: str) -> bool:
     return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
 
-ADMIN_PATHS = frozenset({"/security/events"})
+ADMIN_PATHS = frozenset({"/security/events", "/metrics"})
 QUERY_CREDENTIALS = frozenset({"api_key", "apikey", "key", "access_token", "token", "bearer", "auth"})
 MAX_CREDENTIAL_LENGTH = 8_192
 # What a client is told for each refusal reason: enough to fix its own request, nothing about ours.
