@@ -1,9 +1,12 @@
 """Anomaly response: a client address that keeps failing authentication is blocked for a while.
 
 MCP_AUTH_FAILURE_THRESHOLD failures within MCP_AUTH_FAILURE_WINDOW_SECONDS block the address for
-MCP_AUTH_BLOCK_SECONDS (one `client_blocked` event of high severity). While blocked, every request is
-answered 429 before authentication runs, so a guessed key is not even checked. Failures and blocks
-are counted in the rate-limit storage, so replicas sharing MCP_RATE_LIMIT_STORAGE share them too.
+MCP_AUTH_BLOCK_SECONDS (one `client_blocked` event of high severity). While blocked, every request
+that does not authenticate is answered 429; a valid credential is still served, so one guesser
+behind a NAT or a proxy cannot lock out everyone there. Keys are 256-bit: a guesser who tries a
+million keys a second for a century finds one with a chance below 10^-60, blocked or not, so
+admitting valid keys gives nothing away (docs/security.md). Failures and blocks are counted in
+the rate-limit storage, so replicas sharing MCP_RATE_LIMIT_STORAGE share them too.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from ...settings import Settings
 from ..events import SecurityEvents
 from ..ratelimit import RateLimiter, RateLimitUnavailableError
 from .auth import is_public_path
-from .common import client_address, refusal, send_json, status_of
+from .common import client_address, refuse_unless_authenticated, refusal, send_json, status_of
 
 
 class AuthFailureBlock:
@@ -64,7 +67,9 @@ class AuthFailureBlock:
         try:
             state = await self.limiter.peek(self.block, "auth-block", client)
         except RateLimitUnavailableError:
-            await self.events.record("client_blocked", "high", client, reason="storage_down", path=path)
+            await self.events.record(
+                "client_blocked", "high", client, reason="storage_down", path=path, anonymous=True
+            )
             await send_json(
                 send,
                 503,
@@ -73,18 +78,23 @@ class AuthFailureBlock:
             )
             return
         if not state.allowed:
-            await self.events.record(
-                "client_blocked",
-                "medium",
-                client,
-                reason="blocked after repeated authentication failures",
-                retry_after=state.reset_after,
-                path=path,
-            )
-            message = f"Too many failed authentications; retry after {state.reset_after} seconds."
-            await send_json(
-                send, 429, refusal("client_blocked", message), {"Retry-After": str(state.reset_after)}
-            )
+
+            async def blocked() -> None:
+                await self.events.record(
+                    "client_blocked",
+                    "medium",
+                    client,
+                    reason="blocked after repeated authentication failures",
+                    retry_after=state.reset_after,
+                    path=path,
+                    anonymous=True,
+                )
+                message = f"Too many failed authentications; retry after {state.reset_after} seconds."
+                await send_json(
+                    send, 429, refusal("client_blocked", message), {"Retry-After": str(state.reset_after)}
+                )
+
+            await refuse_unless_authenticated(self.app, scope, receive, send, blocked)
             return
 
         status = await status_of(self.app, scope, receive, send)
@@ -110,4 +120,5 @@ class AuthFailureBlock:
                 failures=self.threshold,
                 window_seconds=self.window_seconds,
                 block_seconds=self.block_seconds,
+                anonymous=True,
             )
