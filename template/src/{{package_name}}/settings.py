@@ -140,7 +140,11 @@ class Settings(BaseSettings):
         return algorithms
 
     @field_validator(
-        "rate_limit", "fetch_rate_limit", "upstream_rate_limit", "sandbox_rate_limit", "security_events_per_source"
+        "rate_limit",
+        "fetch_rate_limit",
+        "upstream_rate_limit",
+        "sandbox_rate_limit",
+        "security_events_per_source",
     )
     @classmethod
     def _parse_rate_limit(cls, value: str) -> str:

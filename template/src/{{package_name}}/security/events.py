@@ -129,7 +129,6 @@ class EventStore(Protocol):
     async def append(self, event: SecurityEvent, *, anonymous: bool = False) -> None:
         """Store one event; `anonymous` events are kept under a row cap of their own."""
 
-
     async def query(self, query: EventQuery) -> EventPage: ...
     async def ping(self) -> None:
         """Raise unless the store can take a write now (a probe that stores no event)."""

@@ -62,7 +62,8 @@ class RedisEventStore:
         """Up to `count` entries of both streams, each from its own start, merged in ID order."""
         merged: list[tuple[tuple[int, int, int], str, str, Any]] = []
         for rank, name in enumerate((STREAM, ANONYMOUS_STREAM)):
-            for stream_id, fields in await self._redis.xrange(name, min=starts[name], max="+", count=count):
+            entries = await self._redis.xrange(name, min=starts[name], max="+", count=count)
+            for stream_id, fields in entries or []:
                 text = stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
                 merged.append(((*_order(text), rank), name, text, fields))
         merged.sort(key=lambda entry: entry[0])

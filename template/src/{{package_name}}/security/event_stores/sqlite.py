@@ -51,7 +51,9 @@ _WAL_LIMIT_BYTES = 4 * 1_048_576  # what a WAL reset leaves on disk, should a TR
 
 
 class SqliteEventStore:
-    def __init__(self, path: str, *, retention_days: int, max_rows: int, max_anonymous_rows: int) -> None:
+    def __init__(
+        self, path: str, *, retention_days: int, max_rows: int, max_anonymous_rows: int = 100_000
+    ) -> None:
         self._retention = timedelta(days=retention_days)
         self._caps = {False: max_rows, True: max_anonymous_rows}
         self._rows = {False: 0, True: 0}
@@ -71,7 +73,9 @@ class SqliteEventStore:
             self._db.executescript(_SCHEMA)
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(security_events)")}
             if "anonymous" not in columns:  # a store written before anonymous events had a cap of their own
-                self._db.execute("ALTER TABLE security_events ADD COLUMN anonymous INTEGER NOT NULL DEFAULT 0")
+                self._db.execute(
+                    "ALTER TABLE security_events ADD COLUMN anonymous INTEGER NOT NULL DEFAULT 0"
+                )
             self._db.execute(_INDEX)
             for anonymous, rows in self._db.execute(
                 "SELECT anonymous, COUNT(*) FROM security_events GROUP BY anonymous"

@@ -9,7 +9,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..events import SecurityEvents
 from ..principal import Principal
 from ..ratelimit import PRINCIPAL_COUNTED, Decision, RateLimiter, RateLimitUnavailableError
-from .common import authenticated, client_address, refuse_unless_authenticated, refusal, send_json
+from .common import authenticated, client_address, refusal, refuse_unless_authenticated, send_json
 
 UNLIMITED_PATHS = frozenset({"/health"})
 # A failed authentication (401) and the block's own refusal (429) are counted by blocking.py.

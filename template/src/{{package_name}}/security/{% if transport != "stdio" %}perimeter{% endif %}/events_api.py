@@ -19,8 +19,8 @@ from starlette.responses import JSONResponse, Response
 
 from ..events import (
     MAX_PAGE,
-    CursorError,
     SEVERITY_RANK,
+    CursorError,
     EventQuery,
     SecurityEvents,
     Severity,
