@@ -12,7 +12,7 @@ the rate-limit storage, so replicas sharing MCP_RATE_LIMIT_STORAGE share them to
 from __future__ import annotations
 
 from limits import RateLimitItemPerSecond
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ...services import Services
 from ...settings import Settings
@@ -78,39 +78,50 @@ class AuthFailureBlock:
             )
             return
         if not state.allowed:
-
-            async def blocked() -> None:
-                await self.events.record(
-                    "client_blocked",
-                    "medium",
-                    client,
-                    reason="blocked after repeated authentication failures",
-                    retry_after=state.reset_after,
-                    path=path,
-                    anonymous=True,
-                )
-                message = f"Too many failed authentications; retry after {state.reset_after} seconds."
-                await send_json(
-                    send, 429, refusal("client_blocked", message), {"Retry-After": str(state.reset_after)}
-                )
-
-            await refuse_unless_authenticated(self.app, scope, receive, send, blocked)
+            await refuse_unless_authenticated(
+                self.app, scope, receive, send, lambda: self._refuse(send, client, state.reset_after, path)
+            )
             return
+        replaced = False
 
-        status = await status_of(self.app, scope, receive, send)
-        if status == 401:
-            await self._count_failure(client)
+        async def counted_send(message: Message) -> None:
+            nonlocal replaced
+            if message["type"] == "http.response.start" and message["status"] == 401:
+                over = await self._count_failure(client)
+                if over is not None:  # concurrent failures took the last ones meanwhile: exactly N get 401
+                    replaced = True
+                    await self._refuse(send, client, over, path)
+                    return
+            elif message["type"] == "http.response.body" and replaced:
+                return
+            await send(message)
 
-    async def _count_failure(self, client: str) -> None:
+        await self.app(scope, receive, counted_send)
+
+    async def _refuse(self, send: Send, client: str, retry_after: int, path: str) -> None:
+        await self.events.record(
+            "client_blocked",
+            "medium",
+            client,
+            reason="blocked after repeated authentication failures",
+            retry_after=retry_after,
+            path=path,
+            anonymous=True,
+        )
+        message = f"Too many failed authentications; retry after {retry_after} seconds."
+        await send_json(send, 429, refusal("client_blocked", message), {"Retry-After": str(retry_after)})
+
+    async def _count_failure(self, client: str) -> int | None:
+        """Count one failure; the seconds the block has left if this one was past the threshold."""
         try:
             # Fixed window (from an address's first failure): one counter per address, since anyone can
             # fail from many addresses; a moving window kept a timestamp list and a lock for each.
             failures = await self.limiter.hit(self.failures, "auth-failures", client, window="fixed")
             if failures.allowed and failures.remaining > 0:
-                return
+                return None
             blocked = await self.limiter.hit(self.block, "auth-block", client)
         except RateLimitUnavailableError:
-            return  # the next request meets the same storage and is refused there
+            return None  # the next request meets the same storage and is refused there
         if blocked.allowed:  # this request took the block slot: record the block once
             await self.events.record(
                 "client_blocked",
@@ -122,3 +133,6 @@ class AuthFailureBlock:
                 block_seconds=self.block_seconds,
                 anonymous=True,
             )
+        if failures.allowed:
+            return None  # the threshold-th failure itself is answered 401
+        return self.block_seconds if blocked.allowed else blocked.reset_after
