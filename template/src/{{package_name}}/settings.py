@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     tls_client_ca: Path | None = None
     # Connections (below HTTP): caps, and deadlines for a request's headers and body (slowloris)
     max_connections: int = Field(default=1_000, ge=1, le=1_000_000)
-    max_connections_per_address: int = Field(default=32, ge=1, le=100_000)
+    max_connections_per_address: int = Field(default=100, ge=1, le=100_000)
     header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     body_timeout_seconds: float = Field(default=30.0, gt=0, le=3_600)
 
