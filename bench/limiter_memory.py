@@ -50,7 +50,8 @@ async def send(port: int, addresses: list[str], connections: int) -> tuple[dict[
 
 def measure(venv, dest, env, tmp: str, clients: int, connections: int) -> tuple[float, float, float, dict[int, int]]:
     """One round on a fresh server: RSS after one client, after `clients` addresses, requests/s."""
-    with running_server(venv, dest, env, log_dir=Path(tmp)) as server:
+    # A shared machine can take half a minute to import the server: wait up to two.
+    with running_server(venv, dest, env, log_dir=Path(tmp), ready_kwargs={"timeout": 120}) as server:
         pid = server.process.pid
         counts, _ = asyncio.run(send(server.port, ["192.0.2.1"] * 20, 1))
         time.sleep(1)

@@ -19,7 +19,7 @@ from ...settings import Settings
 from ..events import SecurityEvents
 from ..ratelimit import RateLimiter, RateLimitUnavailableError
 from .auth import is_public_path
-from .common import client_address, refusal, refuse_unless_authenticated, send_json, status_of
+from .common import client_address, refusal, refuse_unless_authenticated, send_json
 
 
 class AuthFailureBlock:
