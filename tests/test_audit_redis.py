@@ -151,3 +151,28 @@ async def test_an_unreachable_redis_stops_start_up(project: Path, venv: Venv, tm
     assert "MCP_SECURITY_EVENTS_URL" in result.stderr and f"127.0.0.1:{redis_server.port}" in result.stderr
     assert "pw-pw-" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_refusals_have_a_capped_stream_of_their_own_and_evict_no_principal_event(
+    project: Path, venv: Venv, redis_server: RedisServer
+) -> None:
+    from test_hardening import CALL, flood
+
+    tool_key, admin = keys(project)
+    url = redis_server.url.rsplit("/", 1)[0] + "/5"  # a database of its own
+    env = redis_env(
+        project,
+        redis_server,
+        MCP_SECURITY_EVENTS_URL=url,
+        MCP_TRUSTED_PROXIES="127.0.0.1",
+        MCP_SECURITY_EVENTS_MAX_ROWS="1000",
+        MCP_SECURITY_EVENTS_MAX_ANONYMOUS_ROWS="1000",
+    )
+    with running_server(venv, project, env, ready_kwargs={"timeout": 120}) as server:
+        assert post_mcp(server, CALL, tool_key).status_code == 200
+        assert await flood(server, 3_000, concurrency=16, spread=True) == {401: 3_000}
+        events = all_events(server, admin, limit=137)  # pages that end anywhere in the merged streams
+    assert [e["event"] for e in events if e["event"] == "tool_called"] == ["tool_called"]
+    refusals = [e for e in events if e["event"] == "authentication_failed"]
+    assert 1_000 <= len(refusals) <= 1_200, len(refusals)  # trimmed (approximately) to its own cap
+    assert len({e["id"] for e in events}) == len(events)  # no event twice across pages

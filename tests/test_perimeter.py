@@ -247,22 +247,26 @@ def test_security_headers_on_success_and_every_error(server: Server) -> None:
 
 
 def test_forged_forwarded_for_is_ignored_without_trusted_proxies(project: Path, venv: Venv) -> None:
-    env = base_env(project, MCP_RATE_LIMIT="3/minute")
+    env = base_env(project, MCP_AUTH_FAILURE_THRESHOLD="3")
     with running_server(venv, project, env) as server:
         statuses = [
             post_mcp(server, CALL, "mcp_wrong-key-000000000000000000000",
                      headers={"X-Forwarded-For": f"203.0.113.{n}"}).status_code
             for n in range(5)
         ]
-        limited = post_mcp(server, CALL, OLD_KEY, headers={"X-Forwarded-For": "198.51.100.1"})
+        limited = post_mcp(server, CALL, "mcp_wrong-key-000000000000000000000",
+                           headers={"X-Forwarded-For": "198.51.100.1"})
         events = security_events(server)
-    # Every forged address counted against the one socket address: the limit held.
+    # Every forged address counted against the one socket address: the block held.
     assert statuses == [401, 401, 401, 429, 429]
     assert limited.status_code == 429
     assert int(limited.headers["retry-after"]) > 0
     assert_security_headers(limited)
     assert {e["identifier"] for e in events} == {"127.0.0.1"}
-    assert [e["event"] for e in events] == ["authentication_failed"] * 3 + ["rate_limit_exceeded"] * 3
+    assert [e["event"] for e in events] == ["authentication_failed"] * 3 + ["client_blocked"] + [
+        "authentication_failed",
+        "client_blocked",
+    ] * 3
 
 
 def test_forwarded_for_is_honoured_from_a_trusted_proxy(project: Path, venv: Venv) -> None:

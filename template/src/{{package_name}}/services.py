@@ -37,8 +37,12 @@ def open_services(settings: Settings) -> Services:
         settings.events_url,
         retention_days=settings.security_events_retention_days,
         max_rows=settings.security_events_max_rows,
+        max_anonymous_rows=settings.security_events_max_anonymous_rows,
     )
-    events = SecurityEvents(store, redactor)
+    per_source = RateLimiter.parse(settings.security_events_per_source)
+    events = SecurityEvents(
+        store, redactor, per_source=per_source.amount, per_source_window_seconds=per_source.get_expiry()
+    )
     alerts = subscribe_alerts(settings, events)
     return Services(events, RateLimiter(settings.rate_limit_storage), redactor, alerts)
 

@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     tls_certfile: Path | None = None
     tls_keyfile: Path | None = None
     tls_client_ca: Path | None = None
+    # Connections (below HTTP): caps, and deadlines for a request's headers and body (slowloris)
+    max_connections: int = Field(default=1_000, ge=1, le=1_000_000)
+    max_connections_per_address: int = Field(default=100, ge=1, le=100_000)
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    body_timeout_seconds: float = Field(default=30.0, gt=0, le=3_600)
 
     # Abuse resistance
     rate_limit: str = "100/minute"
@@ -77,6 +82,8 @@ class Settings(BaseSettings):
     security_events_url: str = ""
     security_events_retention_days: int = Field(default=90, ge=1)
     security_events_max_rows: int = Field(default=1_000_000, ge=1_000)
+    security_events_max_anonymous_rows: int = Field(default=100_000, ge=1_000)
+    security_events_per_source: str = "60/minute"
     auth_failure_threshold: int = Field(default=10, ge=1)
     auth_failure_window_seconds: int = Field(default=60, ge=1)
     auth_block_seconds: int = Field(default=300, ge=1)
@@ -145,7 +152,13 @@ class Settings(BaseSettings):
             )
         return algorithms
 
-    @field_validator("rate_limit", "fetch_rate_limit", "upstream_rate_limit", "sandbox_rate_limit")
+    @field_validator(
+        "rate_limit",
+        "fetch_rate_limit",
+        "upstream_rate_limit",
+        "sandbox_rate_limit",
+        "security_events_per_source",
+    )
     @classmethod
     def _parse_rate_limit(cls, value: str) -> str:
         from limits import parse_many

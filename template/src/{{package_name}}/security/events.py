@@ -5,11 +5,18 @@ Stores: `memory://` (bounded ring buffer), `sqlite:///path` (WAL, survives a cra
 Writing is awaited: if the store fails, the caller refuses the work instead of running unaudited.
 Before a tool runs, the guard calls `ensure_available()`: free while the store has accepted a write
 within the last second, otherwise one write probe; a store that is down refuses tools until it is back.
+
+Events of sources that have not authenticated (`anonymous=True`: the perimeter's refusals, keyed by
+client address) cannot flood the trail: each source writes at most MCP_SECURITY_EVENTS_PER_SOURCE
+events per window, the rest are counted by kind and written as one `events_aggregated` event per
+source and window; and stores keep them under their own row cap, so they never evict principals' events.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import heapq
 import json
 import logging
 import re
@@ -20,7 +27,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from .redact import Redactor
@@ -30,6 +37,7 @@ SEVERITY_RANK: dict[str, int] = {"low": 0, "medium": 1, "high": 2, "critical": 3
 MAX_DETAILS_BYTES = 2_048
 MAX_PAGE = 500
 MAX_SCAN = 10_000  # events a store reads to fill one filtered page before it hands back a cursor
+MAX_SOURCES_TRACKED = 10_000  # per window; beyond it, further new sources are written one row per event
 HEALTHY_FOR_SECONDS = 1.0  # a successful write vouches for the store this long
 RETRY_AFTER_SECONDS = 1.0  # a failed store is not retried sooner than this
 
@@ -40,6 +48,10 @@ Listener = Callable[["SecurityEvent"], Awaitable[None]]
 
 class AuditUnavailableError(RuntimeError):
     """The audit store could not record an event; the work it would have recorded must not happen."""
+
+
+class CursorError(ValueError):
+    """A cursor that is well formed but names no position in this store (another store's, or out of range)."""
 
 
 class EventStoreConfigError(ValueError):
@@ -87,7 +99,8 @@ class EventPage:
     next_position: str | None
 
 
-_POSITION = re.compile(r"^\d{1,20}(?:-\d{1,20})?$")
+# A row number (SQLite, memory) or Redis stream IDs, one per stream ("ms-seq.ms-seq").
+_POSITION = re.compile(r"^\d{1,20}(?:-\d{1,20})?(?:\.\d{1,20}-\d{1,20})?$")
 
 
 def encode_cursor(position: str) -> str:
@@ -100,13 +113,24 @@ def decode_cursor(cursor: str) -> str:
         position = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (ValueError, UnicodeDecodeError):
         raise ValueError("cursor is not one this server issued") from None
-    if len(cursor) > 64 or not _POSITION.match(position):
+    if len(cursor) > 96 or not _POSITION.match(position):
         raise ValueError("cursor is not one this server issued")
     return position
 
 
+def row_position(after: str | None) -> int:
+    """A row-numbered store's position (SQLite, memory); CursorError if `after` cannot be one."""
+    if after is None:
+        return 0
+    if not after.isdigit() or int(after) >= 2**63:
+        raise CursorError("cursor does not belong to this audit store; start again without cursor")
+    return int(after)
+
+
 class EventStore(Protocol):
-    async def append(self, event: SecurityEvent) -> None: ...
+    async def append(self, event: SecurityEvent, *, anonymous: bool = False) -> None:
+        """Store one event; `anonymous` events are kept under a row cap of their own."""
+
     async def query(self, query: EventQuery) -> EventPage: ...
     async def ping(self) -> None:
         """Raise unless the store can take a write now (a probe that stores no event)."""
@@ -115,22 +139,24 @@ class EventStore(Protocol):
 
 
 class MemoryEventStore:
-    """A bounded ring buffer: the oldest events go first when it is full. Lost on restart."""
+    """Two bounded ring buffers (principals' events, anonymous ones): the oldest of each go first when it
+    is full. Lost on restart."""
 
-    def __init__(self, capacity: int = 10_000) -> None:
+    def __init__(self, capacity: int = 10_000, anonymous_capacity: int = 10_000) -> None:
         self._events: deque[tuple[int, SecurityEvent]] = deque(maxlen=capacity)
+        self._anonymous: deque[tuple[int, SecurityEvent]] = deque(maxlen=anonymous_capacity)
         self._seq = 0
 
-    async def append(self, event: SecurityEvent) -> None:
+    async def append(self, event: SecurityEvent, *, anonymous: bool = False) -> None:
         self._seq += 1
-        self._events.append((self._seq, event))
+        (self._anonymous if anonymous else self._events).append((self._seq, event))
 
     async def query(self, query: EventQuery) -> EventPage:
-        after = int(query.after) if query.after else 0
+        after = row_position(query.after)
         found: list[SecurityEvent] = []
         scanned = 0
         last = after
-        for seq, event in list(self._events):
+        for seq, event in heapq.merge(list(self._events), list(self._anonymous), key=lambda item: item[0]):
             if seq <= after:
                 continue
             last = seq
@@ -149,36 +175,96 @@ class MemoryEventStore:
         return None
 
 
-def open_event_store(url: str, *, retention_days: int = 90, max_rows: int = 1_000_000) -> EventStore:
+def open_event_store(
+    url: str, *, retention_days: int = 90, max_rows: int = 1_000_000, max_anonymous_rows: int = 100_000
+) -> EventStore:
     """Open the store named by `url`, or raise EventStoreConfigError with the fix."""
     if url.startswith("memory://"):
-        return MemoryEventStore(capacity=min(max_rows, 10_000))
+        return MemoryEventStore(min(max_rows, 10_000), min(max_anonymous_rows, 10_000))
     if url.startswith("sqlite:///"):
         from .event_stores.sqlite import SqliteEventStore
 
         return SqliteEventStore(
-            url.removeprefix("sqlite:///"), retention_days=retention_days, max_rows=max_rows
+            url.removeprefix("sqlite:///"),
+            retention_days=retention_days,
+            max_rows=max_rows,
+            max_anonymous_rows=max_anonymous_rows,
         )
     if url.startswith(("redis://", "rediss://")):
         from .event_stores.redis import RedisEventStore
 
-        return RedisEventStore(url, max_len=max_rows, retention_days=retention_days)
+        return RedisEventStore(
+            url, max_len=max_rows, max_anonymous_len=max_anonymous_rows, retention_days=retention_days
+        )
     raise EventStoreConfigError(
         "MCP_SECURITY_EVENTS_URL must be memory://, sqlite:///path/events.db or redis://host:port/db"
     )
 
 
+class _SourceBudget:
+    """How many events each anonymous source wrote in the current window, and what was folded beyond it.
+
+    One small int per source seen in the window (at most MAX_SOURCES_TRACKED), cleared when it ends.
+    """
+
+    def __init__(self, per_window: int, window_seconds: float) -> None:
+        self.per_window = per_window
+        self.window_seconds = window_seconds
+        self.started = time.monotonic()
+        self.written: dict[str, int] = {}
+        self.folded: dict[str, dict[str, int]] = {}  # source -> event name -> count
+        self.worst: dict[str, Severity] = {}
+
+    def admits(self, source: str) -> bool:
+        """Count one event of `source`: True while it is within its budget (or cannot be tracked)."""
+        written = self.written.get(source)
+        if written is None:
+            if len(self.written) >= MAX_SOURCES_TRACKED:
+                return True  # a wide spread of sources: each is written, the store's row cap bounds them
+            written = 0
+        if written < self.per_window:
+            self.written[source] = written + 1
+            return True
+        return False
+
+    def fold(self, record: SecurityEvent) -> None:
+        kinds = self.folded.setdefault(record.identifier, {})
+        kinds[record.event] = kinds.get(record.event, 0) + 1
+        worst = self.worst.get(record.identifier, "low")
+        if SEVERITY_RANK[record.severity] > SEVERITY_RANK[worst]:
+            self.worst[record.identifier] = record.severity
+
+    def take(self) -> tuple[float, dict[str, dict[str, int]], dict[str, Severity]]:
+        """End the window: what was folded in it, and a fresh window."""
+        taken = (self.started, self.folded, self.worst)
+        self.started = time.monotonic()
+        self.written, self.folded, self.worst = {}, {}, {}
+        return taken
+
+
 class SecurityEvents:
     """Records events (redacted, bounded) to the store and mirrors each as one JSON line on stderr."""
 
-    def __init__(self, store: EventStore, redactor: Redactor) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        redactor: Redactor,
+        *,
+        per_source: int = 60,
+        per_source_window_seconds: float = 60.0,
+    ) -> None:
         self.store = store
         self.redactor = redactor
         self._healthy_until = 0.0
         self._down_until = 0.0
         self.listeners: list[Listener] = []
+        self._budget = _SourceBudget(per_source, per_source_window_seconds)
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._flushing: set[asyncio.Task[None]] = set()
 
     def subscribe(self, listener: Listener) -> None:
+        """Call `listener` with every event written (metrics, alerts, anomaly rules); folded ones are
+        seen through their window's `events_aggregated` event."""
         self.listeners.append(listener)
 
     async def record(
@@ -189,10 +275,37 @@ class SecurityEvents:
         *,
         tool: str | None = None,
         request_id: str | int | None = None,
+        anonymous: bool = False,
         **details: Any,
     ) -> SecurityEvent:
-        """Store one event; raise AuditUnavailableError (after logging it at critical) if the store fails."""
-        record = SecurityEvent(
+        """Store one event; raise AuditUnavailableError (after logging it at critical) if the store fails.
+
+        `anonymous`: the source has not authenticated (`identifier` is its address). Beyond the source's
+        budget for the window the event is counted into the window's `events_aggregated` event instead.
+        """
+        record = self._event(event, severity, identifier, tool, request_id, details)
+        if anonymous:
+            if time.monotonic() - self._budget.started >= self._budget.window_seconds:
+                await self.flush_aggregates()
+            if not self._budget.admits(record.identifier):
+                if time.monotonic() < self._down_until:
+                    self._store_failed(record, None)
+                self._budget.fold(record)  # no row, no log line: the window's aggregate carries it
+                self._schedule_flush()
+                return record
+        await self._write(record, anonymous=anonymous)
+        return record
+
+    def _event(
+        self,
+        event: str,
+        severity: Severity,
+        identifier: str,
+        tool: str | None,
+        request_id: str | int | None,
+        details: dict[str, Any],
+    ) -> SecurityEvent:
+        return SecurityEvent(
             id=uuid.uuid4().hex,
             timestamp=datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
             event=event,
@@ -202,10 +315,12 @@ class SecurityEvents:
             request_id=None if request_id is None else self.redactor.text(str(request_id), 64),
             details=self._bounded(details),
         )
+
+    async def _write(self, record: SecurityEvent, *, anonymous: bool) -> None:
         if time.monotonic() < self._down_until:
             self._store_failed(record, None)
         try:
-            await self.store.append(record)
+            await self.store.append(record, anonymous=anonymous)
         except Exception as exc:  # noqa: BLE001 - any store failure means the same: refuse the work
             self._store_failed(record, exc)
         self._healthy_until = time.monotonic() + HEALTHY_FOR_SECONDS
@@ -215,7 +330,53 @@ class SecurityEvents:
                 await listener(record)
             except Exception:
                 log.exception("security event listener failed")
-        return record
+
+    async def flush_aggregates(self) -> None:
+        """Write one `events_aggregated` event per source that went over its budget, and start a new window.
+
+        Called when a window ends (a timer, or the next anonymous event) and at shutdown (app.py). Each
+        aggregate is tried even if one fails: a failed one still goes out as a log line, marked not stored.
+        """
+        started, folded, worst = self._budget.take()
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        window_start = datetime.now(UTC) - timedelta(seconds=time.monotonic() - started)
+        failed = False
+        for source, kinds in folded.items():
+            details = {
+                "folded": dict(sorted(kinds.items())),
+                "total": sum(kinds.values()),
+                "window_start": window_start.isoformat(timespec="seconds").replace("+00:00", "Z"),
+                "window_seconds": self._budget.window_seconds,
+                "reason": f"over {self._budget.per_window} events from one unauthenticated source a window",
+            }
+            record = self._event("events_aggregated", worst[source], source, None, None, details)
+            try:
+                await self._write(record, anonymous=True)
+            except AuditUnavailableError:
+                failed = True
+        if failed:
+            raise AuditUnavailableError("the audit trail is unavailable")
+
+    def _schedule_flush(self) -> None:
+        if self._flush_timer is not None:
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, self._budget.started + self._budget.window_seconds - time.monotonic())
+        self._flush_timer = loop.call_later(delay, self._flush_in_task, loop)
+
+    def _flush_in_task(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._flush_timer = None
+        task = loop.create_task(self._flush_quietly())
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
+
+    async def _flush_quietly(self) -> None:
+        try:
+            await self.flush_aggregates()
+        except AuditUnavailableError:
+            log.critical("audit store failed; an events_aggregated event was not stored (see its log line)")
 
     async def ensure_available(self) -> None:
         """Raise AuditUnavailableError unless an event written now would be stored.

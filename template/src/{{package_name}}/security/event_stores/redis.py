@@ -3,6 +3,9 @@
 Redis assigns stream IDs in order, so a cursor (the last ID read) pages through the events of every
 replica exactly once, however many are still being added. The stream is trimmed by count on every
 write and by age every few hundred writes.
+
+Anonymous events (refusals before authentication) go to a second stream with a cap of its own, so a
+flood of them never trims a principal's event away; a query reads both streams merged in ID order.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ..events import MAX_SCAN, EventPage, EventQuery, EventStoreConfigError, SecurityEvent
+from ..events import MAX_SCAN, CursorError, EventPage, EventQuery, EventStoreConfigError, SecurityEvent
 
 STREAM = "mcp:security-events"
+ANONYMOUS_STREAM = "mcp:security-events:anonymous"
 PROBE_KEY = "mcp:security-events:probe"
 _SCAN_BATCH = 500
 _TRIM_EVERY = 500
@@ -28,7 +32,7 @@ _CLOCK_SKEW_MS = 60_000  # stream IDs come from Redis's clock, timestamps from o
 
 
 class RedisEventStore:
-    def __init__(self, url: str, *, max_len: int, retention_days: int = 90) -> None:
+    def __init__(self, url: str, *, max_len: int, max_anonymous_len: int, retention_days: int = 90) -> None:
         where = _where(url)
         try:
             # Start-up check with a short-lived client: a store that cannot be reached stops start-up.
@@ -40,45 +44,66 @@ class RedisEventStore:
                 f"MCP_SECURITY_EVENTS_URL: cannot reach the Redis audit store at {where} "
                 f"({type(exc).__name__}); start Redis there or point the setting at a reachable server"
             ) from None
-        self._max_len = max_len
+        self._max_len = {STREAM: max_len, ANONYMOUS_STREAM: max_anonymous_len}
         self._retention_ms = retention_days * 86_400_000
         self._writes = 0
 
-    async def append(self, event: SecurityEvent) -> None:
+    async def append(self, event: SecurityEvent, *, anonymous: bool = False) -> None:
         payload = json.dumps(event.to_dict(), separators=(",", ":"), default=str)
-        await self._redis.xadd(STREAM, {"e": payload}, maxlen=self._max_len, approximate=True)
+        stream = ANONYMOUS_STREAM if anonymous else STREAM
+        await self._redis.xadd(stream, {"e": payload}, maxlen=self._max_len[stream], approximate=True)
         self._writes += 1
         if self._writes % _TRIM_EVERY == 0:
             oldest = int(time.time() * 1000) - self._retention_ms
-            await self._redis.xtrim(STREAM, minid=str(oldest), approximate=True)
+            for name in (STREAM, ANONYMOUS_STREAM):
+                await self._redis.xtrim(name, minid=str(oldest), approximate=True)
+
+    async def _xrange(self, starts: dict[str, str], count: int) -> list[tuple[str, str, Any]]:
+        """Up to `count` entries of both streams, each from its own start, merged in ID order."""
+        merged: list[tuple[tuple[int, int, int], str, str, Any]] = []
+        for rank, name in enumerate((STREAM, ANONYMOUS_STREAM)):
+            entries = await self._redis.xrange(name, min=starts[name], max="+", count=count)
+            for stream_id, fields in entries or []:
+                text = stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
+                merged.append(((*_order(text), rank), name, text, fields))
+        merged.sort(key=lambda entry: entry[0])
+        return [(name, text, fields) for _, name, text, fields in merged[:count]]
 
     async def query(self, query: EventQuery) -> EventPage:
-        start = f"({query.after}" if query.after else "-"
+        # A position is "<last ID read in the main stream>.<last ID read in the anonymous one>": each
+        # stream numbers its own entries, so one ID could not say where a merged page ended.
+        lasts = dict(zip((STREAM, ANONYMOUS_STREAM), _positions(query.after), strict=False))
+        starts = {name: f"({last}" for name, last in lasts.items()}
+        if len(lasts) < 2:  # a cursor from before the anonymous stream existed
+            lasts[ANONYMOUS_STREAM] = "0-0"
+            starts[ANONYMOUS_STREAM] = "-"
         if query.since and not query.after:
             since_ms = int(query.since.astimezone(UTC).timestamp() * 1000) - _CLOCK_SKEW_MS
-            start = str(max(since_ms, 0))
+            starts = dict.fromkeys(starts, str(max(since_ms, 0)))
+        elif not query.after:
+            starts = dict.fromkeys(starts, "-")
         found: list[SecurityEvent] = []
-        last: str | None = query.after
         scanned = 0
         exhausted = False
         while len(found) < query.limit and scanned < MAX_SCAN:
             count = min(_SCAN_BATCH, query.limit - len(found)) if not _filtered(query) else _SCAN_BATCH
-            batch = await self._redis.xrange(STREAM, min=start, max="+", count=count)
+            batch = await self._xrange(starts, count)
             if not batch:
                 exhausted = True
                 break
-            for stream_id, fields in batch:
+            for name, stream_id, fields in batch:
                 scanned += 1
-                last = stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
+                lasts[name] = stream_id
+                starts[name] = f"({stream_id}"
                 event = _decode(fields)
                 if event is not None and query.matches(event):
                     found.append(event)
                     if len(found) == query.limit:
                         break
-            start = f"({last}"
-        if not exhausted and last is not None:
-            exhausted = not await self._redis.xrange(STREAM, min=f"({last}", max="+", count=1)
-        return EventPage(found, None if exhausted or last is None else last)
+        if not exhausted:
+            exhausted = not await self._xrange(starts, 1)
+        position = f"{lasts[STREAM]}.{lasts[ANONYMOUS_STREAM]}"
+        return EventPage(found, None if exhausted or scanned == 0 else position)
 
     async def ping(self) -> None:
         # A real write (to a probe key, not the stream): a read-only or full Redis fails it.
@@ -89,6 +114,20 @@ class RedisEventStore:
 
     async def aclose(self) -> None:
         await self._redis.aclose()
+
+
+def _positions(after: str | None) -> list[str]:
+    if after is None:
+        return ["0-0", "0-0"]
+    positions = after.split(".")
+    if not all("-" in part and max(_order(part)) < 2**64 for part in positions):
+        raise CursorError("cursor does not belong to this audit store; start again without cursor")
+    return positions
+
+
+def _order(stream_id: str) -> tuple[int, int]:
+    milliseconds, _, sequence = stream_id.partition("-")
+    return int(milliseconds), int(sequence or 0)
 
 
 def _filtered(query: EventQuery) -> bool:

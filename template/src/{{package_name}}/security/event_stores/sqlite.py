@@ -3,6 +3,11 @@
 Each event is committed before `append` returns, and WAL with synchronous=NORMAL keeps every committed
 transaction when the process is killed; only a power loss can take the last few. One process writes
 the file: replicas that share an audit trail use the Redis store instead.
+
+The WAL stays bounded under sustained writes: every _PRUNE_EVERY writes a TRUNCATE checkpoint runs with
+the write lock held, so no insert can land behind it and the next one starts the WAL from zero (a
+PASSIVE checkpoint racing the writers never caught up, and the WAL grew by ~18 KiB per event).
+Anonymous events (refusals before authentication) are counted and pruned apart from the others.
 """
 
 from __future__ import annotations
@@ -15,7 +20,14 @@ from pathlib import Path
 
 import anyio.to_thread
 
-from ..events import SEVERITY_RANK, EventPage, EventQuery, EventStoreConfigError, SecurityEvent
+from ..events import (
+    SEVERITY_RANK,
+    EventPage,
+    EventQuery,
+    EventStoreConfigError,
+    SecurityEvent,
+    row_position,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS security_events (
@@ -28,19 +40,24 @@ CREATE TABLE IF NOT EXISTS security_events (
     identifier TEXT NOT NULL,
     tool TEXT,
     request_id TEXT,
-    details TEXT NOT NULL
+    details TEXT NOT NULL,
+    anonymous INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS security_events_timestamp ON security_events (timestamp);
 """
+_INDEX = "CREATE INDEX IF NOT EXISTS security_events_class ON security_events (anonymous, seq)"
 _PRUNE_EVERY = 1_000
+_WAL_LIMIT_BYTES = 4 * 1_048_576  # what a WAL reset leaves on disk, should a TRUNCATE ever not complete
 
 
 class SqliteEventStore:
-    def __init__(self, path: str, *, retention_days: int, max_rows: int) -> None:
+    def __init__(
+        self, path: str, *, retention_days: int, max_rows: int, max_anonymous_rows: int = 100_000
+    ) -> None:
         self._retention = timedelta(days=retention_days)
-        self._max_rows = max_rows
+        self._caps = {False: max_rows, True: max_anonymous_rows}
+        self._rows = {False: 0, True: 0}
         self._lock = threading.Lock()
-        self._checkpoint_lock = threading.Lock()
         self._writes = 0
         self._closed = False
         try:
@@ -50,12 +67,21 @@ class SqliteEventStore:
             # In WAL mode NORMAL keeps every committed event across a process crash.
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")
-            # Checkpoints run every _PRUNE_EVERY writes on a connection of their own (see _checkpoint).
+            # Checkpoints run every _PRUNE_EVERY writes, under the write lock (see _maintain).
             self._db.execute("PRAGMA wal_autocheckpoint=0")
+            self._db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(security_events)")}
+            if "anonymous" not in columns:  # a store written before anonymous events had a cap of their own
+                self._db.execute(
+                    "ALTER TABLE security_events ADD COLUMN anonymous INTEGER NOT NULL DEFAULT 0"
+                )
+            self._db.execute(_INDEX)
+            for anonymous, rows in self._db.execute(
+                "SELECT anonymous, COUNT(*) FROM security_events GROUP BY anonymous"
+            ):
+                self._rows[bool(anonymous)] = rows
             self._prune()
-            self._checkpointer = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._checkpointer.execute("PRAGMA busy_timeout=5000")
             self._checkpoint()  # what a killed process left in the WAL: the write count starts at 0
             # For writes on the event loop: never waits for another writer (see append).
             self._fast = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -63,52 +89,56 @@ class SqliteEventStore:
             self._fast.execute("PRAGMA busy_timeout=0")
             # A checkpoint writes the WAL back with fsync: never on the event loop (see _checkpoint).
             self._fast.execute("PRAGMA wal_autocheckpoint=0")
+            self._fast.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
         except (sqlite3.Error, OSError) as exc:
             raise EventStoreConfigError(
                 f"MCP_SECURITY_EVENTS_URL: cannot open the SQLite audit store ({type(exc).__name__}: {exc}); "
                 "point it at a writable file, e.g. sqlite:///data/security-events.db"
             ) from None
 
-    async def append(self, event: SecurityEvent) -> None:
+    async def append(self, event: SecurityEvent, *, anonymous: bool = False) -> None:
         # An insert without fsync takes tens of microseconds: cheaper on the event loop than a hop to a
         # worker thread per event (docs/benchmarks.md). Only when another writer holds the database
         # does the write wait in a thread.
         if self._lock.acquire(blocking=False):
             try:
-                self._insert(self._fast, event)
-                self._count_write()
+                self._insert(self._fast, event, anonymous)
+                self._count_write(anonymous)
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise
             finally:
                 self._lock.release()
-        await anyio.to_thread.run_sync(self._append, event)
+        await anyio.to_thread.run_sync(self._append, event, anonymous)
 
-    def _append(self, event: SecurityEvent) -> None:
+    def _append(self, event: SecurityEvent, anonymous: bool) -> None:
         with self._lock:
-            self._insert(self._db, event)
-            self._count_write()
+            self._insert(self._db, event, anonymous)
+            self._count_write(anonymous)
 
-    def _count_write(self) -> None:
+    def _count_write(self, anonymous: bool) -> None:
         """Called with the write lock held. Every _PRUNE_EVERY writes, prune and checkpoint in a thread of
         their own: they take milliseconds (the checkpoint syncs), and no call should wait for them."""
         self._writes += 1
+        self._rows[anonymous] += 1
         if self._writes % _PRUNE_EVERY == 0:
             threading.Thread(target=self._maintain, name="audit-store-maintenance", daemon=True).start()
 
     def _maintain(self) -> None:
+        # Under the write lock: inserts meanwhile wait in a worker thread (see append), so the checkpoint
+        # copies every frame and the next insert restarts the WAL.
         with self._lock:
             if self._closed:
                 return
             self._prune()
-        self._checkpoint()
+            self._checkpoint()
 
     @staticmethod
-    def _insert(db: sqlite3.Connection, event: SecurityEvent) -> None:
+    def _insert(db: sqlite3.Connection, event: SecurityEvent, anonymous: bool) -> None:
         db.execute(
             "INSERT INTO security_events (id, timestamp, event, severity, severity_rank, identifier,"
-            " tool, request_id, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " tool, request_id, details, anonymous) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 event.id,
                 event.timestamp,
@@ -119,36 +149,43 @@ class SqliteEventStore:
                 event.tool,
                 event.request_id,
                 json.dumps(event.details, default=str),
+                int(anonymous),
             ),
         )
 
     def _prune(self) -> None:
+        """Drop events past retention, then the oldest of each class past its own cap: anonymous events
+        never push out a principal's."""
         cutoff = _timestamp(datetime.now(UTC) - self._retention)
-        self._db.execute("DELETE FROM security_events WHERE timestamp < ?", (cutoff,))
-        self._db.execute(
-            "DELETE FROM security_events WHERE seq <= (SELECT MAX(seq) FROM security_events) - ?",
-            (self._max_rows,),
-        )
+        for anonymous, cap in self._caps.items():
+            aged = self._db.execute(
+                "DELETE FROM security_events WHERE anonymous = ? AND timestamp < ?", (int(anonymous), cutoff)
+            )
+            self._rows[anonymous] = max(0, self._rows[anonymous] - aged.rowcount)
+            over = self._rows[anonymous] - cap
+            if over > 0:
+                dropped = self._db.execute(
+                    "DELETE FROM security_events WHERE seq IN (SELECT seq FROM security_events"
+                    " WHERE anonymous = ? ORDER BY seq LIMIT ?)",
+                    (int(anonymous), over),
+                )
+                self._rows[anonymous] -= dropped.rowcount
 
     def _checkpoint(self) -> None:
-        """Copy the WAL back into the database, with fsync: milliseconds, so outside the write lock.
+        """Copy the WAL back into the database and truncate it (with fsync: milliseconds).
 
-        In WAL mode a checkpoint does not block writers; events keep being inserted meanwhile.
+        Called with the write lock held or before any writer exists, so it always completes.
         """
-        if self._checkpoint_lock.acquire(blocking=False):
-            try:
-                if not self._closed:
-                    self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            finally:
-                self._checkpoint_lock.release()
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     async def query(self, query: EventQuery) -> EventPage:
+        row_position(query.after)  # a cursor of another store is the caller's error, not the store's
         return await anyio.to_thread.run_sync(self._query, query)
 
     def _query(self, query: EventQuery) -> EventPage:
         sql = "SELECT seq, id, timestamp, event, severity, identifier, tool, request_id, details"
         sql += " FROM security_events WHERE seq > ?"
-        params: list[object] = [int(query.after) if query.after else 0]
+        params: list[object] = [row_position(query.after)]
         if query.severity:
             sql += " AND severity_rank >= ?"
             params.append(SEVERITY_RANK[query.severity])
@@ -187,10 +224,9 @@ class SqliteEventStore:
             self._db.execute("ROLLBACK")
 
     async def aclose(self) -> None:
-        with self._lock, self._checkpoint_lock:
+        with self._lock:
             self._closed = True
             self._fast.close()
-            self._checkpointer.close()
             self._db.close()
 
 

@@ -9,9 +9,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..events import SecurityEvents
 from ..principal import Principal
 from ..ratelimit import PRINCIPAL_COUNTED, Decision, RateLimiter, RateLimitUnavailableError
-from .common import client_address, refusal, send_json
+from .common import authenticated, client_address, refusal, refuse_unless_authenticated, send_json
 
 UNLIMITED_PATHS = frozenset({"/health"})
+# A failed authentication (401) and the block's own refusal (429) are counted by blocking.py.
+COUNTED_BY_THE_FAILURE_BLOCK = frozenset({401, 429})
 
 
 class BodyLimit:
@@ -37,6 +39,7 @@ class BodyLimit:
                     reason="body too large",
                     limit_bytes=self.max_bytes,
                     path=scope["path"],
+                    anonymous=True,
                 )
             await send(message)
 
@@ -44,13 +47,14 @@ class BodyLimit:
 
 
 class ClientRateLimit:
-    """The pre-authentication limit per client address, so credential guessing is slowed too.
+    """The pre-authentication limit per client address, for what does not end authenticated.
 
-    It counts the requests from an address that do not end authenticated (401, 403, public
-    documents); authenticated requests count against their principal instead (PrincipalRateLimit),
-    so many users behind one address do not share one budget. An address that has spent its
-    budget is refused before its credential is even checked: answering a valid key with 200 and a
-    wrong one with 429 would let a guesser keep testing keys at full speed.
+    It counts the requests from an address that end neither authenticated nor with a failed
+    authentication (403, public documents); failed authentications are counted by the failure
+    block (blocking.py), so a failing address holds one counter, not two. Authenticated requests
+    count against their principal instead (PrincipalRateLimit), so many users behind one address
+    do not share one budget. When an address has spent its budget, a valid credential from it is
+    still served (keys are 256-bit: admitting one tells a guesser nothing); anything else gets 429.
 
     The window is fixed (N per minute from an address's first such request): one counter per
     address keeps memory small when an attacker uses 100,000 addresses.
@@ -73,13 +77,21 @@ class ClientRateLimit:
             await _unavailable(send, self.events, client, "per-address")
             return
         if not spent.allowed:
-            await self._too_many(send, client, spent, scope["path"])
+
+            async def too_many() -> None:
+                await self._too_many(send, client, spent, scope["path"])
+
+            await refuse_unless_authenticated(self.app, scope, receive, send, too_many)
             return
         replaced = False
 
         async def counted_send(message: Message) -> None:
             nonlocal replaced
-            if message["type"] == "http.response.start" and not _authenticated(scope):
+            if (
+                message["type"] == "http.response.start"
+                and not authenticated(scope)
+                and message["status"] not in COUNTED_BY_THE_FAILURE_BLOCK
+            ):
                 # The request did not end authenticated: it takes one of the address's slots.
                 try:
                     decision = await self.limiter.hit(self.item, "address", client, window="fixed")
@@ -139,10 +151,6 @@ class PrincipalRateLimit:
         await self.app(scope, receive, send_with_headers)
 
 
-def _authenticated(scope: Scope) -> bool:
-    return isinstance((scope.get("state") or {}).get("principal"), Principal)
-
-
 def _add_headers(message: Message, decision: Decision) -> None:
     message["headers"] = list(message.get("headers", [])) + [
         (name.lower().encode(), value.encode()) for name, value in decision.headers.items()
@@ -166,6 +174,7 @@ async def _too_many(
         scope=scope_name,
         retry_after=decision.reset_after,
         path=path,
+        anonymous=scope_name == "per-address",
     )
     message = f"Rate limit {item} reached; retry after {decision.reset_after} seconds."
     await send_json(send, 429, refusal("rate_limited", message), decision.headers)
@@ -173,7 +182,14 @@ async def _too_many(
 
 async def _unavailable(send: Send, events: SecurityEvents, identifier: str, scope_name: str) -> None:
     # Fail closed: without a working limiter, nobody gets unlimited access.
-    await events.record("rate_limit_exceeded", "high", identifier, reason="storage_down", scope=scope_name)
+    await events.record(
+        "rate_limit_exceeded",
+        "high",
+        identifier,
+        reason="storage_down",
+        scope=scope_name,
+        anonymous=scope_name == "per-address",
+    )
     await send_json(
         send,
         503,

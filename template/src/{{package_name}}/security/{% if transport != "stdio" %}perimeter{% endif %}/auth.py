@@ -166,7 +166,7 @@ class BearerAuth:
     async def _unauthorized(
         self, send: Send, client: str, reason: str, message: str, error: str | None = "invalid_token"
     ) -> None:
-        await self.events.record("authentication_failed", "medium", client, reason=reason)
+        await self.events.record("authentication_failed", "medium", client, reason=reason, anonymous=True)
         # The scopes a new token needs, so an OAuth client asks for them (MCP scope selection).
         scopes = " ".join(sorted(self.required_scopes)) or None
         challenge = self._challenge(error, reason, scopes)

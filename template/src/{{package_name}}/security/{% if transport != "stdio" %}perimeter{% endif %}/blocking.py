@@ -1,22 +1,25 @@
 """Anomaly response: a client address that keeps failing authentication is blocked for a while.
 
 MCP_AUTH_FAILURE_THRESHOLD failures within MCP_AUTH_FAILURE_WINDOW_SECONDS block the address for
-MCP_AUTH_BLOCK_SECONDS (one `client_blocked` event of high severity). While blocked, every request is
-answered 429 before authentication runs, so a guessed key is not even checked. Failures and blocks
-are counted in the rate-limit storage, so replicas sharing MCP_RATE_LIMIT_STORAGE share them too.
+MCP_AUTH_BLOCK_SECONDS (one `client_blocked` event of high severity). While blocked, every request
+that does not authenticate is answered 429; a valid credential is still served, so one guesser
+behind a NAT or a proxy cannot lock out everyone there. Keys are 256-bit: a guesser who tries a
+million keys a second for a century finds one with a chance below 10^-60, blocked or not, so
+admitting valid keys gives nothing away (docs/security.md). Failures and blocks are counted in
+the rate-limit storage, so replicas sharing MCP_RATE_LIMIT_STORAGE share them too.
 """
 
 from __future__ import annotations
 
 from limits import RateLimitItemPerSecond
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ...services import Services
 from ...settings import Settings
 from ..events import SecurityEvents
 from ..ratelimit import RateLimiter, RateLimitUnavailableError
 from .auth import is_public_path
-from .common import client_address, refusal, send_json, status_of
+from .common import client_address, refusal, refuse_unless_authenticated, send_json
 
 
 class AuthFailureBlock:
@@ -64,7 +67,9 @@ class AuthFailureBlock:
         try:
             state = await self.limiter.peek(self.block, "auth-block", client)
         except RateLimitUnavailableError:
-            await self.events.record("client_blocked", "high", client, reason="storage_down", path=path)
+            await self.events.record(
+                "client_blocked", "high", client, reason="storage_down", path=path, anonymous=True
+            )
             await send_json(
                 send,
                 503,
@@ -73,34 +78,50 @@ class AuthFailureBlock:
             )
             return
         if not state.allowed:
-            await self.events.record(
-                "client_blocked",
-                "medium",
-                client,
-                reason="blocked after repeated authentication failures",
-                retry_after=state.reset_after,
-                path=path,
-            )
-            message = f"Too many failed authentications; retry after {state.reset_after} seconds."
-            await send_json(
-                send, 429, refusal("client_blocked", message), {"Retry-After": str(state.reset_after)}
+            await refuse_unless_authenticated(
+                self.app, scope, receive, send, lambda: self._refuse(send, client, state.reset_after, path)
             )
             return
+        replaced = False
 
-        status = await status_of(self.app, scope, receive, send)
-        if status == 401:
-            await self._count_failure(client)
+        async def counted_send(message: Message) -> None:
+            nonlocal replaced
+            if message["type"] == "http.response.start" and message["status"] == 401:
+                over = await self._count_failure(client)
+                if over is not None:  # concurrent failures took the last ones meanwhile: exactly N get 401
+                    replaced = True
+                    await self._refuse(send, client, over, path)
+                    return
+            elif message["type"] == "http.response.body" and replaced:
+                return
+            await send(message)
 
-    async def _count_failure(self, client: str) -> None:
+        await self.app(scope, receive, counted_send)
+
+    async def _refuse(self, send: Send, client: str, retry_after: int, path: str) -> None:
+        await self.events.record(
+            "client_blocked",
+            "medium",
+            client,
+            reason="blocked after repeated authentication failures",
+            retry_after=retry_after,
+            path=path,
+            anonymous=True,
+        )
+        message = f"Too many failed authentications; retry after {retry_after} seconds."
+        await send_json(send, 429, refusal("client_blocked", message), {"Retry-After": str(retry_after)})
+
+    async def _count_failure(self, client: str) -> int | None:
+        """Count one failure; the seconds the block has left if this one was past the threshold."""
         try:
             # Fixed window (from an address's first failure): one counter per address, since anyone can
             # fail from many addresses; a moving window kept a timestamp list and a lock for each.
             failures = await self.limiter.hit(self.failures, "auth-failures", client, window="fixed")
             if failures.allowed and failures.remaining > 0:
-                return
+                return None
             blocked = await self.limiter.hit(self.block, "auth-block", client)
         except RateLimitUnavailableError:
-            return  # the next request meets the same storage and is refused there
+            return None  # the next request meets the same storage and is refused there
         if blocked.allowed:  # this request took the block slot: record the block once
             await self.events.record(
                 "client_blocked",
@@ -110,4 +131,8 @@ class AuthFailureBlock:
                 failures=self.threshold,
                 window_seconds=self.window_seconds,
                 block_seconds=self.block_seconds,
+                anonymous=True,
             )
+        if failures.allowed:
+            return None  # the threshold-th failure itself is answered 401
+        return self.block_seconds if blocked.allowed else blocked.reset_after

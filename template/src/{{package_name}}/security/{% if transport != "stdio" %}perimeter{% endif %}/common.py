@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..principal import Principal
 
 
 class CredentialRejectedError(Exception):
@@ -57,3 +60,29 @@ async def status_of(app: ASGIApp, scope: Scope, receive: Receive, send: Send) ->
 
     await app(scope, receive, watch)
     return status
+
+
+def authenticated(scope: Scope) -> bool:
+    return isinstance((scope.get("state") or {}).get("principal"), Principal)
+
+
+async def refuse_unless_authenticated(
+    app: ASGIApp, scope: Scope, receive: Receive, send: Send, refuse: Callable[[], Awaitable[None]]
+) -> None:
+    """Run `app`; if the request does not end authenticated, send `refuse()`'s answer instead of its own.
+
+    For a client address that is limited or blocked: its valid credentials still get through (keys are
+    256-bit, so admitting them tells a guesser nothing), everything else is refused.
+    """
+    refused = False
+
+    async def replace(message: Message) -> None:
+        nonlocal refused
+        if message["type"] == "http.response.start" and not authenticated(scope):
+            refused = True
+            await refuse()
+            return
+        if not refused:
+            await send(message)
+
+    await app(scope, receive, replace)

@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from ..events import (
     MAX_PAGE,
     SEVERITY_RANK,
+    CursorError,
     EventQuery,
     SecurityEvents,
     Severity,
@@ -50,6 +51,8 @@ def events_endpoint(events: SecurityEvents) -> Callable[[Request], Awaitable[Res
             return JSONResponse({"error": "invalid_request", "message": str(exc)}, 400)
         try:
             page = await events.store.query(query)
+        except CursorError as exc:
+            return JSONResponse({"error": "invalid_request", "message": str(exc)}, 400)
         except Exception as exc:  # noqa: BLE001 - any store failure: say so, keep details in the log
             log.error("audit store query failed (%s)", type(exc).__name__)
             return JSONResponse(

@@ -35,4 +35,5 @@ class HttpErrorAudit:
                 method=scope.get("method", ""),
                 path=scope.get("path", "")[:200],
                 client=client_address(scope),
+                anonymous=principal is None,
             )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
@@ -13,6 +15,9 @@ from .common import client_address, refusal, send_json
 ALLOWED_HEADERS = ["Authorization", "Content-Type", "Mcp-Protocol-Version", "Mcp-Session-Id", "Last-Event-ID"]
 EXPOSED_HEADERS = ["Mcp-Session-Id"]
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+# host[:port] with a numeric port: the SDK matches "localhost:*" by prefix, so "localhost:1.evil.example"
+# would pass it. A name, an IPv4 address or a bracketed IPv6 address; the port 1 to 5 digits.
+_HOST_HEADER = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::[0-9]{1,5})?$")
 
 
 def default_allowed_hosts(bind_host: str, port: int) -> list[str]:
@@ -63,6 +68,7 @@ class OriginGate:
             client_address(scope),
             origin=origin[:200],
             path=scope["path"],
+            anonymous=True,
         )
         await send_json(send, 403, refusal("untrusted_origin", "This Origin is not in MCP_TRUSTED_ORIGINS."))
 
@@ -81,12 +87,16 @@ class HostGate:
             return
         from starlette.requests import Request
 
-        refused = await self.checker.validate_request(Request(scope), is_post=False)
-        if refused is None:
-            await self.app(scope, receive, send)
-            return
         headers = Headers(scope=scope)
-        wrong = "host" if refused.status_code == 421 else "origin"
+        if not _HOST_HEADER.match(headers.get("host", "")):
+            status = 421
+        else:
+            refused = await self.checker.validate_request(Request(scope), is_post=False)
+            if refused is None:
+                await self.app(scope, receive, send)
+                return
+            status = refused.status_code
+        wrong = "host" if status == 421 else "origin"
         await self.events.record(
             "untrusted_origin_blocked",
             "medium",
@@ -94,8 +104,7 @@ class HostGate:
             reason=f"{wrong} not allowed",
             host=headers.get("host", "")[:200],
             origin=headers.get("origin", "")[:200],
+            anonymous=True,
         )
         fix = "MCP_ALLOWED_HOSTS" if wrong == "host" else "MCP_TRUSTED_ORIGINS"
-        await send_json(
-            send, refused.status_code, refusal(f"invalid_{wrong}", f"This {wrong} is not in {fix}.")
-        )
+        await send_json(send, status, refusal(f"invalid_{wrong}", f"This {wrong} is not in {fix}."))
