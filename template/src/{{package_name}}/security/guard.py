@@ -68,6 +68,7 @@ class ToolPolicy:
     timeout: float | None
     untrusted_output: str | None
     arguments: type[BaseModel]
+    callers_own_data: bool = False
 
 
 @dataclass(slots=True)
@@ -276,6 +277,7 @@ class Guard:
         idempotent: bool = False,
         open_world: bool = False,
         untrusted_output: str | None = None,
+        callers_own_data: bool = False,
         rate_limit: str | None = None,
         per_caller: bool = True,
         timeout: float | None = None,
@@ -286,6 +288,9 @@ class Guard:
         """Register an async tool that returns text.
 
         `untrusted_output` names where results come from; they are then fenced as data.
+        Every result is sanitised (security/redact.py): configured secrets are removed in any encoding, and
+        so is credential-shaped text (`token=...`, `Bearer ...`) unless `callers_own_data=True` declares
+        that the output is the caller's own data (their files, their notes), where such text is content.
         `destructive=True` makes the guard ask the user first through MCP elicitation
         (`confirm_message`, formatted with the arguments, is the question); without a yes it does not run.
         """
@@ -348,6 +353,7 @@ class Guard:
                 timeout=timeout,
                 untrusted_output=untrusted_output,
                 arguments=arguments,
+                callers_own_data=callers_own_data,
             )
             return fn
 
@@ -489,6 +495,7 @@ class Guard:
                 del self._in_flight[principal.id]
             _current.reset(token)
         duration_ms = round((time.perf_counter() - started) * 1000, 2)
+        result = self.events.redactor.result(result, callers_own_data=policy.callers_own_data)
         if call.outcome == "ok" and _is_error(result):
             # An error result the tool did not report (e.g. the SDK's own argument checks).
             call.outcome = "tool_execution_failed"
