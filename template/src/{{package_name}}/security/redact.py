@@ -334,6 +334,7 @@ _LOG_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if 
 _LOG_ESCAPES |= {0x0A: "\\n", 0x0D: "\\r", 0x2028: "\\u2028", 0x2029: "\\u2029"}
 # Lines of a traceback the traceback module writes itself; every other line comes from an exception
 # message (which can hold anything a caller sent) and has its line breaks escaped.
+_LAYOUT_ESCAPES = {c: e for c, e in _LOG_ESCAPES.items() if c != 0x0A}
 _TRACEBACK_LINES = ("Traceback (most recent call last):", "During handling of", "The above exception")
 
 
@@ -344,13 +345,12 @@ def escape_controls(text: str) -> str:
 def _format_exception(exc_info: Any) -> str:
     chunks = []
     for chunk in traceback.format_exception(*exc_info):
-        body = chunk.rstrip("\n")
-        if body.lstrip("\n").startswith(_TRACEBACK_LINES) or body.startswith(" "):
+        if chunk.lstrip("\n").startswith(_TRACEBACK_LINES) or chunk.startswith(" "):
             # A frame (file, line, source) or a header: its own line breaks are the layout.
-            chunks.append("\n".join(escape_controls(line) for line in body.split("\n")))
+            chunks.append(chunk.translate(_LAYOUT_ESCAPES))
         else:
-            chunks.append(escape_controls(body))
-    return "\n".join(chunks)
+            chunks.append(escape_controls(chunk.removesuffix("\n")) + "\n")
+    return "".join(chunks).rstrip("\n")
 
 
 def _scrub_record(record: logging.LogRecord, redactor: Redactor) -> None:
