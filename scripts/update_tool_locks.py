@@ -1,6 +1,7 @@
 """Regenerate tool-locks/<module>.json, from which each rendered project's tools.lock.json is made.
 
-Run it after changing a sample tool's name, description, arguments, annotations or scopes:
+Run it after changing a sample tool's, resource's or prompt's name, description, arguments, annotations,
+scopes or (for a prompt) text:
 
     uv run python scripts/update_tool_locks.py
 
@@ -26,7 +27,7 @@ SCRIPT = """
 import json, sys, tempfile
 from pathlib import Path
 from lock_probe import tools
-from lock_probe.security.manifest import manifest
+from lock_probe.security.manifest import SECTIONS, served
 from lock_probe.server import build_guard
 from lock_probe.services import open_services
 from lock_probe.settings import Settings
@@ -38,10 +39,12 @@ modules, tools.MODULES = tools.MODULES, ()
 guard = build_guard(settings, open_services(settings))  # the real guard, with no tools yet
 out = {}
 for module in modules:
-    before = set(guard.policies)
+    before = served(guard)
     module.register(guard, settings)
-    added = set(guard.policies) - before
-    out[module.__name__.rsplit(".", 1)[-1]] = {k: v for k, v in manifest(guard).items() if k in added}
+    after = served(guard)
+    out[module.__name__.rsplit(".", 1)[-1]] = {
+        s: {k: v for k, v in after[s].items() if k not in before[s]} for s in SECTIONS if after[s].keys() - before[s].keys()
+    }
 json.dump(out, sys.stdout)
 """
 
@@ -63,10 +66,11 @@ def main() -> int:
             [venv.python, "-c", SCRIPT], capture_output=True, text=True, check=True, cwd=scratch, timeout=300,
             env=clean_env(),
         )
-    for module, tools in json.loads(result.stdout).items():
+    for module, sections in json.loads(result.stdout).items():
         path = ROOT / "tool-locks" / f"{module}.json"
-        path.write_text(json.dumps(tools, indent=2, sort_keys=True) + "\n")
-        print(f"wrote {path.relative_to(ROOT)} ({len(tools)} tools)")
+        path.write_text(json.dumps(sections, indent=2, sort_keys=True) + "\n")
+        summary = ", ".join(f"{len(items)} {section}" for section, items in sections.items())
+        print(f"wrote {path.relative_to(ROOT)} ({summary})")
     return 0
 
 

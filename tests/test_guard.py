@@ -97,9 +97,9 @@ def test_the_lock_names_new_tools_and_a_changed_description(project: Path, venv:
         assert f"tool {tool} is served but not in the lock" in output
     assert "check --update-lock" in output
     code, output = check("--update-lock")
-    assert code == 0 and "Wrote tools.lock.json (6 tools)" in output, output
+    assert code == 0 and "Wrote tools.lock.json (6 tools, 1 resource, 0 resource templates, 1 prompt)" in output, output
     code, output = check()
-    assert code == 0 and "tools: 6 (match tools.lock.json)" in output, output
+    assert code == 0 and "served: 6 tools, 1 resource, 0 resource templates, 1 prompt (match tools.lock.json)" in output, output
 
     about = next((project / "src").glob("*/tools/about.py"))
     original = about.read_text()

@@ -135,6 +135,16 @@ PROBES = (
             """Return text as if it came from a web page."""
             return text
 
+        @guard.resource("secrets://{which}/{form}")
+        async def leaked_resource(which: Which, form: Form) -> str:
+            """A resource that hands back a configured secret, disguised."""
+            return f"before {disguise(secrets[which], form)} after"
+
+        @guard.prompt()
+        async def leaked_prompt(which: Which, form: Form) -> str:
+            """A prompt whose text holds a configured secret, disguised."""
+            return f"before {disguise(secrets[which], form)} after"
+
         @guard.tool(scopes=("reports:read",), read_only=True)
         async def report() -> str:
             """A report only holders of reports:read may read."""
@@ -209,6 +219,20 @@ async def test_no_configured_secret_reaches_the_model_in_any_form(server: Server
                 assert not result.is_error, text
                 assert_no_secret(text, secret, form)
                 # Cut out, not the whole answer thrown away: the text around the secret survives.
+                assert text.startswith("before ") and text.endswith(" after"), (form, text)
+
+
+async def test_no_configured_secret_reaches_the_model_from_a_resource_or_a_prompt(server: Server) -> None:
+    async with http_client(server.url, RAW_KEY) as client:
+        for which, secret in SECRETS.items():
+            for form in FORMS:
+                resource = await client.read_resource(f"secrets://{which}/{form}")
+                text = "".join(getattr(item, "text", "") for item in resource.contents)
+                assert_no_secret(text, secret, form)
+                assert text.startswith("before ") and text.endswith(" after"), (form, text)
+                prompt = await client.get_prompt("leaked_prompt", {"which": which, "form": form})
+                text = "".join(getattr(m.content, "text", "") for m in prompt.messages)
+                assert_no_secret(text, secret, form)
                 assert text.startswith("before ") and text.endswith(" after"), (form, text)
 
 

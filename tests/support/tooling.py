@@ -39,7 +39,7 @@ def refusals_for(events: list[dict[str, Any]], tool: str) -> list[dict[str, Any]
 
 
 def add_tool_module(project: Path, module: str, source: str) -> Path:
-    """Do what the README's "Writing a new tool safely" says: a module in tools/, listed in MODULES."""
+    """Do what the README's "Writing tools, resources and prompts safely" says: a module in tools/, in MODULES."""
     _, package = package_of(project)
     tools = project / "src" / package / "tools"
     path = tools / f"{module}.py"
@@ -53,12 +53,13 @@ def add_tool_module(project: Path, module: str, source: str) -> Path:
     return path
 
 
-def readme_tool_example(project: Path) -> str:
-    """The Python block of the rendered README's "Writing a new tool safely" section."""
+def readme_tool_example(project: Path, heading: str = "### A tool") -> str:
+    """The first Python block under `heading` in the rendered README's guide to tools, resources and prompts."""
     readme = (project / "README.md").read_text()
-    section = readme.split("## Writing a new tool safely", 1)[1]
+    guide = readme.split("## Writing tools, resources and prompts safely", 1)[1]
+    section = guide.split(heading, 1)[1]
     match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
-    assert match, "README has no python example under 'Writing a new tool safely'"
+    assert match, f"README has no python example under {heading!r}"
     return match.group(1)
 
 

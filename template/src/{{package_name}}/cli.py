@@ -89,7 +89,7 @@ def _write_env(path: Path) -> int:
 
 def security_report(settings: Settings, lock: Path = LOCK_FILE) -> tuple[list[str], list[str], list[str]]:
     """(errors, warnings, facts) about the configuration and the tools; errors stop `serve`."""
-    from .security.manifest import differences, manifest, read_lock
+    from .security.manifest import compare, count, read_lock, served
 
     errors: list[str] = []
     warnings: list[str] = []
@@ -137,15 +137,16 @@ def security_report(settings: Settings, lock: Path = LOCK_FILE) -> tuple[list[st
     except Exception as exc:  # noqa: BLE001 - report every start-up failure, with its own message
         errors.append(str(exc))
         return errors, warnings, facts
+    current = served(guard)
     try:
-        problems = differences(read_lock(lock), manifest(guard))
+        problems = compare(read_lock(lock), current)
     except ValueError as exc:
         problems = [str(exc)]
     errors.extend(
         f"{problem}; review the change, then run `{profile.COMMAND} check --update-lock`"
         for problem in problems
     )
-    facts.append(f"tools: {len(guard.policies)} ({'match' if not problems else 'differ from'} {lock})")
+    facts.append(f"served: {count(current)} ({'match' if not problems else 'differ from'} {lock})")
     return errors, warnings, facts
 
 
@@ -168,19 +169,19 @@ def _key_holders(settings: Settings, *, tool_keys: bool) -> list[str]:
 
 
 def _update_lock(settings: Settings, lock: Path) -> int:
-    from .security.manifest import differences, manifest, read_lock, render_lock
+    from .security.manifest import compare, count, read_lock, render_lock, served
     from .server import build_guard
     from .services import open_services
 
-    served = manifest(build_guard(settings, open_services(settings)))
+    current = served(build_guard(settings, open_services(settings)))
     try:
-        changes = differences(read_lock(lock), served)
+        changes = compare(read_lock(lock), current)
     except ValueError:
-        changes = [f"new lock with {len(served)} tools"]
-    lock.write_text(render_lock(served), encoding="utf-8")
+        changes = [f"new lock with {count(current)}"]
+    lock.write_text(render_lock(current), encoding="utf-8")
     for change in changes:
         print(f"  {change}")
-    print(f"Wrote {lock} ({len(served)} tools). Review `git diff {lock}` and commit it.")
+    print(f"Wrote {lock} ({count(current)}). Review `git diff {lock}` and commit it.")
     return 0
 
 

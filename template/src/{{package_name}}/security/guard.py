@@ -1,10 +1,13 @@
-"""The one composition point every tool goes through.
+"""The one composition point every tool, resource and prompt goes through.
 
-`@guard.tool(...)` declares what a tool needs (scopes, limits, timeout, hints) and registers it;
-`guard.middleware` enforces it on every `tools/call`: argument validation, scope check,
-rate limits, calls in flight, timeout, one audit event, error masking, output capping and fencing.
-`build_server` serves only the tools registered here, so a tool cannot skip the guard.
-A tool marked destructive runs only after the user confirms it through MCP elicitation.
+`@guard.tool(...)`, `@guard.resource(...)` and `@guard.prompt(...)` declare what a function needs
+(scopes, limits, timeout) and register it; `guard.middleware` sees every inbound message and enforces
+it on `tools/call`, `resources/read`, `prompts/get` and `completion/complete`: argument validation,
+scope check, rate limits, calls in flight, timeout, one audit event, error masking, output capping
+and fencing. Every other request counts against the caller's rate limit, and a refused one (unknown
+method, a request sent as a notification) is audited too. `build_server` serves only what is
+registered here, so nothing can skip the guard. A tool marked destructive runs only after the user
+confirms it through MCP elicitation.
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ import contextvars
 import functools
 import inspect
 import logging
+import re
 import time
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ParamSpec
+from typing import Annotated, Any, Literal, ParamSpec
 
 import anyio
 from limits import RateLimitItem
@@ -25,18 +29,58 @@ from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.elicitation import AcceptedElicitation, ElicitationResult
 from mcp.server.mcpserver import Context, Elicit, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.prompts import Prompt
+from mcp.server.mcpserver.resources import (
+    FunctionResource,
+    Resource,
+    ResourceSecurityError,
+    ResourceTemplate,
+)
 from mcp.server.mcpserver.tools import Tool
-from mcp.types import CallToolResult, InputRequiredResult, TextContent, ToolAnnotations
+from mcp.shared.exceptions import MCPError
+from mcp.shared.uri_template import UriTemplate
+from mcp.types import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    CallToolResult,
+    CompleteRequestParams,
+    CompleteResult,
+    Completion,
+    InputRequiredResult,
+    PromptReference,
+    TextContent,
+    ToolAnnotations,
+)
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .events import AuditUnavailableError, SecurityEvents, Severity
 from .principal import LOCAL_USER, Principal
 from .ratelimit import PRINCIPAL_COUNTED, RateLimiter, RateLimitUnavailableError
-from .text import cap, fence
+from .text import cap, fence, strip_controls
 
 P = ParamSpec("P")
 ToolFn = Callable[P, Awaitable[str]]
+TextFn = Callable[..., Awaitable[str]]
+# Suggests values for one argument from what the user typed so far.
+Completer = Callable[[str], Awaitable[Sequence[str]]]
+Surface = Literal["resource", "resource_template", "prompt"]
 log = logging.getLogger(__name__)
+
+# The audit events of a resource read and a prompt get: (done, failed).
+SURFACE_EVENTS: dict[str, tuple[str, str]] = {
+    "resource": ("resource_read", "resource_read_failed"),
+    "resource_template": ("resource_read", "resource_read_failed"),
+    "prompt": ("prompt_retrieved", "prompt_retrieval_failed"),
+}
+_NOT_RUN = {True: "tools are not run", False: "nothing is read"}
+MAX_URI_CHARS = 2_048
+MAX_COMPLETIONS = 100  # the most values completion/complete may return (the specification's limit)
+MAX_COMPLETION_CHARS = 200
+# What a URI template value may not hold after decoding: controls, or percent-encoding left over
+# (a second decoding further down would turn %2e%2e into ..).
+_UNSAFE_VALUE = re.compile(r"[\x00-\x1f\x7f]|%[0-9A-Fa-f]{2}")
 
 
 class ToolRefusedError(Exception):
@@ -69,6 +113,23 @@ class ToolPolicy:
     untrusted_output: str | None
     arguments: type[BaseModel]
     callers_own_data: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SurfacePolicy:
+    """What a resource, resource template or prompt declared through the guard."""
+
+    kind: Surface
+    name: str
+    key: str  # what a client names: the URI, the URI template or the prompt name
+    scopes: frozenset[str]
+    rate_limit: RateLimitItem | None
+    per_caller: bool
+    timeout: float | None
+    untrusted_output: str | None
+    arguments: type[BaseModel]
+    completers: Mapping[str, Completer]
+    fn: Callable[..., Any]  # the author's function, whose text the manifest lock records
 
 
 @dataclass(slots=True)
@@ -165,27 +226,32 @@ def _confirmation_message(tool: str, template: str | None, arguments: dict[str, 
 
 
 def _check_bounded(
-    name: str, schema: dict[str, Any], path: str = "", defs: dict[str, Any] | None = None
+    name: str,
+    schema: dict[str, Any],
+    path: str = "",
+    defs: dict[str, Any] | None = None,
+    *,
+    kind: str = "tool",
 ) -> None:
     defs = schema.get("$defs", defs or {})
     ref = schema.get("$ref")
     if isinstance(ref, str) and ref.startswith("#/$defs/"):
         # Nested models: check the definition the reference points at.
-        _check_bounded(name, defs[ref.removeprefix("#/$defs/")], path, defs)
+        _check_bounded(name, defs[ref.removeprefix("#/$defs/")], path, defs, kind=kind)
         return
     kinds = schema.get("type")
     options = schema.get("anyOf") or schema.get("oneOf") or []
     for option in options:
-        _check_bounded(name, option, path, defs)
+        _check_bounded(name, option, path, defs, kind=kind)
     if "enum" in schema or "const" in schema or kinds is None:
         return
-    where = f"tool {name!r} argument {path or '(root)'}"
+    where = f"{kind} {name!r} argument {path or '(root)'}"
     if kinds == "string" and "maxLength" not in schema:
         raise UnboundedArgumentError(f"{where}: add Field(max_length=...)")
     if kinds == "array":
         if "maxItems" not in schema:
             raise UnboundedArgumentError(f"{where}: add Field(max_length=...) to the list")
-        _check_bounded(name, schema.get("items", {}), path + "[]", defs)
+        _check_bounded(name, schema.get("items", {}), path + "[]", defs, kind=kind)
     if kinds in ("integer", "number") and not (
         ("maximum" in schema or "exclusiveMaximum" in schema)
         and ("minimum" in schema or "exclusiveMinimum" in schema)
@@ -195,7 +261,7 @@ def _check_bounded(
         if schema.get("additionalProperties") is not False:
             raise UnboundedArgumentError(f"{where}: nested models need ConfigDict(extra='forbid')")
         for prop, sub in schema.get("properties", {}).items():
-            _check_bounded(name, sub, f"{path}.{prop}" if path else prop, defs)
+            _check_bounded(name, sub, f"{path}.{prop}" if path else prop, defs, kind=kind)
 
 
 def _arguments_model(name: str, fn: Callable[..., Any]) -> type[BaseModel]:
@@ -219,6 +285,24 @@ def _safe_validation_message(tool: str, exc: ValidationError) -> tuple[str, list
         {f"{'.'.join(str(p) for p in e['loc']) or '(arguments)'}: {e['type']}" for e in exc.errors()}
     )
     return f"Invalid arguments for {tool}: {'; '.join(problems[:10])}", problems
+
+
+def _unsafe_parameter(values: Mapping[str, str | list[str]]) -> str | None:
+    """The first URI template value (decoded) holding controls or leftover percent-encoding."""
+    for name, value in values.items():
+        for part in value if isinstance(value, list) else [value]:
+            if _UNSAFE_VALUE.search(part):
+                return f"{name}: control character or percent-encoding after decoding"
+    return None
+
+
+def _max_length(arguments: type[BaseModel], name: str) -> int | None:
+    """The longest value a completion may start from (the argument's bound); None: no such argument."""
+    field_info = arguments.model_fields.get(name)
+    if field_info is None:
+        return None
+    bounds = [getattr(m, "max_length", None) for m in field_info.metadata]
+    return min([b for b in bounds if isinstance(b, int)], default=MAX_COMPLETION_CHARS)
 
 
 def _counted(ctx: ServerRequestContext[Any, Any]) -> bool:
@@ -267,6 +351,10 @@ class Guard:
         self._in_flight: dict[str, int] = {}
         self.policies: dict[str, ToolPolicy] = {}
         self._tools: dict[str, Tool] = {}
+        self.surfaces: dict[tuple[Surface, str], SurfacePolicy] = {}
+        self._resources: dict[str, Resource] = {}
+        self._templates: dict[str, ResourceTemplate] = {}
+        self._prompts: dict[str, Prompt] = {}
 
     def tool(
         self,
@@ -302,7 +390,6 @@ class Guard:
             arguments = _arguments_model(tool_name, fn)
             schema = arguments.model_json_schema()
             _check_bounded(tool_name, schema)
-            limit_chars = self._max_result_chars
 
             @functools.wraps(fn)
             async def guarded(*args: P.args, **kwargs: P.kwargs) -> str:
@@ -322,9 +409,7 @@ class Guard:
                     call.details = {"error": type(exc).__name__}
                     log.exception("tool %s failed", tool_name)
                     raise ToolError(f"{tool_name} failed; the error was logged on the server") from None
-                if untrusted_output is not None:
-                    return fence(result, untrusted_output, limit_chars)
-                return cap(result, limit_chars)
+                return self._finish_result(result, untrusted_output)
 
             if destructive:
                 _with_confirmation(guarded, fn, tool_name, confirm_message)
@@ -368,16 +453,294 @@ class Guard:
         if unguarded:
             raise TypeError(f"tools not registered through guard.tool: {', '.join(unguarded)}")
 
+    # ---- resources and prompts ---------------------------------------------
+
+    def resource(
+        self,
+        uri: str,
+        *,
+        scopes: tuple[str, ...] = (),
+        name: str | None = None,
+        title: str | None = None,
+        description: str | None = None,
+        mime_type: str = "text/plain",
+        untrusted_output: str | None = None,
+        rate_limit: str | None = None,
+        per_caller: bool = True,
+        timeout: float | None = None,
+        complete: Mapping[str, Completer] | None = None,
+    ) -> Callable[[TextFn], TextFn]:
+        """Register an async resource that returns text: a static URI, or an RFC 6570 URI template.
+
+        Each template variable is a parameter of the function, bounded like a tool argument; values
+        with `..`, absolute paths, NUL, control characters or percent-encoding left after decoding are
+        refused. `complete` maps a template variable to an async function that suggests values.
+        """
+
+        def register(fn: TextFn) -> TextFn:
+            item = name or fn.__name__
+            arguments = self._surface_arguments("resource", item, fn)
+            guarded = self._guarded_text("resource", item, fn, untrusted_output)
+            variables = set(UriTemplate.parse(uri).variable_names)
+            if variables != set(arguments.model_fields):
+                raise TypeError(
+                    f"resource {item!r}: the URI variables {sorted(variables)} must be the function's "
+                    f"parameters {sorted(arguments.model_fields)}"
+                )
+            kind: Surface = "resource_template" if variables else "resource"
+            if kind == "resource":
+                resource = FunctionResource.from_function(
+                    guarded,
+                    uri=uri,
+                    name=item,
+                    title=title,
+                    description=description or inspect.getdoc(fn),
+                    mime_type=mime_type,
+                )
+                self._resources[uri] = resource
+            else:
+                template = ResourceTemplate.from_function(
+                    guarded,
+                    uri_template=uri,
+                    name=item,
+                    title=title,
+                    description=description or inspect.getdoc(fn),
+                    mime_type=mime_type,
+                )
+                self._templates[uri] = template
+            self.surfaces[(kind, uri)] = self._surface_policy(
+                kind,
+                item,
+                uri,
+                fn,
+                scopes,
+                rate_limit,
+                per_caller,
+                timeout,
+                untrusted_output,
+                arguments,
+                complete,
+            )
+            return fn
+
+        return register
+
+    def prompt(
+        self,
+        *,
+        scopes: tuple[str, ...] = (),
+        name: str | None = None,
+        title: str | None = None,
+        description: str | None = None,
+        untrusted_output: str | None = None,
+        rate_limit: str | None = None,
+        per_caller: bool = True,
+        timeout: float | None = None,
+        complete: Mapping[str, Completer] | None = None,
+    ) -> Callable[[TextFn], TextFn]:
+        """Register an async prompt that returns its text (one user message).
+
+        Arguments are bounded and validated like a tool's. `complete` maps an argument name to an
+        async function that suggests values for it (`completion/complete`).
+        """
+
+        def register(fn: TextFn) -> TextFn:
+            item = name or fn.__name__
+            arguments = self._surface_arguments("prompt", item, fn)
+            guarded = self._guarded_text("prompt", item, fn, untrusted_output)
+            prompt = Prompt.from_function(
+                guarded, name=item, title=title, description=description or inspect.getdoc(fn)
+            )
+            self._prompts[item] = prompt
+            self.surfaces[("prompt", item)] = self._surface_policy(
+                "prompt",
+                item,
+                item,
+                fn,
+                scopes,
+                rate_limit,
+                per_caller,
+                timeout,
+                untrusted_output,
+                arguments,
+                complete,
+            )
+            return fn
+
+        return register
+
+    def resources(self) -> list[Resource]:
+        return list(self._resources.values())
+
+    def resource_templates(self) -> list[ResourceTemplate]:
+        return list(self._templates.values())
+
+    def prompts(self) -> list[Prompt]:
+        return list(self._prompts.values())
+
+    def check_serves_only_guarded_surfaces(
+        self, resources: set[str], templates: set[str], prompts: set[str]
+    ) -> None:
+        """Fail at build time if the server offers a resource, template or prompt not registered here."""
+        unguarded = [f"resource {uri}" for uri in sorted(resources - set(self._resources))]
+        unguarded += [f"resource template {uri}" for uri in sorted(templates - set(self._templates))]
+        unguarded += [f"prompt {name}" for name in sorted(prompts - set(self._prompts))]
+        if unguarded:
+            raise TypeError(f"not registered through guard.resource / guard.prompt: {', '.join(unguarded)}")
+
+    def _surface_arguments(self, kind: str, item: str, fn: Callable[..., Any]) -> type[BaseModel]:
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError(f"{kind} {item!r} must be async so its timeout can cancel it")
+        arguments = _arguments_model(item, fn)
+        _check_bounded(item, arguments.model_json_schema(), kind=kind)
+        return arguments
+
+    def _surface_policy(
+        self,
+        kind: Surface,
+        item: str,
+        key: str,
+        fn: Callable[..., Any],
+        scopes: tuple[str, ...],
+        rate_limit: str | None,
+        per_caller: bool,
+        timeout: float | None,
+        untrusted_output: str | None,
+        arguments: type[BaseModel],
+        complete: Mapping[str, Completer] | None,
+    ) -> SurfacePolicy:
+        if (kind, key) in self.surfaces:
+            raise TypeError(f"{kind} {key!r} is registered twice")
+        unknown = sorted(set(complete or {}) - set(arguments.model_fields))
+        if unknown:
+            raise TypeError(f"{kind} {item!r}: complete= names unknown arguments {unknown}")
+        return SurfacePolicy(
+            kind=kind,
+            name=item,
+            key=key,
+            scopes=frozenset(scopes),
+            rate_limit=self.limiter.parse(rate_limit) if rate_limit else None,
+            per_caller=per_caller,
+            timeout=timeout,
+            untrusted_output=untrusted_output,
+            arguments=arguments,
+            completers=dict(complete or {}),
+            fn=fn,
+        )
+
+    def _guarded_text(
+        self, kind: str, item: str, fn: Callable[..., Awaitable[str]], untrusted_output: str | None
+    ) -> Callable[..., Awaitable[str]]:
+        """The function the SDK calls: refusals and failures become short MCP errors, results are finished."""
+
+        @functools.wraps(fn)
+        async def guarded(*args: Any, **kwargs: Any) -> str:
+            call = current_call()
+            try:
+                result = await fn(*args, **kwargs)
+            except ToolRefusedError as refusal:
+                call.outcome = refusal.event
+                call.details = {"reason": refusal.public_message, **refusal.details}
+                raise MCPError(INVALID_PARAMS, refusal.public_message) from None
+            except (AuditUnavailableError, RateLimitUnavailableError, MCPError):
+                raise
+            except Exception as exc:
+                call.outcome = "failed"
+                call.details = {"error": type(exc).__name__}
+                log.exception("%s %s failed", kind, item)
+                raise MCPError(INTERNAL_ERROR, f"{item} failed; the error was logged on the server") from None
+            return self._finish_result(result, untrusted_output)
+
+        # Resolved annotations: the SDK validates calls outside the author's module namespace.
+        hints = typing.get_type_hints(fn, include_extras=True)
+        guarded.__signature__ = inspect.signature(fn).replace(  # type: ignore[attr-defined]
+            parameters=[
+                p.replace(annotation=hints.get(p.name, p.annotation))
+                for p in inspect.signature(fn).parameters.values()
+            ],
+            return_annotation=hints.get("return", inspect.Signature.empty),
+        )
+        guarded.__annotations__ = hints
+        return guarded
+
+    def _finish_result(self, result: str, untrusted_output: str | None) -> str:
+        """Every result of a tool, resource or prompt passes here, once, before it is returned."""
+        if not isinstance(result, str):
+            raise TypeError(f"a guarded function must return str, not {type(result).__name__}")
+        if untrusted_output is not None:
+            return fence(result, untrusted_output, self._max_result_chars)
+        return cap(result, self._max_result_chars)
+
     # ---- enforcement -------------------------------------------------------
 
     async def middleware(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-        if ctx.method != "tools/call":
+        """Every inbound message passes here: each request is counted, checked and audited."""
+        if ctx.request_id is None:
+            if ctx.method.startswith("notifications/"):
+                return await call_next(ctx)
+            # A request sent without an id is a notification the SDK drops: it is not run, so it is
+            # recorded as refused, never as a call.
+            await self._refuse_notification(ctx)
+            return None
+        if ctx.method == "tools/call":
+            return await self._call_tool(ctx, call_next)
+        if ctx.method == "resources/read":
+            return await self._read_resource(ctx, call_next)
+        if ctx.method == "prompts/get":
+            return await self._get_prompt(ctx, call_next)
+        if ctx.method == "completion/complete":
+            return await self._complete(ctx, call_next)
+        return await self._other_request(ctx, call_next)
+
+    async def _refuse_notification(self, ctx: ServerRequestContext[Any, Any]) -> None:
+        principal, client = self._caller(ctx)
+        params = ctx.params or {}
+        requested = params.get("name", params.get("uri"))
+        await self._deny(
+            "input_validation_failed",
+            "low",
+            principal.id if principal else client,
+            None,
+            None,
+            "",
+            reason="request sent as a notification (no id); not run",
+            method=self.events.redactor.text(ctx.method, 100),
+            **(
+                {"requested": self.events.redactor.text(str(requested), 100)} if requested is not None else {}
+            ),
+        )
+
+    async def _other_request(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        principal, client = self._caller(ctx)
+        request_id = str(ctx.request_id)
+        identifier = principal.id if principal else client
+        if principal is not None and ctx.method != "initialize":
+            refusal = await self._check_limits(None, principal, identifier, request_id, _counted(ctx))
+            if refusal is not None:
+                raise MCPError(INVALID_REQUEST, refusal)
+        try:
             return await call_next(ctx)
+        except MCPError as exc:
+            if exc.code == METHOD_NOT_FOUND:
+                await self._deny(
+                    "input_validation_failed",
+                    "low",
+                    identifier,
+                    None,
+                    request_id,
+                    "",
+                    reason="unknown method",
+                    method=self.events.redactor.text(ctx.method, 100),
+                )
+                raise MCPError(METHOD_NOT_FOUND, "Method not found") from None
+            raise
+
+    async def _call_tool(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         params = ctx.params or {}
         tool_name = params.get("name")
         policy = self.policies.get(tool_name) if isinstance(tool_name, str) else None
         principal, client = self._caller(ctx)
-        request_id = None if ctx.request_id is None else str(ctx.request_id)
+        request_id = str(ctx.request_id)
         identifier = principal.id if principal else client
         if policy is None:
             return await self._refuse(
@@ -388,7 +751,7 @@ class Guard:
                 request_id,
                 "Unknown tool. Call tools/list to see the tools this server offers.",
                 reason="unknown tool",
-                requested=str(tool_name)[:100],
+                requested=self.events.redactor.text(str(tool_name), 100),
             )
         if principal is None:
             return await self._refuse(
@@ -415,9 +778,7 @@ class Guard:
         try:
             policy.arguments.model_validate(raw_arguments)
         except ValidationError as exc:
-            message, problems = _safe_validation_message(policy.name, exc)
-            # Field names come from the caller too (an unexpected key): scrub them like any value.
-            message = self.events.redactor.text(message, 1_000)
+            message, problems = self._validation_message(policy.name, exc)
             return await self._refuse(
                 "input_validation_failed",
                 "low",
@@ -427,33 +788,352 @@ class Guard:
                 message,
                 problems=problems,
             )
-        refusal = await self._check_limits(policy, principal, identifier, request_id, _counted(ctx))
+        refusal = await self._check_limits(
+            ("tool", policy.name, policy.rate_limit, policy.per_caller),
+            principal,
+            identifier,
+            request_id,
+            _counted(ctx),
+        )
+        if refusal is None:
+            refusal = await self._check_running(principal, identifier, "tool", policy.name, request_id)
         if refusal is not None:
-            return refusal
-        if self._in_flight.get(principal.id, 0) >= self._max_in_flight:
-            return await self._refuse(
-                "rate_limit_exceeded",
+            return _error(refusal)
+        return await self._run(ctx, call_next, policy, principal, client, request_id, raw_arguments)
+
+    async def _read_resource(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        params = ctx.params or {}
+        uri = params.get("uri")
+        principal, client = self._caller(ctx)
+        request_id = str(ctx.request_id)
+        identifier = principal.id if principal else client
+        policy: SurfacePolicy | None = None
+        values: dict[str, Any] = {}
+        refused: str | None = None
+        if isinstance(uri, str) and len(uri) <= MAX_URI_CHARS:
+            if uri in self._resources:
+                policy = self.surfaces[("resource", uri)]
+            else:
+                for key, template in self._templates.items():
+                    try:
+                        matched = template.matches(uri)
+                    except ResourceSecurityError as exc:
+                        policy = self.surfaces[("resource_template", key)]
+                        refused = f"{exc.param}: path traversal, absolute path or NUL"
+                        break
+                    if matched is not None:
+                        policy, values = self.surfaces[("resource_template", key)], matched
+                        refused = _unsafe_parameter(matched)
+                        break
+        if policy is None:
+            raise await self._deny_error(
+                INVALID_PARAMS,
+                "input_validation_failed",
+                "medium",
+                identifier,
+                None,
+                request_id,
+                "Unknown resource. Call resources/list and resources/templates/list to see what this "
+                "server offers.",
+                reason="unknown resource",
+                requested=self.events.redactor.text(str(uri), 200),
+            )
+        if refused is not None:
+            raise await self._deny_error(
+                INVALID_PARAMS,
+                "input_validation_failed",
                 "medium",
                 identifier,
                 policy.name,
+                request_id,
+                f"Invalid URI for {policy.name}: {refused.split(':')[0]} is not allowed there.",
+                problems=[refused],
+            )
+        return await self._checked_surface(ctx, call_next, policy, principal, client, request_id, values)
+
+    async def _get_prompt(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        params = ctx.params or {}
+        name = params.get("name")
+        principal, client = self._caller(ctx)
+        request_id = str(ctx.request_id)
+        policy = self.surfaces.get(("prompt", name)) if isinstance(name, str) else None
+        if policy is None:
+            raise await self._deny_error(
+                INVALID_PARAMS,
+                "input_validation_failed",
+                "medium",
+                principal.id if principal else client,
+                None,
+                request_id,
+                "Unknown prompt. Call prompts/list to see the prompts this server offers.",
+                reason="unknown prompt",
+                requested=self.events.redactor.text(str(name), 100),
+            )
+        arguments = params.get("arguments") or {}
+        return await self._checked_surface(ctx, call_next, policy, principal, client, request_id, arguments)
+
+    async def _checked_surface(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        call_next: CallNext,
+        policy: SurfacePolicy,
+        principal: Principal | None,
+        client: str,
+        request_id: str,
+        arguments: Any,
+    ) -> HandlerResult:
+        """The checks a resource read or prompt get passes before it runs, in the order tools use."""
+        if principal is None:
+            raise await self._deny_error(
+                INVALID_REQUEST,
+                "authentication_failed",
+                "high",
+                client,
+                policy.name,
+                request_id,
+                "Not authenticated.",
+                reason="no principal on request",
+            )
+        identifier = principal.id
+        if not principal.has_scopes(policy.scopes):
+            missing = sorted(policy.scopes - principal.scopes)
+            raise await self._deny_error(
+                INVALID_REQUEST,
+                "authorization_denied",
+                "medium",
+                identifier,
+                policy.name,
+                request_id,
+                f"Not allowed: {policy.name} needs scope {' '.join(missing)}.",
+                missing_scopes=missing,
+            )
+        try:
+            policy.arguments.model_validate(arguments)
+        except ValidationError as exc:
+            message, problems = self._validation_message(policy.name, exc)
+            raise await self._deny_error(
+                INVALID_PARAMS,
+                "input_validation_failed",
+                "low",
+                identifier,
+                policy.name,
+                request_id,
+                message,
+                problems=problems,
+            ) from None
+        refusal = await self._check_limits(
+            (policy.kind, policy.key, policy.rate_limit, policy.per_caller),
+            principal,
+            identifier,
+            request_id,
+            _counted(ctx),
+        )
+        if refusal is None:
+            refusal = await self._check_running(principal, identifier, policy.kind, policy.name, request_id)
+        if refusal is not None:
+            raise MCPError(INVALID_REQUEST, refusal)
+        return await self._run_surface(ctx, call_next, policy, principal, client, request_id, arguments)
+
+    async def _run_surface(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        call_next: CallNext,
+        policy: SurfacePolicy,
+        principal: Principal,
+        client: str,
+        request_id: str,
+        arguments: Any,
+    ) -> HandlerResult:
+        call = CallInfo(principal=principal, client=client, tool=policy.name, request_id=request_id)
+        token = _current.set(call)
+        timeout = policy.timeout or self._default_timeout
+        started = time.perf_counter()
+        self._in_flight[principal.id] = self._in_flight.get(principal.id, 0) + 1
+        failure: MCPError | None = None
+        result: HandlerResult = None
+        try:
+            with anyio.move_on_after(timeout) as scope:
+                result = await call_next(ctx)
+            if scope.cancelled_caught:
+                call.outcome = "failed"
+                call.details = {"reason": "timeout", "timeout_seconds": timeout}
+                failure = MCPError(
+                    INTERNAL_ERROR, f"{policy.name} timed out after {timeout:g} seconds and was cancelled."
+                )
+        except MCPError as exc:
+            if call.outcome == "ok":
+                call.outcome = "failed"
+                call.details = {"reason": "error answer", "code": exc.code}
+            failure = exc
+        except (AuditUnavailableError, RateLimitUnavailableError) as exc:
+            call.outcome = "failed"
+            call.details = {"reason": type(exc).__name__}
+            failure = MCPError(INTERNAL_ERROR, "The server cannot answer right now; try again later.")
+        except Exception as exc:
+            call.outcome = "failed"
+            call.details = {"error": type(exc).__name__}
+            log.exception("%s %s failed outside its function", policy.kind, policy.name)
+            failure = MCPError(INTERNAL_ERROR, f"{policy.name} failed; the error was logged on the server")
+        finally:
+            self._in_flight[principal.id] -= 1
+            if self._in_flight[principal.id] <= 0:
+                del self._in_flight[principal.id]
+            _current.reset(token)
+        done, failed = SURFACE_EVENTS[policy.kind]
+        event, severity = {"ok": (done, "low"), "failed": (failed, "medium")}.get(
+            call.outcome, (call.outcome, "medium")
+        )
+        try:
+            await self.events.record(
+                event,
+                typing.cast(Severity, severity),
+                principal.id,
+                tool=policy.name,
+                request_id=request_id,
+                client=client,
+                kind=policy.kind,
+                outcome=call.outcome,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                arguments=self.events.redactor.summary(arguments),
+                **call.details,
+            )
+        except AuditUnavailableError:
+            raise MCPError(
+                INTERNAL_ERROR, "The audit trail is unavailable, so the result is withheld; try again later."
+            ) from None
+        if failure is not None:
+            # Sanitised like every result: an error message can quote what the function read.
+            raise MCPError(failure.code, self.events.redactor.result_text(failure.message), failure.data)
+        return self.events.redactor.result(result)
+
+    async def _complete(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        """completion/complete: the reference must be served here, the caller allowed, the value bounded."""
+        params = ctx.params or {}
+        ref = params.get("ref") or {}
+        argument = params.get("argument") or {}
+        principal, client = self._caller(ctx)
+        request_id = str(ctx.request_id)
+        identifier = principal.id if principal else client
+        policy: SurfacePolicy | None = None
+        if isinstance(ref, dict) and ref.get("type") == "ref/prompt":
+            policy = self.surfaces.get(("prompt", str(ref.get("name"))))
+        elif isinstance(ref, dict) and ref.get("type") == "ref/resource":
+            policy = self.surfaces.get(("resource_template", str(ref.get("uri"))))
+        if policy is None:
+            raise await self._deny_error(
+                INVALID_PARAMS,
+                "input_validation_failed",
+                "low",
+                identifier,
+                None,
+                request_id,
+                "Unknown completion reference. Completions exist for this server's prompts and resource "
+                "templates only.",
+                reason="unknown completion reference",
+                requested=self.events.redactor.text(str(ref.get("name", ref.get("uri")))[:100], 100)
+                if isinstance(ref, dict)
+                else "(not an object)",
+            )
+        if principal is None:
+            raise await self._deny_error(
+                INVALID_REQUEST,
+                "authentication_failed",
+                "high",
+                client,
+                policy.name,
+                request_id,
+                "Not authenticated.",
+                reason="no principal on request",
+            )
+        if not principal.has_scopes(policy.scopes):
+            missing = sorted(policy.scopes - principal.scopes)
+            raise await self._deny_error(
+                INVALID_REQUEST,
+                "authorization_denied",
+                "medium",
+                identifier,
+                policy.name,
+                request_id,
+                f"Not allowed: {policy.name} needs scope {' '.join(missing)}.",
+                missing_scopes=missing,
+            )
+        name = argument.get("name") if isinstance(argument, dict) else None
+        value = argument.get("value") if isinstance(argument, dict) else None
+        bound = _max_length(policy.arguments, name) if isinstance(name, str) else None
+        if bound is None or not isinstance(value, str) or len(value) > bound:
+            problem = "argument.name: unknown" if bound is None else "argument.value: string_too_long"
+            raise await self._deny_error(
+                INVALID_PARAMS,
+                "input_validation_failed",
+                "low",
+                identifier,
+                policy.name,
+                request_id,
+                f"Invalid completion request for {policy.name}: {problem}",
+                problems=[problem],
+            )
+        refusal = await self._check_limits(None, principal, identifier, request_id, _counted(ctx))
+        if refusal is not None:
+            raise MCPError(INVALID_REQUEST, refusal)
+        return await call_next(ctx)
+
+    async def handle_completion(
+        self, ctx: ServerRequestContext[Any, Any], params: CompleteRequestParams
+    ) -> CompleteResult:
+        """The completion/complete handler: the author's completer for that argument, bounded."""
+        ref = params.ref
+        key: tuple[Surface, str] = (
+            ("prompt", ref.name) if isinstance(ref, PromptReference) else ("resource_template", ref.uri)
+        )
+        policy = self.surfaces[key]  # the middleware refused anything else
+        completer = policy.completers.get(params.argument.name)
+        values: list[str] = []
+        if completer is not None:
+            try:
+                with anyio.fail_after(policy.timeout or self._default_timeout):
+                    suggested = await completer(params.argument.value)
+            except Exception:
+                log.exception("completion for %s %s failed", policy.kind, policy.name)
+                raise MCPError(INTERNAL_ERROR, f"Completion for {policy.name} failed") from None
+            values = [
+                strip_controls(str(v))[:MAX_COMPLETION_CHARS] for v in list(suggested)[:MAX_COMPLETIONS]
+            ]
+        return CompleteResult(completion=Completion(values=values, has_more=False))
+
+    def _validation_message(self, item: str, exc: ValidationError) -> tuple[str, list[str]]:
+        message, problems = _safe_validation_message(item, exc)
+        # Field names come from the caller too (an unexpected key): scrub them like any value.
+        return self.events.redactor.text(message, 1_000), [
+            self.events.redactor.text(p, 200) for p in problems
+        ]
+
+    async def _check_running(
+        self, principal: Principal, identifier: str, kind: str, item: str, request_id: str | None
+    ) -> str | None:
+        if self._in_flight.get(principal.id, 0) >= self._max_in_flight:
+            return await self._deny(
+                "rate_limit_exceeded",
+                "medium",
+                identifier,
+                item,
                 request_id,
                 f"Too many calls in flight ({self._max_in_flight}); wait for one to finish.",
                 reason="in_flight",
             )
         try:
-            # Fail closed: a tool runs only if its event can be stored afterwards.
+            # Fail closed: a function runs only if its event can be stored afterwards.
             await self.events.ensure_available()
         except AuditUnavailableError:
-            return await self._refuse(
+            return await self._deny(
                 "tool_execution_failed",
                 "critical",
                 identifier,
-                policy.name,
+                item,
                 request_id,
-                "The audit trail is unavailable, so tools are not run; try again later.",
+                f"The audit trail is unavailable, so {_NOT_RUN[kind == 'tool']}; try again later.",
                 reason="audit_unavailable",
             )
-        return await self._run(ctx, call_next, policy, principal, client, request_id, raw_arguments)
+        return None
 
     async def _run(
         self,
@@ -524,46 +1204,78 @@ class Guard:
 
     async def _check_limits(
         self,
-        policy: ToolPolicy,
+        item: tuple[str, str, RateLimitItem | None, bool] | None,
         principal: Principal,
         identifier: str,
         request_id: str | None,
         counted: bool,
-    ) -> CallToolResult | None:
+    ) -> str | None:
+        """The refusal message if a limit is reached (the event is recorded), else None.
+
+        `item` is (kind, key, its own limit, whether that limit is per caller), or None for requests
+        that only count against the principal.
+        """
         checks: list[tuple[RateLimitItem, tuple[str, ...], str]] = []
         if not counted:  # the HTTP perimeter already counted this request against the principal
             checks.append((self._principal_limit, ("principal", principal.id), "per-client"))
-        if policy.rate_limit is not None:
-            tool_keys: tuple[str, ...] = ("tool", policy.name)
-            if policy.per_caller:
-                tool_keys += (principal.id,)
-            checks.append((policy.rate_limit, tool_keys, "per-tool"))
-        for item, keys, scope_name in checks:
+        name: str | None = None
+        if item is not None:
+            kind, key, limit, per_caller = item
+            name = key if kind == "tool" else self._surface_name(kind, key)
+            if limit is not None:
+                item_keys: tuple[str, ...] = (kind, key)
+                if per_caller:
+                    item_keys += (principal.id,)
+                checks.append((limit, item_keys, f"per-{kind.split('_')[0]}"))
+        for limit_item, keys, scope_name in checks:
             try:
-                decision = await self.limiter.hit(item, *keys)
+                decision = await self.limiter.hit(limit_item, *keys)
             except RateLimitUnavailableError:
-                return await self._refuse(
+                return await self._deny(
                     "rate_limit_exceeded",
                     "high",
                     identifier,
-                    policy.name,
+                    name,
                     request_id,
                     "Rate limiting is unavailable, so calls are refused; try again later.",
                     reason="storage_down",
                 )
             if not decision.allowed:
-                return await self._refuse(
+                return await self._deny(
                     "rate_limit_exceeded",
                     "medium",
                     identifier,
-                    policy.name,
+                    name,
                     request_id,
-                    f"Rate limit reached ({scope_name}, {item}); retry after {decision.reset_after} seconds.",
-                    limit=str(item),
+                    f"Rate limit reached ({scope_name}, {limit_item}); "
+                    f"retry after {decision.reset_after} seconds.",
+                    limit=str(limit_item),
                     scope=scope_name,
                     retry_after=decision.reset_after,
                 )
         return None
+
+    def _surface_name(self, kind: str, key: str) -> str:
+        policy = self.surfaces.get((typing.cast(Surface, kind), key))
+        return policy.name if policy is not None else key
+
+    async def _deny(
+        self,
+        event: str,
+        severity: Severity,
+        identifier: str,
+        item: str | None,
+        request_id: str | None,
+        message: str,
+        **details: Any,
+    ) -> str:
+        """Record one refusal event; the message for the caller."""
+        try:
+            await self.events.record(event, severity, identifier, tool=item, request_id=request_id, **details)
+        except AuditUnavailableError:
+            # Refused either way; the store failure itself was logged at critical level.
+            return message + " (The audit trail is unavailable.)"
+        return message
 
     async def _refuse(
         self,
@@ -575,12 +1287,24 @@ class Guard:
         message: str,
         **details: Any,
     ) -> CallToolResult:
-        try:
-            await self.events.record(event, severity, identifier, tool=tool, request_id=request_id, **details)
-        except AuditUnavailableError:
-            # Refused either way; the store failure itself was logged at critical level.
-            return _error(message + " (The audit trail is unavailable.)")
-        return _error(message)
+        """A refused tool call: recorded, answered with an error result."""
+        return _error(await self._deny(event, severity, identifier, tool, request_id, message, **details))
+
+    async def _deny_error(
+        self,
+        code: int,
+        event: str,
+        severity: Severity,
+        identifier: str,
+        item: str | None,
+        request_id: str | None,
+        message: str,
+        **details: Any,
+    ) -> MCPError:
+        """A refused resource read, prompt get or completion: recorded, answered with a JSON-RPC error."""
+        return MCPError(
+            code, await self._deny(event, severity, identifier, item, request_id, message, **details)
+        )
 
     def _caller(self, ctx: ServerRequestContext[Any, Any]) -> tuple[Principal | None, str]:
         request = ctx.request

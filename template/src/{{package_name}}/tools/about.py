@@ -1,8 +1,17 @@
-"""whoami: the smallest guarded tool, and the model for writing your own."""
+"""whoami, about://server and use_tools_safely: the smallest guarded tool, resource and prompt.
+
+They are the model for writing your own: a module that registers them through the guard.
+"""
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import Field
+
+from .. import profile
 from ..security.guard import Guard, current_call
+from ..security.text import INSTRUCTIONS
 from ..settings import Settings
 
 
@@ -13,3 +22,18 @@ def register(guard: Guard, settings: Settings) -> None:
         call = current_call()
         scopes = " ".join(sorted(call.principal.scopes)) or "(none)"
         return f"principal: {call.principal.id}\nscopes: {scopes}"
+
+    @guard.resource("about://server", name="about", title="About this server")
+    async def about() -> str:
+        """What this server is and how it treats tool output."""
+        return f"{profile.PROJECT_NAME}\n{INSTRUCTIONS}"
+
+    async def tool_names(typed: str) -> list[str]:
+        return [name for name in sorted(guard.policies) if name.startswith(typed)]
+
+    @guard.prompt(title="Use tools safely", complete={"tool": tool_names})
+    async def use_tools_safely(tool: Annotated[str, Field(max_length=64)] = "") -> str:
+        """A reminder for the model on how to treat tool output from this server (optionally one tool's)."""
+        if tool in guard.policies:
+            return f"You are about to call {tool}. {INSTRUCTIONS}"
+        return INSTRUCTIONS
