@@ -121,27 +121,23 @@ def _b64_core(data: bytes, offset: int) -> str:
 
 
 class _KnownSecret:
-    """One configured secret: the strings a result is searched for, and the regex that removes them."""
+    """One configured secret: each string a result is searched for, with the regex that cuts it out."""
 
     def __init__(self, secret: str) -> None:
         plain = "".join(secret.split())
         data = secret.strip().encode()
-        # Searched in lower-cased views: case changes, reversal and hex (either case) all fold.
-        self.folded = tuple(dict.fromkeys((plain.lower(), plain[::-1].lower(), data.hex())))
-        cores = [_b64_core(data, offset) for offset in (0, 1, 2)]
-        urlsafe = [core.translate(_URLSAFE) for core in cores]
-        self.exact = tuple(dict.fromkeys(core for core in cores + urlsafe if len(core) >= MIN_SECRET))
-        patterns = [
-            _GAP.join(_one_char(c, fold=True) for c in text)
+        # (searched in the lower-cased view?, strings to search for, regex text that removes them).
+        # Case changes, reversal and hex (either case) fold; base64 is case-sensitive.
+        self.forms: list[tuple[bool, tuple[str, ...], str]] = [
+            (True, (text.lower(),), _GAP.join(_one_char(c, fold=True) for c in text))
             for text in dict.fromkeys((plain, plain[::-1], data.hex()))
         ]
-        patterns += [
-            _GAP.join(_one_char(c, fold=False, alternatives=_B64_TWIN.get(c, "")) for c in core)
-            for core in cores
-            if len(core) >= MIN_SECRET
-        ]
+        for offset in (0, 1, 2):
+            core = _b64_core(data, offset)
+            if len(core) >= MIN_SECRET:
+                regex = _GAP.join(_one_char(c, fold=False, alternatives=_B64_TWIN.get(c, "")) for c in core)
+                self.forms.append((False, tuple(dict.fromkeys((core, core.translate(_URLSAFE)))), regex))
         self.length = len(plain)
-        self.patterns = patterns
 
 
 _URLSAFE = str.maketrans("+/", "-_")
@@ -155,36 +151,38 @@ class _SecretScanner:
 
     def __init__(self, secrets: Iterable[str]) -> None:
         known = [_KnownSecret(s) for s in dict.fromkeys(secrets) if len("".join(s.split())) >= MIN_SECRET]
-        self._folded = tuple(dict.fromkeys(f for k in known for f in k.folded))
-        self._exact = tuple(dict.fromkeys(e for k in known for e in k.exact))
         # Longest first, so a secret that contains another is removed whole.
-        self._patterns = "|".join(
-            p for k in sorted(known, key=lambda k: k.length, reverse=True) for p in k.patterns
-        )
-        self._remove: re.Pattern[str] | None = None  # compiled on the first hit: start-up stays quick
+        known.sort(key=lambda k: k.length, reverse=True)
+        self._forms = [form for k in known for form in k.forms]
+        # Compiled on the first hit of each form: start-up stays quick, and a cut runs only the forms seen.
+        self._compiled: dict[int, re.Pattern[str]] = {}
 
-    def found_in(self, text: str) -> bool:
-        if not self._patterns:
-            return False
+    def _hits(self, text: str) -> list[int]:
+        if not self._forms:
+            return []
         views = [text.translate(_NO_SPACE)]
         if "%" in text or "&" in text:
             views.append(html.unescape(unquote(text)).translate(_NO_SPACE))
-        for view in views:
-            if any(e in view for e in self._exact):
-                return True
-            folded = view.lower()
-            if any(f in folded for f in self._folded):
-                return True
-        return False
+        folded = [view.lower() for view in views]
+        return [
+            index
+            for index, (fold, needles, _) in enumerate(self._forms)
+            if any(needle in view for view in (folded if fold else views) for needle in needles)
+        ]
+
+    def found_in(self, text: str) -> bool:
+        return bool(self._hits(text))
 
     def remove(self, text: str) -> str:
         """`text` without the secrets; wholly withheld if a form was seen but cannot be cut out exactly."""
-        if not self.found_in(text):
+        hits = self._hits(text)
+        if not hits:
             return text
-        if self._remove is None:
-            self._remove = re.compile(self._patterns)
-        cleaned = self._remove.sub(REDACTED, text)
-        return WITHHELD if self.found_in(cleaned) else cleaned
+        for index in hits:
+            if index not in self._compiled:
+                self._compiled[index] = re.compile(self._forms[index][2])
+            text = self._compiled[index].sub(REDACTED, text)
+        return WITHHELD if self.found_in(text) else text
 
 
 class Redactor:
