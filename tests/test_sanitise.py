@@ -24,7 +24,6 @@ from support import (
     BASE,
     Server,
     Venv,
-    clean_env,
     http_client,
     jsonrpc,
     make_venv,
@@ -36,6 +35,7 @@ from support import (
     uv,
 )
 from support.perimeter import digest_of, security_events
+from support.tooling import raw_stdio
 
 pytestmark = pytest.mark.anyio
 
@@ -394,28 +394,10 @@ HOSTILE_REQUESTS = [
 
 def test_control_characters_cannot_forge_log_lines_over_stdio(project: Path, production_venv: Venv,
                                                              env: dict[str, str]) -> None:
-    command, _ = package_of(project)
-    messages = [
-        jsonrpc("initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
-                               "clientInfo": {"name": "t", "version": "0"}}, id=1),
-        {"jsonrpc": "2.0", "method": "notifications/initialized"},
-        *HOSTILE_REQUESTS,
-    ]
-    process = subprocess.Popen(
-        [production_venv.bin(command), "serve", "--transport", "stdio"], cwd=project, env=clean_env(env),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-    assert process.stdin is not None and process.stdout is not None
-    process.stdin.write("".join(json.dumps(m) + "\n" for m in messages).encode())
-    process.stdin.flush()
-    answered = 0
-    while answered < 1 + len(HOSTILE_REQUESTS) and process.stdout.readline():
-        answered += 1
-    _, stderr = process.communicate(timeout=30)
-    log = stderr.decode()
-    assert answered == 1 + len(HOSTILE_REQUESTS)
-    assert "\\r\\n" in log, log  # the hostile text was logged, escaped
-    assert forged_lines(log) == [], log
+    answers, events, rest = raw_stdio(production_venv, project, env, HOSTILE_REQUESTS, answers=len(HOSTILE_REQUESTS))
+    assert len(answers) == 1 + len(HOSTILE_REQUESTS)
+    assert "\\r\\n" in rest, rest  # the hostile text was logged, escaped
+    assert [e for e in events if e.get("id") == "forged"] == [] and forged_lines(rest) == [], rest
 
 
 def test_control_characters_cannot_forge_log_lines_over_http(project: Path, production_venv: Venv,

@@ -79,7 +79,17 @@ _SECRET_PATTERNS: list[tuple[tuple[str, ...], re.Pattern[str]]] = [
 ]
 
 
+# Short text (event fields, log lines) is checked with one regex for anything a pattern needs; long
+# text (results) with the per-pattern literals above, since a regex alternation scans it slowly.
+_TRIGGER = re.compile(
+    r"(?i)authoriz|cookie|x-api-key|bearer|basic|mcp_|eyj|[spr]k[-_]|gh[opsu]_|github_pat|akia|xox|-----begin|://|="
+)
+_SHORT = 2_000
+
+
 def _remove_patterns(value: str) -> str:
+    if len(value) < _SHORT and not _TRIGGER.search(value):
+        return value
     lowered = value.lower()
     for (chars, *needles), pattern in _SECRET_PATTERNS:
         if (not chars or any(c in lowered for c in chars)) and any(n in lowered for n in needles):
@@ -154,31 +164,40 @@ class _SecretScanner:
         # Longest first, so a secret that contains another is removed whole.
         known.sort(key=lambda k: k.length, reverse=True)
         self._forms = [form for k in known for form in k.forms]
+        self._folded = tuple(dict.fromkeys(n for fold, needles, _ in self._forms if fold for n in needles))
+        self._exact = tuple(dict.fromkeys(n for fold, needles, _ in self._forms if not fold for n in needles))
         # Compiled on the first hit of each form: start-up stays quick, and a cut runs only the forms seen.
         self._compiled: dict[int, re.Pattern[str]] = {}
 
-    def _hits(self, text: str) -> list[int]:
-        if not self._forms:
-            return []
-        views = [text.translate(_NO_SPACE)]
+    def _views(self, text: str) -> tuple[list[str], list[str]]:
+        # split-and-join is quicker on short text, str.translate on long text.
+        views = ["".join(text.split()) if len(text) < _SHORT else text.translate(_NO_SPACE)]
         if "%" in text or "&" in text:
-            views.append(html.unescape(unquote(text)).translate(_NO_SPACE))
-        folded = [view.lower() for view in views]
+            views.append("".join(html.unescape(unquote(text)).split()))
+        return views, [view.lower() for view in views]
+
+    def found_in(self, text: str) -> bool:
+        """The common case, kept cheap: no secret in `text` (one substring search per form and view)."""
+        if len(text) < MIN_SECRET or not self._forms:
+            return False
+        views, folded = self._views(text)
+        if any(needle in view for view in views for needle in self._exact):
+            return True
+        return any(needle in view for view in folded for needle in self._folded)
+
+    def _hits(self, text: str) -> list[int]:
+        views, folded = self._views(text)
         return [
             index
             for index, (fold, needles, _) in enumerate(self._forms)
             if any(needle in view for view in (folded if fold else views) for needle in needles)
         ]
 
-    def found_in(self, text: str) -> bool:
-        return bool(self._hits(text))
-
     def remove(self, text: str) -> str:
         """`text` without the secrets; wholly withheld if a form was seen but cannot be cut out exactly."""
-        hits = self._hits(text)
-        if not hits:
+        if not self.found_in(text):
             return text
-        for index in hits:
+        for index in self._hits(text):
             if index not in self._compiled:
                 self._compiled[index] = re.compile(self._forms[index][2])
             text = self._compiled[index].sub(REDACTED, text)
