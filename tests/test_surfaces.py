@@ -7,7 +7,6 @@ not a call, and unknown resources, prompts and methods are refused with an event
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,13 +16,11 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp.types import PromptReference, ResourceTemplateReference
-
 from support import (
     BASE,
     MCP_HEADERS,
     Server,
     Venv,
-    clean_env,
     free_port,
     http_client,
     jsonrpc,
@@ -34,7 +31,7 @@ from support import (
     running_server,
     stdio_params,
 )
-from support.tooling import Issuer, add_tool_module, all_events, readme_tool_example
+from support.tooling import Issuer, add_tool_module, all_events, raw_stdio, readme_tool_example
 
 pytestmark = pytest.mark.anyio
 
@@ -115,36 +112,6 @@ def events(server: Server, **filters: str) -> list[dict[str, Any]]:
 def stdio_env(project: Path, data: Path, **extra: str) -> dict[str, str]:
     return {**read_env_file(project), "MCP_TRANSPORT": "stdio", "MCP_DATA_DIR": str(data),
             "MCP_SECURITY_EVENTS_URL": "memory://", **extra}
-
-
-def raw_stdio(venv: Venv, project: Path, env: dict[str, str], messages: list[dict[str, Any]],
-              answers: int) -> tuple[dict[Any, dict[str, Any]], list[dict[str, Any]], str]:
-    """Send raw JSON-RPC lines over stdio: (answers by id, security events, the rest of stderr)."""
-    command, _ = package_of(project)
-    initialize = [
-        jsonrpc("initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
-                               "clientInfo": {"name": "t", "version": "0"}}, id=0),
-        {"jsonrpc": "2.0", "method": "notifications/initialized"},
-    ]
-    process = subprocess.Popen(
-        [venv.bin(command), "serve", "--transport", "stdio"], cwd=project, env=clean_env(env),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-    assert process.stdin is not None and process.stdout is not None
-    process.stdin.write("".join(json.dumps(m) + "\n" for m in initialize + messages).encode())
-    process.stdin.flush()
-    lines = []
-    while len(lines) < answers + 1:  # the initialize answer too
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(json.loads(line))
-    _, stderr = process.communicate(timeout=30)
-    by_id = {m["id"]: m for m in lines if "id" in m}
-    log = stderr.decode(errors="replace")
-    found = [json.loads(line) for line in log.splitlines() if line.startswith('{"logger":"security"')]
-    rest = "\n".join(line for line in log.splitlines() if not line.startswith('{"logger":"security"'))
-    return by_id, found, rest
 
 
 # ---- the lock and build-time refusal -----------------------------------------------------------------

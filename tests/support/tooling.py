@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import re
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Self
@@ -12,7 +14,7 @@ import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from support import Server, free_port, package_of
+from support import Server, Venv, clean_env, free_port, jsonrpc, package_of
 
 
 def all_events(server: Server, admin_key: str, **filters: str) -> list[dict[str, Any]]:
@@ -127,3 +129,33 @@ async def mcp_over_http(url: str, token: str, **client_kwargs: Any) -> AsyncIter
         Client(streamable_http_client(url, http_client=http), **client_kwargs) as client,
     ):
         yield client
+
+
+def raw_stdio(venv: Venv, project: Path, env: dict[str, str], messages: list[dict[str, Any]],
+              answers: int) -> tuple[dict[Any, dict[str, Any]], list[dict[str, Any]], str]:
+    """Send raw JSON-RPC lines over stdio: (answers by id, security events, the rest of stderr)."""
+    command, _ = package_of(project)
+    initialize = [
+        jsonrpc("initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
+                               "clientInfo": {"name": "t", "version": "0"}}, id=0),
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+    ]
+    process = subprocess.Popen(
+        [venv.bin(command), "serve", "--transport", "stdio"], cwd=project, env=clean_env(env),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write("".join(json.dumps(m) + "\n" for m in initialize + messages).encode())
+    process.stdin.flush()
+    lines = []
+    while len(lines) < answers + 1:  # the initialize answer too
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(json.loads(line))
+    _, stderr = process.communicate(timeout=30)
+    by_id = {m["id"]: m for m in lines if "id" in m}
+    log = stderr.decode(errors="replace")
+    found = [json.loads(line) for line in log.splitlines() if line.startswith('{"logger":"security"')]
+    rest = "\n".join(line for line in log.splitlines() if not line.startswith('{"logger":"security"'))
+    return by_id, found, rest

@@ -47,15 +47,26 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    from .security.keys import digest_of, new_key
+    from .security.keys import KeyFormatError, entry_line, new_key
 
     if args.write_env:
         return _write_env(Path(".env"))
+    scopes = [scope.strip() for scope in (args.scopes or "").split(",") if scope.strip()]
+    if args.admin and scopes:
+        print("admin keys carry no scopes (they read /security/events only); drop --scopes", file=sys.stderr)
+        return 2
     key = new_key()
+    try:
+        line = entry_line(key, args.name, scopes)
+    except KeyFormatError as exc:
+        print(f"{profile.COMMAND} keygen: {exc}", file=sys.stderr)
+        return 2
     variable = "MCP_ADMIN_API_KEYS" if args.admin else "MCP_API_KEYS"
     print(f"key:    {key}")
-    print(f"digest: {digest_of(key)}")
-    print(f"Give the key to the client; put the digest (or the key) in {variable} in .env.")
+    print(f"digest: {line}")
+    print(f"Give the key to the client; add the digest line to {variable} in .env (entries comma-separated).")
+    if args.name:
+        print(f"Rotating {args.name}'s key: keep the old line until the client uses the new key.")
     return 0
 
 
@@ -90,6 +101,7 @@ def security_report(settings: Settings, lock: Path = LOCK_FILE) -> tuple[list[st
         credentials = importlib.import_module(f"{__package__}.security.perimeter.credentials")
         errors.extend(credentials.credential_problems(settings))
         facts.append(f"authentication: {credentials.SCHEME}")
+        facts.extend(_key_holders(settings, tool_keys=credentials.SCHEME == "api_key"))
         facts.append(
             f"bind: {settings.host}:{settings.port} ({'TLS' if settings.tls_enabled else 'plain HTTP'})"
         )
@@ -140,6 +152,24 @@ def security_report(settings: Settings, lock: Path = LOCK_FILE) -> tuple[list[st
     facts.append(f"served: {count(current)} ({'match' if not problems else 'differ from'} {lock})")
     facts.extend(importlib.import_module(f"{__package__}.operations").operations_facts(settings, os.environ))
     return errors, warnings, facts
+
+
+def _key_holders(settings: Settings, *, tool_keys: bool) -> list[str]:
+    """Who holds a key, and with what scopes: names (or fingerprints), never keys or digests."""
+    from .security.keys import KeyFormatError, describe, parse_keys
+
+    configured = [("MCP_ADMIN_API_KEYS", settings.admin_api_keys)]
+    if tool_keys:
+        configured.insert(0, ("MCP_API_KEYS", settings.api_keys))
+    facts: list[str] = []
+    for variable, value in configured:
+        try:
+            entries = parse_keys(value.get_secret_value(), variable)
+        except KeyFormatError:
+            continue  # credential_problems reported it
+        admin = variable == "MCP_ADMIN_API_KEYS"
+        facts.extend(f"{variable} key {holder}" for holder in describe(entries, admin=admin))
+    return facts
 
 
 def _update_lock(settings: Settings, lock: Path) -> int:
@@ -197,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_serve)
     keygen = commands.add_parser("keygen", help="print a new random key and the digest to store")
     keygen.add_argument("--admin", action="store_true", help="a key for MCP_ADMIN_API_KEYS")
+    keygen.add_argument("--name", help="who holds the key (stays the same when the key is rotated)")
+    keygen.add_argument(
+        "--scopes", help="comma-separated scopes the key is limited to, e.g. notes:read,notes:write"
+    )
     keygen.add_argument(
         "--write-env", action="store_true", help="create .env with a tool key and an admin key"
     )

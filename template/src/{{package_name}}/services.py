@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from .security.alerts import AlertWebhook
 from .security.events import SecurityEvents, open_event_store
+from .security.keys import raw_keys
 from .security.ratelimit import RateLimiter
 from .security.redact import Redactor, install_log_redaction
 from .settings import Settings
@@ -25,7 +26,12 @@ def secret_values(settings: Settings) -> list[str]:
     for name, field in Settings.model_fields.items():
         if field.annotation is not None and "SecretStr" in str(field.annotation):
             raw = getattr(settings, name).get_secret_value()
+            if name.endswith("api_keys"):
+                values.extend(raw_keys(raw))  # digests and key names are not secret
+                continue
+            # A list (several values while one rotates) and the whole value, in case it holds a comma.
             values.extend(part.strip() for part in raw.split(",") if part.strip())
+            values.append(raw.strip())
     return values
 
 

@@ -112,6 +112,7 @@ class ToolPolicy:
     timeout: float | None
     untrusted_output: str | None
     arguments: type[BaseModel]
+    callers_own_data: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,6 +365,7 @@ class Guard:
         idempotent: bool = False,
         open_world: bool = False,
         untrusted_output: str | None = None,
+        callers_own_data: bool = False,
         rate_limit: str | None = None,
         per_caller: bool = True,
         timeout: float | None = None,
@@ -374,6 +376,9 @@ class Guard:
         """Register an async tool that returns text.
 
         `untrusted_output` names where results come from; they are then fenced as data.
+        Every result is sanitised (security/redact.py): configured secrets are removed in any encoding, and
+        so is credential-shaped text (`token=...`, `Bearer ...`) unless `callers_own_data=True` declares
+        that the output is the caller's own data (their files, their notes), where such text is content.
         `destructive=True` makes the guard ask the user first through MCP elicitation
         (`confirm_message`, formatted with the arguments, is the question); without a yes it does not run.
         """
@@ -433,6 +438,7 @@ class Guard:
                 timeout=timeout,
                 untrusted_output=untrusted_output,
                 arguments=arguments,
+                callers_own_data=callers_own_data,
             )
             return fn
 
@@ -1003,8 +1009,9 @@ class Guard:
                 INTERNAL_ERROR, "The audit trail is unavailable, so the result is withheld; try again later."
             ) from None
         if failure is not None:
-            raise failure
-        return result
+            # Sanitised like every result: an error message can quote what the function read.
+            raise MCPError(failure.code, self.events.redactor.result_text(failure.message), failure.data)
+        return self.events.redactor.result(result)
 
     async def _complete(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         """completion/complete: the reference must be served here, the caller allowed, the value bounded."""
@@ -1153,6 +1160,7 @@ class Guard:
                 del self._in_flight[principal.id]
             _current.reset(token)
         duration_ms = round((time.perf_counter() - started) * 1000, 2)
+        result = self.events.redactor.result(result, callers_own_data=policy.callers_own_data)
         if call.outcome == "ok" and _is_error(result):
             # An error result the tool did not report (e.g. the SDK's own argument checks).
             call.outcome = "tool_execution_failed"

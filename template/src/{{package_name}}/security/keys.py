@@ -1,4 +1,15 @@
-"""API keys: generation, digests, and constant-time verification (several keys at once for rotation)."""
+"""API keys: generation, digests, names and scopes, and constant-time verification (several at once).
+
+An entry in MCP_API_KEYS (comma-separated) is one of
+  sha256:<64 hex>                                a digest; the caller is named by its fingerprint
+  <raw key>                                      the same, stored unhashed (hashed at start-up)
+  <name>:sha256:<64 hex>                         a named key: the caller is <name>, whatever its digest
+  <name>:sha256:<64 hex>:<scope>+<scope>...      a named key limited to those scopes
+A name stays when its key is rotated (list the old and the new digest under the same name while
+clients move), so the audit trail, rate limits and notes follow the person, not the key. Scopes use
+the same names as OAuth scopes: a tool's `scopes=` means the same with either kind of credential.
+A key without scopes may call every tool.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +17,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from mcp.server.auth.provider import AccessToken
@@ -14,12 +26,30 @@ from .principal import ADMIN_SCOPE, ALL_TOOL_SCOPES
 
 KEY_PREFIX = "mcp_"
 _DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
+_NAMED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]{0,63}):sha256:([0-9a-fA-F]{64})(?::(.*))?$")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# An OAuth scope token (RFC 6749 section 3.3) without `+` and `,`, which separate scopes and entries here.
+SCOPE = re.compile(r"^[\x21\x23-\x2a\x2d-\x5b\x5d-\x7e]{1,128}$")
 # Visible ASCII only: a key with spaces or control characters would break the Authorization header.
 _RAW_KEY = re.compile(r"^[\x21-\x7e]{16,512}$")
 
 
 class KeyFormatError(ValueError):
-    """A configured key is neither a usable raw key nor a sha256:<hex> digest."""
+    """A configured key is neither a usable raw key, a sha256:<hex> digest, nor a named digest."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyEntry:
+    """One configured key: its digest, and who holds it with what scopes. Never the key itself."""
+
+    digest: bytes
+    name: str | None = None
+    scopes: frozenset[str] = frozenset({ALL_TOOL_SCOPES})
+
+    @property
+    def principal_id(self) -> str:
+        # A short fingerprint of the digest names an unnamed key in events without revealing it.
+        return self.name or "key:" + self.digest.hex()[:12]
 
 
 def new_key() -> str:
@@ -30,37 +60,109 @@ def digest_of(key: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
-def _parse_entry(entry: str, variable: str, position: int) -> bytes:
+def entry_line(key: str, name: str | None = None, scopes: Iterable[str] = ()) -> str:
+    """The text to put in MCP_API_KEYS for `key`: its digest, with the name and scopes if given."""
+    line = digest_of(key)
+    if name is None:
+        if scopes:
+            raise KeyFormatError("scopes need a name: use --name with --scopes")
+        return line
+    if not NAME.match(name):
+        raise KeyFormatError(f"{name!r} is not a key name: 1 to 64 letters, digits, '.', '_' or '-'")
+    line = f"{name}:{line}"
+    wanted = sorted(set(scopes))
+    for scope in wanted:
+        if not SCOPE.match(scope):
+            raise KeyFormatError(f"{scope!r} is not a scope: visible ASCII without spaces, '+' or ','")
+    return f"{line}:{'+'.join(wanted)}" if wanted else line
+
+
+def _parse_entry(entry: str, variable: str, position: int) -> KeyEntry:
+    where = f"{variable} entry {position}"
+    if named := _NAMED.match(entry):
+        name, hex_digest, scope_text = named.groups()
+        if scope_text is None:
+            return KeyEntry(bytes.fromhex(hex_digest), name)
+        scopes = [scope for scope in scope_text.split("+") if scope]
+        bad = [scope for scope in scopes if not SCOPE.match(scope)]
+        if bad or not scopes:
+            raise KeyFormatError(
+                f"{where} ({name}): after the digest write scopes joined by '+', e.g. :notes:read+notes:write"
+            )
+        return KeyEntry(bytes.fromhex(hex_digest), name, frozenset(scopes))
     if match := _DIGEST.match(entry.lower()):
-        return bytes.fromhex(match.group(1))
-    if entry.lower().startswith("sha256:"):
+        return KeyEntry(bytes.fromhex(match.group(1)))
+    if entry.lower().startswith("sha256:") or ":sha256:" in entry.lower():
         raise KeyFormatError(
-            f"{variable} entry {position}: a digest must be sha256: followed by 64 hex digits"
+            f"{where}: a digest must be sha256: followed by 64 hex digits, optionally after name: "
+            "(run keygen to print a line to paste)"
         )
     if not _RAW_KEY.match(entry):
-        raise KeyFormatError(f"{variable} entry {position}: a key must be 16 to 512 visible ASCII characters")
-    return hashlib.sha256(entry.encode()).digest()
+        raise KeyFormatError(f"{where}: a key must be 16 to 512 visible ASCII characters")
+    return KeyEntry(hashlib.sha256(entry.encode()).digest())
 
 
-def parse_keys(value: str, variable: str) -> list[bytes]:
-    """Turn `key1,sha256:<hex>,...` into SHA-256 digests; raw keys are hashed at once and not kept."""
+def parse_keys(value: str, variable: str, *, allow_scopes: bool = True) -> list[KeyEntry]:
+    """Turn `key1,sha256:<hex>,alice:sha256:<hex>:scope,...` into entries; raw keys are hashed at once."""
     entries = [entry.strip() for entry in value.split(",") if entry.strip()]
-    return [_parse_entry(entry, variable, position) for position, entry in enumerate(entries, start=1)]
+    parsed = [_parse_entry(entry, variable, position) for position, entry in enumerate(entries, start=1)]
+    scopes_of: dict[str, frozenset[str]] = {}
+    for key in parsed:
+        if key.name is None:
+            continue
+        if not allow_scopes and key.scopes != {ALL_TOOL_SCOPES}:
+            raise KeyFormatError(
+                f"{variable}: admin keys carry no scopes (they read /security/events only); remove "
+                f"the scopes after {key.name}'s digest, and give tool access with a key in MCP_API_KEYS"
+            )
+        if scopes_of.setdefault(key.name, key.scopes) != key.scopes:
+            # One name is one caller: rotating a key must not quietly change what that caller may do.
+            raise KeyFormatError(
+                f"{variable}: the keys named {key.name} have different scopes; make them one"
+            )
+    return parsed
+
+
+def raw_keys(value: str) -> list[str]:
+    """The raw keys among the entries (so redaction knows them); digests and names are not secret."""
+    entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+    return [entry for entry in entries if not _NAMED.match(entry) and not _DIGEST.match(entry.lower())]
+
+
+def describe(entries: list[KeyEntry], *, admin: bool = False) -> list[str]:
+    """`check`'s view of the keys: who holds them and with what scopes, never a key or a digest."""
+    counts: dict[str, int] = {}
+    scopes: dict[str, frozenset[str]] = {}
+    for key in entries:
+        counts[key.principal_id] = counts.get(key.principal_id, 0) + 1
+        scopes[key.principal_id] = key.scopes
+    lines = []
+    for holder, count in counts.items():
+        if admin:
+            allowed = "reads /security/events"
+        elif ALL_TOOL_SCOPES in scopes[holder]:
+            allowed = "every tool"
+        else:
+            allowed = "scopes " + " ".join(sorted(scopes[holder]))
+        rotating = f" ({count} keys: rotating)" if count > 1 else ""
+        lines.append(f"{holder}: {allowed}{rotating}")
+    return lines
 
 
 @dataclass(frozen=True, slots=True)
 class _Key:
     digest: bytes
-    key_id: str
-    scope: str
+    principal_id: str
+    scopes: tuple[str, ...]
 
 
 class ApiKeyVerifier:
     """The SDK's TokenVerifier for API keys: constant-time comparison against every configured key."""
 
-    def __init__(self, tool_keys: list[bytes], admin_keys: list[bytes]) -> None:
-        self._keys = [_Key(d, _key_id(d), ALL_TOOL_SCOPES) for d in tool_keys]
-        self._keys += [_Key(d, _key_id(d), ADMIN_SCOPE) for d in admin_keys]
+    def __init__(self, tool_keys: list[KeyEntry], admin_keys: list[KeyEntry]) -> None:
+        self._keys = [_Key(k.digest, k.principal_id, tuple(sorted(k.scopes))) for k in tool_keys]
+        # Admin keys read /security/events and nothing else (parse_keys refuses scopes on them).
+        self._keys += [_Key(k.digest, k.principal_id, (ADMIN_SCOPE,)) for k in admin_keys]
 
     def __bool__(self) -> bool:
         return bool(self._keys)
@@ -75,10 +177,6 @@ class ApiKeyVerifier:
                 found = key
         if found is None:
             return None
-        # The key itself is not kept on the token: only its fingerprint names the caller.
-        return AccessToken(token="", client_id=found.key_id, scopes=[found.scope])  # nosec B106
-
-
-def _key_id(digest: bytes) -> str:
-    # A short fingerprint of the digest names the key in events without revealing it.
-    return "key:" + digest.hex()[:12]
+        # The key itself is not kept on the token: the name (or the digest's fingerprint) names the caller,
+        # and its scopes become the principal's, as an OAuth token's do.
+        return AccessToken(token="", client_id=found.principal_id, scopes=list(found.scopes))  # nosec B106
