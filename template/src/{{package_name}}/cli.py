@@ -86,6 +86,7 @@ def security_report(settings: Settings, lock: Path = LOCK_FILE) -> tuple[list[st
     if settings.transport == "http":
         credentials = importlib.import_module(f"{__package__}.security.perimeter.credentials")
         errors.extend(credentials.credential_problems(settings))
+        errors.extend(credentials.authorization_problems(settings))  # OAuth: asks the issuer
         facts.append(f"authentication: {credentials.SCHEME}")
         facts.append(
             f"bind: {settings.host}:{settings.port} ({'TLS' if settings.tls_enabled else 'plain HTTP'})"

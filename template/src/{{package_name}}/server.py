@@ -32,6 +32,8 @@ INSTRUCTIONS = (
 class GuardedServer(MCPServer):
     """An MCPServer whose only tools are the guard's: adding one any other way fails loudly."""
 
+    guard: Guard  # the HTTP perimeter asks it which scopes a request needs
+
     def add_tool(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError("register tools with @guard.tool(...) in a module in tools/, not on the server")
 
@@ -53,10 +55,10 @@ def build_guard(settings: Settings, services: Services) -> Guard:
     return guard
 
 
-def build_server(settings: Settings, services: Services | None = None) -> MCPServer:
+def build_server(settings: Settings, services: Services | None = None) -> GuardedServer:
     services = services or open_services(settings)
     guard = build_guard(settings, services)
-    server: MCPServer = GuardedServer(
+    server = GuardedServer(
         profile.PROJECT_NAME,
         version=__version__,
         instructions=INSTRUCTIONS,
@@ -64,6 +66,7 @@ def build_server(settings: Settings, services: Services | None = None) -> MCPSer
         middleware=[guard.middleware],
         log_level=settings.log_level,
     )
+    server.guard = guard
 
     @server.resource("about://server", name="about", mime_type="text/plain")
     def about() -> str:

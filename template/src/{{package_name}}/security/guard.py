@@ -225,6 +225,11 @@ def _counted(ctx: ServerRequestContext[Any, Any]) -> bool:
     return bool(getattr(state, PRINCIPAL_COUNTED, False))
 
 
+def _client_of(principal: Principal) -> dict[str, str]:
+    # The OAuth client a user called through, for the audit trail (never a credential).
+    return {"client_id": principal.client_id} if principal.client_id else {}
+
+
 def _error(message: str) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
 
@@ -356,6 +361,17 @@ class Guard:
     def tools(self) -> list[Tool]:
         return list(self._tools.values())
 
+    def scopes_for(self, method: str, params: Any) -> frozenset[str]:
+        """The scopes a request needs before it runs; the HTTP layer answers 403 without them."""
+        name = params.get("name") if isinstance(params, dict) else None
+        if method == "tools/call" and isinstance(name, str) and name in self.policies:
+            return self.policies[name].scopes
+        return frozenset()
+
+    def scopes_used(self) -> frozenset[str]:
+        """Every scope some tool needs: what OAuth clients are told they may ask for."""
+        return frozenset().union(*(policy.scopes for policy in self.policies.values()))
+
     def check_serves_only_guarded(self, served: set[str]) -> None:
         """Fail at build time if the server offers a tool that was not registered here."""
         unguarded = sorted(served - set(self._tools))
@@ -404,6 +420,7 @@ class Guard:
                 request_id,
                 f"Not allowed: {policy.name} needs scope {' '.join(missing)}.",
                 missing_scopes=missing,
+                **_client_of(principal),
             )
         raw_arguments = params.get("arguments") or {}
         try:
@@ -506,6 +523,7 @@ class Guard:
                 tool=policy.name,
                 request_id=request_id,
                 client=client,
+                **_client_of(principal),
                 outcome=call.outcome if call.outcome != "ok" else "ok",
                 duration_ms=duration_ms,
                 arguments=self.events.redactor.summary(raw_arguments),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
+from mcp.server.auth.provider import AccessToken
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -14,6 +15,12 @@ class CredentialRejectedError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class NamedAccessToken(AccessToken):
+    """A verified token whose verifier also named the principal (OAuth: `user:<sub>` or `client:<id>`)."""
+
+    principal_id: str
 
 
 def client_address(scope: Scope) -> str:
