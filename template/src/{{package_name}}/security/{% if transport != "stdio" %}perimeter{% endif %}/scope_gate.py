@@ -110,9 +110,9 @@ def _requests(body: bytes) -> list[tuple[str, dict[str, Any]]]:
         parsed = json.loads(body)
     except ValueError:
         return []
-    messages = parsed if isinstance(parsed, list) else [parsed]
-    return [
-        (message["method"], message.get("params") if isinstance(message.get("params"), dict) else {})
-        for message in messages
-        if isinstance(message, dict) and isinstance(message.get("method"), str)
-    ]
+    found: list[tuple[str, dict[str, Any]]] = []
+    for message in parsed if isinstance(parsed, list) else [parsed]:
+        if isinstance(message, dict) and isinstance(message.get("method"), str):
+            params = message.get("params")
+            found.append((message["method"], params if isinstance(params, dict) else {}))
+    return found
