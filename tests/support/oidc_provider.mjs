@@ -3,7 +3,8 @@
 // tokens (typ at+jwt, RFC 9068), dynamic client registration, client credentials, authorization code
 // with PKCE S256, introspection (RFC 7662) and revocation. Login and consent are answered at once by the
 // interaction route below (no browser): the user is whoever POST /test/user named last, and consent is
-// given to exactly the scopes asked for.
+// given to the scopes asked for, except those that POST named in `decline_once`: the user declines
+// each of them the first time it is asked (so a client must step up to get it).
 //
 // Configuration by environment: OIDC_PORT (0 = any free port), OIDC_SCOPES (space separated),
 // OIDC_OPAQUE_RESOURCES (comma separated resource URLs that get opaque tokens), OIDC_CLIENTS (JSON list
@@ -19,6 +20,7 @@ const opaque = new Set((process.env.OIDC_OPAQUE_RESOURCES || "").split(",").filt
 const clients = JSON.parse(process.env.OIDC_CLIENTS || "[]");
 const accessTokenTtl = Number(process.env.OIDC_ACCESS_TOKEN_TTL || 600);
 let user = "alice";
+let declineOnce = new Set();
 
 const { privateKey } = await generateKeyPair("RS256", { extractable: true });
 const jwk = { ...(await exportJWK(privateKey)), kid: "oidc-key-1", use: "sig", alg: "RS256" };
@@ -44,10 +46,11 @@ const provider = new Provider(issuer, {
       enabled: true,
       defaultResource: () => undefined,
       useGrantedResource: () => true,
-      getResourceServerInfo: (ctx, resource) => ({
+      getResourceServerInfo: (ctx, resource, client) => ({
         scope: scopes.join(" "),
         audience: resource,
-        accessTokenTTL: accessTokenTtl,
+        // A client named short-lived-* gets tokens that expire at once, for expiry tests.
+        accessTokenTTL: client.clientId.startsWith("short-lived") ? 1 : accessTokenTtl,
         accessTokenFormat: opaque.has(resource) ? "opaque" : "jwt",
         jwt: { sign: { alg: "RS256" } },
       }),
@@ -63,7 +66,9 @@ provider.use(async (ctx, next) => {
   if (ctx.method === "POST" && ctx.path === "/test/user") {
     const chunks = [];
     for await (const chunk of ctx.req) chunks.push(chunk);
-    user = JSON.parse(Buffer.concat(chunks).toString()).user;
+    const body = JSON.parse(Buffer.concat(chunks).toString());
+    user = body.user;
+    declineOnce = new Set(body.decline_once || []);
     ctx.body = { user };
     return;
   }
@@ -80,7 +85,9 @@ provider.use(async (ctx, next) => {
       if (prompt.details.missingOIDCScope) grant.addOIDCScope(prompt.details.missingOIDCScope.join(" "));
       if (prompt.details.missingOIDCClaims) grant.addOIDCClaims(prompt.details.missingOIDCClaims);
       for (const [indicator, wanted] of Object.entries(prompt.details.missingResourceScopes || {})) {
-        grant.addResourceScope(indicator, wanted.join(" "));
+        const given = wanted.filter((scope) => !declineOnce.has(scope));
+        wanted.forEach((scope) => declineOnce.delete(scope));
+        if (given.length) grant.addResourceScope(indicator, given.join(" "));
       }
       result = { consent: { grantId: await grant.save() } };
     }

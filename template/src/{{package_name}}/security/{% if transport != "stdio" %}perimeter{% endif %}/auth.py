@@ -33,9 +33,9 @@ REJECTION_MESSAGES = {
     "wrong_issuer": "The access token was issued by an authorization server this server does not trust.",
     "algorithm_not_allowed": "The access token's signing algorithm is not accepted.",
     "jwks_unavailable": "The authorization server's keys cannot be fetched; try again later.",
-    "not_an_access_token": "This is not an access token (RFC 9068 access tokens have typ at+jwt).",
+    "not_an_access_token": "Not an access token: RFC 9068 access tokens have typ at+jwt.",  # nosec B105
     "missing_audience": "The access token names no audience; ask for one with the resource parameter.",
-    "inactive_token": "The access token is not active (revoked, expired or unknown); get a new one.",
+    "inactive_token": "The token is not active (revoked, expired or unknown).",  # nosec B105
     "introspection_unavailable": "The authorization server cannot check the token now; try again later.",
 }
 
