@@ -20,7 +20,7 @@ import httpx2
 import jwt
 import pytest
 from mcp.client.auth import OAuthClientProvider
-from mcp.shared.auth import OAuthClientMetadata
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 
 from support import (
     Server,
@@ -63,6 +63,7 @@ def oidc(ports: dict[str, int]) -> Iterator[OidcProvider]:
         "redirect_uris": [REDIRECT_URI],
         "grant_types": ["authorization_code"],
         "response_types": ["code"],
+        "token_endpoint_auth_method": "client_secret_post",  # its id has a ':', which basic auth cannot carry
     }
     provider = OidcProvider(
         clients=[id_token_client],
@@ -145,7 +146,7 @@ def test_a_call_needing_a_scope_the_token_lacks_is_403_before_it_runs(
     assert event["event"] == "authorization_denied"
     assert event["identifier"] == "client:machine"
     assert event["details"]["missing_scopes"] == ["notes:write"]
-    assert event["details"]["tool"] == "add_note"
+    assert event["tool"] == "add_note"
     # The same token still calls what it may, through SingleExchange and through the SDK's own path.
     listing = jsonrpc("tools/call", {"name": "list_notes", "arguments": {}})
     assert post_mcp(server, listing, token).status_code == 200
@@ -165,8 +166,8 @@ class Browser:
         self.asked.append(httpx2.URL(url).params.get("scope", ""))
         self.query = self.oidc.authorize(url, REDIRECT_URI)
 
-    async def callback(self) -> tuple[str, str | None]:
-        return self.query["code"], self.query.get("state")
+    async def callback(self) -> AuthorizationCodeResult:
+        return AuthorizationCodeResult(code=self.query["code"], state=self.query.get("state"), iss=self.query.get("iss"))
 
 
 class MemoryStorage:
@@ -220,7 +221,7 @@ async def test_python_sdk_client_signs_in_and_steps_up_and_users_never_meet_clie
     assert browser.asked == ["notes:read notes:write", "notes:read notes:write"]
     assert "notes:write" in storage.tokens.scope.split()
     denied = [e for e in watch.new() if e["event"] == "authorization_denied"]
-    assert [(e["identifier"], e["details"]["client_id"], e["details"]["tool"]) for e in denied] == [
+    assert [(e["identifier"], e["details"]["client_id"], e["tool"]) for e in denied] == [
         ("user:alice", client_id, "add_note")
     ]
     called = [e for e in security_events_named(server, "tool_called") if e["tool"] == "add_note"]
@@ -289,7 +290,7 @@ def test_opaque_tokens_are_checked_by_introspection(introspecting: Server, oidc:
     assert response.status_code == 200
     assert "principal: client:machine" in response.text and "scopes: notes:read" in response.text
     revoked = oidc.client_credentials("machine", server.url, "notes:read")["access_token"]
-    oidc.revoke(revoked)
+    oidc.revoke(revoked, "machine")
     assert status_and_reason(revoked) == (401, "inactive_token")
     expired = oidc.client_credentials("short-lived-machine", server.url, "notes:read")["access_token"]
     time.sleep(2.5)

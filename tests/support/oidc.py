@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import secrets
 import subprocess
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ class OidcProvider:
         env = node_env(
             {
                 "OIDC_PORT": "0",
+                "OIDC_DEBUG": os.environ.get("OIDC_DEBUG", ""),
                 "OIDC_SCOPES": self.scopes,
                 "OIDC_OPAQUE_RESOURCES": ",".join(self.opaque_resources),
                 "OIDC_CLIENTS": json.dumps(_static_clients(self.clients)),
@@ -60,7 +62,7 @@ class OidcProvider:
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=None if os.environ.get("OIDC_DEBUG") else subprocess.DEVNULL,
             text=True,
         )
         assert self.process.stdout is not None
@@ -103,11 +105,12 @@ class OidcProvider:
         assert response.status_code == 200, response.text
         return dict(response.json())
 
-    def revoke(self, token: str) -> None:
+    def revoke(self, token: str, client: str) -> None:
+        """Revoke a token, as the client it was issued to (RFC 7009)."""
         response = httpx2.post(
             self.issuer + "/token/revocation",
             data={"token": token},
-            auth=(SERVER_CLIENT["client_id"], SERVER_CLIENT["client_secret"]),
+            auth=(client, f"{client}-secret-0123456789"),
             timeout=10,
         )
         assert response.status_code == 200, response.text
@@ -144,6 +147,7 @@ class OidcProvider:
         token = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri, "code_verifier": verifier}
         if resource:
             token["resource"] = resource
-        response = httpx2.post(self.issuer + "/token", data=token, auth=(client_id, secret), timeout=10)
+        token.update(client_id=client_id, client_secret=secret)  # client_secret_post
+        response = httpx2.post(self.issuer + "/token", data=token, timeout=10)
         assert response.status_code == 200, response.text
         return dict(response.json())

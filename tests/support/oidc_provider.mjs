@@ -3,8 +3,9 @@
 // tokens (typ at+jwt, RFC 9068), dynamic client registration, client credentials, authorization code
 // with PKCE S256, introspection (RFC 7662) and revocation. Login and consent are answered at once by the
 // interaction route below (no browser): the user is whoever POST /test/user named last, and consent is
-// given to the scopes asked for, except those that POST named in `decline_once`: the user declines
-// each of them the first time it is asked (so a client must step up to get it).
+// given to the scopes asked for. Scopes that POST named in `decline_once` are left out of the first
+// access token issued after it (the resource server's policy withholds them until then), so a client
+// must step up to get them.
 //
 // Configuration by environment: OIDC_PORT (0 = any free port), OIDC_SCOPES (space separated),
 // OIDC_OPAQUE_RESOURCES (comma separated resource URLs that get opaque tokens), OIDC_CLIENTS (JSON list
@@ -47,7 +48,7 @@ const provider = new Provider(issuer, {
       defaultResource: () => undefined,
       useGrantedResource: () => true,
       getResourceServerInfo: (ctx, resource, client) => ({
-        scope: scopes.join(" "),
+        scope: scopes.filter((scope) => !declineOnce.has(scope)).join(" "),
         audience: resource,
         // A client named short-lived-* gets tokens that expire at once, for expiry tests.
         accessTokenTTL: client.clientId.startsWith("short-lived") ? 1 : accessTokenTtl,
@@ -60,6 +61,11 @@ const provider = new Provider(issuer, {
   ttl: { AccessToken: accessTokenTtl, ClientCredentials: accessTokenTtl },
 });
 provider.proxy = false;
+for (const event of ["access_token.issued", "access_token.saved"]) {
+  provider.on(event, () => {
+    declineOnce = new Set();
+  });
+}
 
 // Login and consent, answered without a page.
 provider.use(async (ctx, next) => {
@@ -75,6 +81,7 @@ provider.use(async (ctx, next) => {
   if (ctx.method === "GET" && ctx.path.startsWith("/interaction/")) {
     const details = await provider.interactionDetails(ctx.req, ctx.res);
     const { prompt, params } = details;
+    if (process.env.OIDC_DEBUG) console.error(JSON.stringify({ prompt, declineOnce: [...declineOnce] }));
     let result;
     if (prompt.name === "login") {
       result = { login: { accountId: user } };
@@ -85,9 +92,7 @@ provider.use(async (ctx, next) => {
       if (prompt.details.missingOIDCScope) grant.addOIDCScope(prompt.details.missingOIDCScope.join(" "));
       if (prompt.details.missingOIDCClaims) grant.addOIDCClaims(prompt.details.missingOIDCClaims);
       for (const [indicator, wanted] of Object.entries(prompt.details.missingResourceScopes || {})) {
-        const given = wanted.filter((scope) => !declineOnce.has(scope));
-        wanted.forEach((scope) => declineOnce.delete(scope));
-        if (given.length) grant.addResourceScope(indicator, given.join(" "));
+        grant.addResourceScope(indicator, wanted.join(" "));
       }
       result = { consent: { grantId: await grant.save() } };
     }
