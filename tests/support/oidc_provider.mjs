@@ -20,6 +20,7 @@ const scopes = (process.env.OIDC_SCOPES || "notes:read notes:write mcp:tools").s
 const opaque = new Set((process.env.OIDC_OPAQUE_RESOURCES || "").split(",").filter(Boolean));
 const clients = JSON.parse(process.env.OIDC_CLIENTS || "[]");
 const accessTokenTtl = Number(process.env.OIDC_ACCESS_TOKEN_TTL || 600);
+const lifetime = (client) => (client?.clientId.startsWith("short-lived") ? 3 : accessTokenTtl);
 let user = "alice";
 let declineOnce = new Set();
 
@@ -50,15 +51,15 @@ const provider = new Provider(issuer, {
       getResourceServerInfo: (ctx, resource, client) => ({
         scope: scopes.filter((scope) => !declineOnce.has(scope)).join(" "),
         audience: resource,
-        // A client named short-lived-* gets tokens that expire at once, for expiry tests.
-        accessTokenTTL: client.clientId.startsWith("short-lived") ? 1 : accessTokenTtl,
+        accessTokenTTL: lifetime(client),
         accessTokenFormat: opaque.has(resource) ? "opaque" : "jwt",
         jwt: { sign: { alg: "RS256" } },
       }),
     },
   },
   pkce: { required: () => true },
-  ttl: { AccessToken: accessTokenTtl, ClientCredentials: accessTokenTtl },
+  // A client named short-lived-* gets tokens that expire in 3 s, for expiry tests.
+  ttl: { AccessToken: accessTokenTtl, ClientCredentials: (ctx, token, client) => lifetime(client) },
 });
 provider.proxy = false;
 for (const event of ["access_token.issued", "access_token.saved"]) {
