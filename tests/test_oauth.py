@@ -29,6 +29,7 @@ from support.perimeter import EventWatch, assert_security_headers, security_even
 
 pytestmark = pytest.mark.anyio
 REQUIRED_SCOPE = "mcp:tools"
+TOOL_SCOPES = ["notes:read", "notes:write"]  # the oauth answer set has the notes tools
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +101,8 @@ async def test_sdk_client_discovers_metadata_gets_a_token_and_calls_a_tool(
     assert not result.is_error, text_of(result)
     # The token's subject and scopes flow through to the principal the guard sees. (The SDK client
     # asks for the scopes the resource metadata lists, so it gets mcp:tools.)
-    assert "principal: test-client\nscopes: mcp:tools" in text_of(result)
+    # A client-credentials token (sub = client_id): the principal is the client, namespaced.
+    assert "principal: client:test-client\nscopes: mcp:tools" in text_of(result)
     # The client asked for a token for this resource (RFC 8707), learned from the metadata.
     [request] = auth_server.token_requests[before:]
     assert request["grant_type"] == "client_credentials"
@@ -116,7 +118,8 @@ def test_protected_resource_metadata_is_served_at_both_well_known_urls(
         body = response.json()
         assert body["resource"] == server.url
         assert [server.rstrip("/") for server in body["authorization_servers"]] == [auth_server.issuer]
-        assert body["scopes_supported"] == [REQUIRED_SCOPE]
+        # The required scope and every scope a tool needs (the notes tools'), nothing else.
+        assert body["scopes_supported"] == [REQUIRED_SCOPE, *TOOL_SCOPES]
         assert_security_headers(response)
 
 
@@ -126,7 +129,8 @@ def test_401_points_to_the_resource_metadata(server: Server) -> None:
     challenge = response.headers["www-authenticate"]
     assert challenge.startswith("Bearer ")
     assert f'resource_metadata="{metadata_url(server)}"' in challenge
-    assert f'scope="{REQUIRED_SCOPE}"' in challenge
+    assert f'scope="{" ".join([REQUIRED_SCOPE, *TOOL_SCOPES])}"' in challenge
+    assert "error_description" not in challenge  # no credential was sent (RFC 6750 section 3.1)
     assert_security_headers(response)
 
 
@@ -163,6 +167,9 @@ BAD_TOKENS: dict[str, tuple[Callable[[AuthServer, str], str], str]] = {
     "right kid, other key": (lambda a, aud: a.mint(aud, key=SigningKey(a.keys[0].kid)), "bad_signature"),
     "tampered payload": (tampered, "bad_signature"),
     "no expiry": (lambda a, aud: a.mint(aud, exp=None), "missing_claim"),
+    "ID token (typ JWT)": (lambda a, aud: a.mint(aud, headers={"typ": "JWT"}), "not_an_access_token"),
+    "no typ": (lambda a, aud: a.mint(aud, headers={"typ": None}), "not_an_access_token"),
+    "no audience": (lambda a, aud: a.mint(aud, aud=None), "missing_audience"),
     "not a JWT": (lambda a, aud: "mcp_not-a-jwt-and-not-an-admin-key", "not_a_jwt"),
 }
 
@@ -200,7 +207,7 @@ def test_token_without_the_required_scope_is_403_insufficient_scope(
     assert f'resource_metadata="{metadata_url(server)}"' in challenge
     [event] = watch.new()
     assert event["event"] == "authorization_denied"
-    assert event["identifier"] == "test-client"
+    assert event["identifier"] == "client:test-client"
     assert event["details"]["required_scope"] == REQUIRED_SCOPE
 
 
@@ -210,7 +217,7 @@ async def test_token_scopes_reach_the_guard_but_reserved_ones_grant_nothing(
     token = auth_server.mint(server.url, scope="mcp:tools notes:read admin *")
     async with http_client(server.url, token) as client:
         result = await client.call_tool("whoami", {})
-    assert text_of(result).endswith("scopes: mcp:tools notes:read")
+    assert "\nscopes: mcp:tools notes:read\nclient: test-client" in text_of(result)
     admin = httpx2.get(server.base + "/security/events", headers={"Authorization": f"Bearer {token}"}, timeout=10)
     assert admin.status_code == 403
 
