@@ -11,6 +11,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ from mcp.client.auth import TokenStorage
 from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 
-from support import Server, Venv, free_port, http_client, jsonrpc, post_mcp, read_env_file, start_server, text_of
+from support import TEMPLATE_ROOT, Server, Venv, free_port, http_client, jsonrpc, post_mcp, read_env_file, start_server, text_of
 from support.oauth_server import AuthServer, SigningKey, b64url
 from support.perimeter import EventWatch, assert_security_headers, security_events
 
@@ -290,3 +293,19 @@ def test_unreachable_jwks_refuses_tokens(rendered: Callable[[str], Path], venv: 
         assert event["details"]["reason"] == "jwks_unavailable"
     finally:
         server.stop()
+
+
+def test_an_oauth_render_has_no_tool_key_and_says_what_clients_need(rendered: Callable[[str], Path]) -> None:
+    project = rendered("oauth")
+    env = read_env_file(project)
+    assert "MCP_API_KEYS" not in env, "OAuth clients bring tokens; a tool key would be refused anyway"
+    assert env["MCP_ADMIN_API_KEYS"].startswith("mcp_")  # the admin surface keeps its key
+    # The hook's closing message (the .env exists, so it only prints).
+    out = subprocess.run(
+        [sys.executable, str(TEMPLATE_ROOT / "hooks" / "post_copy.py"), "--command=acme", "--transport=http",
+         "--auth=oauth"],
+        cwd=project, capture_output=True, text=True, timeout=60, check=True,
+        env={**os.environ, "MCP_TEMPLATE_SKIP_LOCK": "1"},
+    ).stdout
+    assert "MCP_API_KEYS" not in out
+    assert "Clients need no key" in out and "MCP_OAUTH_ISSUER" in out
