@@ -52,6 +52,20 @@ class AccessLogWithoutQuery(logging.Filter):
         return True
 
 
+def replay_body(body: bytes, receive: Receive) -> Receive:
+    """The request's receive channel, with the body that was already read put back in front."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
 async def status_of(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> int:
     """Run `app` and return the status it answered with (0 if it started no response)."""
     status = 0

@@ -13,12 +13,12 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..events import SecurityEvents
 from ..principal import Principal
 from .auth import bearer_challenge
-from .common import client_address, refusal, send_json
+from .common import client_address, refusal, replay_body, send_json
 
 ScopesFor = Callable[[str, Any], frozenset[str]]
 
@@ -91,16 +91,7 @@ async def _buffered(receive: Receive) -> tuple[bytes, Receive]:
         if not message.get("more_body", False):
             break
     body = b"".join(chunks)
-    replayed = False
-
-    async def replay() -> Message:
-        nonlocal replayed
-        if replayed:
-            return await receive()
-        replayed = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return body, replay
+    return body, replay_body(body, receive)
 
 
 def _requests(body: bytes) -> list[tuple[str, dict[str, Any]]]:
