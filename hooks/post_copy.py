@@ -1,6 +1,7 @@
 """Copier task, run once after `copier copy` in the new project (standard library only).
 
-1. Create .env with fresh random keys (mode 600) unless it exists.
+1. Create .env with fresh random keys (mode 600) unless it exists: a tool key and an admin key, or with
+   OAuth (clients bring access tokens) the admin key alone.
 2. Lock dependencies with `uv lock` when uv is on PATH (MCP_TEMPLATE_SKIP_LOCK=1 skips it).
 3. `git init` and a first commit when the destination is not already inside a git repository,
    as the user's git identity when one is configured, else as the project's author.
@@ -8,7 +9,8 @@
 Nothing here is needed for the project to work: `keygen --write-env`, `uv lock` and `git init` do the
 same by hand (a project copied with --skip-tasks).
 
-    python post_copy.py --command <slug> --transport <stdio|http|both> --author-name N --author-email E
+    python post_copy.py --command <slug> --transport <stdio|http|both> [--auth api_key|oauth]
+                        --author-name N --author-email E
 """
 
 from __future__ import annotations
@@ -24,14 +26,12 @@ from pathlib import Path
 COMMIT_MESSAGE = "Initial project from the secure MCP server template"
 
 
-def write_env(path: Path) -> bool:
-    """A fresh .env with a tool key and an admin key; never replaces an existing file."""
+def write_env(path: Path, *, tool_key: bool = True) -> bool:
+    """A fresh .env with a tool key (unless OAuth) and an admin key; never replaces an existing file."""
     if path.exists():
         return False
-    keys = {
-        "MCP_API_KEYS": "mcp_" + secrets.token_urlsafe(32),
-        "MCP_ADMIN_API_KEYS": "mcp_" + secrets.token_urlsafe(32),
-    }
+    keys = {"MCP_API_KEYS": "mcp_" + secrets.token_urlsafe(32)} if tool_key else {}
+    keys["MCP_ADMIN_API_KEYS"] = "mcp_" + secrets.token_urlsafe(32)
     body = "# Made by the template at copy time. Never commit this file.\n"
     body += "".join(f"{name}={value}\n" for name, value in keys.items())
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--command", default="<command>")
     parser.add_argument("--transport", default="both")
+    parser.add_argument("--auth", default="api_key")
     parser.add_argument("--author-name", default="")
     parser.add_argument("--author-email", default="")
     args = parser.parse_args(argv)
@@ -93,12 +94,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     root = Path.cwd()
-    env_made = write_env(root / ".env")
+    oauth = args.auth == "oauth" and args.transport != "stdio"
+    env_made = write_env(root / ".env", tool_key=not oauth)
     locked = lock(shutil.which("uv"))
     repository = init_repository(args.author_name, args.author_email)
 
     print()
-    if env_made:
+    if env_made and oauth:
+        print("  Created .env with a fresh admin key (mode 600; git ignores it); OAuth clients bring tokens.")
+    elif env_made:
         print("  Created .env with a fresh tool key and admin key (mode 600; git ignores it).")
     print(
         {
@@ -116,15 +120,21 @@ def main(argv: list[str] | None = None) -> int:
             "no git": "  git is not installed: `copier update` needs the project in git.",
         }[repository]
     )
-    serving = (
-        "speaks MCP on stdin/stdout"
-        if args.transport == "stdio"
-        else "serves http://127.0.0.1:8000/mcp (bearer key: MCP_API_KEYS in .env)"
-    )
+    if args.transport == "stdio":
+        serving = "speaks MCP on stdin/stdout"
+    elif oauth:
+        serving = "serves http://127.0.0.1:8000/mcp once MCP_OAUTH_* are set in .env"
+    else:
+        serving = "serves http://127.0.0.1:8000/mcp (bearer key: MCP_API_KEYS in .env)"
     print("\nNext steps:")
     print(f"  cd {root}")
     print(f"  uv run {args.command} check   # validates .env and prints the security report")
     print(f"  uv run {args.command} serve   # {serving}")
+    if oauth:
+        print("  Set MCP_OAUTH_ISSUER, MCP_OAUTH_JWKS_URL and MCP_RESOURCE_URL in .env")
+        print("  (README.md has the settings for Keycloak, Entra ID, Auth0, Okta and Google).")
+        print("  Clients need no key: they get an access token from your authorization server for")
+        print("  MCP_RESOURCE_URL (the server's 401 tells them where); the admin key is for /security/events.")
     print("  README.md shows how to connect Claude Desktop, VS Code, Cursor and the MCP Inspector.\n")
     return 0
 

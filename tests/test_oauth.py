@@ -11,6 +11,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,12 +26,13 @@ from mcp.client.auth import TokenStorage
 from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 
-from support import Server, Venv, free_port, http_client, jsonrpc, post_mcp, read_env_file, start_server, text_of
+from support import TEMPLATE_ROOT, Server, Venv, free_port, http_client, jsonrpc, post_mcp, read_env_file, start_server, text_of
 from support.oauth_server import AuthServer, SigningKey, b64url
 from support.perimeter import EventWatch, assert_security_headers, security_events
 
 pytestmark = pytest.mark.anyio
 REQUIRED_SCOPE = "mcp:tools"
+TOOL_SCOPES = ["notes:read", "notes:write"]  # the oauth answer set has the notes tools
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +104,8 @@ async def test_sdk_client_discovers_metadata_gets_a_token_and_calls_a_tool(
     assert not result.is_error, text_of(result)
     # The token's subject and scopes flow through to the principal the guard sees. (The SDK client
     # asks for the scopes the resource metadata lists, so it gets mcp:tools.)
-    assert "principal: test-client\nscopes: mcp:tools" in text_of(result)
+    # A client-credentials token (sub = client_id): the principal is the client, namespaced.
+    assert "principal: client:test-client\nscopes: mcp:tools" in text_of(result)
     # The client asked for a token for this resource (RFC 8707), learned from the metadata.
     [request] = auth_server.token_requests[before:]
     assert request["grant_type"] == "client_credentials"
@@ -116,7 +121,8 @@ def test_protected_resource_metadata_is_served_at_both_well_known_urls(
         body = response.json()
         assert body["resource"] == server.url
         assert [server.rstrip("/") for server in body["authorization_servers"]] == [auth_server.issuer]
-        assert body["scopes_supported"] == [REQUIRED_SCOPE]
+        # The required scope and every scope a tool needs (the notes tools'), nothing else.
+        assert body["scopes_supported"] == [REQUIRED_SCOPE, *TOOL_SCOPES]
         assert_security_headers(response)
 
 
@@ -126,7 +132,8 @@ def test_401_points_to_the_resource_metadata(server: Server) -> None:
     challenge = response.headers["www-authenticate"]
     assert challenge.startswith("Bearer ")
     assert f'resource_metadata="{metadata_url(server)}"' in challenge
-    assert f'scope="{REQUIRED_SCOPE}"' in challenge
+    assert f'scope="{" ".join([REQUIRED_SCOPE, *TOOL_SCOPES])}"' in challenge
+    assert "error_description" not in challenge  # no credential was sent (RFC 6750 section 3.1)
     assert_security_headers(response)
 
 
@@ -163,6 +170,9 @@ BAD_TOKENS: dict[str, tuple[Callable[[AuthServer, str], str], str]] = {
     "right kid, other key": (lambda a, aud: a.mint(aud, key=SigningKey(a.keys[0].kid)), "bad_signature"),
     "tampered payload": (tampered, "bad_signature"),
     "no expiry": (lambda a, aud: a.mint(aud, exp=None), "missing_claim"),
+    "ID token (typ JWT)": (lambda a, aud: a.mint(aud, headers={"typ": "JWT"}), "not_an_access_token"),
+    "no typ": (lambda a, aud: a.mint(aud, headers={"typ": None}), "not_an_access_token"),
+    "no audience": (lambda a, aud: a.mint(aud, aud=None), "missing_audience"),
     "not a JWT": (lambda a, aud: "mcp_not-a-jwt-and-not-an-admin-key", "not_a_jwt"),
 }
 
@@ -200,7 +210,7 @@ def test_token_without_the_required_scope_is_403_insufficient_scope(
     assert f'resource_metadata="{metadata_url(server)}"' in challenge
     [event] = watch.new()
     assert event["event"] == "authorization_denied"
-    assert event["identifier"] == "test-client"
+    assert event["identifier"] == "client:test-client"
     assert event["details"]["required_scope"] == REQUIRED_SCOPE
 
 
@@ -210,7 +220,7 @@ async def test_token_scopes_reach_the_guard_but_reserved_ones_grant_nothing(
     token = auth_server.mint(server.url, scope="mcp:tools notes:read admin *")
     async with http_client(server.url, token) as client:
         result = await client.call_tool("whoami", {})
-    assert text_of(result).endswith("scopes: mcp:tools notes:read")
+    assert "\nscopes: mcp:tools notes:read\nclient: test-client" in text_of(result)
     admin = httpx2.get(server.base + "/security/events", headers={"Authorization": f"Bearer {token}"}, timeout=10)
     assert admin.status_code == 403
 
@@ -283,3 +293,19 @@ def test_unreachable_jwks_refuses_tokens(rendered: Callable[[str], Path], venv: 
         assert event["details"]["reason"] == "jwks_unavailable"
     finally:
         server.stop()
+
+
+def test_an_oauth_render_has_no_tool_key_and_says_what_clients_need(rendered: Callable[[str], Path]) -> None:
+    project = rendered("oauth")
+    env = read_env_file(project)
+    assert "MCP_API_KEYS" not in env, "OAuth clients bring tokens; a tool key would be refused anyway"
+    assert env["MCP_ADMIN_API_KEYS"].startswith("mcp_")  # the admin surface keeps its key
+    # The hook's closing message (the .env exists, so it only prints).
+    out = subprocess.run(
+        [sys.executable, str(TEMPLATE_ROOT / "hooks" / "post_copy.py"), "--command=acme", "--transport=http",
+         "--auth=oauth"],
+        cwd=project, capture_output=True, text=True, timeout=60, check=True,
+        env={**os.environ, "MCP_TEMPLATE_SKIP_LOCK": "1"},
+    ).stdout
+    assert "MCP_API_KEYS" not in out
+    assert "Clients need no key" in out and "MCP_OAUTH_ISSUER" in out

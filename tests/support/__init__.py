@@ -38,7 +38,8 @@ ANSWER_SETS: dict[str, dict[str, Any]] = {
     },
     "both": {**BASE, "project_name": "Acme Both", "transport": "both", "auth": "api_key", "sample_tools": []},
     "http_none": {**BASE, "project_name": "Acme Bare", "transport": "http", "auth": "api_key", "sample_tools": []},
-    "oauth": {**BASE, "project_name": "Acme Oauth", "transport": "http", "auth": "oauth", "sample_tools": []},
+    # With notes: its tools need scopes that are not required (notes:read, notes:write), for step-up.
+    "oauth": {**BASE, "project_name": "Acme Oauth", "transport": "http", "auth": "oauth", "sample_tools": ["notes"]},
 }
 
 

@@ -102,7 +102,7 @@ class AuthServer:
         key = key or self.keys[0]
         return jwt.encode(
             self.claims(audience, **overrides), key.private, algorithm="RS256",
-            headers={"kid": key.kid, **(headers or {})},
+            headers={"kid": key.kid, "typ": "at+jwt", **(headers or {})},  # RFC 9068
         )
 
     def issue(self, form: dict[str, str], basic: tuple[str, str] | None) -> tuple[int, dict[str, Any]]:

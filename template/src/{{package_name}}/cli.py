@@ -76,17 +76,15 @@ def _write_env(path: Path) -> int:
     if path.exists():
         print(f"{path} exists; not overwriting it. Use `{profile.COMMAND} keygen` to make one more key.")
         return 1
-    tool_key, admin_key = new_key(), new_key()
-    lines = [
-        "# Made by keygen. Never commit this file.",
-        f"MCP_API_KEYS={tool_key}",
-        f"MCP_ADMIN_API_KEYS={admin_key}",
-        "",
-    ]
+    # OAuth clients bring access tokens: no tool key to hand out, only the admin key.
+    oauth = profile.AUTH_MODE == "oauth"
+    lines = ["# Made by keygen. Never commit this file."]
+    lines += [] if oauth else [f"MCP_API_KEYS={new_key()}"]
+    lines += [f"MCP_ADMIN_API_KEYS={new_key()}", ""]
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write("\n".join(lines))
-    print(f"Wrote {path} (mode 600) with a tool key and an admin key.")
+    print(f"Wrote {path} (mode 600) with {'an admin key' if oauth else 'a tool key and an admin key'}.")
     return 0
 
 
@@ -100,6 +98,7 @@ def security_report(settings: Settings, lock: Path = LOCK_FILE) -> tuple[list[st
     if settings.transport == "http":
         credentials = importlib.import_module(f"{__package__}.security.perimeter.credentials")
         errors.extend(credentials.credential_problems(settings))
+        errors.extend(credentials.authorization_problems(settings))  # OAuth: asks the issuer
         facts.append(f"authentication: {credentials.SCHEME}")
         facts.extend(_key_holders(settings, tool_keys=credentials.SCHEME == "api_key"))
         facts.append(

@@ -29,6 +29,8 @@ _ELSEWHERE = (
 class GuardedServer(MCPServer):
     """An MCPServer serving only the guard's tools, resources and prompts: adding one another way fails."""
 
+    guard: Guard  # the HTTP perimeter asks it which scopes a request needs
+
     def add_tool(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError(_ELSEWHERE.format(what="tools", decorator="tool"))
 
@@ -65,7 +67,7 @@ def build_guard(settings: Settings, services: Services) -> Guard:
     return guard
 
 
-def build_server(settings: Settings, services: Services | None = None) -> MCPServer:
+def build_server(settings: Settings, services: Services | None = None) -> GuardedServer:
     services = services or open_services(settings)
     guard = build_guard(settings, services)
     destructive = [t.name for t in guard.tools() if t.annotations and t.annotations.destructive_hint]
@@ -79,6 +81,7 @@ def build_server(settings: Settings, services: Services | None = None) -> MCPSer
         middleware=[guard.middleware],
         log_level=settings.log_level,
     )
+    server.guard = guard
     # The guard's templates and prompts, through the managers (the server's own methods refuse them).
     for template in guard.resource_templates():
         server._resource_manager._templates[template.uri_template] = template

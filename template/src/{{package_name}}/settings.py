@@ -14,6 +14,19 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from . import profile
 
 ENV_PREFIX = "MCP_"
+# The asymmetric JWS algorithms PyJWT verifies (with `cryptography`); names are case-sensitive (RFC 7518).
+VERIFIABLE_ALGORITHMS = (
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+)
 CommaList = Annotated[list[str], NoDecode]
 
 
@@ -52,6 +65,15 @@ class Settings(BaseSettings):
     oauth_jwks_url: str = ""
     oauth_required_scopes: CommaList = Field(default_factory=list)
     oauth_algorithms: CommaList = Field(default_factory=lambda: ["RS256", "ES256", "PS256", "EdDSA"])
+    # RFC 9068 access tokens say `typ: at+jwt`; false accepts other JWTs (providers that do not set it).
+    oauth_require_at_jwt: bool = True
+    # A token without `aud` is refused unless this is true (some Keycloak flows omit it).
+    oauth_allow_missing_audience: bool = False
+    # RFC 7662 introspection for opaque tokens, with this server's own client credentials.
+    oauth_introspection_url: str = ""
+    oauth_client_id: str = ""
+    oauth_client_secret: SecretStr = SecretStr("")
+    oauth_introspection_cache_seconds: int = Field(default=60, ge=0, le=300)
     resource_url: str = ""
 
     # The HTTP perimeter
@@ -149,6 +171,12 @@ class Settings(BaseSettings):
         if refused:
             raise ValueError(
                 f"{', '.join(refused)} cannot verify tokens from a public JWKS; use RS256, ES256, ..."
+            )
+        unknown = [alg for alg in algorithms if alg not in VERIFIABLE_ALGORITHMS]
+        if unknown:
+            raise ValueError(
+                f"{', '.join(unknown)}: not a JWS algorithm this server can verify; "
+                f"use some of {', '.join(VERIFIABLE_ALGORITHMS)}"
             )
         return algorithms
 

@@ -310,6 +310,11 @@ def _counted(ctx: ServerRequestContext[Any, Any]) -> bool:
     return bool(getattr(state, PRINCIPAL_COUNTED, False))
 
 
+def _client_of(principal: Principal) -> dict[str, str]:
+    # The OAuth client a user called through, for the audit trail (never a credential).
+    return {"client_id": principal.client_id} if principal.client_id else {}
+
+
 def _error(message: str) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
 
@@ -446,6 +451,34 @@ class Guard:
 
     def tools(self) -> list[Tool]:
         return list(self._tools.values())
+
+    def scopes_for(self, method: str, params: Any) -> frozenset[str]:
+        """The scopes a request needs before it runs; the HTTP layer answers 403 without them."""
+        if not isinstance(params, dict):
+            return frozenset()
+        name, uri = params.get("name"), params.get("uri")
+        if method == "tools/call" and isinstance(name, str) and name in self.policies:
+            return self.policies[name].scopes
+        if method == "prompts/get" and isinstance(name, str) and ("prompt", name) in self.surfaces:
+            return self.surfaces[("prompt", name)].scopes
+        if method == "resources/read" and isinstance(uri, str) and len(uri) <= MAX_URI_CHARS:
+            if uri in self._resources:
+                return self.surfaces[("resource", uri)].scopes
+            for key, template in self._templates.items():
+                try:
+                    matched = template.matches(uri)
+                except ResourceSecurityError:
+                    return frozenset()  # refused as invalid input once it reaches the guard
+                if matched is not None:
+                    return self.surfaces[("resource_template", key)].scopes
+        return frozenset()
+
+    def scopes_used(self) -> frozenset[str]:
+        """Every scope a tool, resource or prompt needs: what OAuth clients are told they may ask for."""
+        return frozenset().union(
+            *(policy.scopes for policy in self.policies.values()),
+            *(policy.scopes for policy in self.surfaces.values()),
+        )
 
     def check_serves_only_guarded(self, served: set[str]) -> None:
         """Fail at build time if the server offers a tool that was not registered here."""
@@ -773,6 +806,7 @@ class Guard:
                 request_id,
                 f"Not allowed: {policy.name} needs scope {' '.join(missing)}.",
                 missing_scopes=missing,
+                **_client_of(principal),
             )
         raw_arguments = params.get("arguments") or {}
         try:
@@ -1178,6 +1212,7 @@ class Guard:
                 tool=policy.name,
                 request_id=request_id,
                 client=client,
+                **_client_of(principal),
                 outcome=call.outcome if call.outcome != "ok" else "ok",
                 duration_ms=duration_ms,
                 arguments=self.events.redactor.summary(raw_arguments),

@@ -10,10 +10,15 @@ ADMIN_SCOPE = "admin"
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """An authenticated caller. `id` is safe to log: it is never the credential itself."""
+    """An authenticated caller. `id` is safe to log: it is never the credential itself.
+
+    OAuth callers are namespaced: `user:<sub>` for a user signed in through a client, `client:<id>`
+    for a client acting for itself (client credentials); `client_id` names the OAuth client either way.
+    """
 
     id: str
     scopes: frozenset[str]
+    client_id: str | None = None
 
     def has_scopes(self, required: frozenset[str]) -> bool:
         return ALL_TOOL_SCOPES in self.scopes or required <= self.scopes

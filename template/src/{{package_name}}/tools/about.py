@@ -21,7 +21,8 @@ def register(guard: Guard, settings: Settings) -> None:
         """Tell the caller which identity and scopes this server sees for them."""
         call = current_call()
         scopes = " ".join(sorted(call.principal.scopes)) or "(none)"
-        return f"principal: {call.principal.id}\nscopes: {scopes}"
+        client = f"\nclient: {call.principal.client_id}" if call.principal.client_id else ""
+        return f"principal: {call.principal.id}\nscopes: {scopes}{client}"
 
     @guard.resource("about://server", name="about", title="About this server")
     async def about() -> str:

@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..events import SecurityEvents
 from ..principal import ADMIN_SCOPE, ALL_TOOL_SCOPES, Principal
-from .common import CredentialRejectedError, client_address, refusal, send_json
+from .common import CredentialRejectedError, NamedAccessToken, client_address, refusal, send_json
 
 PUBLIC_PATHS = frozenset({"/health"})
 PUBLIC_PREFIXES = ("/.well-known/oauth-protected-resource",)
@@ -33,6 +33,10 @@ REJECTION_MESSAGES = {
     "wrong_issuer": "The access token was issued by an authorization server this server does not trust.",
     "algorithm_not_allowed": "The access token's signing algorithm is not accepted.",
     "jwks_unavailable": "The authorization server's keys cannot be fetched; try again later.",
+    "not_an_access_token": "Not an access token: RFC 9068 access tokens have typ at+jwt.",  # nosec B105
+    "missing_audience": "The access token names no audience; ask for one with the resource parameter.",
+    "inactive_token": "The token is not active (revoked, expired or unknown).",  # nosec B105
+    "introspection_unavailable": "The authorization server cannot check the token now; try again later.",
 }
 
 
@@ -44,6 +48,8 @@ class ExplainingVerifier(Protocol):
 
 
 def principal_from(token: AccessToken) -> Principal:
+    if isinstance(token, NamedAccessToken):  # OAuth: `user:<sub>` or `client:<client_id>`
+        return Principal(id=token.principal_id, scopes=frozenset(token.scopes), client_id=token.client_id)
     return Principal(id=token.subject or token.client_id, scopes=frozenset(token.scopes))
 
 
@@ -58,26 +64,20 @@ class BearerAuth:
         *,
         resource_metadata_url: str | None = None,
         required_scopes: frozenset[str] = frozenset(),
+        challenge_scopes: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
         self.verifier = verifier
         self.events = events
         self.resource_metadata_url = resource_metadata_url
         self.required_scopes = required_scopes
+        # What a 401 tells an OAuth client to ask for: the required scopes and every tool's.
+        self.challenge_scopes = challenge_scopes | required_scopes
 
     def _challenge(
         self, error: str | None = None, description: str | None = None, scope: str | None = None
     ) -> str:
-        parts = ['Bearer realm="mcp"']
-        if error:
-            parts.append(f'error="{error}"')
-        if description:
-            parts.append(f'error_description="{description}"')
-        if scope:
-            parts.append(f'scope="{scope}"')
-        if self.resource_metadata_url:
-            parts.append(f'resource_metadata="{self.resource_metadata_url}"')
-        return ", ".join(parts)
+        return bearer_challenge(error, description, scope, self.resource_metadata_url)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -168,9 +168,26 @@ class BearerAuth:
     ) -> None:
         await self.events.record("authentication_failed", "medium", client, reason=reason, anonymous=True)
         # The scopes a new token needs, so an OAuth client asks for them (MCP scope selection).
-        scopes = " ".join(sorted(self.required_scopes)) or None
-        challenge = self._challenge(error, reason, scopes)
+        scopes = " ".join(sorted(self.challenge_scopes)) or None
+        # No error code, no description: a request without a credential learns nothing (RFC 6750 3.1).
+        challenge = self._challenge(error, reason if error else None, scopes)
         await send_json(send, 401, refusal("unauthorized", message), {"WWW-Authenticate": challenge})
+
+
+def bearer_challenge(
+    error: str | None, description: str | None, scope: str | None, resource_metadata_url: str | None
+) -> str:
+    """A WWW-Authenticate value (RFC 6750 section 3, with RFC 9728's resource_metadata)."""
+    parts = ['Bearer realm="mcp"']
+    if error:
+        parts.append(f'error="{error}"')
+    if description:
+        parts.append(f'error_description="{description}"')
+    if scope:
+        parts.append(f'scope="{scope}"')
+    if resource_metadata_url:
+        parts.append(f'resource_metadata="{resource_metadata_url}"')
+    return ", ".join(parts)
 
 
 def _admin_only(principal: Principal) -> bool:

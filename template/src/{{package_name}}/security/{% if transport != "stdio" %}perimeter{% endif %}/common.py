@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 
+from mcp.server.auth.provider import AccessToken
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..principal import Principal
@@ -17,6 +18,12 @@ class CredentialRejectedError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class NamedAccessToken(AccessToken):
+    """A verified token whose verifier also named the principal (OAuth: `user:<sub>` or `client:<id>`)."""
+
+    principal_id: str
 
 
 def client_address(scope: Scope) -> str:
@@ -46,6 +53,20 @@ class AccessLogWithoutQuery(logging.Filter):
             client, method, path, version, status = record.args
             record.args = (client, method, str(path).split("?", 1)[0], version, status)
         return True
+
+
+def replay_body(body: bytes, receive: Receive) -> Receive:
+    """The request's receive channel, with the body that was already read put back in front."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 async def status_of(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> int:
