@@ -13,6 +13,10 @@ from .common import client_address, refusal, send_json
 ALLOWED_HEADERS = ["Authorization", "Content-Type", "Mcp-Protocol-Version", "Mcp-Session-Id", "Last-Event-ID"]
 EXPOSED_HEADERS = ["Mcp-Session-Id"]
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+# Probes reach /health by whatever address they have (127.0.0.1 in the container, the pod IP from an
+# orchestrator), not by the public name. It reveals nothing and changes nothing, so it needs no Host check;
+# every other path, /mcp and /security/events included, still does.
+HOST_CHECK_EXEMPT = frozenset({("GET", "/health"), ("HEAD", "/health")})
 
 
 def default_allowed_hosts(bind_host: str, port: int) -> list[str]:
@@ -68,7 +72,9 @@ class OriginGate:
 
 
 class HostGate:
-    """DNS rebinding: the SDK's Host/Origin validation, answered before authentication and audited."""
+    """DNS rebinding: the SDK's Host/Origin validation, answered before authentication and audited.
+
+    GET /health is exempt from the Host check (HOST_CHECK_EXEMPT), not from the Origin check."""
 
     def __init__(self, app: ASGIApp, settings: TransportSecuritySettings, events: SecurityEvents) -> None:
         self.app = app
@@ -77,6 +83,9 @@ class HostGate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if (scope["method"], scope["path"]) in HOST_CHECK_EXEMPT and "origin" not in Headers(scope=scope):
             await self.app(scope, receive, send)
             return
         from starlette.requests import Request
