@@ -63,8 +63,21 @@ def test_bandit_finds_nothing(project: Path, venv: Venv) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+# A developer's shell may export any of these; the project's tests must not see them (issue 12 item 11).
+SHELL_MCP_VARIABLES = {
+    "MCP_UPSTREAM_API_KEY": "mcp_from-the-shell-0123456789",
+    "MCP_API_KEYS": "mcp_from-the-shell-0123456789",
+    "MCP_TRANSPORT": "http",
+    "MCP_RATE_LIMIT": "1/hour",
+    "MCP_SECURITY_EVENTS_URL": "redis://127.0.0.1:1/0",
+    "MCP_RATE_LIMTI": "5/minute",
+}
+
+
 def test_the_projects_own_tests_pass(project: Path, venv: Venv) -> None:
-    result = venv.run(venv.python, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", cwd=project)
+    result = venv.run(
+        venv.python, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", cwd=project, env=SHELL_MCP_VARIABLES
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
 

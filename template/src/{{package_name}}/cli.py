@@ -3,35 +3,53 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import importlib
 import ipaddress
 import os
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from . import profile
 
 # The rest of the package (and the SDK) is imported in main, with the cycle collector paused.
 if TYPE_CHECKING:
+    from pydantic import SecretStr
+
     from .settings import Settings
 
 LOCK_FILE = Path("tools.lock.json")  # the tool manifest lock (security/manifest.py)
 
 
-def _serve(args: argparse.Namespace) -> int:
+_debug = False  # MCP_LOG_LEVEL=DEBUG: start-up errors show their traceback
+
+
+def _load(**overrides: object) -> Settings:
+    """Settings for serve and check; a transport this project was not generated with is refused."""
+    global _debug
     from .settings import SettingsError, load_settings
 
+    settings = load_settings(**overrides)
+    _debug = settings.log_level == "DEBUG"
+    if settings.transport not in profile.TRANSPORTS:
+        raise SettingsError(
+            f"MCP_TRANSPORT={settings.transport}: this project was generated for "
+            f"{' and '.join(profile.TRANSPORTS)} only; set MCP_TRANSPORT={profile.TRANSPORTS[0]} "
+            "(or regenerate it with transport=both)"
+        )
+    return settings
+
+
+def _serve(args: argparse.Namespace) -> int:
     overrides = {
         k: v for k, v in (("transport", args.transport), ("host", args.host), ("port", args.port)) if v
     }
-    settings = load_settings(**overrides)
-    if settings.transport not in profile.TRANSPORTS:
-        raise SettingsError(
-            f"this project was generated without {settings.transport}; use {profile.TRANSPORTS}"
-        )
+    settings = _load(**overrides)
     from .tracing import configure_tracing
 
     configure_tracing(os.environ)  # the standard OTEL_* variables; off unless an endpoint is set
@@ -94,12 +112,14 @@ def security_report(settings: Settings, lock: Path = LOCK_FILE) -> tuple[list[st
 
     errors: list[str] = []
     warnings: list[str] = []
-    facts = [f"transport: {settings.transport}", f"audit trail: {settings.events_url.split('://')[0]}"]
+    facts = [f"transport: {settings.transport}"]
+    _audit_store_report(settings, errors, facts)
     if settings.transport == "http":
         credentials = importlib.import_module(f"{__package__}.security.perimeter.credentials")
         errors.extend(credentials.credential_problems(settings))
         errors.extend(credentials.authorization_problems(settings))  # OAuth: asks the issuer
         facts.append(f"authentication: {credentials.SCHEME}")
+        facts.append(_key_counts(settings, credentials.SCHEME))
         facts.extend(_key_holders(settings, tool_keys=credentials.SCHEME == "api_key"))
         facts.append(
             f"bind: {settings.host}:{settings.port} ({'TLS' if settings.tls_enabled else 'plain HTTP'})"
@@ -135,11 +155,14 @@ def security_report(settings: Settings, lock: Path = LOCK_FILE) -> tuple[list[st
         from .server import build_guard
         from .services import open_services
 
-        guard = build_guard(settings, open_services(settings))
+        with _scratch(settings) as scratch:
+            guard = build_guard(scratch, open_services(scratch))
     except Exception as exc:  # noqa: BLE001 - report every start-up failure, with its own message
         errors.append(str(exc))
         return errors, warnings, facts
     current = served(guard)
+    if "sandbox" in profile.SAMPLE_TOOLS:
+        _sandbox_report(settings, warnings, facts)
     try:
         problems = compare(read_lock(lock), current)
     except ValueError as exc:
@@ -176,7 +199,8 @@ def _update_lock(settings: Settings, lock: Path) -> int:
     from .server import build_guard
     from .services import open_services
 
-    current = served(build_guard(settings, open_services(settings)))
+    with _scratch(settings) as scratch:
+        current = served(build_guard(scratch, open_services(scratch)))
     try:
         changes = compare(read_lock(lock), current)
     except ValueError:
@@ -186,6 +210,68 @@ def _update_lock(settings: Settings, lock: Path) -> int:
         print(f"  {change}")
     print(f"Wrote {lock} ({count(current)}). Review `git diff {lock}` and commit it.")
     return 0
+
+
+@contextlib.contextmanager
+def _scratch(settings: Settings) -> Iterator[Settings]:
+    """The same settings writing nowhere real, so that `check` builds every tool and creates no file.
+
+    The tools' data go to a temporary directory, the audit store is checked on its own
+    (_audit_store_report); an existing files root is used as it is, since the file tools only read it.
+    """
+    with tempfile.TemporaryDirectory(prefix="check-") as scratch:
+        update: dict[str, object] = {"data_dir": Path(scratch, "data"), "security_events_url": "memory://"}
+        if not settings.files_root.exists():
+            update["files_root"] = Path(scratch, "files")
+        yield settings.model_copy(update=update)
+
+
+def _audit_store_report(settings: Settings, errors: list[str], facts: list[str]) -> None:
+    """Where the audit trail goes, and whether it can be written there, without creating anything."""
+    url = settings.events_url
+    if url.startswith("memory://"):
+        facts.append("audit trail: memory (lost when the server stops)")
+    elif url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        where = f"audit trail: SQLite file {path}" + ("" if path.is_absolute() else f" (in {Path.cwd()})")
+        existing = next(parent for parent in (path, *path.absolute().parents) if parent.exists())
+        if existing == path and not path.is_file():
+            errors.append(f"MCP_SECURITY_EVENTS_URL: {path} is not a file; point it at a database file")
+        elif not os.access(existing, os.W_OK) or (existing != path and not existing.is_dir()):
+            errors.append(f"MCP_SECURITY_EVENTS_URL: {existing} is not writable; point it at a writable path")
+        facts.append(where + ("" if existing == path else ", created at first start"))
+    else:
+        from .security.events import open_event_store
+
+        try:
+            open_event_store(url)  # a Redis store answers PING here or raises with the fix
+        except ValueError as exc:
+            errors.append(str(exc))
+        host = urlsplit(url)
+        facts.append(f"audit trail: Redis at {host.hostname}:{host.port or 6379}{host.path or '/0'}")
+
+
+def _key_counts(settings: Settings, scheme: str) -> str:
+    """How many keys of each kind are configured; never the keys."""
+
+    def count(value: SecretStr) -> int:
+        return len([entry for entry in value.get_secret_value().split(",") if entry.strip()])
+
+    admin = f"{count(settings.admin_api_keys)} admin key(s) in MCP_ADMIN_API_KEYS"
+    if scheme != "api_key":
+        return f"keys: {admin}"
+    return f"keys: {count(settings.api_keys)} tool key(s) in MCP_API_KEYS, {admin}"
+
+
+def _sandbox_report(settings: Settings, warnings: list[str], facts: list[str]) -> None:
+    sandbox = importlib.import_module(f"{__package__}.security.sandbox")
+    box = sandbox.Sandbox(sandbox.Limits(), settings.sandbox_python)
+    try:
+        box.probe()
+    except sandbox.SandboxUnavailableError as exc:
+        warnings.append(f"run_python is disabled (it refuses every call): {exc} (interpreter: {box.python})")
+    else:
+        facts.append(f"sandbox: available (bubblewrap, {box.python})")
 
 
 def _is_loopback(host: str) -> bool:
@@ -198,10 +284,8 @@ def _is_loopback(host: str) -> bool:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from .settings import load_settings
-
     overrides = {"transport": args.transport} if args.transport else {}
-    settings = load_settings(**overrides)
+    settings = _load(**overrides)
     if args.update_lock:
         return _update_lock(settings, args.lock)
     errors, warnings, facts = security_report(settings, args.lock)
@@ -251,15 +335,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     # our validators); the cycle collector walked them again and again while they were built, a tenth
     # of the time to start. Paused until `serve` has built its server (freeze_startup_objects).
     gc.disable()
+    # What the server writes (audit trail, tool data, their WAL files) is for its own user alone.
+    os.umask(0o077)
     try:
         from .security.events import EventStoreConfigError
+        from .security.ratelimit import RateLimitConfigError
         from .settings import SettingsError
 
         args = build_parser().parse_args(argv)
         try:
             result: int = args.handler(args)
-        except (SettingsError, EventStoreConfigError) as exc:
+        except (SettingsError, EventStoreConfigError, RateLimitConfigError) as exc:
             print(f"{profile.COMMAND}: {exc}", file=sys.stderr)
+            return 2
+        except Exception as exc:
+            # A tool that cannot be registered, a module that does not import: one line, not a traceback.
+            if _debug:
+                raise
+            print(f"{profile.COMMAND}: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
+            print("  (MCP_LOG_LEVEL=DEBUG shows the traceback)", file=sys.stderr)
             return 2
         return result
     finally:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from .security.alerts import AlertWebhook
 from .security.events import SecurityEvents, open_event_store
 from .security.keys import raw_keys
-from .security.ratelimit import RateLimiter
+from .security.ratelimit import RateLimiter, ensure_reachable
 from .security.redact import Redactor, install_log_redaction
 from .settings import Settings
 
@@ -36,7 +36,9 @@ def secret_values(settings: Settings) -> list[str]:
 
 
 def open_services(settings: Settings) -> Services:
-    """Open the audit store and the limiter; raises EventStoreConfigError with the fix if the store fails."""
+    """Open the audit store and the limiter; raises EventStoreConfigError or RateLimitConfigError (with the
+    fix) if either cannot be reached."""
+    ensure_reachable(settings.rate_limit_storage)
     redactor = Redactor(secret_values(settings))
     install_log_redaction(redactor)
     store = open_event_store(

@@ -268,29 +268,43 @@ def _secure_url(url: str) -> bool:
     return parts.scheme == "https" or (parts.scheme == "http" and host in ("127.0.0.1", "localhost", "::1"))
 
 
-def _unknown_variables(environ: Mapping[str, str]) -> list[str]:
-    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
-    return sorted(
-        name for name in environ if name.upper().startswith(ENV_PREFIX) and name.upper() not in known
-    )
+# How alike (difflib's ratio) an unknown MCP_* name in the environment must be to one of ours to be taken
+# for a misspelling of it. Clients' own variables (MCP_TIMEOUT, MCP_TOOL_TIMEOUT, ...) stay below it.
+MISSPELLING_CUTOFF = 0.85
+
+
+def misspelled_variables(environ: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(name, the setting it resembles) for each unknown MCP_* variable that looks like a misspelling."""
+    known = sorted(ENV_PREFIX + name.upper() for name in Settings.model_fields)
+    found = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if upper.startswith(ENV_PREFIX) and upper not in known:
+            close = difflib.get_close_matches(upper, known, n=1, cutoff=MISSPELLING_CUTOFF)
+            if close:
+                found.append((name, close[0]))
+    return found
 
 
 def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
-    """Read settings, refusing unknown MCP_* variables and invalid values with a message that names them."""
-    known = sorted(ENV_PREFIX + name.upper() for name in Settings.model_fields)
-    for name in _unknown_variables(os.environ):
-        hint = difflib.get_close_matches(name.upper(), known, n=1)
-        fix = f"did you mean {hint[0]}?" if hint else "remove it or see .env.example for every setting"
-        raise SettingsError(f"unknown setting {name}: {fix}")
+    """Read settings, refusing invalid values, any unknown MCP_* name in .env, and an unknown MCP_* variable
+    in the environment that looks like a misspelling of a setting; other programs' MCP_* are ignored."""
+    for name, setting in misspelled_variables(os.environ):
+        raise SettingsError(f"unknown setting {name}: did you mean {setting}? (see .env.example)")
     try:
         return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            field = ".".join(str(part) for part in error["loc"])
-            variable = ENV_PREFIX + field.upper() if field else "settings"
+            field = ".".join(str(part) for part in error["loc"]).upper()
+            variable = (
+                (field if field.startswith(ENV_PREFIX) else ENV_PREFIX + field) if field else "settings"
+            )
             message = error["msg"].removeprefix("Value error, ")
             if error["type"] == "extra_forbidden":
-                message = "unknown setting in .env; remove it or see .env.example"
+                known = [ENV_PREFIX + name.upper() for name in Settings.model_fields]
+                close = difflib.get_close_matches(variable, known, n=1)
+                hint = f"did you mean {close[0]}? " if close else ""
+                message = f"unknown setting in .env; {hint}remove it or see .env.example"
             problems.append(f"{variable}: {message}")
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems)) from None

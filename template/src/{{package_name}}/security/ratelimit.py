@@ -12,6 +12,7 @@ import math
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, Storage
@@ -26,6 +27,30 @@ PRINCIPAL_COUNTED = "principal_rate_limited"
 
 class RateLimitUnavailableError(RuntimeError):
     """The rate-limit storage did not answer; the request must be refused."""
+
+
+class RateLimitConfigError(ValueError):
+    """MCP_RATE_LIMIT_STORAGE names a store that cannot be reached at start-up."""
+
+
+def ensure_reachable(storage_url: str) -> None:
+    """Start-up check, as for the audit store: a Redis that does not answer PING stops start-up,
+    instead of a server that refuses every request with 503."""
+    if storage_url.startswith("memory://"):
+        return
+    import redis
+
+    where = urlsplit(storage_url)
+    try:
+        with redis.Redis.from_url(
+            storage_url, socket_timeout=REDIS_TIMEOUT_SECONDS, socket_connect_timeout=REDIS_TIMEOUT_SECONDS
+        ) as client:
+            client.ping()
+    except (redis.RedisError, ValueError, OSError) as exc:
+        raise RateLimitConfigError(
+            f"MCP_RATE_LIMIT_STORAGE: cannot reach Redis at {where.hostname}:{where.port or 6379} "
+            f"({type(exc).__name__}); start Redis there or point the setting at a reachable server"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from ..events import (
     SecurityEvent,
     row_position,
 )
+from ..private import private_database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS security_events (
@@ -61,7 +62,7 @@ class SqliteEventStore:
         self._writes = 0
         self._closed = False
         try:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            private_database(Path(path))
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             # In WAL mode NORMAL keeps every committed event across a process crash.

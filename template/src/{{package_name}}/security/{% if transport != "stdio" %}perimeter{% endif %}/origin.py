@@ -18,6 +18,10 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 # host[:port] with a numeric port: the SDK matches "localhost:*" by prefix, so "localhost:1.evil.example"
 # would pass it. A name, an IPv4 address or a bracketed IPv6 address; the port 1 to 5 digits.
 _HOST_HEADER = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::[0-9]{1,5})?$")
+# Probes reach /health by whatever address they have (127.0.0.1 in the container, the pod IP from an
+# orchestrator), not by the public name. It reveals nothing and changes nothing, so it needs no Host check;
+# every other path, /mcp and /security/events included, still does.
+HOST_CHECK_EXEMPT = frozenset({("GET", "/health"), ("HEAD", "/health")})
 
 
 def default_allowed_hosts(bind_host: str, port: int) -> list[str]:
@@ -74,7 +78,9 @@ class OriginGate:
 
 
 class HostGate:
-    """DNS rebinding: the SDK's Host/Origin validation, answered before authentication and audited."""
+    """DNS rebinding: the SDK's Host/Origin validation, answered before authentication and audited.
+
+    GET /health is exempt from the Host check (HOST_CHECK_EXEMPT), not from the Origin check."""
 
     def __init__(self, app: ASGIApp, settings: TransportSecuritySettings, events: SecurityEvents) -> None:
         self.app = app
@@ -83,6 +89,9 @@ class HostGate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if (scope["method"], scope["path"]) in HOST_CHECK_EXEMPT and "origin" not in Headers(scope=scope):
             await self.app(scope, receive, send)
             return
         from starlette.requests import Request
