@@ -12,7 +12,7 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from . import profile
@@ -29,7 +29,7 @@ LOCK_FILE = Path("tools.lock.json")  # the tool manifest lock (security/manifest
 _debug = False  # MCP_LOG_LEVEL=DEBUG: start-up errors show their traceback
 
 
-def _load(**overrides: object) -> Settings:
+def _load(**overrides: Any) -> Settings:
     """Settings for serve and check; a transport this project was not generated with is refused."""
     global _debug
     from .settings import SettingsError, load_settings

@@ -310,7 +310,7 @@ def _counted(ctx: ServerRequestContext[Any, Any]) -> bool:
     return bool(getattr(state, PRINCIPAL_COUNTED, False))
 
 
-def _client_of(principal: Principal) -> dict[str, str]:
+def _client_of(principal: Principal) -> dict[str, Any]:
     # The OAuth client a user called through, for the audit trail (never a credential).
     return {"client_id": principal.client_id} if principal.client_id else {}
 

@@ -59,9 +59,9 @@ def _cleaned(body: bytes) -> bytes:
     except ValueError:
         return body
     error = answer.get("error") if isinstance(answer, dict) else None
-    message = error.get("message") if isinstance(error, dict) else None
-    if not isinstance(message, str):
+    if not isinstance(error, dict) or not isinstance(error.get("message"), str):
         return body
+    message: str = error["message"]
     for prefix, fixed in _MESSAGES.items():
         if message.startswith(prefix):
             error["message"] = fixed
