@@ -7,6 +7,7 @@ from typing import Any, NoReturn
 
 from mcp.server import MCPServer
 from mcp.server.context import ServerRequestContext
+from mcp.server.request_state import RequestStateBoundary
 from mcp.types import (
     Completion,
     CompletionArgument,
@@ -19,6 +20,7 @@ from mcp.types import (
 
 from . import __version__, profile
 from .security.guard import Guard
+from .security.request_state import RequestStateAudit, request_state_security
 from .services import Services, open_services
 from .settings import Settings
 from .tools import register_tools
@@ -63,7 +65,14 @@ def build_server(settings: Settings, services: Services | None = None) -> MCPSer
         tools=guard.tools(),
         middleware=[guard.middleware],
         log_level=settings.log_level,
+        request_state_security=request_state_security(
+            settings.request_state_key_list, settings.request_state_ttl_seconds
+        ),
     )
+    # Outside the SDK's request-state boundary (the first of its middleware), so its refusals are audited.
+    chain = server._lowlevel_server.middleware
+    boundary = next(i for i, mw in enumerate(chain) if isinstance(mw, RequestStateBoundary))
+    chain.insert(boundary, RequestStateAudit(services.events))
 
     @server.resource("about://server", name="about", mime_type="text/plain")
     def about() -> str:
