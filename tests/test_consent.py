@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -161,3 +162,158 @@ async def test_a_fresh_state_from_the_same_principal_still_works_after_the_refus
         state = await _first_round(client, note)
         done = await _retry(client, note, state)
     assert not done.is_error, text_of(done)
+
+
+# ---- initialize-era clients: sessions -------------------------------------------------------------
+
+SSE_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-11-25", "capabilities": {"elicitation": {}},
+    "clientInfo": {"name": "raw", "version": "1"}}}
+
+
+def initialize(url: str, token: str) -> httpx2.Response:
+    return httpx2.post(url, json=INITIALIZE, headers={**SSE_HEADERS, "Authorization": f"Bearer {token}"},
+                       timeout=30)
+
+
+def in_session(url: str, token: str, session: str, method: str = "POST") -> httpx2.Response:
+    headers = {**SSE_HEADERS, "Authorization": f"Bearer {token}", "Mcp-Session-Id": session,
+               "Mcp-Protocol-Version": "2025-11-25"}
+    if method == "GET":
+        return httpx2.get(url, headers=headers, timeout=5)
+    body = {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}
+    return httpx2.post(url, json=body, headers=headers, timeout=30)
+
+
+async def test_legacy_client_consents_over_http_with_a_session(replicas: Replicas) -> None:
+    url = replicas.servers[0].url  # one replica: initialize-era sessions need sticky routing
+    token = replicas.issuer.token("erin", BOTH)
+    note = await add_note(url, token, "legacy", mode="legacy")
+    async with mcp_over_http(url, token, mode="legacy") as client:
+        refused = await client.call_tool("delete_note", {"note_id": note})
+    assert refused.is_error and "cannot ask" in text_of(refused)
+    for user in (User("decline"), User("cancel"), User("accept", confirm=False)):
+        async with mcp_over_http(url, token, mode="legacy", elicitation_callback=user) as client:
+            refused = await client.call_tool("delete_note", {"note_id": note})
+            assert refused.is_error and "did not confirm" in text_of(refused), text_of(refused)
+        assert user.asked == [f"Delete note #{note}? This cannot be undone."]
+    user = User("accept")
+    async with mcp_over_http(url, token, mode="legacy", elicitation_callback=user) as client:
+        deleted = await client.call_tool("delete_note", {"note_id": note})
+        assert not deleted.is_error, text_of(deleted)
+        assert "legacy" not in text_of(await client.call_tool("list_notes", {}))
+    assert user.asked == [f"Delete note #{note}? This cannot be undone."]
+
+
+def test_a_session_belongs_to_the_principal_that_opened_it(replicas: Replicas) -> None:
+    server = replicas.servers[0]
+    alice, bob = replicas.issuer.token("alice", BOTH), replicas.issuer.token("mallory", BOTH)
+    opened = initialize(server.url, alice)
+    assert opened.status_code == 200, opened.text
+    session = opened.headers["mcp-session-id"]
+    assert in_session(server.url, alice, session).status_code == 200
+    unknown = in_session(server.url, bob, "0" * 32)
+    for method in ("POST", "GET"):
+        stolen = in_session(server.url, bob, session, method)
+        # Exactly what an unknown id gets: the attempt learns nothing about alice's session.
+        assert (stolen.status_code, stolen.content) == (unknown.status_code, unknown.content) == (
+            404, unknown.content), stolen.text
+    assert in_session(server.url, alice, session).status_code == 200
+    events = replicas.events(event="authorization_denied")
+    mine = [e for e in events if e["identifier"] == "mallory" and
+            e["details"].get("reason") == "session of another principal"]
+    assert sorted(e["details"]["method"] for e in mine) == ["GET", "POST"]
+    assert all(session not in str(e) for e in mine)  # the id itself is never written down
+
+
+def test_get_and_delete_without_a_session_answer_405(replicas: Replicas) -> None:
+    server = replicas.servers[0]
+    headers = {**SSE_HEADERS, "Authorization": f"Bearer {replicas.issuer.token('alice', BOTH)}"}
+    for method in ("GET", "DELETE"):
+        answer = httpx2.request(method, server.url, headers=headers, timeout=5)
+        assert answer.status_code == 405 and answer.headers["allow"] == "POST", answer.text
+
+
+@pytest.fixture(scope="module")
+def bounded(project: Path, venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Issuer]]:
+    base = tmp_path_factory.mktemp("bounded")
+    port = free_port()
+    with Issuer(audience=f"http://127.0.0.1:{port}/mcp") as issuer:
+        env = {**read_env_file(project), **issuer.settings(), "MCP_DATA_DIR": str(base),
+               "MCP_RATE_LIMIT": "100000/minute", "MCP_MAX_SESSIONS_PER_PRINCIPAL": "2",
+               "MCP_MAX_SESSIONS": "3", "MCP_SESSION_IDLE_TIMEOUT_SECONDS": "3",
+               "MCP_SESSION_MAX_STREAMS": "1", "MCP_SESSION_STREAM_IDLE_SECONDS": "1"}
+        with running_server(venv, project, env, port=port, log_dir=base) as server:
+            yield server, issuer
+
+
+def test_sessions_are_capped_per_principal_and_overall_and_expire(bounded: tuple[Server, Issuer]) -> None:
+    server, issuer = bounded
+    carol, dave, erin = (issuer.token(name, BOTH) for name in ("carol", "dave", "erin"))
+    first, second = initialize(server.url, carol), initialize(server.url, carol)
+    assert first.status_code == second.status_code == 200
+    third = initialize(server.url, carol)
+    assert third.status_code == 429 and "MCP_MAX_SESSIONS_PER_PRINCIPAL" in third.text
+    assert initialize(server.url, dave).status_code == 200
+    overall = initialize(server.url, erin)  # 3 open sessions: the SDK's MCP_MAX_SESSIONS
+    assert overall.status_code == 503, overall.text
+    time.sleep(4)  # idle timeout
+    assert in_session(server.url, carol, first.headers["mcp-session-id"]).status_code == 404
+    assert initialize(server.url, carol).status_code == 200
+    events = all_events(server, server.env["MCP_ADMIN_API_KEYS"], event="rate_limit_exceeded")
+    reasons = sorted(e["details"].get("reason") for e in events)
+    assert reasons == ["sessions overall", "sessions per principal"], reasons
+
+
+def test_streams_are_capped_per_session_and_close_when_idle(bounded: tuple[Server, Issuer]) -> None:
+    server, issuer = bounded
+    token = issuer.token("frank", BOTH)
+    session = initialize(server.url, token).headers["mcp-session-id"]
+    headers = {**SSE_HEADERS, "Authorization": f"Bearer {token}", "Mcp-Session-Id": session,
+               "Mcp-Protocol-Version": "2025-11-25"}
+    started = time.monotonic()
+    with httpx2.stream("GET", server.url, headers=headers, timeout=10) as stream:
+        assert stream.status_code == 200
+        busy = in_session(server.url, token, session)  # a second stream while the GET one is open
+        assert busy.status_code == 429 and "MCP_SESSION_MAX_STREAMS" in busy.text
+        for _ in stream.iter_raw():
+            pass  # ends when the server closes the idle stream
+    assert time.monotonic() - started < 5
+    assert in_session(server.url, token, session).status_code == 200  # the session itself lives on
+
+
+async def test_sessions_off_means_stateless_and_consent_refused_clearly(
+    project: Path, venv: Venv, tmp_path: Path
+) -> None:
+    port = free_port()
+    with Issuer(audience=f"http://127.0.0.1:{port}/mcp") as issuer:
+        env = {**read_env_file(project), **issuer.settings(), "MCP_DATA_DIR": str(tmp_path),
+               "MCP_SESSIONS": "false"}
+        with running_server(venv, project, env, port=port, log_dir=tmp_path) as server:
+            token = issuer.token("gina", BOTH)
+            opened = await anyio.to_thread.run_sync(lambda: initialize(server.url, token))
+            assert opened.status_code == 200 and "mcp-session-id" not in opened.headers
+            note = await add_note(server.url, token, "stateless", mode="legacy")
+            user = User("accept")
+            async with mcp_over_http(server.url, token, mode="legacy", elicitation_callback=user) as client:
+                refused = await client.call_tool("delete_note", {"note_id": note})
+            assert refused.is_error and "cannot ask" in text_of(refused)
+            assert user.asked == []
+
+
+def test_the_servers_own_origin_is_not_cross_origin(replicas: Replicas) -> None:
+    server = replicas.servers[0]
+    token = replicas.issuer.token("alice", BOTH)
+    body = {"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {}}
+    headers = {**SSE_HEADERS, "Authorization": f"Bearer {token}", "Mcp-Protocol-Version": "2025-11-25"}
+
+    def post(origin: str, host: str | None = None) -> httpx2.Response:
+        extra = {"Origin": origin, **({"Host": host} if host else {})}
+        return httpx2.post(server.url, json=body, headers={**headers, **extra}, timeout=30)
+
+    assert post(server.base).status_code == 200  # no MCP_TRUSTED_ORIGINS needed
+    assert post(server.base.replace("http://", "https://")).status_code == 403  # another scheme
+    assert post("http://evil.example").status_code == 403
+    rebinding = post(f"http://evil.example:{server.port}", host=f"evil.example:{server.port}")
+    assert rebinding.status_code == 421  # its own origin, but a Host this server does not answer to

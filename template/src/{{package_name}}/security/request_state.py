@@ -9,6 +9,7 @@ security event for every retry the SDK refuses (tampered, expired, another princ
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -56,7 +57,8 @@ class RequestStateAudit:
         params = ctx.params or {}
         target = params.get("name") if ctx.method != "resources/read" else params.get("uri")
         client = getattr(getattr(ctx.request, "client", None), "host", None) or "stdio"
-        try:
+        # Refused either way; a store failure is itself logged at critical level by SecurityEvents.
+        with contextlib.suppress(AuditUnavailableError):
             await self.events.record(
                 "input_validation_failed",
                 "high",
@@ -67,5 +69,3 @@ class RequestStateAudit:
                 method=ctx.method,
                 client=client,
             )
-        except AuditUnavailableError:
-            pass  # refused either way; the store failure itself was logged at critical level
