@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     max_sessions: int = Field(default=1_000, ge=1)
     max_sessions_per_principal: int = Field(default=10, ge=1)
     session_idle_timeout_seconds: float = Field(default=1_800.0, gt=0)
-    session_max_streams: int = Field(default=4, ge=1, le=100)
+    session_max_streams: int = Field(default=10, ge=1, le=100)
     session_stream_idle_seconds: float = Field(default=300.0, gt=0, le=86_400)
     # Keys that seal 2026-07-28 requestState (consent retries): every replica needs the same ones.
     # Comma-separated, the first seals, all unseal (rotation); empty: a per-process key.
