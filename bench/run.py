@@ -10,6 +10,7 @@
      limits at a limit that is not reached, audit trail to SQLite);
    - sdk-default: a bare MCPServer with the same tool, `streamable_http_app()` defaults (stateful,
      sessions, SSE answers) -- what a user who skips this template would run;
+   - template-session: the same server, as an initialize-era client with a session sees it (SSE answers);
    - sdk-stateless: the same bare server in our transport mode (stateless_http=True, json_response=True).
    All three under uvicorn with the same settings, rounds interleaved so that load from other
    processes on the machine spreads evenly over them; medians are reported.
@@ -75,7 +76,7 @@ HEADERS = {
     "Accept": "application/json, text/event-stream",
     "Mcp-Protocol-Version": "2025-11-25",
 }
-TARGETS = ("template", "template-no-metrics", "sdk-default", "sdk-stateless")
+TARGETS = ("template", "template-session", "template-no-metrics", "sdk-default", "sdk-stateless")
 
 
 @dataclass
@@ -198,13 +199,18 @@ def http_targets(venv: Venv, project: Path) -> Iterator[dict[str, Target]]:
                 )
             targets[f"sdk-{mode}"] = Target(f"sdk-{mode}", port, process)
             wait_for_port(port, process)
-        # The SDK's default mode is stateful: one session, as a client would hold it.
-        default = targets["sdk-default"]
-        status, headers, text = post(default, INITIALIZE)
-        if status != 200 or "mcp-session-id" not in headers:
-            raise RuntimeError(f"sdk-default did not open a session: {status} {text[:200]}")
-        default.session = headers["mcp-session-id"]
-        post(default, {"jsonrpc": "2.0", "method": "notifications/initialized"})
+        # The SDK's default mode is stateful: one session, as a client would hold it. The template gives
+        # an initialize-era client a session too (so consent can ask it): measured as template-session.
+        targets["template-session"] = Target(
+            "template-session", server.port, server.process, auth=targets["template"].auth
+        )
+        for name in ("sdk-default", "template-session"):
+            stateful = targets[name]
+            status, headers, text = post(stateful, INITIALIZE)
+            if status != 200 or "mcp-session-id" not in headers:
+                raise RuntimeError(f"{name} did not open a session: {status} {text[:200]}")
+            stateful.session = headers["mcp-session-id"]
+            post(stateful, {"jsonrpc": "2.0", "method": "notifications/initialized"})
         for target in targets.values():  # every target answers both messages correctly before we time it
             for body in (PING, CALL):
                 status, _, text = post(target, body)
@@ -516,6 +522,10 @@ def report(runs: dict[tuple[str, str, int], Runs], levels: tuple[int, ...], cold
             lines.append(ratio_line(f"{method} throughput / {other}", ours / med(theirs.rps), target))
             capacity = med(theirs.cpu_us) / med(runs[("template", method, busy)].cpu_us)
             lines.append(ratio_line(f"{method} requests per CPU-second / {other}", capacity, target))
+        # Initialize-era clients with a session, against the SDK's own sessions (the same SSE transport).
+        session = runs[("template-session", method, busy)]
+        default = runs[("sdk-default", method, busy)]
+        lines.append(ratio_line(f"{method} throughput, sessions / sdk-default", med(session.rps) / med(default.rps), 0.9))
         overhead = med(runs[("template", method, 1)].p99_ms) - med(runs[("sdk-stateless", method, 1)].p99_ms)
         lines.append(ratio_line(f"{method} p99 overhead vs sdk-stateless (1 connection)", overhead, 2.0, False, " ms"))
     for connections in levels:

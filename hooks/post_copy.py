@@ -1,7 +1,8 @@
 """Copier task, run once after `copier copy` in the new project (standard library only).
 
 1. Create .env with fresh random keys (mode 600) unless it exists: a tool key and an admin key, or with
-   OAuth (clients bring access tokens) the admin key alone.
+   OAuth (clients bring access tokens) the admin key alone. With HTTP, a request-state
+   key too.
 2. Lock dependencies with `uv lock` when uv is on PATH (MCP_TEMPLATE_SKIP_LOCK=1 skips it).
 3. `git init` and a first commit when the destination is not already inside a git repository,
    as the user's git identity when one is configured, else as the project's author.
@@ -38,6 +39,12 @@ def write_env(path: Path, *, tool_key: bool = True) -> bool:
     with os.fdopen(fd, "w") as handle:
         handle.write(body)
     return True
+
+
+def add_request_state_key(path: Path) -> None:
+    """The key that seals consent retries (MCP_REQUEST_STATE_KEYS): replicas sharing this .env share it."""
+    with path.open("a") as handle:
+        handle.write(f"MCP_REQUEST_STATE_KEYS={secrets.token_hex(32)}\n")
 
 
 def run(*command: str, timeout: float = 300) -> subprocess.CompletedProcess[str] | None:
@@ -96,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     root = Path.cwd()
     oauth = args.auth == "oauth" and args.transport != "stdio"
     env_made = write_env(root / ".env", tool_key=not oauth)
+    if env_made and args.transport != "stdio":
+        add_request_state_key(root / ".env")
     locked = lock(shutil.which("uv"))
     repository = init_repository(args.author_name, args.author_email)
 

@@ -88,9 +88,10 @@ def test_the_answer_carries_the_request_id_and_the_perimeter_headers(server: Ser
     assert "principal: key:" in body["result"]["content"][0]["text"]
 
 
-def test_initialize_is_answered_without_a_session(server: Server) -> None:
+def test_initialize_from_a_json_only_client_is_answered_without_a_session(server: Server) -> None:
+    """A client that cannot read SSE could not be asked anything: it stays stateless (sessions are for SSE)."""
     params = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}
-    response = post(server, jsonrpc("initialize", params))
+    response = post(server, jsonrpc("initialize", params), headers={"Accept": "application/json"})
     assert response.status_code == 200
     assert "mcp-session-id" not in response.headers
     assert response.json()["result"]["protocolVersion"] == "2025-06-18"

@@ -5,6 +5,8 @@ no unauthenticated mode, so the suite talks to this proxy, which forwards every 
 (method, path, Host, Origin, body) plus the headers it was given, and streams the answer back
 unchanged (SSE included). Run it as a process: `python -m support.proxy --port P --upstream URL
 --header "Authorization: Bearer KEY"`; `running_proxy()` does that and waits until it listens.
+Given several upstreams (`--upstream` again), it is a plain round-robin load balancer: each request
+goes to the next one, with no stickiness at all.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ HOP_BY_HOP = {
 class HeaderProxy:
     """ASGI app: forward to `upstream` (scheme://host:port) with `extra` headers added."""
 
-    def __init__(self, upstream: str, extra: Sequence[tuple[str, str]]) -> None:
-        self.upstream = upstream.rstrip("/")
+    def __init__(self, upstream: str | Sequence[str], extra: Sequence[tuple[str, str]]) -> None:
+        self.upstreams = [upstream.rstrip("/")] if isinstance(upstream, str) else [u.rstrip("/") for u in upstream]
+        self.turn = 0
         self.extra = [(name.lower().encode(), value.encode()) for name, value in extra]
         self.replaced = {name for name, _ in self.extra}
         self.client: Any = None
@@ -54,7 +57,9 @@ class HeaderProxy:
             if not message.get("more_body"):
                 break
         headers = [(k, v) for k, v in scope["headers"] if k not in HOP_BY_HOP and k not in self.replaced]
-        url = self.upstream + scope["raw_path"].decode()
+        upstream = self.upstreams[self.turn % len(self.upstreams)]
+        self.turn += 1
+        url = upstream + scope["raw_path"].decode()
         if scope["query_string"]:
             url += "?" + scope["query_string"].decode()
         request = self.client.build_request(scope["method"], url, headers=headers + self.extra, content=body)
@@ -91,9 +96,11 @@ class HeaderProxy:
 
 
 @contextlib.contextmanager
-def running_proxy(port: int, upstream: str, headers: dict[str, str], log: Path) -> Iterator[str]:
+def running_proxy(port: int, upstream: str | Sequence[str], headers: dict[str, str], log: Path) -> Iterator[str]:
     """Run the proxy on 127.0.0.1:port until the block ends; yields its base URL."""
-    args = [sys.executable, "-m", "support.proxy", "--port", str(port), "--upstream", upstream]
+    args = [sys.executable, "-m", "support.proxy", "--port", str(port)]
+    for one in [upstream] if isinstance(upstream, str) else upstream:
+        args += ["--upstream", one]
     for name, value in headers.items():
         args += ["--header", f"{name}: {value}"]
     with log.open("wb") as handle:
@@ -125,7 +132,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--upstream", action="append", required=True)
     parser.add_argument("--header", action="append", default=[])
     args = parser.parse_args()
     extra = [tuple(part.strip() for part in header.split(":", 1)) for header in args.header]

@@ -89,6 +89,8 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _write_env(path: Path) -> int:
+    import secrets
+
     from .security.keys import new_key
 
     if path.exists():
@@ -98,7 +100,10 @@ def _write_env(path: Path) -> int:
     oauth = profile.AUTH_MODE == "oauth"
     lines = ["# Made by keygen. Never commit this file."]
     lines += [] if oauth else [f"MCP_API_KEYS={new_key()}"]
-    lines += [f"MCP_ADMIN_API_KEYS={new_key()}", ""]
+    lines += [f"MCP_ADMIN_API_KEYS={new_key()}"]
+    if "http" in profile.TRANSPORTS:
+        lines.append(f"MCP_REQUEST_STATE_KEYS={secrets.token_hex(32)}")
+    lines.append("")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write("\n".join(lines))
@@ -151,6 +156,22 @@ def security_report(settings: Settings, lock: Path = LOCK_FILE) -> tuple[list[st
         proxies = ", ".join(settings.trusted_proxies) or "nobody (the socket address counts)"
         facts.append(f"X-Forwarded-For honoured from: {proxies}")
         facts.append(f"rate limit: {settings.rate_limit} ({settings.rate_limit_storage.split('://')[0]})")
+        shared = [
+            url for url in (settings.rate_limit_storage, settings.events_url) if url.startswith("redis")
+        ]
+        if shared and not settings.request_state_key_list:
+            warnings.append(
+                "Redis stores suggest several replicas, but MCP_REQUEST_STATE_KEYS is empty: a consent "
+                "retry that reaches another replica is refused. Give every replica the same key "
+                '(python -c "import secrets; print(secrets.token_hex(32))").'
+            )
+        sessions = "off (stateless for every client)"
+        if settings.sessions:
+            sessions = (
+                f"on for initialize-era clients (at most {settings.max_sessions}, "
+                f"{settings.max_sessions_per_principal} per principal; route replicas by Mcp-Session-Id)"
+            )
+        facts.append(f"sessions: {sessions}")
     try:
         from .server import build_guard
         from .services import open_services

@@ -7,11 +7,13 @@ from typing import Any, NoReturn
 
 from mcp.server import MCPServer
 from mcp.server.context import ServerRequestContext
+from mcp.server.request_state import RequestStateBoundary
 from mcp.types import CompleteRequestParams, EmptyResult, SetLevelRequestParams
 
 from . import __version__, profile
 from .operations import subscribe_anomaly_detection
 from .security.guard import Guard
+from .security.request_state import RequestStateAudit, request_state_security
 from .security.text import INSTRUCTIONS
 from .services import Services, open_services
 from .settings import Settings
@@ -80,6 +82,9 @@ def build_server(settings: Settings, services: Services | None = None) -> Guarde
         resources=guard.resources(),
         middleware=[guard.middleware],
         log_level=settings.log_level,
+        request_state_security=request_state_security(
+            settings.request_state_key_list, settings.request_state_ttl_seconds
+        ),
     )
     server.guard = guard
     # The guard's templates and prompts, through the managers (the server's own methods refuse them).
@@ -89,6 +94,10 @@ def build_server(settings: Settings, services: Services | None = None) -> Guarde
         server._prompt_manager.add_prompt(prompt)
     lowlevel = server._lowlevel_server
     lowlevel.add_request_handler("completion/complete", CompleteRequestParams, guard.handle_completion)
+    # Outside the SDK's request-state boundary (the first of its middleware), so its refusals are audited.
+    chain = server._lowlevel_server.middleware
+    boundary = next(i for i, mw in enumerate(chain) if isinstance(mw, RequestStateBoundary))
+    chain.insert(boundary, RequestStateAudit(services.events))
 
     # logging/setLevel: this server sends no log notifications (its log goes to stderr and the audit
     # trail), so every level a client asks for is honoured; answering it keeps clients that set one working.

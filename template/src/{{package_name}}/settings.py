@@ -96,8 +96,17 @@ class Settings(BaseSettings):
     tool_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     max_result_chars: int = Field(default=100_000, ge=1_000, le=10_000_000)
     max_calls_in_flight: int = Field(default=8, ge=1, le=1_000)
+    # Sessions for initialize-era HTTP clients (consent needs a back channel); off: stateless for all.
+    sessions: bool = True
     max_sessions: int = Field(default=1_000, ge=1)
+    max_sessions_per_principal: int = Field(default=10, ge=1)
     session_idle_timeout_seconds: float = Field(default=1_800.0, gt=0)
+    session_max_streams: int = Field(default=10, ge=1, le=100)
+    session_stream_idle_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    # Keys that seal 2026-07-28 requestState (consent retries): every replica needs the same ones.
+    # Comma-separated, the first seals, all unseal (rotation); empty: a per-process key.
+    request_state_keys: SecretStr = SecretStr("")
+    request_state_ttl_seconds: float = Field(default=600.0, gt=0, le=86_400)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0, le=3_600)
 
     # Audit trail: memory://, sqlite:///path, redis://host:port/db. Empty: sqlite for HTTP, memory for stdio.
@@ -211,6 +220,17 @@ class Settings(BaseSettings):
             raise ValueError("use memory://, sqlite:///path/events.db or redis://host:port/db")
         return value
 
+    @field_validator("request_state_keys")
+    @classmethod
+    def _long_keys(cls, value: SecretStr) -> SecretStr:
+        for index, key in enumerate(_split_commas(value.get_secret_value())):
+            if len(key.encode()) < 32:
+                raise ValueError(
+                    f"key {index + 1} is shorter than 32 bytes; make one with "
+                    'python -c "import secrets; print(secrets.token_hex(32))"'
+                )
+        return value
+
     @field_validator("upstream_url")
     @classmethod
     def _upstream_is_http(cls, value: str) -> str:
@@ -252,6 +272,11 @@ class Settings(BaseSettings):
     @property
     def audience(self) -> str:
         return self.oauth_audience or self.resource_url
+
+    @property
+    def request_state_key_list(self) -> list[str]:
+        keys: list[str] = _split_commas(self.request_state_keys.get_secret_value())
+        return keys
 
 
 def _secure_url(url: str) -> bool:

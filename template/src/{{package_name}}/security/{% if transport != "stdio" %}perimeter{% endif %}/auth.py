@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 from urllib.parse import parse_qsl
 
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -153,6 +154,8 @@ class BearerAuth:
             )
             return
         scope.setdefault("state", {})["principal"] = principal
+        # The SDK's own session-ownership check compares this with the session's creator (sessions.py).
+        scope["user"] = AuthenticatedUser(token)
         await self.app(scope, receive, send)
 
     async def _verify(self, credential: str) -> AccessToken:

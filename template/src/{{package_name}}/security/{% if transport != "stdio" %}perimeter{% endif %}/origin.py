@@ -33,9 +33,20 @@ def default_allowed_hosts(bind_host: str, port: int) -> list[str]:
 
 
 def transport_security(allowed_hosts: list[str], trusted_origins: list[str]) -> TransportSecuritySettings:
+    # The server's own origins (an allowed Host, either scheme) pass the SDK's check too; OriginGate,
+    # outside it, holds a same-origin request to the scheme the request really came in with.
+    own = [f"{scheme}://{host}" for host in allowed_hosts for scheme in ("http", "https")]
     return TransportSecuritySettings(
-        enable_dns_rebinding_protection=True, allowed_hosts=allowed_hosts, allowed_origins=trusted_origins
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=allowed_hosts,
+        allowed_origins=trusted_origins + own,
     )
+
+
+def is_same_origin(scope: Scope, origin: str) -> bool:
+    """Origin is this server's own: the request's scheme and Host. HostGate then checks the Host."""
+    host = Headers(scope=scope).get("host")
+    return host is not None and origin == f"{scope.get('scheme', 'http')}://{host}"
 
 
 def cors(app: ASGIApp, trusted_origins: list[str]) -> ASGIApp:
@@ -51,7 +62,11 @@ def cors(app: ASGIApp, trusted_origins: list[str]) -> ASGIApp:
 
 
 class OriginGate:
-    """An Origin header that is not trusted gets 403 before CORS or anything else answers it."""
+    """An Origin header that is neither trusted nor the server's own gets 403 before anything answers it.
+
+    A page served by this server itself (same scheme and Host) is not a cross-origin caller; a
+    rebinding page has its own Host, which HostGate refuses (421) unless MCP_ALLOWED_HOSTS lists it.
+    """
 
     def __init__(self, app: ASGIApp, trusted_origins: list[str], events: SecurityEvents) -> None:
         self.app = app
@@ -63,7 +78,7 @@ class OriginGate:
             await self.app(scope, receive, send)
             return
         origin = Headers(scope=scope).get("origin")
-        if origin is None or origin in self.trusted:
+        if origin is None or origin in self.trusted or is_same_origin(scope, origin):
             await self.app(scope, receive, send)
             return
         await self.events.record(

@@ -1,0 +1,71 @@
+"""The keys and the principal binding that seal 2026-07-28 `requestState`, and the audit of refusals.
+
+A destructive tool asks a 2026-07-28 client for consent with an input-required result; the client
+retries with the sealed `requestState`. The SDK seals and verifies it (`RequestStateSecurity`: AES-GCM,
+expiry, binding to the request, the audience and the principal); this module gives it the keys from
+MCP_REQUEST_STATE_KEYS, shared by every replica, binds the state to our principal, and writes one
+security event for every retry the SDK refuses (tampered, expired, another principal's, foreign).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
+
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.request_state import RequestStateSecurity
+from mcp.shared.exceptions import MCPError
+
+from .events import AuditUnavailableError, SecurityEvents
+from .principal import LOCAL_USER, Principal
+
+REFUSED_REASON = "invalid_request_state"
+
+
+def principal_of(ctx: ServerRequestContext[Any, Any]) -> str | None:
+    """The principal the HTTP perimeter authenticated, or the local user on stdio."""
+    request = ctx.request
+    if request is None:
+        return LOCAL_USER.id
+    principal = getattr(getattr(request, "state", None), "principal", None)
+    return principal.id if isinstance(principal, Principal) else None
+
+
+def request_state_security(keys: list[str], ttl: float) -> RequestStateSecurity:
+    """Shared keys when configured; else a key of this process only (one replica, or stdio)."""
+    ring: list[str | bytes] = list(keys) or [os.urandom(32)]
+    return RequestStateSecurity(keys=ring, ttl=ttl, bind_principal=principal_of)
+
+
+class RequestStateAudit:
+    """Server middleware outside the SDK's request-state boundary: audits the retries it refuses."""
+
+    def __init__(self, events: SecurityEvents) -> None:
+        self.events = events
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        try:
+            return await call_next(ctx)
+        except MCPError as exc:
+            data = exc.error.data
+            if isinstance(data, dict) and data.get("reason") == REFUSED_REASON:
+                await self._record(ctx)
+            raise
+
+    async def _record(self, ctx: ServerRequestContext[Any, Any]) -> None:
+        params = ctx.params or {}
+        target = params.get("name") if ctx.method != "resources/read" else params.get("uri")
+        client = getattr(getattr(ctx.request, "client", None), "host", None) or "stdio"
+        # Refused either way; a store failure is itself logged at critical level by SecurityEvents.
+        with contextlib.suppress(AuditUnavailableError):
+            await self.events.record(
+                "input_validation_failed",
+                "high",
+                principal_of(ctx) or client,
+                tool=str(target)[:100] if ctx.method == "tools/call" else None,
+                request_id=None if ctx.request_id is None else str(ctx.request_id),
+                reason=REFUSED_REASON,
+                method=ctx.method,
+                client=client,
+            )
