@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .settings import Settings
 
 LOCK_FILE = Path("tools.lock.json")  # the tool manifest lock (security/manifest.py)
+_LOCK_FIX = f"`{profile.COMMAND} check --update-lock`"  # ends every lock error, so _check can tell them apart
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -129,10 +130,7 @@ def security_report(settings: Settings, lock: Path = LOCK_FILE) -> tuple[list[st
         problems = differences(read_lock(lock), manifest(guard))
     except ValueError as exc:
         problems = [str(exc)]
-    errors.extend(
-        f"{problem}; review the change, then run `{profile.COMMAND} check --update-lock`"
-        for problem in problems
-    )
+    errors.extend(f"{problem}; review the change, then run {_LOCK_FIX}" for problem in problems)
     facts.append(f"tools: {len(guard.policies)} ({'match' if not problems else 'differ from'} {lock})")
     return errors, warnings, facts
 
@@ -178,8 +176,21 @@ def _check(args: argparse.Namespace) -> int:
         print(f"  WARNING  {warning}")
     for error in errors:
         print(f"  ERROR    {error}")
-    print("configuration is valid" if not errors else f"{len(errors)} error(s): the server will not start")
+    print(_verdict(errors, args.lock))
     return 1 if errors else 0
+
+
+def _verdict(errors: list[str], lock: Path) -> str:
+    """The last line of the report: what `serve` will do with these errors."""
+    if not errors:
+        return "configuration is valid"
+    if all(error.endswith(_LOCK_FIX) for error in errors):
+        # serve does not read the lock (see README): the gate is check and the test suite, in CI.
+        return (
+            f"{len(errors)} error(s): the tools differ from {lock}. `serve` still starts and serves the "
+            f"tools as they are now; check and the project's tests fail until you run {_LOCK_FIX}"
+        )
+    return f"{len(errors)} error(s): the server will not start"
 
 
 def build_parser() -> argparse.ArgumentParser:
