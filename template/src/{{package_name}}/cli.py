@@ -234,6 +234,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (SettingsError, EventStoreConfigError) as exc:
             print(f"{profile.COMMAND}: {exc}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            # Ctrl-C: uvicorn has shut down cleanly and re-raises the signal; no traceback for that.
+            return 130
         return result
     finally:
         gc.enable()
