@@ -28,7 +28,7 @@ EXECUTED = {"bash", "sh", "console", "python"}
 PARSED: dict[str, Callable[[str], object]] = {"json": json.loads, "yaml": yaml.safe_load, "toml": tomllib.loads}
 NOT_EXECUTED = {"text", "dotenv", "yaml", "json", "toml", "nginx", "caddy"}
 FENCE = re.compile(
-    r"^(?:<!-- readme-test: skip \((?P<skip>.+)\) -->\n)?```(?P<lang>[^\n`]*)\n(?P<body>.*?)^```[ \t]*$",
+    r"^(?:<!-- readme-test: skip \((?P<skip>[^\n]+)\) -->\n)?```(?P<lang>[^\n`]*)\n(?P<body>.*?)^```[ \t]*$",
     re.MULTILINE | re.DOTALL,
 )
 # A command that starts a server: `uv run <slug> serve` at the start of a line or after `&&`.
