@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -150,3 +151,100 @@ async def test_refuses_without_a_working_bwrap(project: Path, venv: Venv, tmp_pa
         assert "must not run" not in text
         refusals = [e for e in events(server, "run_python") if e["event"] == "tool_execution_failed"]
         assert refusals and refusals[-1]["details"]["rule"] == "sandbox_unavailable"  # type: ignore[index]
+
+
+async def test_memory_is_capped_for_the_whole_process_tree(server: Server) -> None:
+    # Eight processes of 48 MB each: within the per-process limit (128 MB), four times the sandbox's.
+    code = """
+import os, time
+children = []
+for _ in range(8):
+    pid = os.fork()
+    if pid == 0:
+        block = bytearray(48 * 1024 * 1024)
+        for offset in range(0, len(block), 4096):
+            block[offset] = 1
+        time.sleep(1)
+        os._exit(0)
+    children.append(pid)
+statuses = [os.waitpid(pid, 0)[1] for pid in children]
+print("survivors", sum(1 for status in statuses if status == 0))
+"""
+    is_error, text = await run_python(server, code)
+    assert not is_error, text
+    assert "went over the sandbox's memory limit (128 MB for all its processes together)" in text, text
+    survivors = int(text.rsplit("survivors", 1)[1].split()[0]) if "survivors" in text else 0
+    assert survivors * 48 <= 128, text
+    await assert_healthy(server)
+
+
+async def test_every_writable_filesystem_is_bounded(server: Server) -> None:
+    # Files under the per-file limit (1 MiB), 100 of them: each tmpfs fills up at its size (16 MiB).
+    code = """
+for directory in ["/dev/shm", "/tmp", "", "/dev", "/proc"]:
+    try:
+        for number in range(100):
+            with open(f"{directory}/fill{number}", "wb") as sink:
+                sink.write(b"x" * 524_288)
+        print(directory or "/", "FILLED")
+    except OSError as exc:
+        print(directory or "/", "refused", exc.strerror)
+"""
+    is_error, text = await run_python(server, code)
+    assert not is_error, text
+    assert "FILLED" not in text and text.count("refused") == 5, text
+    assert "/dev/shm refused No space left on device" in text, text
+    assert "/tmp refused No space left on device" in text, text
+    assert "/ refused Read-only file system" in text and "/dev refused Read-only file system" in text, text
+    await assert_healthy(server)
+
+
+async def test_nested_user_namespaces_and_unlisted_syscalls_are_refused(server: Server) -> None:
+    code = """
+import ctypes, errno, os, subprocess
+print("unshare", subprocess.run(["unshare", "-U", "true"], capture_output=True).returncode)
+print("unshare -r", subprocess.run(["unshare", "-r", "true"], capture_output=True).returncode)
+libc = ctypes.CDLL(None, use_errno=True)
+for name, number in [("keyctl", 250), ("ptrace", 101), ("bpf", 321), ("setns", 308), ("mount", 165)]:
+    print(name, libc.syscall(number, 0, 0, 0, 0, 0), errno.errorcode.get(ctypes.get_errno()))
+print("seccomp", [line for line in open("/proc/self/status") if line.startswith("Seccomp:")])
+"""
+    is_error, text = await run_python(server, code)
+    assert not is_error, text
+    assert "unshare 1" in text and "unshare -r 1" in text, text
+    for name in ("keyctl", "ptrace", "bpf", "setns", "mount"):
+        assert f"{name} -1 EPERM" in text, text
+    assert "Seccomp:\\t2" in text, text
+    await assert_healthy(server)
+
+
+async def test_refuses_when_bwrap_drops_the_syscall_filter(project: Path, venv: Venv) -> None:
+    # A bwrap that silently ignores --seccomp: the start-up probe sees no filter and refuses to run code.
+    real_bwrap = shutil.which("bwrap")
+    assert real_bwrap
+    # The sandbox user must be able to run it: a world-readable directory, not pytest's private tmp_path.
+    directory = Path(tempfile.mkdtemp(prefix="fake-bwrap-"))
+    directory.chmod(0o755)
+    fake = directory / "bwrap"
+    fake.write_text(
+        "#!/usr/bin/python3\nimport os, sys\nargs = sys.argv[1:]\ni = args.index('--seccomp')\n"
+        f"del args[i:i + 2]\nos.execv({real_bwrap!r}, [{real_bwrap!r}, *args])\n"
+    )
+    fake.chmod(0o755)
+    env = {**read_env_file(project), **SETTINGS, "PATH": f"{directory}:/usr/bin:/bin"}
+    with running_server(venv, project, env) as unfiltered:
+        is_error, text = await run_python(unfiltered, "print('must not run')")
+        assert is_error and "without its syscall filter" in text, text
+        assert "must not run" not in text
+    shutil.rmtree(directory)
+
+
+async def test_refuses_when_the_sandbox_cannot_be_capped(project: Path, venv: Venv) -> None:
+    # The server in a mount namespace whose /sys/fs/cgroup is empty: no cgroup, so no code is run.
+    env = {**read_env_file(project), **SETTINGS}
+    wrapper = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+               'mount -t tmpfs none /sys/fs/cgroup && exec "$@"', "no-cgroups"]
+    with running_server(venv, project, env, wrapper=wrapper) as uncapped:
+        is_error, text = await run_python(uncapped, "print('must not run')")
+        assert is_error and "cannot be capped as a whole" in text, text
+        assert "must not run" not in text

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,13 +179,15 @@ def start_server(
     wait: bool = True,
     scheme: str = "http",
     ready_kwargs: Mapping[str, Any] | None = None,
+    wrapper: Sequence[str] = (),
 ) -> Server:
+    """Start `serve` over HTTP; `wrapper` is a command prefix (e.g. `unshare ...`) the server runs under."""
     command, _ = package_of(project)
     port = port or free_port()
     log_path = (log_dir or project) / f"server-{port}.log"
     handle = log_path.open("wb")
     process = subprocess.Popen(
-        [venv.bin(command), "serve", "--transport", "http", "--host", "127.0.0.1", "--port", str(port)],
+        [*wrapper, venv.bin(command), "serve", "--transport", "http", "--host", "127.0.0.1", "--port", str(port)],
         cwd=project,
         env=clean_env(env),
         stdin=subprocess.DEVNULL,
