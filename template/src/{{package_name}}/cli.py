@@ -235,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{profile.COMMAND}: {exc}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
-            # Ctrl-C: uvicorn has shut down cleanly and re-raises the signal; no traceback for that.
+            # Ctrl-C: the server has shut down cleanly and the signal is re-raised; no traceback for that.
             return 130
         return result
     finally:
