@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from .settings import Settings
 
 LOCK_FILE = Path("tools.lock.json")  # the tool manifest lock (security/manifest.py)
+_LOCK_FIX = f"`{profile.COMMAND} check --update-lock`"  # ends every lock error, so _check can tell them apart
 
 
 _debug = False  # MCP_LOG_LEVEL=DEBUG: start-up errors show their traceback
@@ -188,10 +189,7 @@ def security_report(settings: Settings, lock: Path = LOCK_FILE) -> tuple[list[st
         problems = compare(read_lock(lock), current)
     except ValueError as exc:
         problems = [str(exc)]
-    errors.extend(
-        f"{problem}; review the change, then run `{profile.COMMAND} check --update-lock`"
-        for problem in problems
-    )
+    errors.extend(f"{problem}; review the change, then run {_LOCK_FIX}" for problem in problems)
     facts.append(f"served: {count(current)} ({'match' if not problems else 'differ from'} {lock})")
     facts.extend(importlib.import_module(f"{__package__}.operations").operations_facts(settings, os.environ))
     return errors, warnings, facts
@@ -317,8 +315,21 @@ def _check(args: argparse.Namespace) -> int:
         print(f"  WARNING  {warning}")
     for error in errors:
         print(f"  ERROR    {error}")
-    print("configuration is valid" if not errors else f"{len(errors)} error(s): the server will not start")
+    print(_verdict(errors, args.lock))
     return 1 if errors else 0
+
+
+def _verdict(errors: list[str], lock: Path) -> str:
+    """The last line of the report: what `serve` will do with these errors."""
+    if not errors:
+        return "configuration is valid"
+    if all(error.endswith(_LOCK_FIX) for error in errors):
+        # serve does not read the lock (see README): the gate is check and the test suite, in CI.
+        return (
+            f"{len(errors)} error(s): the tools differ from {lock}. `serve` still starts and serves the "
+            f"tools as they are now; check and the project's tests fail until you run {_LOCK_FIX}"
+        )
+    return f"{len(errors)} error(s): the server will not start"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -369,6 +380,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (SettingsError, EventStoreConfigError, RateLimitConfigError) as exc:
             print(f"{profile.COMMAND}: {exc}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            # Ctrl-C: the server has shut down cleanly and the signal is re-raised; no traceback for that.
+            return 130
         except Exception as exc:
             # A tool that cannot be registered, a module that does not import: one line, not a traceback.
             if _debug:
