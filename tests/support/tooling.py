@@ -114,7 +114,7 @@ class Issuer:
 
         claims = {"iss": self.issuer, "aud": self.audience, "sub": subject, "scope": scopes,
                   "iat": int(time.time()), "exp": int(time.time()) + 600}
-        return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": "test-key"})
+        return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": "test-key", "typ": "at+jwt"})  # RFC 9068
 
     def settings(self) -> dict[str, str]:
         return {"MCP_OAUTH_ISSUER": self.issuer, "MCP_OAUTH_JWKS_URL": self.jwks_url,
