@@ -293,6 +293,9 @@ def _unsafe_parameter(values: Mapping[str, str | list[str]]) -> str | None:
         for part in value if isinstance(value, list) else [value]:
             if _UNSAFE_VALUE.search(part):
                 return f"{name}: control character or percent-encoding after decoding"
+            # Also here, not only in the SDK's match: its check depends on how the template matched.
+            if part.startswith(("/", "\\")) or ".." in part.replace("\\", "/").split("/"):
+                return f"{name}: path traversal or absolute path"
     return None
 
 
