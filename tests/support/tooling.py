@@ -83,10 +83,13 @@ class Issuer:
         import jwt
 
         jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
-        body = json.dumps({"keys": [{**jwk, "kid": "test-key", "alg": "RS256", "use": "sig"}]}).encode()
+        keys = json.dumps({"keys": [{**jwk, "kid": "test-key", "alg": "RS256", "use": "sig"}]}).encode()
+        # RFC 8414 metadata too, for `check`, which compares the settings with it.
+        metadata = json.dumps({"issuer": self.issuer, "jwks_uri": self.jwks_url}).encode()
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                body = metadata if self.path.startswith("/.well-known/") else keys
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -111,7 +114,7 @@ class Issuer:
 
         claims = {"iss": self.issuer, "aud": self.audience, "sub": subject, "scope": scopes,
                   "iat": int(time.time()), "exp": int(time.time()) + 600}
-        return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": "test-key"})
+        return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": "test-key", "typ": "at+jwt"})
 
     def settings(self) -> dict[str, str]:
         return {"MCP_OAUTH_ISSUER": self.issuer, "MCP_OAUTH_JWKS_URL": self.jwks_url,
