@@ -10,7 +10,7 @@ from typing import Any
 
 import anyio
 import pytest
-from support import BASE, Server, Venv, free_port, http_client, read_env_file, render, running_server, text_of
+from support import BASE, Server, Venv, free_port, http_client, jsonrpc, post_mcp, read_env_file, render, running_server, text_of
 from support.tooling import Issuer, add_tool_module, all_events, mcp_over_http, readme_tool_example
 
 pytestmark = pytest.mark.anyio
@@ -82,9 +82,17 @@ async def call(server: Server, token: str, tool: str, arguments: dict[str, Any])
     return bool(result.is_error), text_of(result)
 
 
-def test_the_lock_names_new_tools_and_a_changed_description(project: Path, venv: Venv) -> None:
-    env = {**read_env_file(project), "MCP_OAUTH_ISSUER": "https://issuer.example",
-           "MCP_OAUTH_JWKS_URL": "https://issuer.example/jwks", "MCP_RESOURCE_URL": "https://mcp.example/mcp",
+@pytest.fixture
+def metadata_issuer() -> Iterator[Issuer]:
+    """A loopback issuer: `check` asks it for its metadata and keys."""
+    with Issuer(audience="https://mcp.example/mcp") as issuer:
+        yield issuer
+
+
+def test_the_lock_names_new_tools_and_a_changed_description(project: Path, venv: Venv,
+                                                             metadata_issuer: Issuer) -> None:
+    issuer = metadata_issuer
+    env = {**read_env_file(project), **issuer.settings(), "MCP_RESOURCE_URL": "https://mcp.example/mcp",
            "MCP_DATA_DIR": str(project / "data")}
 
     def check(*args: str) -> tuple[int, str]:
@@ -139,13 +147,17 @@ async def test_validation_refuses_with_field_names_only(served: tuple[Server, Is
 
 async def test_scopes_the_tool_declares_are_enforced(served: tuple[Server, Issuer]) -> None:
     server, issuer = served
-    is_error, text = await call(server, issuer.token("outsider", "probes:run"), "monthly_report", {"month": "2024-05"})
-    assert is_error and text == "Not allowed: monthly_report needs scope reports:read."
-    assert any(e["identifier"] == "outsider" and e["tool"] == "monthly_report"
+    # Over HTTP the perimeter asks the guard first: 403 insufficient_scope, so OAuth clients can step up.
+    call_report = jsonrpc("tools/call", {"name": "monthly_report", "arguments": {"month": "2024-05"}})
+    refused = post_mcp(server, call_report, issuer.token("outsider", "probes:run"))
+    assert refused.status_code == 403, refused.text
+    assert 'error="insufficient_scope"' in refused.headers["www-authenticate"]
+    assert "reports:read" in refused.headers["www-authenticate"].split('scope="')[1].split('"')[0]
+    assert any(e["identifier"] == "user:outsider" and e["tool"] == "monthly_report"
                for e in events(server, event="authorization_denied"))
     is_error, text = await call(server, issuer.token("insider", "reports:read"), "monthly_report", {"month": "2024-05"})
     assert not is_error and text == "report for 2024-05"
-    audit = [e for e in events(server, event="tool_called") if e["identifier"] == "insider"]
+    audit = [e for e in events(server, event="tool_called") if e["identifier"] == "user:insider"]
     assert len(audit) == 1 and audit[0]["tool"] == "monthly_report" and audit[0]["details"]["outcome"] == "ok"
 
 
@@ -153,7 +165,7 @@ async def test_the_tools_own_refusal_reaches_the_model_and_the_audit(served: tup
     server, issuer = served
     is_error, text = await call(server, issuer.token("early", "reports:read"), "monthly_report", {"month": "2019-05"})
     assert is_error and text.endswith("Reports start in 2020-01.")
-    assert any(e["identifier"] == "early" for e in events(server, event="input_validation_failed"))
+    assert any(e["identifier"] == "user:early" for e in events(server, event="input_validation_failed"))
 
 
 async def test_the_per_tool_rate_limit_applies(served: tuple[Server, Issuer]) -> None:
@@ -163,7 +175,7 @@ async def test_the_per_tool_rate_limit_applies(served: tuple[Server, Issuer]) ->
         results = [await client.call_tool("monthly_report", {"month": "2024-05"}) for _ in range(31)]
     assert not any(r.is_error for r in results[:30])
     assert results[30].is_error and "Rate limit reached (per-tool" in text_of(results[30])
-    assert any(e["identifier"] == "hasty" for e in events(server, event="rate_limit_exceeded"))
+    assert any(e["identifier"] == "user:hasty" for e in events(server, event="rate_limit_exceeded"))
     # The limit is per caller: someone else is not affected.
     is_error, _ = await call(server, issuer.token("patient", "reports:read"), "monthly_report", {"month": "2024-05"})
     assert not is_error

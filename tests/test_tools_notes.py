@@ -17,6 +17,8 @@ from support import (
     Venv,
     free_port,
     http_client,
+    jsonrpc,
+    post_mcp,
     read_env_file,
     render,
     running_server,
@@ -86,19 +88,25 @@ async def test_read_and_write_are_separate_scopes(notes_http: tuple[Server, Issu
     server, issuer = notes_http
     admin = server.env["MCP_ADMIN_API_KEYS"]
     before = len(await anyio.to_thread.run_sync(lambda: all_events(server, admin, event="authorization_denied")))
-    async with http_client(server.url, issuer.token("reader", "notes:read")) as client:
+    # Over HTTP a missing tool scope is 403 insufficient_scope before the tool runs (clients step up).
+    def refused(token: str, tool: str, arguments: dict[str, Any], scope: str) -> None:
+        response = post_mcp(server, jsonrpc("tools/call", {"name": tool, "arguments": arguments}), token)
+        assert response.status_code == 403, response.text
+        assert 'error="insufficient_scope"' in response.headers["www-authenticate"]
+        assert scope in response.json()["message"]
+
+    reader, writer = issuer.token("reader", "notes:read"), issuer.token("writer", "notes:write")
+    async with http_client(server.url, reader) as client:
         assert not (await client.call_tool("list_notes", {})).is_error
-        for tool, arguments in (("add_note", {"text": "x"}), ("delete_note", {"note_id": 1})):
-            refused = await client.call_tool(tool, arguments)
-            assert refused.is_error and text_of(refused) == f"Not allowed: {tool} needs scope notes:write."
-    async with http_client(server.url, issuer.token("writer", "notes:write")) as client:
+    for tool, arguments in (("add_note", {"text": "x"}), ("delete_note", {"note_id": 1})):
+        await anyio.to_thread.run_sync(refused, reader, tool, arguments, "notes:write")
+    async with http_client(server.url, writer) as client:
         assert not (await client.call_tool("add_note", {"text": "write-only"})).is_error
-        refused = await client.call_tool("list_notes", {})
-        assert refused.is_error and text_of(refused) == "Not allowed: list_notes needs scope notes:read."
+    await anyio.to_thread.run_sync(refused, writer, "list_notes", {}, "notes:read")
     denied = await anyio.to_thread.run_sync(lambda: all_events(server, admin, event="authorization_denied"))
     assert len(denied) - before == 3
     who = [e["identifier"] for e in denied]
-    assert who.count("reader") == 2 and who.count("writer") == 1
+    assert who.count("user:reader") == 2 and who.count("user:writer") == 1
 
 
 async def test_callers_see_and_delete_only_their_own_notes(notes_http: tuple[Server, Issuer]) -> None:
@@ -130,6 +138,6 @@ async def test_http_delete_confirms_through_elicitation(notes_http: tuple[Server
         assert "(no notes)" in text_of(await carol.call_tool("list_notes", {}))
     assert user.asked == [f"Delete note #{note_id}? This cannot be undone."]
     events = await anyio.to_thread.run_sync(lambda: all_events(server, server.env["MCP_ADMIN_API_KEYS"]))
-    carol_deletes = [e for e in events if e["identifier"] == "carol" and e["tool"] == "delete_note"]
+    carol_deletes = [e for e in events if e["identifier"] == "user:carol" and e["tool"] == "delete_note"]
     outcomes = sorted(e["details"]["outcome"] for e in carol_deletes)
     assert outcomes == ["authorization_denied", "input_required", "ok"], outcomes
