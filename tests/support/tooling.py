@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import re
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Self
@@ -12,7 +14,7 @@ import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from support import Server, free_port, package_of
+from support import Server, Venv, clean_env, free_port, jsonrpc, package_of
 
 
 def all_events(server: Server, admin_key: str, **filters: str) -> list[dict[str, Any]]:
@@ -39,7 +41,7 @@ def refusals_for(events: list[dict[str, Any]], tool: str) -> list[dict[str, Any]
 
 
 def add_tool_module(project: Path, module: str, source: str) -> Path:
-    """Do what the README's "Writing a new tool safely" says: a module in tools/, listed in MODULES."""
+    """Do what the README's "Writing tools, resources and prompts safely" says: a module in tools/, in MODULES."""
     _, package = package_of(project)
     tools = project / "src" / package / "tools"
     path = tools / f"{module}.py"
@@ -53,12 +55,13 @@ def add_tool_module(project: Path, module: str, source: str) -> Path:
     return path
 
 
-def readme_tool_example(project: Path) -> str:
-    """The Python block of the rendered README's "Writing a new tool safely" section."""
+def readme_tool_example(project: Path, heading: str = "### A tool") -> str:
+    """The first Python block under `heading` in the rendered README's guide to tools, resources and prompts."""
     readme = (project / "README.md").read_text()
-    section = readme.split("## Writing a new tool safely", 1)[1]
+    guide = readme.split("## Writing tools, resources and prompts safely", 1)[1]
+    section = guide.split(heading, 1)[1]
     match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
-    assert match, "README has no python example under 'Writing a new tool safely'"
+    assert match, f"README has no python example under {heading!r}"
     return match.group(1)
 
 
@@ -114,7 +117,7 @@ class Issuer:
 
         claims = {"iss": self.issuer, "aud": self.audience, "sub": subject, "scope": scopes,
                   "iat": int(time.time()), "exp": int(time.time()) + 600}
-        return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": "test-key", "typ": "at+jwt"})
+        return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": "test-key", "typ": "at+jwt"})  # RFC 9068
 
     def settings(self) -> dict[str, str]:
         return {"MCP_OAUTH_ISSUER": self.issuer, "MCP_OAUTH_JWKS_URL": self.jwks_url,
@@ -129,3 +132,33 @@ async def mcp_over_http(url: str, token: str, **client_kwargs: Any) -> AsyncIter
         Client(streamable_http_client(url, http_client=http), **client_kwargs) as client,
     ):
         yield client
+
+
+def raw_stdio(venv: Venv, project: Path, env: dict[str, str], messages: list[dict[str, Any]],
+              answers: int) -> tuple[dict[Any, dict[str, Any]], list[dict[str, Any]], str]:
+    """Send raw JSON-RPC lines over stdio: (answers by id, security events, the rest of stderr)."""
+    command, _ = package_of(project)
+    initialize = [
+        jsonrpc("initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
+                               "clientInfo": {"name": "t", "version": "0"}}, id=0),
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+    ]
+    process = subprocess.Popen(
+        [venv.bin(command), "serve", "--transport", "stdio"], cwd=project, env=clean_env(env),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write("".join(json.dumps(m) + "\n" for m in initialize + messages).encode())
+    process.stdin.flush()
+    lines = []
+    while len(lines) < answers + 1:  # the initialize answer too
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(json.loads(line))
+    _, stderr = process.communicate(timeout=30)
+    by_id = {m["id"]: m for m in lines if "id" in m}
+    log = stderr.decode(errors="replace")
+    found = [json.loads(line) for line in log.splitlines() if line.startswith('{"logger":"security"')]
+    rest = "\n".join(line for line in log.splitlines() if not line.startswith('{"logger":"security"'))
+    return by_id, found, rest
