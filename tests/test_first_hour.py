@@ -102,7 +102,8 @@ def snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
 def copy_of(project: Path, dest: Path) -> Path:
     """A copy of a rendered project's working tree: the installed package is the original's, but `.env`,
     `tools.lock.json` and everything the server writes are the copy's (they are relative to the cwd)."""
-    shutil.copytree(project, dest, symlinks=True)
+    # Without the harness's own server-<port>.log files, which other modules' servers left there.
+    shutil.copytree(project, dest, symlinks=True, ignore=shutil.ignore_patterns("server-*.log"))
     return dest
 
 
