@@ -37,7 +37,8 @@ def all_events(server: Server, admin_key: str, **filters: str) -> list[dict[str,
 
 
 def refusals_for(events: list[dict[str, Any]], tool: str) -> list[dict[str, Any]]:
-    return [e for e in events if e["tool"] == tool and e["event"] != "tool_called"]
+    # anomaly_detected is an observation about refusals, not one of them.
+    return [e for e in events if e["tool"] == tool and e["event"] not in ("tool_called", "anomaly_detected")]
 
 
 def add_tool_module(project: Path, module: str, source: str) -> Path:
