@@ -150,7 +150,7 @@ async def test_bad_request_states_are_refused_and_audited(replicas: Replicas) ->
     events = await anyio.to_thread.run_sync(lambda: replicas.events(event="input_validation_failed"))
     refused = [e for e in events if e["id"] not in before and e["details"].get("reason") == "invalid_request_state"]
     who = sorted(e["identifier"] for e in refused)
-    assert who == ["alice", "alice", "alice", "bob"], who
+    assert who == ["user:alice", "user:alice", "user:alice", "user:bob"], who  # OAuth principals are namespaced
     assert all(e["severity"] == "high" and e["tool"] == "delete_note" for e in refused)
 
 
