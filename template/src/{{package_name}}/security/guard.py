@@ -288,7 +288,7 @@ def _safe_validation_message(tool: str, exc: ValidationError) -> tuple[str, list
 
 
 def _unsafe_parameter(values: Mapping[str, str | list[str]]) -> str | None:
-    """The first URI template value (decoded) holding controls or leftover percent-encoding."""
+    """The first URI template value (decoded) holding controls, leftover percent-encoding, `..` or a root."""
     for name, value in values.items():
         for part in value if isinstance(value, list) else [value]:
             if _UNSAFE_VALUE.search(part):
