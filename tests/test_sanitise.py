@@ -151,6 +151,11 @@ PROBES = (
             """A report only holders of reports:read may read."""
             return "the report"
 
+        @guard.tool(read_only=True)
+        async def fail_with(text: Annotated[str, Field(max_length=4000)]) -> str:
+            """Fail with an error quoting the caller's text, as careless code does (logged with its traceback)."""
+            raise ValueError(f"cannot parse {text}")
+
         @guard.resource("reports://scoped", scopes=("reports:read",))
         async def scoped_report() -> str:
             """A resource only holders of reports:read may read."""
@@ -412,6 +417,7 @@ HOSTILE_REQUESTS = [
     jsonrpc("tools/call", {"name": "whoami", "arguments": {HOSTILE: HOSTILE}}, id=12),
     jsonrpc("resources/read", {"uri": HOSTILE}, id=13),
     jsonrpc(HOSTILE, {}, id=14),
+    jsonrpc("tools/call", {"name": "fail_with", "arguments": {"text": HOSTILE}}, id=15),
 ]
 
 
@@ -419,7 +425,11 @@ def test_control_characters_cannot_forge_log_lines_over_stdio(project: Path, pro
                                                              env: dict[str, str]) -> None:
     answers, events, rest = raw_stdio(production_venv, project, env, HOSTILE_REQUESTS, answers=len(HOSTILE_REQUESTS))
     assert len(answers) == 1 + len(HOSTILE_REQUESTS)
-    assert "\\r\\n" in rest, rest  # the hostile text was logged, escaped
+    # The refusals are audited with the hostile text inside one JSON line each (JSON escapes CR/LF)...
+    refused = [e for e in events if e["event"] == "input_validation_failed"]
+    assert len(refused) == 5 and all("x\\r\\n{" in json.dumps(e["details"]) for e in refused), refused
+    # ...and the failing tool's traceback, a plain log line, carries it escaped by the record factory.
+    assert "ValueError: cannot parse x\\r\\n{" in rest, rest
     assert [e for e in events if e.get("id") == "forged"] == [] and forged_lines(rest) == [], rest
 
 
