@@ -48,8 +48,6 @@ def anyio_backend() -> str:
 KNOWN_INTEGRATION_FAILURES = {
     "tests/test_consent.py::test_a_session_belongs_to_the_principal_that_opened_it":
         "issue 14: session binding after the merge with the 403 scope gate",
-    "tests/test_audit.py::test_under_50_concurrent_clients_events_equal_decisions":
-        "issues 16/17: extra events (anomaly or aggregate) counted against decisions",
     "tests/test_conformance.py::test_suite_passes_against_the_baseline":
         "issue 14: baseline not yet updated for the merged guard surfaces",
     "tests/test_conformance.py::test_required_scenarios_pass_for_real":
