@@ -52,8 +52,6 @@ KNOWN_INTEGRATION_FAILURES = {
         "issue 14: baseline not yet updated for the merged guard surfaces",
     "tests/test_conformance.py::test_required_scenarios_pass_for_real":
         "issue 14: baseline not yet updated for the merged guard surfaces",
-    "tests/test_operations.py::test_metrics_count_calls_refusals_and_a_block":
-        "issue 16: a valid key is now served from a blocked address (issue 17); the counts expect a 429",
     "tests/test_hardening.py::test_slowloris_connections_are_capped_timed_out_and_an_honest_client_is_answered":
         "issue 17: times out after the merge; to investigate",
     "tests/test_readme_blocks.py::test_rendered_readme_blocks_run_as_written":
