@@ -58,8 +58,6 @@ KNOWN_INTEGRATION_FAILURES = {
         "issue 16: a valid key is now served from a blocked address (issue 17); the counts expect a 429",
     "tests/test_hardening.py::test_slowloris_connections_are_capped_timed_out_and_an_honest_client_is_answered":
         "issue 17: times out after the merge; to investigate",
-    "tests/test_readme_blocks.py::test_rendered_readme_blocks_run_as_written":
-        "issue 12: README blocks added by other branches not yet run-clean",
     "tests/test_sanitise.py::test_a_key_without_the_scope_is_refused_with_the_scope_named":
         "issue 13: over HTTP a missing scope is now a 403 step-up (issue 15)",
     "tests/test_sanitise.py::test_control_characters_cannot_forge_log_lines_over_stdio":
@@ -70,8 +68,6 @@ KNOWN_INTEGRATION_FAILURES = {
         "issue 13: event counts after the merge with the anomaly rules",
     "tests/test_tools_notes.py::test_http_delete_confirms_through_elicitation":
         "issue 14: legacy HTTP consent after the merge",
-    "tests/test_tool_lock_drift.py::test_the_rendered_ci_runs_check_on_a_fresh_checkout[oauth]":
-        "issues 12/15: the rendered CI's check job uses placeholder OAuth URLs, and check now asks the AS",
 }
 
 
