@@ -52,10 +52,6 @@ KNOWN_INTEGRATION_FAILURES = {
         "issue 14: baseline not yet updated for the merged guard surfaces",
     "tests/test_hardening.py::test_slowloris_connections_are_capped_timed_out_and_an_honest_client_is_answered":
         "issue 17: times out after the merge; to investigate",
-    "tests/test_readme_blocks.py::test_rendered_readme_blocks_run_as_written":
-        "issue 12: README blocks added by other branches not yet run-clean",
-    "tests/test_tool_lock_drift.py::test_the_rendered_ci_runs_check_on_a_fresh_checkout[oauth]":
-        "issues 12/15: the rendered CI's check job uses placeholder OAuth URLs, and check now asks the AS",
 }
 
 
