@@ -48,10 +48,6 @@ def anyio_backend() -> str:
 KNOWN_INTEGRATION_FAILURES = {
     "tests/test_audit.py::test_under_50_concurrent_clients_events_equal_decisions":
         "issues 16/17: extra events (anomaly or aggregate) counted against decisions",
-    "tests/test_conformance.py::test_suite_passes_against_the_baseline":
-        "issue 14: baseline not yet updated for the merged guard surfaces",
-    "tests/test_conformance.py::test_required_scenarios_pass_for_real":
-        "issue 14: baseline not yet updated for the merged guard surfaces",
     "tests/test_operations.py::test_metrics_count_calls_refusals_and_a_block":
         "issue 16: a valid key is now served from a blocked address (issue 17); the counts expect a 429",
     "tests/test_hardening.py::test_slowloris_connections_are_capped_timed_out_and_an_honest_client_is_answered":
