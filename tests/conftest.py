@@ -46,10 +46,6 @@ def anyio_backend() -> str:
 # the open issues): each runs, and is reported as XFAIL or XPASS, until the next session fixes it and
 # removes its line. Not a way to hide a missing dependency: every one of these has all it needs.
 KNOWN_INTEGRATION_FAILURES = {
-    "tests/test_conformance.py::test_suite_passes_against_the_baseline":
-        "issue 14: baseline not yet updated for the merged guard surfaces",
-    "tests/test_conformance.py::test_required_scenarios_pass_for_real":
-        "issue 14: baseline not yet updated for the merged guard surfaces",
     "tests/test_hardening.py::test_slowloris_connections_are_capped_timed_out_and_an_honest_client_is_answered":
         "issue 17: times out after the merge; to investigate",
 }
