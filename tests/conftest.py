@@ -52,8 +52,6 @@ KNOWN_INTEGRATION_FAILURES = {
         "issue 14: baseline not yet updated for the merged guard surfaces",
     "tests/test_conformance.py::test_required_scenarios_pass_for_real":
         "issue 14: baseline not yet updated for the merged guard surfaces",
-    "tests/test_hardening.py::test_slowloris_connections_are_capped_timed_out_and_an_honest_client_is_answered":
-        "issue 17: times out after the merge; to investigate",
     "tests/test_readme_blocks.py::test_rendered_readme_blocks_run_as_written":
         "issue 12: README blocks added by other branches not yet run-clean",
     "tests/test_sanitise.py::test_a_key_without_the_scope_is_refused_with_the_scope_named":
