@@ -252,6 +252,37 @@ async def test_pagination_returns_every_event_once_while_events_keep_arriving(
     assert everything[: len(ids)] == ids, "an event was skipped or out of order"
 
 
+async def test_newest_first_pages_back_and_its_cursor_keeps_its_order(server: Server, project: Path) -> None:
+    tool_key, admin = keys(project)
+    for i in range(12):
+        post_mcp(server, call(id=8000 + i), tool_key)
+    oldest_first = [event["id"] for event in all_events(server, admin)]
+    newest_first = [event["id"] for event in all_events(server, admin, limit=5, order="desc")]
+    assert newest_first == oldest_first[::-1]
+    top = get_events(server, admin, order="desc", limit=1).json()["events"][0]
+    assert (top["event"], top["request_id"]) == ("tool_called", "8011")  # the last call made
+    # A page's cursor goes on to older events; one that arrives in between is not among them.
+    page = get_events(server, admin, order="desc", limit=3).json()
+    post_mcp(server, call(id=8100), tool_key)
+    following = get_events(server, admin, order="desc", limit=3, cursor=page["next_cursor"]).json()
+    assert [event["id"] for event in page["events"] + following["events"]] == newest_first[:6]
+    # A bad order, or a cursor used with the other order, is a 400 that says so (never a wrong page).
+    for params, says in (
+        ({"order": "newest"}, "order must be asc (oldest first, the default) or desc (newest first)"),
+        ({"cursor": page["next_cursor"]}, "cursor was issued for order=desc; pass it with the same order"),
+        ({"order": "desc", "cursor": all_page_cursor(server, admin)}, "cursor was issued for order=asc"),
+    ):
+        refused = get_events(server, admin, **params)
+        assert refused.status_code == 400 and refused.json()["error"] == "invalid_request", refused.text
+        assert refused.json()["message"].startswith(says), refused.text
+
+
+def all_page_cursor(server: Server, admin: str) -> str:
+    cursor = get_events(server, admin, limit=1).json()["next_cursor"]
+    assert cursor
+    return str(cursor)
+
+
 # ---- secrets --------------------------------------------------------------------------------------
 
 

@@ -221,7 +221,7 @@ def test_a_session_belongs_to_the_principal_that_opened_it(replicas: Replicas) -
             404, unknown.content), stolen.text
     assert in_session(server.url, alice, session).status_code == 200
     events = replicas.events(event="authorization_denied")
-    mine = [e for e in events if e["identifier"] == "mallory" and
+    mine = [e for e in events if e["identifier"] == "user:mallory" and  # OAuth principals are namespaced
             e["details"].get("reason") == "session of another principal"]
     assert sorted(e["details"]["method"] for e in mine) == ["GET", "POST"]
     assert all(session not in str(e) for e in mine)  # the id itself is never written down
