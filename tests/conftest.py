@@ -46,8 +46,6 @@ def anyio_backend() -> str:
 # the open issues): each runs, and is reported as XFAIL or XPASS, until the next session fixes it and
 # removes its line. Not a way to hide a missing dependency: every one of these has all it needs.
 KNOWN_INTEGRATION_FAILURES = {
-    "tests/test_hardening.py::test_slowloris_connections_are_capped_timed_out_and_an_honest_client_is_answered":
-        "issue 17: times out after the merge; to investigate",
 }
 
 
