@@ -46,24 +46,6 @@ def anyio_backend() -> str:
 # the open issues): each runs, and is reported as XFAIL or XPASS, until the next session fixes it and
 # removes its line. Not a way to hide a missing dependency: every one of these has all it needs.
 KNOWN_INTEGRATION_FAILURES = {
-    "tests/test_audit.py::test_under_50_concurrent_clients_events_equal_decisions":
-        "issues 16/17: extra events (anomaly or aggregate) counted against decisions",
-    "tests/test_operations.py::test_metrics_count_calls_refusals_and_a_block":
-        "issue 16: a valid key is now served from a blocked address (issue 17); the counts expect a 429",
-    "tests/test_hardening.py::test_slowloris_connections_are_capped_timed_out_and_an_honest_client_is_answered":
-        "issue 17: times out after the merge; to investigate",
-    "tests/test_readme_blocks.py::test_rendered_readme_blocks_run_as_written":
-        "issue 12: README blocks added by other branches not yet run-clean",
-    "tests/test_sanitise.py::test_a_key_without_the_scope_is_refused_with_the_scope_named":
-        "issue 13: over HTTP a missing scope is now a 403 step-up (issue 15)",
-    "tests/test_sanitise.py::test_control_characters_cannot_forge_log_lines_over_stdio":
-        "issue 13: expectation after the merge with the guard's refusal wording",
-    "tests/test_surfaces.py::test_http_resources_and_prompts_check_scopes":
-        "issue 13: over HTTP a missing scope is now a 403 step-up (issue 15)",
-    "tests/test_surfaces.py::test_http_bounds_traversal_limits_cap_fence_timeout_and_masking":
-        "issue 13: event counts after the merge with the anomaly rules",
-    "tests/test_tool_lock_drift.py::test_the_rendered_ci_runs_check_on_a_fresh_checkout[oauth]":
-        "issues 12/15: the rendered CI's check job uses placeholder OAuth URLs, and check now asks the AS",
 }
 
 
