@@ -345,8 +345,9 @@ def test_inspector_cli_cannot_confirm_so_nothing_is_deleted(
             "--tool-args-json", json.dumps(arguments), *target, cwd=project, timeout=120,
             env={"HOME": str(tmp_path)},
         )
-        assert result.returncode == 0, result.stdout + result.stderr
         answer: dict[str, Any] = json.loads(result.stdout)
+        # The CLI exits 5 for a tool's error result, 0 for a result.
+        assert result.returncode == (5 if answer["isError"] else 0), result.stdout + result.stderr
         return answer
 
     added = call("add_note", {"text": f"inspector {era}"})["content"][0]["text"]
