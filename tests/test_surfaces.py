@@ -353,6 +353,25 @@ async def test_http_bounds_traversal_limits_cap_fence_timeout_and_masking(served
     assert any(e["event"] == "rate_limit_exceeded" and e["tool"] == "limited_probe" for e in mine)
 
 
+async def test_metrics_label_a_read_by_the_template_it_matched(served: tuple[Server, Issuer]) -> None:
+    # The metrics labels ask the guard's own matcher (Guard.surface_for): a value is never a label.
+    server, issuer = served
+    async with http_client(server.url, issuer.token("metered", "customers:read")) as client:
+        await client.read_resource("customers://ada@example.com")
+        for uri in ("customers://..%2Fetc%2Fpasswd@x", "zz://nothing-served"):
+            with pytest.raises(MCPError):
+                await client.read_resource(uri)
+    scraped = httpx2.get(server.base + "/metrics", timeout=30,
+                         headers={"Authorization": f"Bearer {server.env['MCP_ADMIN_API_KEYS']}"})
+    assert scraped.status_code == 200, scraped.text
+    reads = [line for line in scraped.text.splitlines()
+             if line.startswith("mcp_server_operation_duration_seconds_count{")
+             and 'mcp_method_name="resources/read"' in line]
+    labels = {(line.split('name="')[2].split('"')[0], line.split('error_type="')[1].split('"')[0]) for line in reads}
+    assert {("customers://{email}", ""), ("customers://{email}", "-32602"), ("_unknown", "-32602")} <= labels, reads
+    assert not any(word in line for line in reads for word in ("ada@", "passwd", "zz://")), reads
+
+
 async def test_http_bodies_that_are_not_json_rpc_get_no_parser_text(served: tuple[Server, Issuer]) -> None:
     server, issuer = served
     token = issuer.token("parser", "reports:read")
