@@ -46,24 +46,6 @@ def anyio_backend() -> str:
 # the open issues): each runs, and is reported as XFAIL or XPASS, until the next session fixes it and
 # removes its line. Not a way to hide a missing dependency: every one of these has all it needs.
 KNOWN_INTEGRATION_FAILURES = {
-    "tests/test_consent.py::test_a_session_belongs_to_the_principal_that_opened_it":
-        "issue 14: session binding after the merge with the 403 scope gate",
-    "tests/test_audit.py::test_under_50_concurrent_clients_events_equal_decisions":
-        "issues 16/17: extra events (anomaly or aggregate) counted against decisions",
-    "tests/test_conformance.py::test_suite_passes_against_the_baseline":
-        "issue 14: baseline not yet updated for the merged guard surfaces",
-    "tests/test_conformance.py::test_required_scenarios_pass_for_real":
-        "issue 14: baseline not yet updated for the merged guard surfaces",
-    "tests/test_operations.py::test_metrics_count_calls_refusals_and_a_block":
-        "issue 16: a valid key is now served from a blocked address (issue 17); the counts expect a 429",
-    "tests/test_hardening.py::test_slowloris_connections_are_capped_timed_out_and_an_honest_client_is_answered":
-        "issue 17: times out after the merge; to investigate",
-    "tests/test_readme_blocks.py::test_rendered_readme_blocks_run_as_written":
-        "issue 12: README blocks added by other branches not yet run-clean",
-    "tests/test_tools_notes.py::test_http_delete_confirms_through_elicitation":
-        "issue 14: legacy HTTP consent after the merge",
-    "tests/test_tool_lock_drift.py::test_the_rendered_ci_runs_check_on_a_fresh_checkout[oauth]":
-        "issues 12/15: the rendered CI's check job uses placeholder OAuth URLs, and check now asks the AS",
 }
 
 

@@ -16,7 +16,7 @@ import httpx2
 import pytest
 from support import MCP_HEADERS, Server, Venv, package_of, post_mcp, read_env_file, running_server
 from support.redis import RedisServer, start_redis
-from test_audit import HIGH_LIMITS, all_events, call, keys
+from test_audit import HIGH_LIMITS, all_events, call, get_events, keys
 
 pytestmark = pytest.mark.anyio
 
@@ -63,6 +63,13 @@ async def test_two_replicas_share_one_stream_and_serve_each_others_events(
     assert expected <= tool_calls(from_first)
     assert [e["id"] for e in from_first] == [e["id"] for e in from_second]
     assert len({e["id"] for e in from_first}) == len(from_first)
+    # Newest first (order=desc): the same events, in exactly the reverse order, across both streams.
+    anonymous = httpx2.post(first.url, json=call(id=6100), timeout=30)  # a refusal: the anonymous stream
+    assert anonymous.status_code == 401
+    oldest_first = [e["id"] for e in all_events(second, admin)]
+    newest_first = [e["id"] for e in all_events(first, admin, limit=5, order="desc")]
+    assert newest_first == oldest_first[::-1]
+    assert get_events(first, admin, limit=1, order="desc").json()["events"][0]["event"] == "authentication_failed"
 
 
 async def test_paging_the_shared_stream_while_both_replicas_write(

@@ -181,6 +181,14 @@ def test_unreachable_rate_limit_redis_fails_check_and_stops_serve(
     checked = run(venv, project, "check", "--transport", "http", env=env)
     assert checked.returncode == 1
     assert f"ERROR    MCP_RATE_LIMIT_STORAGE: cannot reach Redis at 127.0.0.1:{redis_server.port}" in checked.stdout
+    # `check --offline` (the rendered CI's, without the stores) contacts neither store, and says so.
+    offline = run(venv, project, "check", "--transport", "http", "--offline",
+                  env={**env, "MCP_SECURITY_EVENTS_URL": url})
+    assert offline.returncode == 0, offline.stdout + offline.stderr
+    assert "(redis) (not contacted: --offline)" in offline.stdout
+    assert f"audit trail: Redis at 127.0.0.1:{redis_server.port}/0 (not contacted: --offline)" in offline.stdout
+    assert offline.stdout.rstrip().endswith("configuration is valid offline (no other server was contacted; "
+                                            "see the facts above)")
     for transport in ("http", "stdio"):
         served = run(venv, project, "serve", "--transport", transport, "--port", str(free_port()), env=env)
         assert served.returncode == 2, served.stdout + served.stderr

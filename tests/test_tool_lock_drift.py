@@ -76,7 +76,9 @@ def test_the_rendered_ci_runs_check_on_a_fresh_checkout(
     steps = workflow["jobs"]["check"]["steps"]
     runs = [step for step in steps if "run" in step and step["run"] != "uv sync --locked"]
     command, _ = package_of(project)
-    assert runs[-1]["run"] == f"uv run {command} check"
+    # An OAuth project's runner has no authorization server: check runs offline and says so.
+    offline = answers == "oauth"
+    assert runs[-1]["run"] == f"uv run {command} check" + (" --offline" if offline else "")
     # What the runner has: the committed files, no .env (git clone of the project the copy task committed).
     checkout = tmp_path / "checkout"
     subprocess.run(["git", "clone", "--quiet", str(project), str(checkout)], check=True, timeout=60)
@@ -86,5 +88,10 @@ def test_the_rendered_ci_runs_check_on_a_fresh_checkout(
         assert argv[:3] == ["uv", "run", command], step
         result = venv.run(venv.bin(command), *argv[3:], cwd=checkout, env=step.get("env"), timeout=120)
         assert result.returncode == 0, f"{step['run']}:\n{result.stdout}{result.stderr}"
-    assert "configuration is valid" in result.stdout
+    if offline:
+        assert "authorization server: not asked (--offline): https://issuer.example's metadata" in result.stdout
+        assert result.stdout.rstrip().endswith("configuration is valid offline (no other server was contacted; "
+                                               "see the facts above)")
+    else:
+        assert result.stdout.rstrip().endswith("\nconfiguration is valid")
     shutil.rmtree(checkout)

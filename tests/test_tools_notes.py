@@ -138,7 +138,9 @@ async def test_http_delete_confirms_through_elicitation(notes_http: tuple[Server
         assert "(no notes)" in text_of(await carol.call_tool("list_notes", {}))
     assert user.asked == [f"Delete note #{note_id}? This cannot be undone."]
     events = await anyio.to_thread.run_sync(lambda: all_events(server, server.env["MCP_ADMIN_API_KEYS"]))
-    carol_deletes = [e for e in events if e["identifier"] == "user:carol" and e["tool"] == "delete_note"]
+    # The guard's one event per call; anomaly_detected (the first destructive use) observes them, not a call.
+    carol_deletes = [e for e in events if e["identifier"] == "user:carol" and e["tool"] == "delete_note"
+                     and e["event"] != "anomaly_detected"]
     outcomes = sorted(e["details"]["outcome"] for e in carol_deletes)
     assert outcomes == ["authorization_denied", "input_required", "ok"], outcomes
 

@@ -112,19 +112,30 @@ def _write_env(path: Path) -> int:
     return 0
 
 
-def security_report(settings: Settings, lock: Path = LOCK_FILE) -> tuple[list[str], list[str], list[str]]:
-    """(errors, warnings, facts) about the configuration and the tools; errors stop `serve`."""
+def security_report(
+    settings: Settings, lock: Path = LOCK_FILE, *, offline: bool = False
+) -> tuple[list[str], list[str], list[str]]:
+    """(errors, warnings, facts) about the configuration and the tools; errors stop `serve`.
+
+    `offline` contacts no other server (authorization server, Redis) and says so in the facts.
+    """
     from .security.manifest import compare, count, read_lock, served
 
     errors: list[str] = []
     warnings: list[str] = []
     facts = [f"transport: {settings.transport}"]
-    _audit_store_report(settings, errors, facts)
+    _audit_store_report(settings, errors, facts, offline=offline)
     if settings.transport == "http":
         credentials = importlib.import_module(f"{__package__}.security.perimeter.credentials")
         errors.extend(credentials.credential_problems(settings))
-        errors.extend(credentials.authorization_problems(settings))  # OAuth: asks the issuer
         facts.append(f"authentication: {credentials.SCHEME}")
+        if credentials.SCHEME == "oauth" and offline:
+            facts.append(
+                f"authorization server: not asked (--offline): {settings.oauth_issuer}'s metadata and keys "
+                "were not compared with the settings; run `check` where the issuer is reachable"
+            )
+        else:
+            errors.extend(credentials.authorization_problems(settings))  # OAuth: asks the issuer
         facts.append(_key_counts(settings, credentials.SCHEME))
         facts.extend(_key_holders(settings, tool_keys=credentials.SCHEME == "api_key"))
         facts.append(
@@ -156,7 +167,9 @@ def security_report(settings: Settings, lock: Path = LOCK_FILE) -> tuple[list[st
             )
         proxies = ", ".join(settings.trusted_proxies) or "nobody (the socket address counts)"
         facts.append(f"X-Forwarded-For honoured from: {proxies}")
-        facts.append(f"rate limit: {settings.rate_limit} ({settings.rate_limit_storage.split('://')[0]})")
+        limiter = settings.rate_limit_storage.split("://")[0]
+        not_asked = " (not contacted: --offline)" if offline and limiter != "memory" else ""
+        facts.append(f"rate limit: {settings.rate_limit} ({limiter}){not_asked}")
         shared = [
             url for url in (settings.rate_limit_storage, settings.events_url) if url.startswith("redis")
         ]
@@ -177,7 +190,7 @@ def security_report(settings: Settings, lock: Path = LOCK_FILE) -> tuple[list[st
         from .server import build_guard
         from .services import open_services
 
-        with _scratch(settings) as scratch:
+        with _scratch(settings, offline=offline) as scratch:
             guard = build_guard(scratch, open_services(scratch))
     except Exception as exc:  # noqa: BLE001 - report every start-up failure, with its own message
         errors.append(str(exc))
@@ -213,12 +226,12 @@ def _key_holders(settings: Settings, *, tool_keys: bool) -> list[str]:
     return facts
 
 
-def _update_lock(settings: Settings, lock: Path) -> int:
+def _update_lock(settings: Settings, lock: Path, *, offline: bool = False) -> int:
     from .security.manifest import compare, count, read_lock, render_lock, served
     from .server import build_guard
     from .services import open_services
 
-    with _scratch(settings) as scratch:
+    with _scratch(settings, offline=offline) as scratch:
         current = served(build_guard(scratch, open_services(scratch)))
     try:
         changes = compare(read_lock(lock), current)
@@ -232,20 +245,23 @@ def _update_lock(settings: Settings, lock: Path) -> int:
 
 
 @contextlib.contextmanager
-def _scratch(settings: Settings) -> Iterator[Settings]:
+def _scratch(settings: Settings, *, offline: bool = False) -> Iterator[Settings]:
     """The same settings writing nowhere real, so that `check` builds every tool and creates no file.
 
     The tools' data go to a temporary directory, the audit store is checked on its own
     (_audit_store_report); an existing files root is used as it is, since the file tools only read it.
+    Offline, the rate limits count in memory, so that no Redis is contacted.
     """
     with tempfile.TemporaryDirectory(prefix="check-") as scratch:
         update: dict[str, object] = {"data_dir": Path(scratch, "data"), "security_events_url": "memory://"}
+        if offline:
+            update["rate_limit_storage"] = "memory://"
         if not settings.files_root.exists():
             update["files_root"] = Path(scratch, "files")
         yield settings.model_copy(update=update)
 
 
-def _audit_store_report(settings: Settings, errors: list[str], facts: list[str]) -> None:
+def _audit_store_report(settings: Settings, errors: list[str], facts: list[str], *, offline: bool) -> None:
     """Where the audit trail goes, and whether it can be written there, without creating anything."""
     url = settings.events_url
     if url.startswith("memory://"):
@@ -262,12 +278,16 @@ def _audit_store_report(settings: Settings, errors: list[str], facts: list[str])
     else:
         from .security.events import open_event_store
 
-        try:
-            open_event_store(url)  # a Redis store answers PING here or raises with the fix
-        except ValueError as exc:
-            errors.append(str(exc))
+        if not offline:
+            try:
+                open_event_store(url)  # a Redis store answers PING here or raises with the fix
+            except ValueError as exc:
+                errors.append(str(exc))
         host = urlsplit(url)
-        facts.append(f"audit trail: Redis at {host.hostname}:{host.port or 6379}{host.path or '/0'}")
+        facts.append(
+            f"audit trail: Redis at {host.hostname}:{host.port or 6379}{host.path or '/0'}"
+            + (" (not contacted: --offline)" if offline else "")
+        )
 
 
 def _key_counts(settings: Settings, scheme: str) -> str:
@@ -306,8 +326,8 @@ def _check(args: argparse.Namespace) -> int:
     overrides = {"transport": args.transport} if args.transport else {}
     settings = _load(**overrides)
     if args.update_lock:
-        return _update_lock(settings, args.lock)
-    errors, warnings, facts = security_report(settings, args.lock)
+        return _update_lock(settings, args.lock, offline=args.offline)
+    errors, warnings, facts = security_report(settings, args.lock, offline=args.offline)
     print(f"{profile.PROJECT_NAME}: security report")
     for fact in facts:
         print(f"  ok       {fact}")
@@ -315,12 +335,14 @@ def _check(args: argparse.Namespace) -> int:
         print(f"  WARNING  {warning}")
     for error in errors:
         print(f"  ERROR    {error}")
-    print(_verdict(errors, args.lock))
+    print(_verdict(errors, args.lock, offline=args.offline))
     return 1 if errors else 0
 
 
-def _verdict(errors: list[str], lock: Path) -> str:
+def _verdict(errors: list[str], lock: Path, *, offline: bool = False) -> str:
     """The last line of the report: what `serve` will do with these errors."""
+    if not errors and offline:
+        return "configuration is valid offline (no other server was contacted; see the facts above)"
     if not errors:
         return "configuration is valid"
     if all(error.endswith(_LOCK_FIX) for error in errors):
@@ -357,6 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument(
         "--update-lock", action="store_true", help="record the served tools in the lock after reviewing them"
+    )
+    check.add_argument(
+        "--offline",
+        action="store_true",
+        help="contact no other server (OAuth authorization server, Redis): for CI without them",
     )
     check.set_defaults(handler=_check)
     return parser

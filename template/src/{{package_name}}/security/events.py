@@ -84,6 +84,7 @@ class EventQuery:
     since: datetime | None = None
     limit: int = 100
     after: str | None = None  # the store's own position, decoded from the cursor
+    newest_first: bool = False  # then `after` is where the previous page ended, and older events follow
 
     def matches(self, event: SecurityEvent) -> bool:
         if self.severity and SEVERITY_RANK[event.severity] < SEVERITY_RANK[self.severity]:
@@ -99,23 +100,25 @@ class EventPage:
     next_position: str | None
 
 
-# A row number (SQLite, memory) or Redis stream IDs, one per stream ("ms-seq.ms-seq").
-_POSITION = re.compile(r"^\d{1,20}(?:-\d{1,20})?(?:\.\d{1,20}-\d{1,20})?$")
+# A row number (SQLite, memory) or Redis stream IDs, one per stream ("ms-seq.ms-seq"); a newest-first
+# cursor starts with "<", so that it cannot be used to page the other way.
+_POSITION = re.compile(r"^<?\d{1,20}(?:-\d{1,20})?(?:\.\d{1,20}-\d{1,20})?$")
 
 
-def encode_cursor(position: str) -> str:
-    return base64.urlsafe_b64encode(position.encode()).decode().rstrip("=")
+def encode_cursor(position: str, *, newest_first: bool = False) -> str:
+    return base64.urlsafe_b64encode((("<" if newest_first else "") + position).encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> str:
-    """The store position inside a cursor; ValueError if the cursor was not issued by a store here."""
+def decode_cursor(cursor: str) -> tuple[str, bool]:
+    """(the store position inside a cursor, whether it pages newest first); ValueError if the cursor was
+    not issued by a store here."""
     try:
         position = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (ValueError, UnicodeDecodeError):
         raise ValueError("cursor is not one this server issued") from None
-    if len(cursor) > 96 or not _POSITION.match(position):
+    if len(cursor) > 128 or not _POSITION.match(position):
         raise ValueError("cursor is not one this server issued")
-    return position
+    return position.removeprefix("<"), position.startswith("<")
 
 
 def row_position(after: str | None) -> int:
@@ -152,20 +155,23 @@ class MemoryEventStore:
         (self._anonymous if anonymous else self._events).append((self._seq, event))
 
     async def query(self, query: EventQuery) -> EventPage:
-        after = row_position(query.after)
+        merged = list(heapq.merge(list(self._events), list(self._anonymous), key=lambda item: item[0]))
+        if query.newest_first:
+            merged.reverse()
+            last = row_position(query.after) if query.after else self._seq + 1
+            unread = [(seq, event) for seq, event in merged if seq < last]
+        else:
+            last = row_position(query.after)
+            unread = [(seq, event) for seq, event in merged if seq > last]
         found: list[SecurityEvent] = []
-        scanned = 0
-        last = after
-        for seq, event in heapq.merge(list(self._events), list(self._anonymous), key=lambda item: item[0]):
-            if seq <= after:
-                continue
+        for scanned, (seq, event) in enumerate(unread, 1):
             last = seq
-            scanned += 1
             if query.matches(event):
                 found.append(event)
             if len(found) == query.limit or scanned >= MAX_SCAN:
                 break
-        more = last < self._seq
+        # More to read: older events still kept (newest first), or newer ones (oldest first).
+        more = bool(merged) and last > merged[-1][0] if query.newest_first else last < self._seq
         return EventPage(found, str(last) if more else None)
 
     async def ping(self) -> None:

@@ -172,6 +172,13 @@ def _is_context(annotation: Any) -> bool:
     return inspect.isclass(annotation) and issubclass(annotation, Context)
 
 
+def _is_resolved(annotation: Any) -> bool:
+    """`Annotated[T, Resolve(fn)]`: a value the SDK fills (sampling, roots, a question), not an argument."""
+    return typing.get_origin(annotation) is Annotated and any(
+        isinstance(m, Resolve) for m in typing.get_args(annotation)[1:]
+    )
+
+
 def _with_confirmation(
     guarded: Callable[..., Awaitable[str]], fn: Callable[..., Any], tool: str, template: str | None
 ) -> None:
@@ -187,7 +194,7 @@ def _with_confirmation(
         p.replace(annotation=hints.get(p.name, p.annotation))
         for p in inspect.signature(fn).parameters.values()
     ]
-    names = [p.name for p in params if not _is_context(hints.get(p.name))]
+    names = [p.name for p in params if not (_is_context(hints.get(p.name)) or _is_resolved(hints.get(p.name)))]
     _confirmation_message(tool, template, dict.fromkeys(names, ""))  # a bad template fails at registration
 
     async def ask(guard_context: Context, **arguments: Any) -> Elicit[Confirmation] | _CannotAsk:
@@ -274,12 +281,13 @@ def _check_bounded(
             _check_bounded(name, sub, f"{path}.{prop}" if path else prop, defs, kind=kind)
 
 
-def _arguments_model(name: str, fn: Callable[..., Any]) -> type[BaseModel]:
+def _arguments_model(name: str, fn: Callable[..., Any], *, resolvers: bool = False) -> type[BaseModel]:
+    """The model of what a client sends; with `resolvers`, parameters the SDK fills are not part of it."""
     hints = typing.get_type_hints(fn, include_extras=True)
     fields: dict[str, Any] = {}
     for param in inspect.signature(fn).parameters.values():
         annotation = hints.get(param.name, Any)
-        if inspect.isclass(annotation) and issubclass(annotation, Context):
+        if _is_context(annotation) or (resolvers and _is_resolved(annotation)):
             continue
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[param.name] = (annotation, default)
@@ -399,13 +407,15 @@ class Guard:
         that the output is the caller's own data (their files, their notes), where such text is content.
         `destructive=True` makes the guard ask the user first through MCP elicitation
         (`confirm_message`, formatted with the arguments, is the question); without a yes it does not run.
+        A parameter annotated `Annotated[T, Resolve(fn)]` is filled by the SDK (sampling, roots, a question
+        of the tool's own), only from a client that declared the capability; it is not an argument.
         """
 
         def register(fn: ToolFn[P]) -> ToolFn[P]:
             tool_name = name or fn.__name__
             if not inspect.iscoroutinefunction(fn):
                 raise TypeError(f"tool {tool_name!r} must be async so its timeout can cancel it")
-            arguments = _arguments_model(tool_name, fn)
+            arguments = _arguments_model(tool_name, fn, resolvers=True)
             schema = arguments.model_json_schema()
             _check_bounded(tool_name, schema)
 
@@ -892,6 +902,8 @@ class Guard:
                 request_id,
                 "Unknown resource. Call resources/list and resources/templates/list to see what this "
                 "server offers.",
+                # SEP-2164: the URI the caller asked for, back to that caller (bounded above).
+                data={"uri": uri} if isinstance(uri, str) and len(uri) <= MAX_URI_CHARS else None,
                 reason="unknown resource",
                 requested=self.events.redactor.text(str(uri), 200),
             )
@@ -1340,11 +1352,12 @@ class Guard:
         item: str | None,
         request_id: str | None,
         message: str,
+        data: dict[str, Any] | None = None,
         **details: Any,
     ) -> MCPError:
         """A refused resource read, prompt get or completion: recorded, answered with a JSON-RPC error."""
         return MCPError(
-            code, await self._deny(event, severity, identifier, item, request_id, message, **details)
+            code, await self._deny(event, severity, identifier, item, request_id, message, **details), data
         )
 
     def _caller(self, ctx: ServerRequestContext[Any, Any]) -> tuple[Principal | None, str]:

@@ -29,6 +29,7 @@ PROBE_KEY = "mcp:security-events:probe"
 _SCAN_BATCH = 500
 _TRIM_EVERY = 500
 _CLOCK_SKEW_MS = 60_000  # stream IDs come from Redis's clock, timestamps from ours
+_ABOVE_ALL = f"{2**64 - 1}-{2**64 - 1}"  # the position before the newest entry, newest first
 
 
 class RedisEventStore:
@@ -58,50 +59,60 @@ class RedisEventStore:
             for name in (STREAM, ANONYMOUS_STREAM):
                 await self._redis.xtrim(name, minid=str(oldest), approximate=True)
 
-    async def _xrange(self, starts: dict[str, str], count: int) -> list[tuple[str, str, Any]]:
-        """Up to `count` entries of both streams, each from its own start, merged in ID order."""
+    async def _xrange(
+        self, starts: dict[str, str], count: int, *, newest_first: bool = False, floor: str = "-"
+    ) -> list[tuple[str, str, Any]]:
+        """Up to `count` entries of both streams, each from its own start, merged in ID order (newest
+        first: from each start down to `floor`, merged in reverse ID order)."""
         merged: list[tuple[tuple[int, int, int], str, str, Any]] = []
         for rank, name in enumerate((STREAM, ANONYMOUS_STREAM)):
-            entries = await self._redis.xrange(name, min=starts[name], max="+", count=count)
+            if newest_first:
+                entries = await self._redis.xrevrange(name, max=starts[name], min=floor, count=count)
+            else:
+                entries = await self._redis.xrange(name, min=starts[name], max="+", count=count)
             for stream_id, fields in entries or []:
                 text = stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
                 merged.append(((*_order(text), rank), name, text, fields))
-        merged.sort(key=lambda entry: entry[0])
+        merged.sort(key=lambda entry: entry[0], reverse=newest_first)
         return [(name, text, fields) for _, name, text, fields in merged[:count]]
 
     async def query(self, query: EventQuery) -> EventPage:
         # A position is "<last ID read in the main stream>.<last ID read in the anonymous one>": each
         # stream numbers its own entries, so one ID could not say where a merged page ended.
-        lasts = dict(zip((STREAM, ANONYMOUS_STREAM), _positions(query.after), strict=False))
-        starts = {name: f"({last}" for name, last in lasts.items()}
+        newest_first = query.newest_first
+        unread = _ABOVE_ALL if newest_first else "0-0"
+        lasts = dict(zip((STREAM, ANONYMOUS_STREAM), _positions(query.after, unread), strict=False))
+        starts = {name: _start(last) for name, last in lasts.items()}
         if len(lasts) < 2:  # a cursor from before the anonymous stream existed
-            lasts[ANONYMOUS_STREAM] = "0-0"
-            starts[ANONYMOUS_STREAM] = "-"
-        if query.since and not query.after:
-            since_ms = int(query.since.astimezone(UTC).timestamp() * 1000) - _CLOCK_SKEW_MS
-            starts = dict.fromkeys(starts, str(max(since_ms, 0)))
-        elif not query.after:
-            starts = dict.fromkeys(starts, "-")
+            lasts[ANONYMOUS_STREAM] = unread
+            starts[ANONYMOUS_STREAM] = "+" if newest_first else "-"
+        floor = "-"
+        if query.since:
+            since_ms = str(max(int(query.since.astimezone(UTC).timestamp() * 1000) - _CLOCK_SKEW_MS, 0))
+            if newest_first:
+                floor = since_ms
+            elif not query.after:
+                starts = dict.fromkeys(starts, since_ms)
         found: list[SecurityEvent] = []
         scanned = 0
         exhausted = False
         while len(found) < query.limit and scanned < MAX_SCAN:
             count = min(_SCAN_BATCH, query.limit - len(found)) if not _filtered(query) else _SCAN_BATCH
-            batch = await self._xrange(starts, count)
+            batch = await self._xrange(starts, count, newest_first=newest_first, floor=floor)
             if not batch:
                 exhausted = True
                 break
             for name, stream_id, fields in batch:
                 scanned += 1
                 lasts[name] = stream_id
-                starts[name] = f"({stream_id}"
+                starts[name] = _start(stream_id)
                 event = _decode(fields)
                 if event is not None and query.matches(event):
                     found.append(event)
                     if len(found) == query.limit:
                         break
         if not exhausted:
-            exhausted = not await self._xrange(starts, 1)
+            exhausted = not await self._xrange(starts, 1, newest_first=newest_first, floor=floor)
         position = f"{lasts[STREAM]}.{lasts[ANONYMOUS_STREAM]}"
         return EventPage(found, None if exhausted or scanned == 0 else position)
 
@@ -116,13 +127,18 @@ class RedisEventStore:
         await self._redis.aclose()
 
 
-def _positions(after: str | None) -> list[str]:
+def _positions(after: str | None, unread: str) -> list[str]:
     if after is None:
-        return ["0-0", "0-0"]
+        return [unread, unread]
     positions = after.split(".")
     if not all("-" in part and max(_order(part)) < 2**64 for part in positions):
         raise CursorError("cursor does not belong to this audit store; start again without cursor")
     return positions
+
+
+def _start(last: str) -> str:
+    """The range bound just past `last` (exclusive); the ends of a stream as Redis spells them."""
+    return {"0-0": "-", _ABOVE_ALL: "+"}.get(last, f"({last}")
 
 
 def _order(stream_id: str) -> tuple[int, int]:

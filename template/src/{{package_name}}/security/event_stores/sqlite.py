@@ -185,8 +185,12 @@ class SqliteEventStore:
 
     def _query(self, query: EventQuery) -> EventPage:
         sql = "SELECT seq, id, timestamp, event, severity, identifier, tool, request_id, details"
-        sql += " FROM security_events WHERE seq > ?"
-        params: list[object] = [row_position(query.after)]
+        if query.newest_first:
+            sql += " FROM security_events WHERE seq < ?"
+            params: list[object] = [row_position(query.after) if query.after else 2**63 - 1]
+        else:
+            sql += " FROM security_events WHERE seq > ?"
+            params = [row_position(query.after)]
         if query.severity:
             sql += " AND severity_rank >= ?"
             params.append(SEVERITY_RANK[query.severity])
@@ -196,7 +200,7 @@ class SqliteEventStore:
         if query.since:
             sql += " AND timestamp >= ?"
             params.append(_timestamp(query.since))
-        sql += " ORDER BY seq LIMIT ?"
+        sql += " ORDER BY seq DESC LIMIT ?" if query.newest_first else " ORDER BY seq LIMIT ?"
         params.append(query.limit)
         with self._lock:
             rows = self._db.execute(sql, params).fetchall()

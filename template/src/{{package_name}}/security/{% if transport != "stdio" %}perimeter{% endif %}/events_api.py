@@ -2,9 +2,11 @@
 
 A 400 here is recorded as `http_error` by the perimeter (http_errors.py), like any other.
 
-Query: `severity` (minimum), `event`, `since` (RFC 3339), `limit` (1..500), `cursor` (from
-`next_cursor`). Answer: {"events": [...], "next_cursor": "..." or null}. A cursor is the store's
-position, so pages never repeat or skip an event while new ones arrive; null means "nothing more now".
+Query: `severity` (minimum), `event`, `since` (RFC 3339), `limit` (1..500), `order` (`asc`, the
+default: oldest first; `desc`: newest first), `cursor` (from `next_cursor`, with the same `order`).
+Answer: {"events": [...], "next_cursor": "..." or null}. A cursor is the store's position, so pages never
+repeat or skip an event while new ones arrive; null means "nothing more now" (oldest first: no newer
+event yet; newest first: no older event kept).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from ..events import (
 from ..principal import Principal
 
 PATH = "/security/events"
-PARAMETERS = frozenset({"severity", "event", "since", "limit", "cursor"})
+PARAMETERS = frozenset({"severity", "event", "since", "limit", "cursor", "order"})
+ORDERS = {"asc": False, "desc": True}  # order -> newest first
 DEFAULT_LIMIT = 100
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,9 @@ def events_endpoint(events: SecurityEvents) -> Callable[[Request], Awaitable[Res
                 503,
                 headers={"Retry-After": "5"},
             )
-        cursor = encode_cursor(page.next_position) if page.next_position else None
+        cursor = None
+        if page.next_position:
+            cursor = encode_cursor(page.next_position, newest_first=query.newest_first)
         return JSONResponse({"events": [event.to_dict() for event in page.events], "next_cursor": cursor})
 
     return security_events
@@ -85,8 +90,18 @@ def parse_query(params: Mapping[str, str]) -> EventQuery:
             raise ValueError("since must be an RFC 3339 timestamp, e.g. 2026-01-31T12:00:00Z") from None
         if since.tzinfo is None:
             raise ValueError("since must carry a time zone, e.g. 2026-01-31T12:00:00Z")
+    order = params.get("order", "asc")
+    if order not in ORDERS:
+        raise ValueError("order must be asc (oldest first, the default) or desc (newest first)")
     cursor = params.get("cursor")
-    after = decode_cursor(cursor) if cursor else None
+    after = None
+    if cursor:
+        after, newest_first = decode_cursor(cursor)
+        if newest_first != ORDERS[order]:
+            raise ValueError(
+                f"cursor was issued for order={'desc' if newest_first else 'asc'}; "
+                "pass it with the same order, or start again without cursor"
+            )
     event = params.get("event")
     if event is not None and (len(event) > 64 or not event.replace("_", "").isalnum()):
         raise ValueError("event must be an event name such as authentication_failed")
@@ -96,4 +111,5 @@ def parse_query(params: Mapping[str, str]) -> EventQuery:
         since=since,
         limit=int(raw_limit),
         after=after,
+        newest_first=ORDERS[order],
     )
