@@ -242,6 +242,9 @@ async def test_stdio_refusals_are_audited_without_traceback_or_echo(project: Pat
     assert {"unknown resource", "unknown prompt", "unknown method"} <= reasons
     assert "Traceback" not in log, log
 
+    # An unknown resource hands the caller its own URI back in `data` (SEP-2164), never in the message.
+    sent = f"customers://{PLANTED}/..%2F..%2Fetc@x"
+    assert answers[6]["error"].pop("data") == {"uri": sent}
     wire = json.dumps([answers[i] for i in (4, 5, 6)])
     assert PLANTED not in wire and "pydantic" not in wire.lower(), wire
     assert "Invalid arguments for support_reply: topic: string_too_long" in answers[4]["error"]["message"]
