@@ -242,6 +242,9 @@ async def test_stdio_refusals_are_audited_without_traceback_or_echo(project: Pat
     assert {"unknown resource", "unknown prompt", "unknown method"} <= reasons
     assert "Traceback" not in log, log
 
+    # An unknown resource hands the caller its own URI back in `data` (SEP-2164), never in the message.
+    sent = f"customers://{PLANTED}/..%2F..%2Fetc@x"
+    assert answers[6]["error"].pop("data") == {"uri": sent}
     wire = json.dumps([answers[i] for i in (4, 5, 6)])
     assert PLANTED not in wire and "pydantic" not in wire.lower(), wire
     assert "Invalid arguments for support_reply: topic: string_too_long" in answers[4]["error"]["message"]
@@ -351,6 +354,25 @@ async def test_http_bounds_traversal_limits_cap_fence_timeout_and_masking(served
     assert failed["slow_probe"]["reason"] == "timeout" and failed["broken_probe"]["error"] == "RuntimeError"
     assert "hunter2" not in json.dumps(mine) and "/srv/secret" not in json.dumps(mine)
     assert any(e["event"] == "rate_limit_exceeded" and e["tool"] == "limited_probe" for e in mine)
+
+
+async def test_metrics_label_a_read_by_the_template_it_matched(served: tuple[Server, Issuer]) -> None:
+    # The metrics labels ask the guard's own matcher (Guard.surface_for): a value is never a label.
+    server, issuer = served
+    async with http_client(server.url, issuer.token("metered", "customers:read")) as client:
+        await client.read_resource("customers://ada@example.com")
+        for uri in ("customers://..%2Fetc%2Fpasswd@x", "zz://nothing-served"):
+            with pytest.raises(MCPError):
+                await client.read_resource(uri)
+    scraped = httpx2.get(server.base + "/metrics", timeout=30,
+                         headers={"Authorization": f"Bearer {server.env['MCP_ADMIN_API_KEYS']}"})
+    assert scraped.status_code == 200, scraped.text
+    reads = [line for line in scraped.text.splitlines()
+             if line.startswith("mcp_server_operation_duration_seconds_count{")
+             and 'mcp_method_name="resources/read"' in line]
+    labels = {(line.split('name="')[2].split('"')[0], line.split('error_type="')[1].split('"')[0]) for line in reads}
+    assert {("customers://{email}", ""), ("customers://{email}", "-32602"), ("_unknown", "-32602")} <= labels, reads
+    assert not any(word in line for line in reads for word in ("ada@", "passwd", "zz://")), reads
 
 
 async def test_http_bodies_that_are_not_json_rpc_get_no_parser_text(served: tuple[Server, Issuer]) -> None:

@@ -522,11 +522,6 @@ class Guard:
                 return Target(policy, key, matched, _unsafe_parameter(matched))
         return None
 
-    def scopes_for(self, method: str, params: Any) -> frozenset[str]:
-        """The scopes a request needs before it runs; the HTTP layer answers 403 without them."""
-        target = self.surface_for(method, params)
-        return target.policy.scopes if target else frozenset()
-
     def scopes_used(self) -> frozenset[str]:
         """Every scope a tool, resource or prompt needs: what OAuth clients are told they may ask for."""
         return frozenset().union(
@@ -895,7 +890,7 @@ class Guard:
         principal, client = self._caller(ctx)
         request_id = str(ctx.request_id)
         identifier = principal.id if principal else client
-        target = self._resource_for(uri)
+        target = self.surface_for(ctx.method, params)
         policy = typing.cast(SurfacePolicy, target.policy) if target else None
         values: Mapping[str, Any] = target.values if target else {}
         refused = target.refused if target else None
