@@ -46,28 +46,6 @@ def anyio_backend() -> str:
 # the open issues): each runs, and is reported as XFAIL or XPASS, until the next session fixes it and
 # removes its line. Not a way to hide a missing dependency: every one of these has all it needs.
 KNOWN_INTEGRATION_FAILURES = {
-    "tests/test_consent.py::test_a_session_belongs_to_the_principal_that_opened_it":
-        "issue 14: session binding after the merge with the 403 scope gate",
-    "tests/test_audit.py::test_under_50_concurrent_clients_events_equal_decisions":
-        "issues 16/17: extra events (anomaly or aggregate) counted against decisions",
-    "tests/test_conformance.py::test_suite_passes_against_the_baseline":
-        "issue 14: baseline not yet updated for the merged guard surfaces",
-    "tests/test_conformance.py::test_required_scenarios_pass_for_real":
-        "issue 14: baseline not yet updated for the merged guard surfaces",
-    "tests/test_operations.py::test_metrics_count_calls_refusals_and_a_block":
-        "issue 16: a valid key is now served from a blocked address (issue 17); the counts expect a 429",
-    "tests/test_hardening.py::test_slowloris_connections_are_capped_timed_out_and_an_honest_client_is_answered":
-        "issue 17: times out after the merge; to investigate",
-    "tests/test_sanitise.py::test_a_key_without_the_scope_is_refused_with_the_scope_named":
-        "issue 13: over HTTP a missing scope is now a 403 step-up (issue 15)",
-    "tests/test_sanitise.py::test_control_characters_cannot_forge_log_lines_over_stdio":
-        "issue 13: expectation after the merge with the guard's refusal wording",
-    "tests/test_surfaces.py::test_http_resources_and_prompts_check_scopes":
-        "issue 13: over HTTP a missing scope is now a 403 step-up (issue 15)",
-    "tests/test_surfaces.py::test_http_bounds_traversal_limits_cap_fence_timeout_and_masking":
-        "issue 13: event counts after the merge with the anomaly rules",
-    "tests/test_tools_notes.py::test_http_delete_confirms_through_elicitation":
-        "issue 14: legacy HTTP consent after the merge",
 }
 
 

@@ -359,43 +359,88 @@ async def test_sqlite_keeps_every_acknowledged_event_across_sigkill(
     assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:5]}"
 
 
-async def test_under_50_concurrent_clients_events_equal_decisions(server: Server, project: Path) -> None:
+async def test_under_50_concurrent_clients_events_equal_decisions(
+    project: Path, venv: Venv, tmp_path: Path
+) -> None:
+    """50 clients on one address, half of their requests authenticated: every decision is accounted for.
+
+    The unauthenticated half is a flood from 127.0.0.1: beyond its budget its refusals are folded into
+    `events_aggregated` events that carry their count (issue 17); the authenticated half is never folded,
+    one row per decision. The ~350 invalid calls of one principal are a refusal burst: one
+    `anomaly_detected` per anomaly window (issue 16), an observation on top of the decisions.
+    """
     tool_key, admin = keys(project)
-    before = len(all_events(server, admin))
-    decisions = 0
+    budget = 100
+    env = server_env(project, tmp_path / "events.db", MCP_SECURITY_EVENTS_PER_SOURCE=f"{budget}/3 seconds")
+    decisions = {"authenticated": 0, "unauthenticated": 0}
     statuses: dict[int, int] = {}
-    deadline = time.monotonic() + 10
     requests = [
         (tool_key, call()),  # a tool call, or a refusal for too many calls in flight
         (None, call()),  # 401
         (tool_key, call(arguments={"unexpected": 1})),  # invalid arguments
         (WRONG_KEY, call()),  # 401
     ]
+    with running_server(venv, project, env, log_dir=tmp_path) as server:
+        deadline = time.monotonic() + 10
 
-    async def client(number: int) -> None:
-        nonlocal decisions
-        async with httpx2.AsyncClient(headers=MCP_HEADERS, timeout=60) as http:
-            turn = number
-            while time.monotonic() < deadline:
-                token, body = requests[turn % len(requests)]
-                headers = {"Authorization": f"Bearer {token}"} if token else {}
-                response = await http.post(server.url, json=body, headers=headers)
-                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-                decisions += 1
-                turn += 1
+        async def client(number: int) -> None:
+            async with httpx2.AsyncClient(headers=MCP_HEADERS, timeout=60) as http:
+                turn = number
+                while time.monotonic() < deadline:
+                    token, body = requests[turn % len(requests)]
+                    headers = {"Authorization": f"Bearer {token}"} if token else {}
+                    response = await http.post(server.url, json=body, headers=headers)
+                    statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                    decisions["authenticated" if token == tool_key else "unauthenticated"] += 1
+                    turn += 1
 
-    async with anyio.create_task_group() as tasks:
-        for number in range(50):
-            tasks.start_soon(client, number)
-    after = all_events(server, admin)
-    assert decisions > 100, statuses
-    assert len(after) - before == decisions, statuses
-    new = after[before:]
-    assert {event["event"] for event in new} <= {
+        async with anyio.create_task_group() as tasks:
+            for number in range(50):
+                tasks.start_soon(client, number)
+
+        def folded(events: list[dict[str, Any]]) -> int:
+            return sum(e["details"]["total"] for e in events if e["event"] == "events_aggregated")
+
+        # The last window's aggregate is written when that window ends (at most 3 s after the burst).
+        events = all_events(server, admin)
+        until = time.monotonic() + 15
+        while time.monotonic() < until and folded(events) + sum(
+            e["event"] == "authentication_failed" for e in events
+        ) < decisions["unauthenticated"]:
+            await anyio.sleep(0.5)
+            events = all_events(server, admin)
+    assert sum(decisions.values()) > 100, statuses
+    assert set(statuses) == {200, 401}, statuses
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        by_kind.setdefault(event["event"], []).append(event)
+    principals = {e["identifier"] for e in by_kind["tool_called"]}
+    assert len(principals) == 1 and "127.0.0.1" not in principals
+    authenticated = [e for e in events if e["identifier"] in principals and e["event"] != "anomaly_detected"]
+    assert {e["event"] for e in authenticated} <= {"tool_called", "input_validation_failed", "rate_limit_exceeded"}
+    assert len(authenticated) == decisions["authenticated"], statuses  # never folded
+    # Unauthenticated: a row each up to the budget per window, the rest counted in the aggregates.
+    aggregates = by_kind.get("events_aggregated", [])
+    rows = by_kind["authentication_failed"]
+    assert aggregates, "no unauthenticated refusal was folded: the per-source budget did not apply"
+    assert {e["identifier"] for e in rows + aggregates} == {"127.0.0.1"}
+    assert all(set(e["details"]["folded"]) == {"authentication_failed"} for e in aggregates)
+    assert len(rows) + folded(events) == decisions["unauthenticated"], statuses
+    assert len(rows) <= budget * (len(aggregates) + 1)
+    # The refusal burst: one anomaly per 60 s window the burst reached 20 refusals in (a 10 s burst
+    # touches one window, or two when a window boundary falls inside it).
+    anomalies = by_kind["anomaly_detected"]
+    assert 1 <= len(anomalies) <= 2, anomalies
+    for anomaly in anomalies:
+        assert anomaly["identifier"] in principals and anomaly["severity"] == "high"
+        assert anomaly["details"]["rule"] == "refusal_burst"
+        assert anomaly["details"]["refusals"] == anomaly["details"]["threshold"] == 20
+    assert set(by_kind) - {"rate_limit_exceeded"} == {  # too many calls in flight, if it happened
         "tool_called",
-        "authentication_failed",
         "input_validation_failed",
-        "rate_limit_exceeded",
+        "authentication_failed",
+        "events_aggregated",
+        "anomaly_detected",
     }
 
 

@@ -2,8 +2,8 @@
 
 It runs twice, once for each protocol era the server speaks: `--requirements 2026-07-28` (stateless
 requests, consent through input-required results) and `--requirements 2025-11-25` (the initialize
-handshake, with a session). The rendered project gets the suite's fixture tools through the guard
-(support/conformance_fixtures.py, test code only). The suite cannot send an Authorization header, so it talks to a header-adding reverse proxy
+handshake, with a session). The rendered project gets the suite's fixture tools, resources and prompts
+through the guard (support/conformance_fixtures.py, test code only). The suite cannot send an Authorization header, so it talks to a header-adding reverse proxy
 (tests/support/proxy.py, test code only) in front of the real server. The server is configured as it
 would be behind that address: the proxy's origin is the one trusted browser origin, and the per-client
 rate limit is raised above the suite's request count (every request comes from the proxy's address).
@@ -47,6 +47,11 @@ MUST_PASS = {
         "caching",
         "http-header-validation",
         "tasks-status-notifications",
+        "input-required-result-capability-check",  # the guard's question only for clients with elicitation
+        "resources-read-text",
+        "resources-templates-read",
+        "prompts-get-simple",
+        "prompts-get-with-args",
     },
     "2025-11-25": {
         "server-initialize",
@@ -61,6 +66,10 @@ MUST_PASS = {
         "dns-rebinding-protection",
         "server-sse-multiple-streams",  # needs a session: these pass because initialize-era clients get one
         "server-session-lifecycle",
+        "resources-read-text",
+        "resources-templates-read",
+        "prompts-get-simple",
+        "prompts-get-with-args",
     },
 }
 
@@ -140,11 +149,19 @@ def test_every_scenario_is_accounted_for(suite_run: tuple[str, int, str, dict[st
 
 def test_fixture_passes_are_our_fixtures_answering(suite_run: tuple[str, int, str, dict[str, Any]]) -> None:
     """No fake pass: the fixture scenarios pass because the fixture ran, not on our "Unknown tool" answer."""
-    _, _, _, checks = suite_run
+    era, _, _, checks = suite_run
     for scenario in ("tools-call-simple-text", "tools-call-error"):
         answer = json.dumps([c.get("details") for c in checks[scenario]])
         assert "Unknown tool" not in answer, f"{scenario} passed on a missing fixture:\n{answer}"
     assert "intentionally returns an error" in json.dumps(checks["tools-call-error"])
+    assert "test://template/123/data" in json.dumps(checks["resources-templates-read"])
+    if era == "2026-07-28":  # input-required results exist from 2026-07-28 on
+        # capability-check passes on a real question: sampling asked, the guard's confirmation left out.
+        by_id = {c["id"]: c for c in checks["input-required-result-capability-check"]}
+        check = by_id["sep-2322-respect-client-capabilities"]
+        asked = check["details"]["result"]["inputRequests"]
+        assert [r["method"] for r in asked.values()] == ["sampling/createMessage"], asked
+        assert "untestable" not in check["details"]
 
 
 def test_dns_rebinding_refusal_is_a_4xx_from_our_gate(suite_run: tuple[str, int, str, dict[str, Any]]) -> None:

@@ -5,11 +5,14 @@
   a tampered, expired, another principal's or foreign state is refused and audited.
 - initialize-era clients over HTTP: served with a session, so the question rides the call's stream;
   the session belongs to its principal, is bounded, and can be turned off.
-Stdio consent is proved in test_tools_notes.py.
+- the MCP Inspector CLI (a client nobody here wrote) declares no elicitation, in either era and over
+  either transport: delete_note is refused with the reason, and nothing is deleted.
+Stdio consent with a client that asks (accept, decline, cancel) is proved in test_tools_notes.py.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import time
@@ -24,7 +27,8 @@ from mcp.server.request_state import AESGCMRequestStateCodec
 from mcp.shared.exceptions import MCPError
 from mcp.types import ElicitRequestParams, ElicitResult
 
-from support import BASE, Server, Venv, free_port, read_env_file, render, running_server, text_of
+from support import BASE, Server, Venv, free_port, package_of, read_env_file, render, running_server, text_of
+from support.node import run_node_tool
 from support.proxy import running_proxy
 from support.redis import running_redis
 from support.tooling import Issuer, all_events, mcp_over_http
@@ -91,17 +95,17 @@ async def add_note(url: str, token: str, text: str, **kwargs: Any) -> int:
 async def test_modern_client_consents_through_a_round_robin_balancer(replicas: Replicas) -> None:
     token = replicas.issuer.token("dana", BOTH)
     note = await add_note(replicas.url, token, "round robin")
-    async with mcp_over_http(replicas.url, token) as client:
+    async with mcp_over_http(replicas.url, token, mode="auto") as client:
         refused = await client.call_tool("delete_note", {"note_id": note})
     assert refused.is_error and "cannot ask" in text_of(refused)
     for user in (User("decline"), User("cancel"), User("accept", confirm=False)):
-        async with mcp_over_http(replicas.url, token, elicitation_callback=user) as client:
+        async with mcp_over_http(replicas.url, token, mode="auto", elicitation_callback=user) as client:
             refused = await client.call_tool("delete_note", {"note_id": note})
             assert refused.is_error and "did not confirm" in text_of(refused), text_of(refused)
             assert "round robin" in text_of(await client.call_tool("list_notes", {}))
         assert user.asked == [f"Delete note #{note}? This cannot be undone."]
     user = User("accept")
-    async with mcp_over_http(replicas.url, token, elicitation_callback=user) as client:
+    async with mcp_over_http(replicas.url, token, mode="auto", elicitation_callback=user) as client:
         deleted = await client.call_tool("delete_note", {"note_id": note})
         assert not deleted.is_error, text_of(deleted)
         assert "round robin" not in text_of(await client.call_tool("list_notes", {}))
@@ -221,7 +225,7 @@ def test_a_session_belongs_to_the_principal_that_opened_it(replicas: Replicas) -
             404, unknown.content), stolen.text
     assert in_session(server.url, alice, session).status_code == 200
     events = replicas.events(event="authorization_denied")
-    mine = [e for e in events if e["identifier"] == "mallory" and
+    mine = [e for e in events if e["identifier"] == "user:mallory" and  # OAuth principals are namespaced
             e["details"].get("reason") == "session of another principal"]
     assert sorted(e["details"]["method"] for e in mine) == ["GET", "POST"]
     assert all(session not in str(e) for e in mine)  # the id itself is never written down
@@ -317,3 +321,37 @@ def test_the_servers_own_origin_is_not_cross_origin(replicas: Replicas) -> None:
     assert post("http://evil.example").status_code == 403
     rebinding = post(f"http://evil.example:{server.port}", host=f"evil.example:{server.port}")
     assert rebinding.status_code == 421  # its own origin, but a Host this server does not answer to
+
+
+# ---- the MCP Inspector CLI: a client without elicitation ------------------------------------------
+
+@pytest.mark.parametrize(("transport", "era"), [("http", "legacy"), ("http", "modern"), ("stdio", "legacy")])
+def test_inspector_cli_cannot_confirm_so_nothing_is_deleted(
+    replicas: Replicas, project: Path, venv: Venv, tmp_path: Path, transport: str, era: str
+) -> None:
+    """The Inspector CLI (2.12.0) never declares elicitation: it cannot ask a person. Each era is refused
+    with the reason, over HTTP (legacy on one replica, as sticky routing would; modern through the
+    round-robin balancer) and over stdio, and the note survives."""
+    if transport == "http":
+        url = replicas.servers[0].url if era == "legacy" else replicas.url
+        target = [url, "--header", f"Authorization: Bearer {replicas.issuer.token('ivan', BOTH)}"]
+    else:
+        command, _ = package_of(project)
+        target = ["-e", f"MCP_DATA_DIR={tmp_path}", "--", venv.bin(command), "serve", "--transport", "stdio"]
+
+    def call(tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        result = run_node_tool(
+            "inspector", "--cli", "--protocol-era", era, "--method", "tools/call", "--tool-name", tool,
+            "--tool-args-json", json.dumps(arguments), *target, cwd=project, timeout=120,
+            env={"HOME": str(tmp_path)},
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        answer: dict[str, Any] = json.loads(result.stdout)
+        return answer
+
+    added = call("add_note", {"text": f"inspector {era}"})["content"][0]["text"]
+    note = int(added.split("#")[1].rstrip("."))
+    refused = call("delete_note", {"note_id": note})
+    assert refused["isError"] is True
+    assert "cannot ask" in refused["content"][0]["text"] and "elicitation" in refused["content"][0]["text"]
+    assert f"inspector {era}" in call("list_notes", {})["content"][0]["text"]

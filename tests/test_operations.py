@@ -195,27 +195,31 @@ async def test_metrics_count_calls_refusals_and_a_block(metrics_server: Server) 
         for _ in range(3):  # MCP_AUTH_FAILURE_THRESHOLD failures block the address
             response = await call(http, metrics_server, WRONG_KEY, "whoami", address="198.51.100.7")
             assert response.status_code == 401
-        blocked = await call(http, metrics_server, KEYS["calls"], "whoami", address="198.51.100.7")
-        assert blocked.status_code == 429
+        blocked = await call(http, metrics_server, WRONG_KEY, "whoami", address="198.51.100.7")
+        assert blocked.status_code == 429 and blocked.json()["error"] == "client_blocked"
+        # A valid key from the blocked address is still served (issue 17: no lockout of a shared address).
+        served = await call(http, metrics_server, KEYS["calls"], "whoami", address="198.51.100.7")
+        assert served.status_code == 200 and not is_error(served)
     after = scrape(metrics_server)
 
     def delta(metric: str, **labels: str) -> float:
         return value(after, metric, **labels) - value(before, metric, **labels)
 
     duration = "mcp_server_operation_duration_seconds_count"
-    assert delta(duration, mcp_method_name="tools/call", name="whoami", error_type="") == 3
+    assert delta(duration, mcp_method_name="tools/call", name="whoami", error_type="") == 4  # 1 from the blocked address
     assert delta(duration, mcp_method_name="tools/call", name="_unknown", error_type="tool_error") == 2
     assert delta(duration, mcp_method_name="tools/call", name="add_note", error_type="tool_error") == 1
     assert delta(duration, mcp_method_name="tools/call", name="run_python", error_type="") == 1
     assert delta(duration, mcp_method_name="tools/call", name="run_python", error_type="tool_error") == 1
     events = "mcp_security_events_total"
-    assert delta(events, event="tool_called", severity="low") == 4  # 3 whoami, 1 run_python
+    assert delta(events, event="tool_called", severity="low") == 5  # 4 whoami, 1 run_python
     assert delta(events, event="input_validation_failed", severity="medium") == 2  # unknown tools
     assert delta(events, event="input_validation_failed", severity="low") == 1  # empty note
-    assert delta(events, event="authentication_failed", severity="medium") == 3
+    assert delta(events, event="authentication_failed", severity="medium") == 4  # 3, and 1 while blocked
     assert delta(events, event="client_blocked", severity="high") == 1  # the block
-    assert delta(events, event="client_blocked", severity="medium") == 1  # a request while blocked
+    assert delta(events, event="client_blocked", severity="medium") == 1  # the bad key while blocked
     assert delta("mcp_rate_limit_refusals_total", scope="per-tool") == 1
+    assert delta("mcp_rate_limit_refusals_total", scope="per-address") == 0  # a block is not a rate limit
     assert delta("mcp_sandbox_runs_total", outcome="ok") == 1
     assert value(after, "mcp_server_operations_in_flight", mcp_method_name="tools/call") == 0
     assert value(after, "mcp_store_up", store="audit") == 1

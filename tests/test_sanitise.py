@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mcp.shared.exceptions import MCPError
 from support import (
     BASE,
     Server,
@@ -149,6 +150,16 @@ PROBES = (
         async def report() -> str:
             """A report only holders of reports:read may read."""
             return "the report"
+
+        @guard.tool(read_only=True)
+        async def fail_with(text: Annotated[str, Field(max_length=4000)]) -> str:
+            """Fail with an error quoting the caller's text, as careless code does (logged with its traceback)."""
+            raise ValueError(f"cannot parse {text}")
+
+        @guard.resource("reports://scoped", scopes=("reports:read",))
+        async def scoped_report() -> str:
+            """A resource only holders of reports:read may read."""
+            return "the scoped report"
     '''
     ).lstrip()
     + "\n\n"
@@ -316,14 +327,31 @@ async def test_named_keys_name_the_caller_across_rotation(server: Server, alice_
 
 
 async def test_a_key_without_the_scope_is_refused_with_the_scope_named(server: Server) -> None:
+    # A key cannot step up (there is no authorization server to ask), so over HTTP as over stdio the
+    # refusal is in-band, naming the scope: a tool error, -32600 for a resource. OAuth gets a 403 instead.
+    def denied() -> list[dict[str, Any]]:
+        return [e for e in security_events(server) if e["event"] == "authorization_denied" and e["identifier"] == "bob"]
+
+    before = len(denied())
     async with http_client(server.url, BOB) as client:
         result = await client.call_tool("report", {})
+        with pytest.raises(MCPError) as refused:
+            await client.read_resource("reports://scoped")
     assert result.is_error and text_of(result) == "Not allowed: report needs scope reports:read."
-    denied = [e for e in security_events(server) if e["event"] == "authorization_denied" and e["tool"] == "report"]
-    assert denied and denied[-1]["identifier"] == "bob" and denied[-1]["details"]["missing_scopes"] == ["reports:read"]
+    assert refused.value.code == -32600
+    assert refused.value.error.message == "Not allowed: scoped_report needs scope reports:read."
+    raw = post_mcp(server, jsonrpc("tools/call", {"name": "report", "arguments": {}}, id=7), BOB)
+    assert raw.status_code == 200 and "www-authenticate" not in raw.headers, raw.text
+    assert raw.json()["result"]["isError"] is True
+    # One event per refusal, written by the guard alone.
+    new = denied()[before:]
+    assert [e["tool"] for e in new] == ["report", "scoped_report", "report"], new
+    assert all(e["details"]["missing_scopes"] == ["reports:read"] for e in new)
     async with http_client(server.url, ALICE_OLD) as client:
         result = await client.call_tool("report", {})
+        scoped = await client.read_resource("reports://scoped")
     assert not result.is_error and text_of(result) == "the report"
+    assert getattr(scoped.contents[0], "text", "") == "the scoped report"
 
 
 def test_check_lists_keys_by_name_and_scope_never_the_keys(project: Path, venv: Venv, env: dict[str, str],
@@ -389,6 +417,7 @@ HOSTILE_REQUESTS = [
     jsonrpc("tools/call", {"name": "whoami", "arguments": {HOSTILE: HOSTILE}}, id=12),
     jsonrpc("resources/read", {"uri": HOSTILE}, id=13),
     jsonrpc(HOSTILE, {}, id=14),
+    jsonrpc("tools/call", {"name": "fail_with", "arguments": {"text": HOSTILE}}, id=15),
 ]
 
 
@@ -396,7 +425,11 @@ def test_control_characters_cannot_forge_log_lines_over_stdio(project: Path, pro
                                                              env: dict[str, str]) -> None:
     answers, events, rest = raw_stdio(production_venv, project, env, HOSTILE_REQUESTS, answers=len(HOSTILE_REQUESTS))
     assert len(answers) == 1 + len(HOSTILE_REQUESTS)
-    assert "\\r\\n" in rest, rest  # the hostile text was logged, escaped
+    # The refusals are audited with the hostile text inside one JSON line each (JSON escapes CR/LF)...
+    refused = [e for e in events if e["event"] == "input_validation_failed"]
+    assert len(refused) == 5 and all("x\\r\\n{" in json.dumps(e["details"]) for e in refused), refused
+    # ...and the failing tool's traceback, a plain log line, carries it escaped by the record factory.
+    assert "ValueError: cannot parse x\\r\\n{" in rest, rest
     assert [e for e in events if e.get("id") == "forged"] == [] and forged_lines(rest) == [], rest
 
 

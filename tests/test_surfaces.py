@@ -273,26 +273,38 @@ async def test_stdio_client_completes_through_the_guard(project: Path, venv: Ven
 
 async def test_http_resources_and_prompts_check_scopes(served: tuple[Server, Issuer]) -> None:
     server, issuer = served
-    async with http_client(server.url, issuer.token("outsider", "reports:read")) as client:
-        for attempt in (client.read_resource("customers://ada@example.com"),
-                        client.get_prompt("support_reply", {"topic": "billing"}),
-                        client.complete(PromptReference(type="ref/prompt", name="support_reply"),
-                                        {"name": "topic", "value": "b"})):
-            with pytest.raises(MCPError) as refused:
-                await attempt
-            assert refused.value.code == -32600
-            assert "needs scope" in refused.value.error.message
+    token = issuer.token("outsider", "reports:read")
+    # OAuth over HTTP: a read, get or completion needing a scope the token lacks is a 403 step-up
+    # challenge before anything runs, naming what to ask for (the scope needed plus the token's own).
+    for request, item, scope in (
+        (jsonrpc("resources/read", {"uri": "customers://ada@example.com"}), "customer", "customers:read"),
+        (jsonrpc("prompts/get", {"name": "support_reply", "arguments": {"topic": "billing"}}), "support_reply",
+         "support:write"),
+        (jsonrpc("completion/complete", {"ref": {"type": "ref/prompt", "name": "support_reply"},
+                                         "argument": {"name": "topic", "value": "b"}}), "support_reply",
+         "support:write"),
+    ):
+        answer = post_mcp(server, request, token)
+        assert answer.status_code == 403, answer.text
+        challenge = answer.headers["www-authenticate"]
+        assert challenge.startswith('Bearer realm="mcp", error="insufficient_scope"'), challenge
+        assert f'scope="{" ".join(sorted({scope, "reports:read"}))}"' in challenge, challenge
+        assert 'resource_metadata="' in challenge, challenge
+        assert answer.json() == {"error": "insufficient_scope",
+                                 "message": f"{item} needs scope {scope}; ask for it and retry."}
+    async with http_client(server.url, token) as client:
         latest = await client.read_resource("reports://latest")
-    assert getattr(latest.contents[0], "text", "").startswith("# Report for 2024-05")
-    denied = [e for e in events(server, event="authorization_denied") if e["identifier"] == "outsider"]
-    assert {e["tool"] for e in denied} == {"customer", "support_reply"} and len(denied) == 3
+    # One event per refusal: the guard never saw these requests.
+    denied = [e for e in events(server, event="authorization_denied") if e["identifier"] == "user:outsider"]
+    assert [e["tool"] for e in denied] == ["customer", "support_reply", "support_reply"], denied
+    assert [e["details"]["missing_scopes"] for e in denied] == [["customers:read"], ["support:write"], ["support:write"]]
     async with http_client(server.url, issuer.token("agent", "customers:read support:write")) as client:
         record = await client.read_resource("customers://ada@example.com")
         prompt = await client.get_prompt("support_reply", {"topic": "billing"})
     text = getattr(record.contents[0], "text", "")
     assert text.startswith('<untrusted-data source="the customer database">') and "Ada Lovelace" in text
     assert "polite reply to a customer about billing" in getattr(prompt.messages[0].content, "text", "")
-    mine = [e for e in events(server) if e["identifier"] == "agent"]
+    mine = [e for e in events(server) if e["identifier"] == "user:agent"]
     assert [(e["event"], e["tool"]) for e in mine] == [("resource_read", "customer"),
                                                          ("prompt_retrieved", "support_reply")]
     assert mine[0]["details"]["arguments"] == {"email": "ada@example.com"}
@@ -333,7 +345,7 @@ async def test_http_bounds_traversal_limits_cap_fence_timeout_and_masking(served
         with pytest.raises(MCPError) as broken:
             await client.read_resource("probe://broken")
         assert broken.value.error.message == "broken_probe failed; the error was logged on the server"
-    mine = [e for e in events(server) if e["identifier"] == "prober"]
+    mine = [e for e in events(server) if e["identifier"] == "user:prober"]
     assert sum(e["event"] == "input_validation_failed" for e in mine) == 7
     failed = {e["tool"]: e["details"] for e in mine if e["event"] == "resource_read_failed"}
     assert failed["slow_probe"]["reason"] == "timeout" and failed["broken_probe"]["error"] == "RuntimeError"

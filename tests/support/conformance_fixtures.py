@@ -1,18 +1,34 @@
-"""The conformance suite's fixture tools, registered through the guard: test code only, never rendered.
+"""The conformance suite's fixtures, registered through the guard: test code only, never rendered.
 
 tests/test_conformance.py writes SOURCE into a rendered project as tools/conformance_fixtures.py, the way
-a user adds a tool module (support.tooling.add_tool_module), so each fixture gets every guard defence and
-the suite judges the real consent path (destructive=True: the guard asks, the SDK seals requestState).
-Fixtures whose wire shape the guard does not produce on purpose (image/audio content, log and progress
-notifications, a resolver named by the suite) are listed with reasons in conformance-expected-failures.yml.
+a user adds a module (support.tooling.add_tool_module), so each fixture tool, resource and prompt gets
+every guard defence and the suite judges the real paths: the consent path of a destructive tool (the
+guard asks, the SDK seals requestState), resources and prompts through @guard.resource / @guard.prompt.
+Fixtures whose wire shape the guard does not produce on purpose (image/audio/binary content, log and
+progress notifications, questions with the suite's own keys) are listed with reasons in
+conformance-expected-failures.yml.
 """
 
 SOURCE = '''"""Fixtures of the MCP conformance suite (test-only)."""
 
 from __future__ import annotations
 
+import json
+from typing import Annotated
+
+from mcp.server.mcpserver import Resolve, Sample
+from mcp.types import CreateMessageResult, SamplingMessage, TextContent
+from pydantic import Field
+
 from ..security.guard import Guard, ToolRefusedError
 from ..settings import Settings
+
+Short = Annotated[str, Field(max_length=200)]
+
+
+async def ask_the_model() -> Sample:
+    """A sampling question, asked only of a client that declared sampling (the SDK checks)."""
+    return Sample([SamplingMessage(role="user", content=TextContent(type="text", text="Say yes."))], max_tokens=8)
 
 
 def register(guard: Guard, settings: Settings) -> None:
@@ -30,4 +46,31 @@ def register(guard: Guard, settings: Settings) -> None:
     async def tampered_state() -> str:
         """Run only after the user confirms (conformance fixture for sealed requestState)."""
         return "confirmed"
+
+    # Destructive and sampling: a client that declares sampling but not elicitation must get the
+    # sampling question only, never the guard's confirmation (which it could not answer).
+    @guard.tool(read_only=False, destructive=True, name="test_input_required_result_capabilities")
+    async def capabilities(sampled: Annotated[CreateMessageResult, Resolve(ask_the_model)]) -> str:
+        """Sample the model, then run only after the user confirms (conformance fixture)."""
+        return "sampled and confirmed"
+
+    @guard.resource("test://static-text", name="static_text")
+    async def static_text() -> str:
+        """A fixed text resource (conformance fixture)."""
+        return "This is the content of the static text resource."
+
+    @guard.resource("test://template/{id}/data", name="template_data", mime_type="application/json")
+    async def template_data(id: Short) -> str:  # noqa: A002 (the suite names the variable)
+        """A resource template that substitutes its id (conformance fixture)."""
+        return json.dumps({"id": id, "templateTest": True, "data": f"Data for ID: {id}"})
+
+    @guard.prompt(name="test_simple_prompt")
+    async def simple_prompt() -> str:
+        """A prompt without arguments (conformance fixture)."""
+        return "This is a simple prompt for testing."
+
+    @guard.prompt(name="test_prompt_with_arguments")
+    async def prompt_with_arguments(arg1: Short, arg2: Short) -> str:
+        """A prompt with two arguments (conformance fixture)."""
+        return f"Prompt with arguments: arg1={arg1!r}, arg2={arg2!r}"
 '''

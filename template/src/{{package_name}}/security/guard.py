@@ -132,6 +132,16 @@ class SurfacePolicy:
     fn: Callable[..., Any]  # the author's function, whose text the manifest lock records
 
 
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a request names, as this server serves it (`Guard.surface_for`)."""
+
+    policy: ToolPolicy | SurfacePolicy
+    key: str  # the tool or prompt name, the resource URI or the URI template it matched
+    values: Mapping[str, str | list[str]] = field(default_factory=dict)  # a template's variables
+    refused: str | None = None  # why a template value is not allowed (traversal, controls, ...)
+
+
 @dataclass(slots=True)
 class CallInfo:
     """What a running tool may know about its call; read it with `current_call()`."""
@@ -162,6 +172,13 @@ def _is_context(annotation: Any) -> bool:
     return inspect.isclass(annotation) and issubclass(annotation, Context)
 
 
+def _is_resolved(annotation: Any) -> bool:
+    """`Annotated[T, Resolve(fn)]`: a value the SDK fills (sampling, roots, a question), not an argument."""
+    return typing.get_origin(annotation) is Annotated and any(
+        isinstance(m, Resolve) for m in typing.get_args(annotation)[1:]
+    )
+
+
 def _with_confirmation(
     guarded: Callable[..., Awaitable[str]], fn: Callable[..., Any], tool: str, template: str | None
 ) -> None:
@@ -177,7 +194,7 @@ def _with_confirmation(
         p.replace(annotation=hints.get(p.name, p.annotation))
         for p in inspect.signature(fn).parameters.values()
     ]
-    names = [p.name for p in params if not _is_context(hints.get(p.name))]
+    names = [p.name for p in params if not (_is_context(hints.get(p.name)) or _is_resolved(hints.get(p.name)))]
     _confirmation_message(tool, template, dict.fromkeys(names, ""))  # a bad template fails at registration
 
     async def ask(guard_context: Context, **arguments: Any) -> Elicit[Confirmation] | _CannotAsk:
@@ -264,12 +281,13 @@ def _check_bounded(
             _check_bounded(name, sub, f"{path}.{prop}" if path else prop, defs, kind=kind)
 
 
-def _arguments_model(name: str, fn: Callable[..., Any]) -> type[BaseModel]:
+def _arguments_model(name: str, fn: Callable[..., Any], *, resolvers: bool = False) -> type[BaseModel]:
+    """The model of what a client sends; with `resolvers`, parameters the SDK fills are not part of it."""
     hints = typing.get_type_hints(fn, include_extras=True)
     fields: dict[str, Any] = {}
     for param in inspect.signature(fn).parameters.values():
         annotation = hints.get(param.name, Any)
-        if inspect.isclass(annotation) and issubclass(annotation, Context):
+        if _is_context(annotation) or (resolvers and _is_resolved(annotation)):
             continue
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[param.name] = (annotation, default)
@@ -389,13 +407,15 @@ class Guard:
         that the output is the caller's own data (their files, their notes), where such text is content.
         `destructive=True` makes the guard ask the user first through MCP elicitation
         (`confirm_message`, formatted with the arguments, is the question); without a yes it does not run.
+        A parameter annotated `Annotated[T, Resolve(fn)]` is filled by the SDK (sampling, roots, a question
+        of the tool's own), only from a client that declared the capability; it is not an argument.
         """
 
         def register(fn: ToolFn[P]) -> ToolFn[P]:
             tool_name = name or fn.__name__
             if not inspect.iscoroutinefunction(fn):
                 raise TypeError(f"tool {tool_name!r} must be async so its timeout can cancel it")
-            arguments = _arguments_model(tool_name, fn)
+            arguments = _arguments_model(tool_name, fn, resolvers=True)
             schema = arguments.model_json_schema()
             _check_bounded(tool_name, schema)
 
@@ -455,26 +475,55 @@ class Guard:
     def tools(self) -> list[Tool]:
         return list(self._tools.values())
 
+    def surface_for(self, method: str, params: Any) -> Target | None:
+        """The tool, resource, template or prompt a request names; None if it names nothing served here.
+
+        The one place a request is matched to what is registered: the guard, the HTTP scope gate and
+        the metrics labels all ask here. A completion names its prompt or template through `ref`.
+        """
+        if not isinstance(params, dict):
+            return None
+        name = params.get("name")
+        if method == "tools/call":
+            tool = self.policies.get(name) if isinstance(name, str) else None
+            return Target(tool, tool.name) if tool else None
+        if method == "prompts/get":
+            prompt = self.surfaces.get(("prompt", name)) if isinstance(name, str) else None
+            return Target(prompt, prompt.key) if prompt else None
+        if method == "resources/read":
+            return self._resource_for(params.get("uri"))
+        if method == "completion/complete":
+            ref = params.get("ref")
+            if not isinstance(ref, dict):
+                return None
+            key: tuple[Surface, str] | None = None
+            if ref.get("type") == "ref/prompt" and isinstance(ref.get("name"), str):
+                key = ("prompt", ref["name"])
+            elif ref.get("type") == "ref/resource" and isinstance(ref.get("uri"), str):
+                key = ("resource_template", ref["uri"])
+            surface = self.surfaces.get(key) if key else None
+            return Target(surface, surface.key) if surface else None
+        return None
+
+    def _resource_for(self, uri: Any) -> Target | None:
+        if not isinstance(uri, str) or len(uri) > MAX_URI_CHARS:
+            return None
+        if uri in self._resources:
+            return Target(self.surfaces[("resource", uri)], uri)
+        for key, template in self._templates.items():
+            policy = self.surfaces[("resource_template", key)]
+            try:
+                matched = template.matches(uri)
+            except ResourceSecurityError as exc:
+                return Target(policy, key, refused=f"{exc.param}: path traversal, absolute path or NUL")
+            if matched is not None:
+                return Target(policy, key, matched, _unsafe_parameter(matched))
+        return None
+
     def scopes_for(self, method: str, params: Any) -> frozenset[str]:
         """The scopes a request needs before it runs; the HTTP layer answers 403 without them."""
-        if not isinstance(params, dict):
-            return frozenset()
-        name, uri = params.get("name"), params.get("uri")
-        if method == "tools/call" and isinstance(name, str) and name in self.policies:
-            return self.policies[name].scopes
-        if method == "prompts/get" and isinstance(name, str) and ("prompt", name) in self.surfaces:
-            return self.surfaces[("prompt", name)].scopes
-        if method == "resources/read" and isinstance(uri, str) and len(uri) <= MAX_URI_CHARS:
-            if uri in self._resources:
-                return self.surfaces[("resource", uri)].scopes
-            for key, template in self._templates.items():
-                try:
-                    matched = template.matches(uri)
-                except ResourceSecurityError:
-                    return frozenset()  # refused as invalid input once it reaches the guard
-                if matched is not None:
-                    return self.surfaces[("resource_template", key)].scopes
-        return frozenset()
+        target = self.surface_for(method, params)
+        return target.policy.scopes if target else frozenset()
 
     def scopes_used(self) -> frozenset[str]:
         """Every scope a tool, resource or prompt needs: what OAuth clients are told they may ask for."""
@@ -844,24 +893,10 @@ class Guard:
         principal, client = self._caller(ctx)
         request_id = str(ctx.request_id)
         identifier = principal.id if principal else client
-        policy: SurfacePolicy | None = None
-        values: dict[str, Any] = {}
-        refused: str | None = None
-        if isinstance(uri, str) and len(uri) <= MAX_URI_CHARS:
-            if uri in self._resources:
-                policy = self.surfaces[("resource", uri)]
-            else:
-                for key, template in self._templates.items():
-                    try:
-                        matched = template.matches(uri)
-                    except ResourceSecurityError as exc:
-                        policy = self.surfaces[("resource_template", key)]
-                        refused = f"{exc.param}: path traversal, absolute path or NUL"
-                        break
-                    if matched is not None:
-                        policy, values = self.surfaces[("resource_template", key)], matched
-                        refused = _unsafe_parameter(matched)
-                        break
+        target = self._resource_for(uri)
+        policy = typing.cast(SurfacePolicy, target.policy) if target else None
+        values: Mapping[str, Any] = target.values if target else {}
+        refused = target.refused if target else None
         if policy is None:
             raise await self._deny_error(
                 INVALID_PARAMS,
@@ -872,6 +907,8 @@ class Guard:
                 request_id,
                 "Unknown resource. Call resources/list and resources/templates/list to see what this "
                 "server offers.",
+                # SEP-2164: the URI the caller asked for, back to that caller (bounded above).
+                data={"uri": uri} if isinstance(uri, str) and len(uri) <= MAX_URI_CHARS else None,
                 reason="unknown resource",
                 requested=self.events.redactor.text(str(uri), 200),
             )
@@ -935,6 +972,7 @@ class Guard:
                 request_id,
                 f"Not allowed: {policy.name} needs scope {' '.join(missing)}.",
                 missing_scopes=missing,
+                **_client_of(principal),
             )
         return principal
 
@@ -1058,11 +1096,8 @@ class Guard:
         principal, client = self._caller(ctx)
         request_id = str(ctx.request_id)
         identifier = principal.id if principal else client
-        policy: SurfacePolicy | None = None
-        if isinstance(ref, dict) and ref.get("type") == "ref/prompt":
-            policy = self.surfaces.get(("prompt", str(ref.get("name"))))
-        elif isinstance(ref, dict) and ref.get("type") == "ref/resource":
-            policy = self.surfaces.get(("resource_template", str(ref.get("uri"))))
+        target = self.surface_for(ctx.method, params)
+        policy = typing.cast(SurfacePolicy, target.policy) if target else None
         if policy is None:
             raise await self._deny_error(
                 INVALID_PARAMS,
@@ -1322,11 +1357,12 @@ class Guard:
         item: str | None,
         request_id: str | None,
         message: str,
+        data: dict[str, Any] | None = None,
         **details: Any,
     ) -> MCPError:
         """A refused resource read, prompt get or completion: recorded, answered with a JSON-RPC error."""
         return MCPError(
-            code, await self._deny(event, severity, identifier, item, request_id, message, **details)
+            code, await self._deny(event, severity, identifier, item, request_id, message, **details), data
         )
 
     def _caller(self, ctx: ServerRequestContext[Any, Any]) -> tuple[Principal | None, str]:

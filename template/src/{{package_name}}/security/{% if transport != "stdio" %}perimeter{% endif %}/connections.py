@@ -11,6 +11,12 @@ file descriptors while no request ever reaches a rate limit. This protocol adds,
   overall cap (MCP_MAX_CONNECTIONS, lowered to what the descriptor limit leaves after a reserve);
 - for a request h11 cannot parse, a 400 with the security headers, and an event.
 
+A burst can still use up the descriptors before the caps see it: asyncio accepts up to `backlog`
+connections at a time before any of them reaches this protocol. Then accept() fails with EMFILE, asyncio
+pauses accepting for a second (the connections wait in the listen queue) and reports the failure once per
+connection it could not accept: a few thousand tracebacks that stalled the server for seconds. The
+loop's exception handler (`watch_accept_failures`) turns them into one log line and one event a second.
+
 Every refusal writes an anonymous event (its source's budget applies, see events.py).
 """
 
@@ -20,15 +26,19 @@ import asyncio
 import json
 import logging
 import resource
+import socket
+import time
 from typing import Any
 
 import h11
+import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..events import AuditUnavailableError, SecurityEvents
 from .headers import BASE_HEADERS, HSTS
 
 FD_RESERVE = 64  # descriptors kept for the audit store, the limiter, sandboxes, logs
+ACCEPT_FAILED = "socket.accept() out of system resource"  # asyncio's message (selector_events.py)
 log = logging.getLogger(__name__)
 
 
@@ -59,6 +69,8 @@ class ConnectionGuard:
         headers = {**BASE_HEADERS, **({"Strict-Transport-Security": HSTS} if tls else {})}
         self.error_headers = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
         self._pending: set[asyncio.Task[None]] = set()
+        self.accept_failures = 0
+        self._accept_reported_at = -1.0
 
     def connection_cap(self) -> int:
         """MCP_MAX_CONNECTIONS, or fewer if the descriptor limit would run out first (read each time:
@@ -98,6 +110,54 @@ class ConnectionGuard:
             await self.events.record(event, severity, address, anonymous=True, **details)
         except AuditUnavailableError:
             log.critical("audit store failed; a connection refusal was not stored (see its log line)")
+
+    def watch_accept_failures(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Report asyncio's accept() failures (descriptors used up) once a second, not once per connection."""
+        previous = loop.get_exception_handler()
+
+        def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+            if context.get("message") == ACCEPT_FAILED:
+                self._accept_failed(context.get("exception"))
+            elif previous is not None:
+                previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+
+        loop.set_exception_handler(handle)
+
+    def _accept_failed(self, exc: object) -> None:
+        self.accept_failures += 1
+        now = time.monotonic()
+        if now - self._accept_reported_at < 1.0:
+            return
+        self._accept_reported_at = now
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        log.error(
+            "cannot accept connections (%s; descriptor limit %s): new connections wait in the listen queue; "
+            "raise `ulimit -n` or lower MCP_MAX_CONNECTIONS_PER_ADDRESS",
+            exc,
+            soft,
+        )
+        self.record(
+            "http_error",
+            "high",
+            "server",
+            status=503,
+            reason="out of file descriptors: accepting paused for 1 s",
+            limit=soft,
+            failures=self.accept_failures,
+        )
+
+    def server(self, config: uvicorn.Config) -> uvicorn.Server:
+        """uvicorn's server, with this guard watching its event loop's accept() failures."""
+        guard = self
+
+        class GuardedServer(uvicorn.Server):
+            async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+                guard.watch_accept_failures(asyncio.get_running_loop())
+                await super().serve(sockets)
+
+        return GuardedServer(config)
 
     def protocol(self) -> type[H11Protocol]:
         """The uvicorn protocol class to pass as `http=`, bound to this guard."""

@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 
 from ...services import Services
 from ..events import SecurityEvents
+from ..guard import Guard
 from ..metrics import Metrics, known_names
 from ..principal import Principal
 
@@ -23,10 +24,13 @@ PATH = "/metrics"
 
 
 def install_metrics(
-    server: MCPServer, services: Services, store_checks: Callable[[], Awaitable[dict[str, str]]]
+    server: MCPServer,
+    guard: Guard,
+    services: Services,
+    store_checks: Callable[[], Awaitable[dict[str, str]]],
 ) -> Metrics:
     """Measure every MCP message (outermost middleware), count every event, serve GET /metrics."""
-    metrics = Metrics(known_names(server), services.alerts.counts if services.alerts else None)
+    metrics = Metrics(known_names(server, guard), services.alerts.counts if services.alerts else None)
     server.middleware.insert(0, metrics.middleware)
     services.events.subscribe(metrics.on_event)
     server.custom_route(PATH, methods=["GET"])(metrics_endpoint(metrics, services.events, store_checks))

@@ -1,10 +1,11 @@
 """403 `insufficient_scope` before a call runs, so that an OAuth client can step up (MCP authorization).
 
-The guard decides which scopes a tool needs; this layer asks it before the request reaches the MCP
-app and answers HTTP 403 with `WWW-Authenticate: Bearer error="insufficient_scope", scope="..."`,
-which spec-following clients read to ask the user for more. A caller that holds every scope the
-server uses passes straight through; only the others have their body read (BodyLimit bounds it).
-On stdio there is no HTTP answer to give: the guard's tool error stays the refusal there.
+The guard knows which scopes a tool, resource, resource template, prompt or completion needs
+(`Guard.surface_for`); this layer asks it before the request reaches the MCP app and answers HTTP 403
+with `WWW-Authenticate: Bearer error="insufficient_scope", scope="..."`, which spec-following clients
+read to ask the user for more. A caller that holds every scope the server uses passes straight
+through; only the others have their body read (BodyLimit bounds it). Installed in OAuth mode only:
+an API key cannot step up, so there (as on stdio) the guard's in-band refusal naming the scope stays.
 """
 
 from __future__ import annotations
@@ -16,18 +17,19 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..events import SecurityEvents
+from ..guard import Target
 from ..principal import Principal
 from .auth import bearer_challenge
 from .common import client_address, refusal, replay_body, send_json
 
-ScopesFor = Callable[[str, Any], frozenset[str]]
+SurfaceFor = Callable[[str, Any], Target | None]
 
 
 class ScopeGate:
     def __init__(
         self,
         app: ASGIApp,
-        scopes_for: ScopesFor,
+        surface_for: SurfaceFor,
         used: frozenset[str],
         events: SecurityEvents,
         *,
@@ -37,7 +39,7 @@ class ScopeGate:
         path: str = "/mcp",
     ) -> None:
         self.app = app
-        self.scopes_for = scopes_for
+        self.surface_for = surface_for
         self.used = used
         self.events = events
         self.resource_metadata_url = resource_metadata_url
@@ -58,11 +60,13 @@ class ScopeGate:
         body, receive = await _buffered(receive)
         missing: set[str] = set()
         names: list[str] = []
-        for method, params in _requests(body):
-            needed = self.scopes_for(method, params)
-            if needed and not principal.has_scopes(needed):
-                missing |= needed - principal.scopes
-                names.append(str(params.get("name")))
+        request_ids: list[Any] = []
+        for method, params, request_id in _requests(body):
+            target = self.surface_for(method, params)
+            if target is not None and not principal.has_scopes(target.policy.scopes):
+                missing |= target.policy.scopes - principal.scopes
+                names.append(target.policy.name)
+                request_ids.append(request_id)
         if not missing:
             await self.app(scope, receive, send)
             return
@@ -73,7 +77,12 @@ class ScopeGate:
         if principal.client_id:
             details["client_id"] = principal.client_id
         await self.events.record(
-            "authorization_denied", "medium", principal.id, client=client_address(scope), **details
+            "authorization_denied",
+            "medium",
+            principal.id,
+            request_id=None if request_ids[0] is None else str(request_ids[0]),
+            client=client_address(scope),
+            **details,
         )
         challenge = bearer_challenge("insufficient_scope", None, wanted, self.resource_metadata_url)
         message = f"{names[0]} needs scope {' '.join(sorted(missing))}; ask for it and retry."
@@ -94,16 +103,16 @@ async def _buffered(receive: Receive) -> tuple[bytes, Receive]:
     return body, replay_body(body, receive)
 
 
-def _requests(body: bytes) -> list[tuple[str, dict[str, Any]]]:
-    """(method, params) of each JSON-RPC request in the body; nothing for a body that does not parse
-    (the MCP app refuses it itself)."""
+def _requests(body: bytes) -> list[tuple[str, dict[str, Any], Any]]:
+    """(method, params, id) of each JSON-RPC request in the body; nothing for a body that does not
+    parse (the MCP app refuses it itself)."""
     try:
         parsed = json.loads(body)
     except ValueError:
         return []
-    found: list[tuple[str, dict[str, Any]]] = []
+    found: list[tuple[str, dict[str, Any], Any]] = []
     for message in parsed if isinstance(parsed, list) else [parsed]:
         if isinstance(message, dict) and isinstance(message.get("method"), str):
             params = message.get("params")
-            found.append((message["method"], params if isinstance(params, dict) else {}))
+            found.append((message["method"], params if isinstance(params, dict) else {}, message.get("id")))
     return found
