@@ -42,7 +42,7 @@ def _split_commas(value: Any) -> Any:
 
 
 class Settings(ToolSettings, BaseSettings):
-    """The template's settings, plus the fields of your own in tool_settings.py (which updates never touch)."""
+    """The template's settings, plus your own fields from tool_settings.py (which updates never touch)."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
