@@ -122,6 +122,11 @@ def template_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with (repo / "template" / "SECURITY.md.jinja").open("a") as handle:
         handle.write("\nThis line arrived with template 0.2.0.\n")
     (repo / "template" / "UPGRADING.md").write_text("Notes that arrived with template 0.2.0.\n")
+    # Template-owned settings.py changes, and so does the template's copy of the user-owned tool_settings.py.
+    package_dir = repo / "template" / "src" / "{{package_name}}"
+    with (package_dir / "settings.py").open("a") as handle:
+        handle.write("\n# This line arrived with template 0.2.0.\n")
+    edit(package_dir / "tool_settings.py", '"""Settings for your own tools.', '"""Settings for your own tools (0.2.0).')
     git(repo, "add", "--all")
     git(repo, "commit", "--quiet", "-m", "0.2.0")
     git(repo, "tag", "0.2.0")
@@ -279,7 +284,9 @@ def test_changing_an_answer_adds_http_cleanly(template_repo: Path, tmp_path: Pat
         src=template_repo,
         skip_tasks=True,
     )
-    compared = filecmp.dircmp(project, fresh, ignore=[".git", ".env", ".copier-answers.yml", "__pycache__"])
+    # tool_settings.py is the user's: an update keeps the copy 0.1.0 made (_skip_if_exists).
+    ignore = [".git", ".env", ".copier-answers.yml", "__pycache__", "tool_settings.py"]
+    compared = filecmp.dircmp(project, fresh, ignore=ignore)
     assert_same_tree(compared)
     venv.install(project)
     result = venv.run(venv.python, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", cwd=project)
@@ -309,6 +316,113 @@ def test_update_does_not_rerun_the_copy_task(template_repo: Path, tmp_path: Path
 
 def copier_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return run([str(Path(sys.executable).parent / "copier"), *args], cwd=cwd, timeout=300)
+
+
+def cli_update(project: Path, *args: str) -> str:
+    """`copier update` as a user types it; what it printed (the report of hooks/after_update.py included)."""
+    result = copier_cli("update", "--trust", "--defaults", *args, cwd=project)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+def test_update_names_the_conflicted_files(template_repo: Path, tmp_path: Path) -> None:
+    inline = make_project(template_repo, tmp_path / "i", project_name="Acme Says Inline", transport="stdio")
+    user_edits(inline)
+    said = cli_update(inline, "--conflict", "inline")
+    assert "Updated (template 0.1.0 -> 0.2.0): " in said
+    assert "Conflicts to resolve before you commit" in said
+    assert "  README.md: conflict markers (<<<<<<< before updating ... >>>>>>> after updating)" in said
+    assert said.count(": conflict markers") == 1  # the clean merges (SECURITY.md, ...) are not named
+    rej = make_project(template_repo, tmp_path / "r", project_name="Acme Says Rej", transport="stdio")
+    user_edits(rej)
+    said = cli_update(rej, "--conflict", "rej")
+    assert "  README.md.rej: a hunk of yours that did not apply to README.md" in said
+    assert ": conflict markers" not in said
+
+
+def test_update_says_when_nothing_changed(template_repo: Path, tmp_path: Path) -> None:
+    answers = {**BASE, "sample_tools": [], "project_name": "Acme Current", "transport": "stdio"}
+    project = render(answers, tmp_path / "p", vcs_ref="0.2.0", src=template_repo)
+    said = cli_update(project, "--conflict", "inline")
+    assert "Nothing changed (template 0.2.0 -> 0.2.0): the project already matches the template." in said
+    assert "Updated" not in said and "Conflicts" not in said
+    assert not git(project, "status", "--porcelain")
+
+
+USER_TOOL_SETTINGS = '''"""Our settings."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, SecretStr
+
+
+class ToolSettings(BaseModel):
+    reports_url: str = "https://reports.example.com"
+    reports_token: SecretStr = SecretStr("")
+    reports_timeout_seconds: float = Field(default=10, gt=0, le=60)
+'''
+
+
+def test_a_setting_of_ones_own_survives_an_update_without_conflicts(
+    template_repo: Path, tmp_path: Path, venv: Venv
+) -> None:
+    project = make_project(template_repo, tmp_path / "p", project_name="Acme Own Setting", transport="stdio")
+    command, package = package_of(project)
+    own = project / "src" / package / "tool_settings.py"
+    own.write_text(USER_TOOL_SETTINGS)
+    with (project / ".env").open("a") as handle:
+        handle.write("MCP_REPORTS_URL=https://reports.internal.example\nMCP_REPORTS_TOKEN=tok-3b9f0c\n")
+    git(project, "add", "--all")
+    git(project, "commit", "--quiet", "-m", "our reports settings")
+
+    said = cli_update(project, "--conflict", "inline")
+
+    assert "No conflicts." in said, said
+    assert own.read_text() == USER_TOOL_SETTINGS  # kept as written, although the template's copy changed
+    assert "# This line arrived with template 0.2.0." in (project / "src" / package / "settings.py").read_text()
+    assert not list(project.rglob("*.rej"))
+    assert run(["git", "grep", "-l", "-E", "^<<<<<<< before updating$"], cwd=project).returncode == 1  # none found
+    venv.install(project)
+    read = venv.run(
+        venv.python,
+        "-c",
+        f"from {package}.settings import load_settings; from {package}.services import secret_values; "
+        "s = load_settings(); print(s.reports_url, s.reports_timeout_seconds, 'tok-3b9f0c' in secret_values(s))",
+        cwd=project,
+    )
+    assert read.stdout.split() == ["https://reports.internal.example", "10.0", "True"], read.stdout + read.stderr
+    check = venv.run(venv.bin(command), "check", cwd=project)  # MCP_REPORTS_* in .env are known names
+    assert check.returncode == 0, check.stdout + check.stderr
+    bad = venv.run(venv.bin(command), "check", cwd=project, env={"MCP_REPORTS_TIMEOUT_SECONDS": "600"})
+    assert bad.returncode == 2 and "MCP_REPORTS_TIMEOUT_SECONDS" in bad.stderr, bad.stdout + bad.stderr
+
+
+def test_an_untagged_template_copies_and_updates_to_a_later_commit(tmp_path: Path) -> None:
+    """No tag anywhere: Copier copies HEAD, records the commit, and updates to a later one (README)."""
+    repo = tmp_path / "untagged"
+    for rel in working_tree_files():
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(TEMPLATE_ROOT / rel, repo / rel)
+    git(repo, "init", "--quiet", "--initial-branch=main")
+    git(repo, "add", "--all", "--force")
+    git(repo, "commit", "--quiet", "-m", "first")
+    copied = copier_cli(
+        "copy", "--trust", "--defaults", "--data", "project_name=Acme Untagged", "--data", "transport=stdio",
+        "--data", "sample_tools=[]", str(repo), str(tmp_path / "p"), cwd=tmp_path,
+    )
+    assert copied.returncode == 0, copied.stdout + copied.stderr
+    assert "No git tags found in template; using HEAD as ref" in copied.stderr
+    project = tmp_path / "p"
+    first = answers_of(project)["_commit"]
+    assert first == git(repo, "rev-parse", "--short", "HEAD").strip()  # `git describe --always`: the commit
+    edit(repo / "template" / "SECURITY.md.jinja", "\n", "\nThis line arrived in a later, untagged commit.\n")
+    git(repo, "commit", "--quiet", "--all", "-m", "later")
+
+    said = cli_update(project, "--conflict", "inline")
+
+    assert "This line arrived in a later, untagged commit." in (project / "SECURITY.md").read_text()
+    assert answers_of(project)["_commit"] != first
+    assert "No conflicts." in said and "Updated (template 0.0.0.post" in said
 
 
 def test_copier_refuses_the_template_without_trust(template_repo: Path, tmp_path: Path) -> None:
@@ -482,4 +596,5 @@ def test_readme_documents_every_question() -> None:
     assert "copier update" in readme and "CHANGELOG.md" in readme
     changelog = (TEMPLATE_ROOT / "CHANGELOG.md").read_text()
     for migration in config["_migrations"]:
-        assert f"## {migration['version']}" in changelog and "Migration:" in changelog
+        if "version" in migration:  # the others run on every update (hooks/after_update.py)
+            assert f"## {migration['version']}" in changelog and "Migration:" in changelog

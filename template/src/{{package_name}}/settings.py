@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from . import profile
+from .tool_settings import ToolSettings
 
 ENV_PREFIX = "MCP_"
 # The asymmetric JWS algorithms PyJWT verifies (with `cryptography`); names are case-sensitive (RFC 7518).
@@ -40,7 +41,9 @@ def _split_commas(value: Any) -> Any:
     return value
 
 
-class Settings(BaseSettings):
+class Settings(ToolSettings, BaseSettings):
+    """The template's settings, plus your own fields from tool_settings.py (which updates never touch)."""
+
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_file=".env",
