@@ -40,19 +40,3 @@ def rendered(tmp_path_factory: pytest.TempPathFactory, venv: Venv) -> Callable[[
 def anyio_backend() -> str:
     """Async tests run on asyncio, as the rendered servers do."""
     return "asyncio"
-
-
-# Known failures from integrating six parallel branches in one session (see CHANGELOG "Known failures" and
-# the open issues): each runs, and is reported as XFAIL or XPASS, until the next session fixes it and
-# removes its line. Not a way to hide a missing dependency: every one of these has all it needs.
-KNOWN_INTEGRATION_FAILURES = {
-}
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        reason = KNOWN_INTEGRATION_FAILURES.get(item.nodeid) or KNOWN_INTEGRATION_FAILURES.get(
-            item.nodeid.split("[")[0]
-        )
-        if reason:
-            item.add_marker(pytest.mark.xfail(reason=reason, strict=False))
