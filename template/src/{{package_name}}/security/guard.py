@@ -194,7 +194,9 @@ def _with_confirmation(
         p.replace(annotation=hints.get(p.name, p.annotation))
         for p in inspect.signature(fn).parameters.values()
     ]
-    names = [p.name for p in params if not (_is_context(hints.get(p.name)) or _is_resolved(hints.get(p.name)))]
+    names = [
+        p.name for p in params if not (_is_context(hints.get(p.name)) or _is_resolved(hints.get(p.name)))
+    ]
     _confirmation_message(tool, template, dict.fromkeys(names, ""))  # a bad template fails at registration
 
     async def ask(guard_context: Context, **arguments: Any) -> Elicit[Confirmation] | _CannotAsk:
