@@ -25,13 +25,13 @@ import httpx2
 import pytest
 from mcp.server.request_state import AESGCMRequestStateCodec
 from mcp.shared.exceptions import MCPError
-from mcp.types import ElicitRequestParams, ElicitResult
+from mcp.types import ElicitResult
 
 from support import BASE, Server, Venv, free_port, package_of, read_env_file, render, running_server, text_of
 from support.node import run_node_tool
 from support.proxy import running_proxy
 from support.redis import running_redis
-from support.tooling import Issuer, all_events, mcp_over_http
+from support.tooling import Issuer, User, all_events, mcp_over_http
 
 pytestmark = pytest.mark.anyio
 
@@ -46,18 +46,6 @@ def project(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Path:
     rendered = render(answers, tmp_path_factory.mktemp("consent") / "project")
     venv.install(rendered)
     return rendered
-
-
-class User:
-    """An elicitation callback that answers like a person would, and remembers what it was asked."""
-
-    def __init__(self, action: str, confirm: bool = True) -> None:
-        self.action, self.confirm, self.asked = action, confirm, []
-
-    async def __call__(self, context: Any, params: ElicitRequestParams) -> ElicitResult:
-        self.asked.append(params.message)
-        content = {"confirm": self.confirm} if self.action == "accept" else None
-        return ElicitResult(action=self.action, content=content)  # type: ignore[arg-type]
 
 
 class Replicas:

@@ -10,7 +10,6 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client
-from mcp.types import ElicitRequestParams, ElicitResult
 from support import (
     BASE,
     Server,
@@ -25,7 +24,7 @@ from support import (
     stdio_params,
     text_of,
 )
-from support.tooling import Issuer, all_events, mcp_over_http
+from support.tooling import Issuer, User, all_events, mcp_over_http
 
 pytestmark = pytest.mark.anyio
 
@@ -48,18 +47,6 @@ def notes_http(notes_project: Path, venv: Venv, tmp_path_factory: pytest.TempPat
                "MCP_RATE_LIMIT": "100000/minute"}
         with running_server(venv, notes_project, env, port=port, log_dir=base) as server:
             yield server, issuer
-
-
-class User:
-    """An elicitation callback that answers like a person would, and remembers what it was asked."""
-
-    def __init__(self, action: str, confirm: bool = True) -> None:
-        self.action, self.confirm, self.asked = action, confirm, []
-
-    async def __call__(self, context: Any, params: ElicitRequestParams) -> ElicitResult:
-        self.asked.append(params.message)
-        content = {"confirm": self.confirm} if self.action == "accept" else None
-        return ElicitResult(action=self.action, content=content)  # type: ignore[arg-type]
 
 
 async def test_stdio_delete_asks_the_user_and_obeys_the_answer(notes_project: Path, venv: Venv, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from typing import Any, Self
 import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.types import ElicitRequestParams, ElicitResult
 
 from support import Server, Venv, clean_env, free_port, jsonrpc, package_of
 
@@ -163,3 +164,15 @@ def raw_stdio(venv: Venv, project: Path, env: dict[str, str], messages: list[dic
     found = [json.loads(line) for line in log.splitlines() if line.startswith('{"logger":"security"')]
     rest = "\n".join(line for line in log.splitlines() if not line.startswith('{"logger":"security"'))
     return by_id, found, rest
+
+
+class User:
+    """An elicitation callback that answers like a person would, and remembers what it was asked."""
+
+    def __init__(self, action: str, confirm: bool = True) -> None:
+        self.action, self.confirm, self.asked = action, confirm, []
+
+    async def __call__(self, context: Any, params: ElicitRequestParams) -> ElicitResult:
+        self.asked.append(params.message)
+        content = {"confirm": self.confirm} if self.action == "accept" else None
+        return ElicitResult(action=self.action, content=content)  # type: ignore[arg-type]
