@@ -22,7 +22,7 @@ import yaml
 from mcp.types import PromptReference
 
 from support import BASE, TEMPLATE_ROOT, Server, Venv, free_port, http_client, read_env_file, render, running_server
-from support.conformance_fixtures import SOURCE
+from support.conformance_fixtures import QUESTIONS, SOURCE
 from support.node import run_node_tool
 from support.proxy import running_proxy
 from support.tooling import add_tool_module
@@ -80,6 +80,7 @@ def proxied(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
                "sample_tools": []}
     project = render(answers, tmp_path_factory.mktemp("conformance-project") / "project")
     add_tool_module(project, "conformance_fixtures", SOURCE)
+    add_tool_module(project, "conformance_questions", QUESTIONS)  # s5d: elicitation, sampling, roots
     venv.install(project)
     env = read_env_file(project)
     proxy_port = free_port()

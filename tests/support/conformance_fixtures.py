@@ -74,3 +74,222 @@ def register(guard: Guard, settings: Settings) -> None:
         """A prompt with two arguments (conformance fixture)."""
         return f"Prompt with arguments: arg1={arg1!r}, arg2={arg2!r}"
 '''
+
+
+# ---- s5d: questions (elicitation, sampling, roots) through the SDK's resolvers -------------------------
+# Written as its own module, tools/conformance_questions.py. Each question is a resolver the guard lets
+# the SDK fill (a mid-call request for initialize-era clients, an input-required result and a retry with
+# the sealed requestState from 2026-07-28 on); `input_key` gives it the name the suite asks for.
+QUESTIONS = '''"""Conformance fixtures that ask the client: elicitation, sampling, roots (test-only)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal
+
+from mcp.server.elicitation import AcceptedElicitation, ElicitationResult
+from mcp.server.mcpserver import Elicit, ListRoots, Resolve, Sample
+from mcp.types import CreateMessageResult, ListRootsResult, SamplingMessage, TextContent
+from pydantic import BaseModel, Field, WithJsonSchema
+
+from ..security.guard import Guard, input_key
+from ..settings import Settings
+
+Short = Annotated[str, Field(max_length=200)]
+MODEL = "the client's model"  # sampled text is fenced as data from there
+
+
+class Name(BaseModel):
+    name: Short
+
+
+class Color(BaseModel):
+    color: Short
+
+
+class Confirm(BaseModel):
+    ok: bool
+
+
+class PromptContext(BaseModel):
+    context: Short
+
+
+class UserInfo(BaseModel):
+    username: Short = Field(description="User's response")
+    email: Short = Field(description="User's email address")
+
+
+class Defaults(BaseModel):
+    name: Short = Field("John Doe", description="User name")
+    age: Annotated[int, Field(ge=0, le=200)] = Field(30, description="User age")
+    score: Annotated[float, Field(ge=0, le=100)] = Field(95.5, description="User score")
+    status: Literal["active", "inactive", "pending"] = Field("active", description="User status")
+    verified: bool = Field(True, description="Verification status")
+
+
+def _titled(options: dict[str, str]) -> list[dict[str, str]]:
+    return [{"const": value, "title": title} for value, title in options.items()]
+
+
+class Enums(BaseModel):
+    untitledSingle: Literal["option1", "option2", "option3"]  # noqa: N815 (the suite names the fields)
+    titledSingle: Annotated[  # noqa: N815
+        Literal["value1", "value2", "value3"],
+        WithJsonSchema(
+            {"type": "string", "oneOf": _titled(
+                {"value1": "First Option", "value2": "Second Option", "value3": "Third Option"}
+            )}
+        ),
+    ]
+    legacyEnum: Annotated[  # noqa: N815
+        Literal["opt1", "opt2", "opt3"],
+        Field(json_schema_extra={"enumNames": ["Option One", "Option Two", "Option Three"]}),
+    ]
+    untitledMulti: Annotated[list[Literal["option1", "option2", "option3"]], Field(max_length=3)]  # noqa: N815
+    titledMulti: Annotated[  # noqa: N815
+        list[Literal["value1", "value2", "value3"]],
+        Field(max_length=3),
+        WithJsonSchema(
+            {"type": "array", "items": {"anyOf": _titled(
+                {"value1": "First Choice", "value2": "Second Choice", "value3": "Third Choice"}
+            )}}
+        ),
+    ]
+
+
+def _text(sampled: CreateMessageResult) -> str:
+    return sampled.content.text if isinstance(sampled.content, TextContent) else "(not text)"
+
+
+def _answered(result: ElicitationResult[BaseModel]) -> str:
+    content = result.data.model_dump(mode="json") if isinstance(result, AcceptedElicitation) else {}
+    return f"action={result.action}, content={json.dumps(content, sort_keys=True)}"
+
+
+@input_key("user_name")
+async def ask_name() -> Elicit[Name]:
+    return Elicit("What is your name?", Name)
+
+
+@input_key("capital_question")
+async def ask_capital() -> Sample:
+    text = TextContent(type="text", text="What is the capital of France?")
+    return Sample([SamplingMessage(role="user", content=text)], max_tokens=100)
+
+
+@input_key("greeting")
+async def ask_greeting() -> Sample:
+    text = TextContent(type="text", text="Generate a greeting")
+    return Sample([SamplingMessage(role="user", content=text)], max_tokens=50)
+
+
+@input_key("client_roots")
+async def ask_roots() -> ListRoots:
+    return ListRoots()
+
+
+@input_key("confirm")
+async def ask_confirm() -> Elicit[Confirm]:
+    return Elicit("Please confirm", Confirm)
+
+
+@input_key("step1")
+async def ask_step1() -> Elicit[Name]:
+    return Elicit("Step 1: What is your name?", Name)
+
+
+@input_key("step2")
+async def ask_step2(name: Annotated[Name, Resolve(ask_step1)]) -> Elicit[Color]:
+    # Depends on step 1, so it is asked in the round after step 1 is answered.
+    return Elicit("Step 2: What is your favorite color?", Color)
+
+
+@input_key("user_context")
+async def ask_context() -> Elicit[PromptContext]:
+    return Elicit("What context should the prompt use?", PromptContext)
+
+
+async def ask_user_info(message: Short) -> Elicit[UserInfo]:
+    return Elicit(message, UserInfo)
+
+
+async def ask_model(prompt: Short) -> Sample:
+    text = TextContent(type="text", text=prompt)
+    return Sample([SamplingMessage(role="user", content=text)], max_tokens=100)
+
+
+async def ask_defaults() -> Elicit[Defaults]:
+    return Elicit("Test client default value handling - please accept with defaults", Defaults)
+
+
+async def ask_enums() -> Elicit[Enums]:
+    return Elicit("Choose from each kind of list", Enums)
+
+
+def register(guard: Guard, settings: Settings) -> None:
+    # 2026-07-28: input-required results (SEP-2322), under the suite's own keys.
+    @guard.tool(read_only=True, name="test_input_required_result_elicitation")
+    async def elicitation(answer: Annotated[Name, Resolve(ask_name)]) -> str:
+        """Ask the user's name, then greet them (conformance fixture)."""
+        return f"Hello, {answer.name}!"
+
+    @guard.tool(read_only=True, name="test_input_required_result_sampling", untrusted_output=MODEL)
+    async def sampling(answer: Annotated[CreateMessageResult, Resolve(ask_capital)]) -> str:
+        """Ask the client's model a question (conformance fixture)."""
+        return _text(answer)
+
+    @guard.tool(read_only=True, name="test_input_required_result_list_roots")
+    async def list_roots(roots: Annotated[ListRootsResult, Resolve(ask_roots)]) -> str:
+        """List the client's roots (conformance fixture)."""
+        return "Roots: " + ", ".join(str(root.uri) for root in roots.roots[:20])
+
+    @guard.tool(read_only=True, name="test_input_required_result_request_state")
+    async def request_state(answer: Annotated[Confirm, Resolve(ask_confirm)]) -> str:
+        """Ask for a confirmation carried in the sealed requestState (conformance fixture)."""
+        return f"state-ok: the sealed requestState was verified; ok={answer.ok}"
+
+    @guard.tool(read_only=True, name="test_input_required_result_multiple_inputs", untrusted_output=MODEL)
+    async def multiple_inputs(
+        name: Annotated[Name, Resolve(ask_name)],
+        greeting: Annotated[CreateMessageResult, Resolve(ask_greeting)],
+        roots: Annotated[ListRootsResult, Resolve(ask_roots)],
+    ) -> str:
+        """Ask three questions in one round (conformance fixture)."""
+        return f"{name.name}: {_text(greeting)} ({len(roots.roots)} roots)"
+
+    @guard.tool(read_only=True, name="test_input_required_result_multi_round")
+    async def multi_round(
+        name: Annotated[Name, Resolve(ask_step1)], color: Annotated[Color, Resolve(ask_step2)]
+    ) -> str:
+        """Ask two questions, one per round (conformance fixture)."""
+        return f"{name.name} likes {color.color}"
+
+    @guard.prompt(name="test_input_required_result_prompt")
+    async def prompt(context: Annotated[PromptContext, Resolve(ask_context)]) -> str:
+        """A prompt that asks the user first (conformance fixture)."""
+        return f"Use this context: {context.context}"
+
+    # 2025-11-25: the same resolvers, asked mid-call over the session.
+    @guard.tool(read_only=True, name="test_elicitation")
+    async def elicit(
+        message: Short, answer: Annotated[ElicitationResult[UserInfo], Resolve(ask_user_info)]
+    ) -> str:
+        """Ask the user for a name and an email address (conformance fixture)."""
+        return "User response: " + _answered(answer)
+
+    @guard.tool(read_only=True, name="test_sampling", untrusted_output=MODEL)
+    async def sample(prompt: Short, answer: Annotated[CreateMessageResult, Resolve(ask_model)]) -> str:
+        """Ask the client's model (conformance fixture)."""
+        return "LLM response: " + _text(answer)
+
+    @guard.tool(read_only=True, name="test_elicitation_sep1034_defaults")
+    async def defaults(answer: Annotated[ElicitationResult[Defaults], Resolve(ask_defaults)]) -> str:
+        """Ask with a default for every primitive type (conformance fixture)."""
+        return "Elicitation completed: " + _answered(answer)
+
+    @guard.tool(read_only=True, name="test_elicitation_sep1330_enums")
+    async def enums(answer: Annotated[ElicitationResult[Enums], Resolve(ask_enums)]) -> str:
+        """Ask with each kind of enum (conformance fixture)."""
+        return "Elicitation completed: " + _answered(answer)
+'''

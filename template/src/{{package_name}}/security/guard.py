@@ -20,8 +20,8 @@ import re
 import time
 import typing
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, ParamSpec
+from dataclasses import dataclass, field, replace
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 import anyio
 from limits import RateLimitItem
@@ -30,6 +30,7 @@ from mcp.server.elicitation import AcceptedElicitation, ElicitationResult
 from mcp.server.mcpserver import Context, Elicit, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.prompts import Prompt
+from mcp.server.mcpserver.resolve import build_resolver_plans, find_resolved_parameters, resolve_arguments
 from mcp.server.mcpserver.resources import (
     FunctionResource,
     Resource,
@@ -63,6 +64,7 @@ from .text import cap, fence, strip_controls
 P = ParamSpec("P")
 ToolFn = Callable[P, Awaitable[str]]
 TextFn = Callable[..., Awaitable[str]]
+F = TypeVar("F", bound=Callable[..., Any])
 # Suggests values for one argument from what the user typed so far.
 Completer = Callable[[str], Awaitable[Sequence[str]]]
 Surface = Literal["resource", "resource_template", "prompt"]
@@ -78,9 +80,13 @@ _NOT_RUN = {True: "tools are not run", False: "nothing is read"}
 MAX_URI_CHARS = 2_048
 MAX_COMPLETIONS = 100  # the most values completion/complete may return (the specification's limit)
 MAX_COMPLETION_CHARS = 200
+MALFORMED = "Invalid request parameters: a field (such as inputResponses) does not have the shape MCP requires."
 # What a URI template value may not hold after decoding: controls, or percent-encoding left over
 # (a second decoding further down would turn %2e%2e into ..).
 _UNSAFE_VALUE = re.compile(r"[\x00-\x1f\x7f]|%[0-9A-Fa-f]{2}")
+_INPUT_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_INPUT_KEY_ATTR = "__guard_input_key__"
+_PROMPT_CONTEXT = "guard_context"
 
 
 class ToolRefusedError(Exception):
@@ -113,6 +119,8 @@ class ToolPolicy:
     untrusted_output: str | None
     arguments: type[BaseModel]
     callers_own_data: bool = False
+    # The SDK's key of a resolver's question -> the key its author named with `input_key`.
+    input_keys: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +138,7 @@ class SurfacePolicy:
     arguments: type[BaseModel]
     completers: Mapping[str, Completer]
     fn: Callable[..., Any]  # the author's function, whose text the manifest lock records
+    input_keys: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +168,59 @@ _current: contextvars.ContextVar[CallInfo] = contextvars.ContextVar("current_cal
 
 def current_call() -> CallInfo:
     return _current.get()
+
+
+def input_key(key: str) -> Callable[[F], F]:
+    """Name the question a resolver asks: `inputRequests[key]` on the wire, answered under that key.
+
+    Without it the SDK names the question after the resolver (`module:qualname`). Only the name
+    changes: an answer still counts only for a question the sealed `requestState` records as asked
+    (by this principal, for this call, within the TTL); an unasked or re-worded one is asked again.
+    """
+    if not _INPUT_KEY.fullmatch(key):
+        raise ValueError(f"input key {key!r}: use 1-64 letters, digits, '_', '.' or '-'")
+
+    def name(fn: F) -> F:
+        setattr(fn, _INPUT_KEY_ATTR, key)
+        return fn
+
+    return name
+
+
+def _input_keys(item: str, plans: Mapping[Any, Any]) -> dict[str, str]:
+    """The SDK's wire key -> the author's key, for each resolver named with `input_key`."""
+    keys: dict[str, str] = {}
+    for plan in plans.values():
+        key = getattr(plan.fn, _INPUT_KEY_ATTR, None)
+        if key is None:
+            continue
+        if key in keys.values():
+            raise TypeError(f"{item!r}: two questions use the input key {key!r}")
+        keys[plan.wire_key] = key
+    return keys
+
+
+def _with_answers_renamed(ctx: ServerRequestContext[Any, Any], keys: Mapping[str, str]) -> Any:
+    """The request with the client's answers under the SDK's keys (only the author's key names a question)."""
+    params = ctx.params
+    answers = params.get("inputResponses") if isinstance(params, dict) else None
+    if not keys or not isinstance(answers, dict):
+        return ctx
+    wire = {public: sdk for sdk, public in keys.items()}
+    renamed = {wire.get(k, k): v for k, v in answers.items() if k not in keys}
+    return replace(ctx, params={**params, "inputResponses": renamed})
+
+
+def _with_questions_renamed(result: HandlerResult, keys: Mapping[str, str]) -> HandlerResult:
+    """An input-required result with each question under its author's key."""
+    if not keys:
+        return result
+    if isinstance(result, dict) and isinstance(result.get("inputRequests"), dict):
+        return {**result, "inputRequests": {keys.get(k, k): v for k, v in result["inputRequests"].items()}}
+    if isinstance(result, InputRequiredResult) and result.input_requests:
+        asked = {keys.get(k, k): v for k, v in result.input_requests.items()}
+        return result.model_copy(update={"input_requests": asked})
+    return result
 
 
 CONFIRMATION = "guard_confirmation"
@@ -342,6 +404,41 @@ def _error(message: str) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
 
 
+def _asking(
+    item: str, fn: Callable[..., Any], guarded: Callable[..., Awaitable[str]]
+) -> tuple[Callable[..., Awaitable[str | InputRequiredResult]], dict[str, str]]:
+    """A prompt whose `Resolve(...)` parameters the SDK's resolvers fill first, as for a tool.
+
+    The SDK runs prompts without resolvers, so the guard runs them: a mid-call question for
+    initialize-era clients, an input-required result (sealed `requestState`) from 2026-07-28 on.
+    """
+    resolved = find_resolved_parameters(fn)
+    if not resolved:
+        return guarded, {}
+    signature = inspect.signature(guarded)
+    params = [p for p in signature.parameters.values() if p.name not in resolved]
+    plans = build_resolver_plans(resolved, {p.name for p in params})
+
+    @functools.wraps(fn)
+    async def asking(**kwargs: Any) -> str | InputRequiredResult:
+        context = kwargs.pop(_PROMPT_CONTEXT)
+        try:
+            answers = await resolve_arguments(resolved, plans, kwargs, context)
+        except ToolError as exc:  # a question declined or cancelled, or an answer that does not fit
+            raise MCPError(INVALID_PARAMS, f"{item}: {exc}") from None
+        if isinstance(answers, InputRequiredResult):
+            return answers
+        return await guarded(**kwargs, **answers)
+
+    context_param = inspect.Parameter(_PROMPT_CONTEXT, inspect.Parameter.KEYWORD_ONLY, annotation=Context)
+    asking.__signature__ = signature.replace(parameters=[*params, context_param])  # type: ignore[attr-defined]
+    asking.__annotations__ = {
+        **{k: v for k, v in guarded.__annotations__.items() if k not in resolved},
+        _PROMPT_CONTEXT: Context,
+    }
+    return asking, _input_keys(item, plans)
+
+
 def _asks_for_input(result: HandlerResult) -> bool:
     # Handlers hand middleware the wire form: a dict with resultType, or the model itself.
     if isinstance(result, dict):
@@ -411,6 +508,7 @@ class Guard:
         (`confirm_message`, formatted with the arguments, is the question); without a yes it does not run.
         A parameter annotated `Annotated[T, Resolve(fn)]` is filled by the SDK (sampling, roots, a question
         of the tool's own), only from a client that declared the capability; it is not an argument.
+        `@input_key("name")` on the resolver names its question on the wire.
         """
 
         def register(fn: ToolFn[P]) -> ToolFn[P]:
@@ -469,6 +567,7 @@ class Guard:
                 untrusted_output=untrusted_output,
                 arguments=arguments,
                 callers_own_data=callers_own_data,
+                input_keys=_input_keys(tool_name, tool.resolver_plans),
             )
             return fn
 
@@ -623,13 +722,14 @@ class Guard:
         """Register an async prompt that returns its text (one user message).
 
         Arguments are bounded and validated like a tool's. `complete` maps an argument name to an
-        async function that suggests values for it (`completion/complete`).
+        async function that suggests values for it (`completion/complete`). A parameter annotated
+        `Annotated[T, Resolve(fn)]` is filled by the SDK before the prompt runs, as for a tool.
         """
 
         def register(fn: TextFn) -> TextFn:
             item = name or fn.__name__
-            arguments = self._surface_arguments("prompt", item, fn)
-            guarded = self._guarded_text("prompt", item, fn, untrusted_output)
+            arguments = self._surface_arguments("prompt", item, fn, resolvers=True)
+            guarded, input_keys = _asking(item, fn, self._guarded_text("prompt", item, fn, untrusted_output))
             prompt = Prompt.from_function(
                 guarded, name=item, title=title, description=description or inspect.getdoc(fn)
             )
@@ -646,6 +746,7 @@ class Guard:
                 untrusted_output,
                 arguments,
                 complete,
+                input_keys,
             )
             return fn
 
@@ -670,10 +771,12 @@ class Guard:
         if unguarded:
             raise TypeError(f"not registered through guard.resource / guard.prompt: {', '.join(unguarded)}")
 
-    def _surface_arguments(self, kind: str, item: str, fn: Callable[..., Any]) -> type[BaseModel]:
+    def _surface_arguments(
+        self, kind: str, item: str, fn: Callable[..., Any], *, resolvers: bool = False
+    ) -> type[BaseModel]:
         if not inspect.iscoroutinefunction(fn):
             raise TypeError(f"{kind} {item!r} must be async so its timeout can cancel it")
-        arguments = _arguments_model(item, fn)
+        arguments = _arguments_model(item, fn, resolvers=resolvers)
         _check_bounded(item, arguments.model_json_schema(), kind=kind)
         return arguments
 
@@ -690,6 +793,7 @@ class Guard:
         untrusted_output: str | None,
         arguments: type[BaseModel],
         complete: Mapping[str, Completer] | None,
+        input_keys: Mapping[str, str] | None = None,
     ) -> SurfacePolicy:
         if (kind, key) in self.surfaces:
             raise TypeError(f"{kind} {key!r} is registered twice")
@@ -708,6 +812,7 @@ class Guard:
             arguments=arguments,
             completers=dict(complete or {}),
             fn=fn,
+            input_keys=dict(input_keys or {}),
         )
 
     def _guarded_text(
@@ -1032,18 +1137,25 @@ class Guard:
         result: HandlerResult = None
         try:
             with anyio.move_on_after(timeout) as scope:
-                result = await call_next(ctx)
+                result = await call_next(_with_answers_renamed(ctx, policy.input_keys))
             if scope.cancelled_caught:
                 call.outcome = "failed"
                 call.details = {"reason": "timeout", "timeout_seconds": timeout}
                 failure = MCPError(
                     INTERNAL_ERROR, f"{policy.name} timed out after {timeout:g} seconds and was cancelled."
                 )
+            elif _asks_for_input(result):
+                call.outcome = "input_required"  # a prompt asked; the client answers by asking again
+                result = _with_questions_renamed(result, policy.input_keys)
         except MCPError as exc:
             if call.outcome == "ok":
                 call.outcome = "failed"
                 call.details = {"reason": "error answer", "code": exc.code}
             failure = exc
+        except ValidationError:  # the SDK's check of the request itself, as for a tool call
+            call.outcome = "failed"
+            call.details = {"reason": "malformed request parameters"}
+            failure = MCPError(INVALID_PARAMS, MALFORMED)
         except (AuditUnavailableError, RateLimitUnavailableError) as exc:
             call.outcome = "failed"
             call.details = {"reason": type(exc).__name__}
@@ -1059,9 +1171,11 @@ class Guard:
                 del self._in_flight[principal.id]
             _current.reset(token)
         done, failed = SURFACE_EVENTS[policy.kind]
-        event, severity = {"ok": (done, "low"), "failed": (failed, "medium")}.get(
-            call.outcome, (call.outcome, "medium")
-        )
+        event, severity = {
+            "ok": (done, "low"),
+            "input_required": (done, "low"),
+            "failed": (failed, "medium"),
+        }.get(call.outcome, (call.outcome, "medium"))
         try:
             await self.events.record(
                 event,
@@ -1204,16 +1318,26 @@ class Guard:
         timeout = policy.timeout or self._default_timeout
         started = time.perf_counter()
         self._in_flight[principal.id] = self._in_flight.get(principal.id, 0) + 1
+        malformed = False
         try:
             with anyio.move_on_after(timeout) as scope:
-                result = await call_next(ctx)
+                result = await call_next(_with_answers_renamed(ctx, policy.input_keys))
             if scope.cancelled_caught:
                 call.outcome = "tool_execution_failed"
                 call.details = {"reason": "timeout", "timeout_seconds": timeout}
                 result = _error(f"{policy.name} timed out after {timeout:g} seconds and was cancelled.")
             elif _asks_for_input(result):
-                # A destructive tool asked the user; the client answers by calling again.
+                # The tool asked (the guard's confirmation, or a question of its own); the client
+                # answers by calling again.
                 call.outcome = "input_required"
+                result = _with_questions_renamed(result, policy.input_keys)
+        except ValidationError:
+            # The SDK's check of the request itself (e.g. inputResponses that are not answers): a
+            # protocol error, -32602 as the SDK answers it, without the rejected values.
+            malformed = True
+            call.outcome = "input_validation_failed"
+            call.details = {"reason": "malformed request parameters"}
+            result = _error(MALFORMED)
         except (AuditUnavailableError, RateLimitUnavailableError) as exc:
             call.outcome = "tool_execution_failed"
             call.details = {"reason": type(exc).__name__}
@@ -1255,6 +1379,8 @@ class Guard:
             )
         except AuditUnavailableError:
             return _error("The audit trail is unavailable, so the result is withheld; try again later.")
+        if malformed:
+            raise MCPError(INVALID_PARAMS, MALFORMED)
         return result
 
     async def _check_limits(
