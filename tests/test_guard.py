@@ -48,7 +48,7 @@ def register(guard: Guard, settings: Settings) -> None:
         """Destroy something (only after the user confirms)."""
         return f"wiped {target}"
 '''
-NEW_TOOLS = ("monthly_report", "explode", "dawdle", "echo_page", "wipe")
+NEW_TOOLS = ("monthly_report", "explode", "dawdle", "echo_page", "wipe", "order_shirt")
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +57,7 @@ def project(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Path:
     project = render(answers, tmp_path_factory.mktemp("guard") / "project")
     add_tool_module(project, "reports", readme_tool_example(project))
     add_tool_module(project, "probes", PROBES)
+    add_tool_module(project, "questions", readme_tool_example(project, "### Questions"))
     venv.install(project)
     return project
 
@@ -105,9 +106,9 @@ def test_the_lock_names_new_tools_and_a_changed_description(project: Path, venv:
         assert f"tool {tool} is served but not in the lock" in output
     assert "check --update-lock" in output
     code, output = check("--update-lock")
-    assert code == 0 and "Wrote tools.lock.json (6 tools, 1 resource, 0 resource templates, 1 prompt)" in output, output
+    assert code == 0 and "Wrote tools.lock.json (7 tools, 1 resource, 0 resource templates, 2 prompts)" in output, output
     code, output = check()
-    assert code == 0 and "served: 6 tools, 1 resource, 0 resource templates, 1 prompt (match tools.lock.json)" in output, output
+    assert code == 0 and "served: 7 tools, 1 resource, 0 resource templates, 2 prompts (match tools.lock.json)" in output, output
 
     about = next((project / "src").glob("*/tools/about.py"))
     original = about.read_text()
@@ -246,3 +247,80 @@ def test_every_tool_module_has_a_lock_fragment() -> None:
     ]
     missing = [m for m in modules if not (TEMPLATE_ROOT / "tool-locks" / f"{m}.json").is_file()]
     assert not missing, f"no tool-locks/ fragment for {missing}: run uv run python scripts/update_tool_locks.py"
+
+
+# ---- questions of a tool's or a prompt's own (the README's "Questions" example) --------------------
+
+SHIRT = {"colour": "red"}
+
+
+class Shopper:
+    """An elicitation callback: picks a size and remembers what it was asked."""
+
+    def __init__(self, size: str = "large") -> None:
+        self.size, self.asked = size, []
+
+    async def __call__(self, context: Any, params: Any) -> Any:
+        from mcp.types import ElicitResult
+
+        self.asked.append(params.message)
+        return ElicitResult(action="accept", content={"size": self.size})
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])  # 2026-07-28: input-required results; legacy: mid-call
+async def test_a_tool_and_a_prompt_ask_the_user_in_both_eras(served: tuple[Server, Issuer], mode: str) -> None:
+    from mcp.shared.exceptions import MCPError
+
+    server, issuer = served
+    token = issuer.token("shopper", "orders:write")
+    user = Shopper()
+    async with mcp_over_http(server.url, token, mode=mode, elicitation_callback=user) as client:
+        ordered = await client.call_tool("order_shirt", SHIRT)
+        advice = await client.get_prompt("shirt_advice", {})
+    assert not ordered.is_error and text_of(ordered) == "ordered a large red shirt"
+    assert "large shirt" in advice.messages[0].content.text  # type: ignore[union-attr]
+    assert user.asked == ["Which size should the shirt be?"] * 2
+    async with mcp_over_http(server.url, token, mode=mode) as client:  # declares no elicitation
+        with pytest.raises(MCPError) as refused:
+            await client.call_tool("order_shirt", SHIRT)
+    assert refused.value.code == -32021 and "elicitation" in refused.value.message
+
+
+async def test_the_question_has_its_own_key_and_counts_only_when_asked(served: tuple[Server, Issuer]) -> None:
+    from mcp.shared.exceptions import MCPError
+    from mcp.types import ElicitResult
+
+    server, issuer = served
+    small = {"size": ElicitResult(action="accept", content={"size": "small"})}
+    async with mcp_over_http(server.url, issuer.token("shopper", "orders:write"), elicitation_callback=Shopper()) as client:
+        session = client.session
+        first = await session.call_tool("order_shirt", SHIRT, allow_input_required=True)
+        assert list(first.input_requests) == ["size"], first  # type: ignore[union-attr]
+        # An answer nobody asked for (no sealed state saying the question was asked) is not used.
+        unasked = await session.call_tool("order_shirt", SHIRT, input_responses=small, allow_input_required=True)
+        assert list(unasked.input_requests) == ["size"], unasked  # type: ignore[union-attr]
+        extra = {**small, "colour": ElicitResult(action="accept", content={"colour": "blue"})}  # ignored
+        done = await session.call_tool("order_shirt", SHIRT, input_responses=extra,
+                                       request_state=first.request_state, allow_input_required=True)  # type: ignore[union-attr]
+        assert text_of(done) == "ordered a small red shirt"  # type: ignore[arg-type]
+    async with mcp_over_http(server.url, issuer.token("mallory", "orders:write"), elicitation_callback=Shopper()) as client:
+        with pytest.raises(MCPError, match="Invalid or expired requestState"):  # bound to the principal
+            await client.session.call_tool("order_shirt", SHIRT, input_responses=small,
+                                           request_state=first.request_state, allow_input_required=True)  # type: ignore[union-attr]
+
+
+def test_answers_of_the_wrong_shape_are_a_protocol_error_without_a_traceback(served: tuple[Server, Issuer]) -> None:
+    server, issuer = served
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}}
+    body = jsonrpc("tools/call", {"name": "order_shirt", "arguments": SHIRT, "inputResponses": {"size": 12345},
+                                  "_meta": meta})
+    headers = {"Mcp-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "order_shirt"}
+    answer = post_mcp(server, body, issuer.token("shopper", "orders:write"), headers=headers).json()
+    assert answer["error"]["code"] == -32602, answer
+    assert "inputResponses" in answer["error"]["message"] and "12345" not in str(answer)
+    assert "order_shirt failed outside the tool" not in server.log()  # before: logged as a crash
+    refused = events(server, event="input_validation_failed")
+    assert any(e["tool"] == "order_shirt" and e["details"].get("reason") == "malformed request parameters"
+               for e in refused), refused

@@ -1318,7 +1318,7 @@ class Guard:
         timeout = policy.timeout or self._default_timeout
         started = time.perf_counter()
         self._in_flight[principal.id] = self._in_flight.get(principal.id, 0) + 1
-        malformed = False
+        failure: MCPError | None = None
         try:
             with anyio.move_on_after(timeout) as scope:
                 result = await call_next(_with_answers_renamed(ctx, policy.input_keys))
@@ -1334,10 +1334,16 @@ class Guard:
         except ValidationError:
             # The SDK's check of the request itself (e.g. inputResponses that are not answers): a
             # protocol error, -32602 as the SDK answers it, without the rejected values.
-            malformed = True
             call.outcome = "input_validation_failed"
             call.details = {"reason": "malformed request parameters"}
+            failure = MCPError(INVALID_PARAMS, MALFORMED)
             result = _error(MALFORMED)
+        except MCPError as exc:
+            # A protocol error from the SDK (e.g. -32021: the client lacks a capability a question needs).
+            call.outcome = "tool_execution_failed"
+            call.details = {"reason": "error answer", "code": exc.code}
+            failure = exc
+            result = _error(exc.message)
         except (AuditUnavailableError, RateLimitUnavailableError) as exc:
             call.outcome = "tool_execution_failed"
             call.details = {"reason": type(exc).__name__}
@@ -1379,8 +1385,9 @@ class Guard:
             )
         except AuditUnavailableError:
             return _error("The audit trail is unavailable, so the result is withheld; try again later.")
-        if malformed:
-            raise MCPError(INVALID_PARAMS, MALFORMED)
+        if failure is not None:
+            # Sanitised like every result: an error message can quote what the function read.
+            raise MCPError(failure.code, self.events.redactor.result_text(failure.message), failure.data)
         return result
 
     async def _check_limits(
