@@ -41,7 +41,6 @@ MUST_PASS = {
         "dns-rebinding-protection",
         "input-required-result-tampered-state",
         "input-required-result-unsupported-methods",
-        "input-required-result-ignore-extra-params",
         "sep-2164-resource-not-found",
         "server-sse-multiple-streams",
         "caching",
@@ -52,6 +51,17 @@ MUST_PASS = {
         "resources-templates-read",
         "prompts-get-simple",
         "prompts-get-with-args",
+        # s5d: questions through the SDK's resolvers, under the suite's keys (guard input_key).
+        "input-required-result-basic-elicitation",
+        "input-required-result-basic-sampling",
+        "input-required-result-basic-list-roots",
+        "input-required-result-request-state",
+        "input-required-result-multiple-input-requests",
+        "input-required-result-multi-round",
+        "input-required-result-missing-input-response",
+        "input-required-result-result-type",
+        "input-required-result-validate-input",
+        "input-required-result-non-tool-request",
     },
     "2025-11-25": {
         "server-initialize",
@@ -70,6 +80,11 @@ MUST_PASS = {
         "resources-templates-read",
         "prompts-get-simple",
         "prompts-get-with-args",
+        # s5d: questions asked mid-call over the session.
+        "tools-call-elicitation",
+        "tools-call-sampling",
+        "elicitation-sep1034-defaults",
+        "elicitation-sep1330-enums",
     },
 }
 
@@ -185,3 +200,26 @@ async def test_completion_completes_tool_names(proxied: tuple[Server, str]) -> N
         prompt = await client.get_prompt("use_tools_safely", {"tool": "whoami"})
     assert result.completion.values == ["whoami"]
     assert "whoami" in prompt.messages[0].content.text  # type: ignore[union-attr]
+
+
+def test_question_passes_are_our_fixtures_answering(suite_run: tuple[str, int, str, dict[str, Any]]) -> None:
+    """s5d: each question scenario passed because our fixture asked and used the suite's answer."""
+    era, _, _, checks = suite_run
+
+    def result_of(scenario: str, check: str) -> str:
+        return json.dumps(next(c for c in checks[scenario] if c["id"] == check)["details"])
+
+    if era == "2026-07-28":
+        assert "Hello, Alice!" in result_of("input-required-result-basic-elicitation", "sep-2322-elicitation-complete")
+        assert "The capital of France is Paris." in result_of(
+            "input-required-result-basic-sampling", "sep-2322-sampling-complete")
+        assert "file:///test/root" in result_of("input-required-result-basic-list-roots", "sep-2322-list-roots-complete")
+        assert "state-ok" in result_of("input-required-result-request-state", "sep-2322-request-state-complete")
+        assert "Alice likes blue" in result_of("input-required-result-multi-round", "sep-2322-multi-round-r3")
+        assert "test context" in result_of("input-required-result-non-tool-request", "sep-2322-non-tool-complete")
+        # Refused for the reason the expected-failures file gives: the unasked answer was asked again.
+        ignored = result_of("input-required-result-ignore-extra-params", "sep-2322-ignore-unexpected-params")
+        assert '"user_name"' in ignored and "input_required" in ignored, ignored
+    else:
+        assert "testuser" in result_of("tools-call-elicitation", "tools-call-elicitation")
+        assert "This is a test response from the client" in result_of("tools-call-sampling", "tools-call-sampling")

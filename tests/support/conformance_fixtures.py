@@ -5,7 +5,7 @@ a user adds a module (support.tooling.add_tool_module), so each fixture tool, re
 every guard defence and the suite judges the real paths: the consent path of a destructive tool (the
 guard asks, the SDK seals requestState), resources and prompts through @guard.resource / @guard.prompt.
 Fixtures whose wire shape the guard does not produce on purpose (image/audio/binary content, log and
-progress notifications, questions with the suite's own keys) are listed with reasons in
+progress notifications) are listed with reasons in
 conformance-expected-failures.yml.
 """
 
