@@ -80,7 +80,9 @@ _NOT_RUN = {True: "tools are not run", False: "nothing is read"}
 MAX_URI_CHARS = 2_048
 MAX_COMPLETIONS = 100  # the most values completion/complete may return (the specification's limit)
 MAX_COMPLETION_CHARS = 200
-MALFORMED = "Invalid request parameters: a field (such as inputResponses) does not have the shape MCP requires."
+MALFORMED = (
+    "Invalid request parameters: a field (such as inputResponses) does not have the shape MCP requires."
+)
 # What a URI template value may not hold after decoding: controls, or percent-encoding left over
 # (a second decoding further down would turn %2e%2e into ..).
 _UNSAFE_VALUE = re.compile(r"[\x00-\x1f\x7f]|%[0-9A-Fa-f]{2}")
@@ -200,11 +202,12 @@ def _input_keys(item: str, plans: Mapping[Any, Any]) -> dict[str, str]:
     return keys
 
 
-def _with_answers_renamed(ctx: ServerRequestContext[Any, Any], keys: Mapping[str, str]) -> Any:
+def _with_answers_renamed(
+    ctx: ServerRequestContext[Any, Any], keys: Mapping[str, str]
+) -> ServerRequestContext[Any, Any]:
     """The request with the client's answers under the SDK's keys (only the author's key names a question)."""
     params = ctx.params
-    answers = params.get("inputResponses") if isinstance(params, dict) else None
-    if not keys or not isinstance(answers, dict):
+    if not keys or params is None or not isinstance(answers := params.get("inputResponses"), dict):
         return ctx
     wire = {public: sdk for sdk, public in keys.items()}
     renamed = {wire.get(k, k): v for k, v in answers.items() if k not in keys}
