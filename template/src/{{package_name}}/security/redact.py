@@ -222,6 +222,16 @@ class Redactor:
         value = self._secrets.remove(value)
         return value if callers_own_data else _remove_patterns(value)
 
+    def secret_in_bytes(self, data: bytes) -> bool:
+        """Whether binary data holds a configured secret, in any form `text` removes: searched as
+        single bytes (ASCII, UTF-8) and as UTF-16 at either byte alignment (both byte orders)."""
+        views = (
+            data.decode("latin-1"),
+            data.decode("utf-16-le", "ignore"),
+            data[1:].decode("utf-16-le", "ignore"),
+        )
+        return any(self._secrets.found_in(view) for view in views)
+
     def result(self, value: T, *, callers_own_data: bool = False) -> T:
         """A copy of an MCP result (a model or its wire dict) with every text in it sanitised."""
         return cast(T, _Sanitiser(self, callers_own_data).walk(value))
