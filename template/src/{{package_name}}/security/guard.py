@@ -68,6 +68,7 @@ from .content import media_types as _media_types
 from .events import AuditUnavailableError, SecurityEvents, Severity
 from .principal import LOCAL_USER, Principal
 from .ratelimit import PRINCIPAL_COUNTED, RateLimiter, RateLimitUnavailableError
+from .schema import ArgumentsCheck, with_keywords
 from .text import cap, fence, strip_controls
 
 P = ParamSpec("P")
@@ -126,6 +127,8 @@ class ToolPolicy:
     untrusted_output: str | None
     arguments: type[BaseModel]
     callers_own_data: bool = False
+    # The cross-field rules of `schema_keywords` (security/schema.py), checked after the model.
+    arguments_check: ArgumentsCheck | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,6 +419,7 @@ class Guard:
         title: str | None = None,
         confirm_message: str | None = None,
         media_types: Sequence[str] | None = None,
+        schema_keywords: Mapping[str, Any] | None = None,
     ) -> Callable[[ToolFn[P, R]], ToolFn[P, R]]:
         """Register an async tool that returns text, or MCP content blocks (images, audio, resources).
 
@@ -429,6 +433,8 @@ class Guard:
         of the tool's own), only from a client that declared the capability; it is not an argument.
         Content blocks are checked by security/content.py: `media_types` lists the MIME types the
         tool's images, audio and embedded resources may have (default: `DEFAULT_MEDIA_TYPES` there).
+        `schema_keywords` adds JSON Schema 2020-12 rules between arguments (`allOf`, `if`/`then`/`else`,
+        ...; security/schema.py) to the published schema; the guard enforces them too.
         """
         allowed = _media_types(media_types)
 
@@ -439,6 +445,9 @@ class Guard:
             arguments = _arguments_model(tool_name, fn, resolvers=True)
             schema = arguments.model_json_schema()
             _check_bounded(tool_name, schema)
+            arguments_check = None
+            if schema_keywords is not None:
+                schema, arguments_check = with_keywords(tool_name, schema, schema_keywords)
 
             @functools.wraps(fn)
             async def guarded(*args: P.args, **kwargs: P.kwargs) -> str | list[ContentBlock]:
@@ -494,6 +503,7 @@ class Guard:
                 untrusted_output=untrusted_output,
                 arguments=arguments,
                 callers_own_data=callers_own_data,
+                arguments_check=arguments_check,
             )
             return fn
 
@@ -930,6 +940,10 @@ class Guard:
                 message,
                 problems=problems,
             )
+        if policy.arguments_check is not None:
+            refused = await self._check_rules(policy, raw_arguments, identifier, request_id)
+            if refused is not None:
+                return refused
         refusal = await self._check_limits(
             ("tool", policy.name, policy.rate_limit, policy.per_caller),
             principal,
@@ -1212,6 +1226,23 @@ class Guard:
                 strip_controls(str(v))[:MAX_COMPLETION_CHARS] for v in list(suggested)[:MAX_COMPLETIONS]
             ]
         return CompleteResult(completion=Completion(values=values, has_more=False))
+
+    async def _check_rules(
+        self, policy: ToolPolicy, raw_arguments: Any, identifier: str, request_id: str
+    ) -> CallToolResult | None:
+        """The refusal of a call that breaks a rule of the tool's schema_keywords, else None."""
+        broken = policy.arguments_check(raw_arguments) if policy.arguments_check else []
+        if not broken:
+            return None
+        return await self._refuse(
+            "input_validation_failed",
+            "low",
+            identifier,
+            policy.name,
+            request_id,
+            f"Invalid arguments for {policy.name}: breaks the schema rule {'; '.join(broken[:10])}",
+            problems=broken,
+        )
 
     def _validation_message(self, item: str, exc: ValidationError) -> tuple[str, list[str]]:
         message, problems = _safe_validation_message(item, exc)
