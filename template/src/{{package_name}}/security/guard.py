@@ -196,7 +196,7 @@ def _is_resolved(annotation: Any) -> bool:
 
 
 def _with_confirmation(
-    guarded: Callable[..., Awaitable[str]], fn: Callable[..., Any], tool: str, template: str | None
+    guarded: Callable[..., Awaitable[Any]], fn: Callable[..., Any], tool: str, template: str | None
 ) -> None:
     """Give `guarded` a parameter the SDK fills by asking the user (MCP elicitation) before it runs.
 

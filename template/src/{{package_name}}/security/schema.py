@@ -58,9 +58,8 @@ def with_keywords(
     validator = Draft202012Validator(published)
 
     def broken_rules(arguments: Any) -> list[str]:
-        return sorted(
-            {"/".join(str(p) for p in e.absolute_schema_path) or "(root)" for e in validator.iter_errors(arguments)}
-        )
+        errors = validator.iter_errors(arguments)
+        return sorted({"/".join(str(p) for p in e.absolute_schema_path) or "(root)" for e in errors})
 
     return published, broken_rules
 
@@ -70,7 +69,7 @@ def _local_refs_only(tool: str, value: Any) -> None:
     if isinstance(value, Mapping):
         ref = value.get("$ref")
         if ref is not None and not (isinstance(ref, str) and ref.startswith("#")):
-            raise TypeError(f"tool {tool!r}: schema_keywords may refer only within the schema ($ref: '#/...')")
+            raise TypeError(f"tool {tool!r}: schema_keywords may refer only within the schema ('#/...')")
         for item in value.values():
             _local_refs_only(tool, item)
     elif isinstance(value, list):
