@@ -30,6 +30,17 @@ from support.tooling import add_tool_module, all_events
 
 BASELINE = TEMPLATE_ROOT / "tests" / "conformance-expected-failures.yml"
 ERAS = ("2026-07-28", "2025-11-25")
+# s5e: content through the guard (security/content.py) and a schema with 2020-12 rules (schema_keywords).
+S5E_CONTENT = {
+    "tools-call-image",
+    "tools-call-audio",
+    "tools-call-embedded-resource",
+    "tools-call-mixed-content",
+    "resources-read-binary",
+    "prompts-get-embedded-resource",
+    "prompts-get-with-image",
+    "json-schema-2020-12",
+}
 # Scenarios whose pass here is real: each must report at least one check and all of them SUCCESS.
 MUST_PASS = {
     "2026-07-28": {
@@ -53,16 +64,7 @@ MUST_PASS = {
         "resources-templates-read",
         "prompts-get-simple",
         "prompts-get-with-args",
-        # s5e: content through the guard (security/content.py)
-        "tools-call-image",
-        "tools-call-audio",
-        "tools-call-embedded-resource",
-        "tools-call-mixed-content",
-        "resources-read-binary",
-        "prompts-get-embedded-resource",
-        "prompts-get-with-image",
-        "json-schema-2020-12",  # the fixture's rules are schema_keywords, published and enforced
-    },
+    } | S5E_CONTENT,
     "2025-11-25": {
         "server-initialize",
         "ping",
@@ -80,16 +82,7 @@ MUST_PASS = {
         "resources-templates-read",
         "prompts-get-simple",
         "prompts-get-with-args",
-        # s5e: content through the guard (security/content.py)
-        "tools-call-image",
-        "tools-call-audio",
-        "tools-call-embedded-resource",
-        "tools-call-mixed-content",
-        "resources-read-binary",
-        "prompts-get-embedded-resource",
-        "prompts-get-with-image",
-        "json-schema-2020-12",
-    },
+    } | S5E_CONTENT,
 }
 
 
