@@ -5,8 +5,8 @@ return bytes. Every binary part is checked before it leaves: its data is valid b
 is one the item declared (`media_types=`) or, if it declared none, one of `DEFAULT_MEDIA_TYPES`, the
 bytes look like that type where it has a known signature, all binary parts together fit in
 `MCP_MAX_BINARY_BYTES`, and the decoded bytes hold no configured secret (plain, another case, reversed,
-hex, base64; as single bytes or UTF-16: `Redactor.secret_in_bytes`). A part that fails a check withholds the whole result with a short refusal,
-never a silently altered file. Text parts (an embedded resource's text too) are fenced or capped like
+hex, base64; as single bytes or UTF-16: `Redactor.secret_in_bytes`). A part that fails a check
+withholds the whole result with a short refusal, never a silently altered file. Text parts (an embedded resource's text too) are fenced or capped like
 a text result, sharing one `MCP_MAX_RESULT_CHARS` budget; the guard then sanitises every text as usual.
 Plain `str` results never come here: they keep the text path in security/guard.py.
 """
