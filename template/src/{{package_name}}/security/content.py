@@ -4,11 +4,12 @@ A guarded tool or prompt may return MCP content blocks besides text, and a guard
 return bytes. Every binary part is checked before it leaves: its data is valid base64, its MIME type
 is one the item declared (`media_types=`) or, if it declared none, one of `DEFAULT_MEDIA_TYPES`, the
 bytes look like that type where it has a known signature, all binary parts together fit in
-`MCP_MAX_BINARY_BYTES`, and the decoded bytes hold no configured secret (plain, another case, reversed,
-hex, base64; as single bytes or UTF-16: `Redactor.secret_in_bytes`). A part that fails a check
-withholds the whole result with a short refusal, never a silently altered file. Text parts (an embedded resource's text too) are fenced or capped like
-a text result, sharing one `MCP_MAX_RESULT_CHARS` budget; the guard then sanitises every text as usual.
-Plain `str` results never come here: they keep the text path in security/guard.py.
+`MCP_MAX_BINARY_BYTES`, and the decoded bytes hold no configured secret (plain, another case,
+reversed, hex, base64; as single bytes or UTF-16: `Redactor.secret_in_bytes`). A part that fails a
+check withholds the whole result with a short refusal, never a silently altered file. Text parts (an
+embedded resource's text too) are fenced or capped like a text result, sharing one
+`MCP_MAX_RESULT_CHARS` budget; the guard then sanitises every text as usual. Plain `str` results
+never come here: they keep the text path in security/guard.py.
 """
 
 from __future__ import annotations
