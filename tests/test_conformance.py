@@ -22,7 +22,7 @@ import yaml
 from mcp.types import PromptReference
 
 from support import BASE, TEMPLATE_ROOT, Server, Venv, free_port, http_client, read_env_file, render, running_server
-from support.conformance_fixtures import SOURCE
+from support.conformance_fixtures import SOURCE, STREAMS_SOURCE
 from support.node import run_node_tool
 from support.proxy import running_proxy
 from support.tooling import add_tool_module
@@ -52,6 +52,10 @@ MUST_PASS = {
         "resources-templates-read",
         "prompts-get-simple",
         "prompts-get-with-args",
+        # s5f: notifications through the guard's Notify, SEP-2575 statelessness, SEP-2243 headers
+        "tools-call-with-progress",
+        "server-stateless",
+        "http-custom-header-server-validation",
     },
     "2025-11-25": {
         "server-initialize",
@@ -70,6 +74,10 @@ MUST_PASS = {
         "resources-templates-read",
         "prompts-get-simple",
         "prompts-get-with-args",
+        # s5f: notifications through the guard's Notify, on the session's SSE answer; replay per session
+        "tools-call-with-logging",
+        "tools-call-with-progress",
+        "server-sse-polling",
     },
 }
 
@@ -80,6 +88,7 @@ def proxied(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
                "sample_tools": []}
     project = render(answers, tmp_path_factory.mktemp("conformance-project") / "project")
     add_tool_module(project, "conformance_fixtures", SOURCE)
+    add_tool_module(project, "conformance_streams", STREAMS_SOURCE)
     venv.install(project)
     env = read_env_file(project)
     proxy_port = free_port()
