@@ -243,8 +243,7 @@ def _session_state(ctx: ServerRequestContext[Any, Any]) -> dict[str, Any] | None
 
 def _levels_for(ctx: ServerRequestContext[Any, Any]) -> frozenset[LoggingLevel]:
     """The levels this request may receive: the 2026-07-28 per-request opt-in, or the session's setLevel."""
-    meta = ctx.meta.model_dump(by_alias=True) if ctx.meta is not None else None
-    allowed = allowed_log_levels(ctx.protocol_version, meta)
+    allowed = allowed_log_levels(ctx.protocol_version, ctx.meta)
     state = _session_state(ctx)
     chosen = state.get(_SESSION_LOG_LEVEL) if state is not None else None
     if chosen in _LOG_LEVELS:
@@ -643,7 +642,7 @@ class Guard:
         if method == "prompts/get":
             prompt = self.surfaces.get(("prompt", name)) if isinstance(name, str) else None
             return Target(prompt, prompt.key) if prompt else None
-        if method == "resources/read":
+        if method in ("resources/read", "resources/subscribe", "resources/unsubscribe"):
             return self._resource_for(params.get("uri"))
         if method == "completion/complete":
             ref = params.get("ref")
@@ -925,6 +924,8 @@ class Guard:
             return await self._get_prompt(ctx, call_next)
         if ctx.method == "completion/complete":
             return await self._complete(ctx, call_next)
+        if ctx.method in ("resources/subscribe", "resources/unsubscribe"):
+            return await self._subscription(ctx, call_next)
         return await self._other_request(ctx, call_next)
 
     async def _refuse_notification(self, ctx: ServerRequestContext[Any, Any]) -> None:
@@ -1038,6 +1039,22 @@ class Guard:
         return await self._run(ctx, call_next, policy, principal, client, request_id, raw_arguments)
 
     async def _read_resource(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        policy, values, principal, client, request_id = await self._resource_target(ctx)
+        return await self._checked_surface(ctx, call_next, policy, principal, client, request_id, values)
+
+    async def _subscription(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        """resources/subscribe and unsubscribe: a resource served here, a caller allowed to read it."""
+        policy, _, principal, client, request_id = await self._resource_target(ctx)
+        principal = await self._admit(policy, principal, client, request_id)
+        refusal = await self._check_limits(None, principal, principal.id, request_id, _counted(ctx))
+        if refusal is not None:
+            raise MCPError(INVALID_REQUEST, refusal)
+        return await call_next(ctx)
+
+    async def _resource_target(
+        self, ctx: ServerRequestContext[Any, Any]
+    ) -> tuple[SurfacePolicy, Mapping[str, Any], Principal | None, str, str]:
+        """The resource or template a request's URI names, or a recorded -32602 refusal is raised."""
         params = ctx.params or {}
         uri = params.get("uri")
         principal, client = self._caller(ctx)
@@ -1073,7 +1090,7 @@ class Guard:
                 f"Invalid URI for {policy.name}: {refused.split(':')[0]} is not allowed there.",
                 problems=[refused],
             )
-        return await self._checked_surface(ctx, call_next, policy, principal, client, request_id, values)
+        return policy, values, principal, client, request_id
 
     async def _get_prompt(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         params = ctx.params or {}
