@@ -78,6 +78,8 @@ MUST_PASS = {
         "tools-call-with-logging",
         "tools-call-with-progress",
         "server-sse-polling",
+        "resources-subscribe",  # per session, bounded, admitted like a read (guard.resource_updated)
+        "resources-unsubscribe",
     },
 }
 

@@ -12,12 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 from mcp.shared.exceptions import MCPError
 from mcp.types import LoggingMessageNotificationParams
 
-from support import BASE, MCP_HEADERS, Server, Venv, jsonrpc, read_env_file, render, running_server, text_of
+from support import (BASE, MCP_HEADERS, Server, Venv, jsonrpc, post_mcp, read_env_file, render, running_server,
+                     text_of)
 from support.tooling import add_tool_module, all_events, mcp_over_http
 
 pytestmark = pytest.mark.anyio
@@ -48,6 +50,17 @@ def register(guard: Guard, settings: Settings) -> None:
         for step in range(count):
             await notify.progress(step, count, f"step {step} token={secret}")
         return "done"
+
+    @guard.resource("notes://board")
+    async def board() -> str:
+        """The board."""
+        return "the board"
+
+    @guard.tool(read_only=False)
+    async def edit_board() -> str:
+        """Change the board and tell its subscribers."""
+        told = await guard.resource_updated("notes://board")
+        return f"told {told}"
 
     @guard.tool(read_only=True)
     async def needs_sampling(answer: Annotated[CreateMessageResult, Resolve(ask)]) -> str:
@@ -175,3 +188,32 @@ def test_replay_is_bound_to_the_session(served: Server) -> None:
                   "Mcp-Session-Id": open_session(http, served, SECOND)}
         seen = replay(http, served, theirs, ids[0])
     assert "marker-of-a" not in seen and "done" not in seen, seen
+
+
+async def test_a_session_subscribes_to_a_guarded_resource_and_hears_of_its_change(served: Server) -> None:
+    heard: list[str] = []
+
+    async def on_message(message: Any) -> None:
+        if getattr(message, "method", None) == "notifications/resources/updated":
+            heard.append(str(message.params.uri))
+
+    async with mcp_over_http(served.url, key(served), mode="legacy", message_handler=on_message) as client:
+        await client.subscribe_resource("notes://board")
+        with pytest.raises(MCPError) as unknown:
+            await client.subscribe_resource("notes://nowhere")
+        assert text_of(await client.call_tool("edit_board", {})) == "told 1"
+        with anyio.fail_after(5):
+            while not heard:
+                await anyio.sleep(0.05)
+        await client.unsubscribe_resource("notes://board")
+        assert text_of(await client.call_tool("edit_board", {})) == "told 0"
+    assert heard == ["notes://board"]
+    assert unknown.value.error.code == -32602 and "Unknown resource" in unknown.value.error.message
+
+
+async def test_subscribing_without_a_session_is_refused_with_the_fix(served: Server) -> None:
+    # An initialize-era client that reads only JSON gets no session: there is nothing to notify.
+    answer = post_mcp(served, jsonrpc("resources/subscribe", {"uri": "notes://board"}), key(served),
+                      headers={"Accept": "application/json"})
+    error = answer.json()["error"]
+    assert error["code"] == -32600 and "MCP_SESSIONS" in error["message"], error

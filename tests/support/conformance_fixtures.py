@@ -148,4 +148,9 @@ def register(guard: Guard, settings: Settings) -> None:
         await ctx.close_sse_stream()
         await anyio.sleep(0.1)
         return "Reconnection test completed"
+
+    @guard.resource("test://watched-resource", name="watched_resource")
+    async def watched_resource() -> str:
+        """A resource a client may subscribe to (conformance fixture)."""
+        return "watched"
 '''

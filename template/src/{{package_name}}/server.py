@@ -7,7 +7,12 @@ from typing import Any, NoReturn
 
 from mcp.server import MCPServer
 from mcp.server.request_state import RequestStateBoundary
-from mcp.types import CompleteRequestParams, SetLevelRequestParams
+from mcp.types import (
+    CompleteRequestParams,
+    SetLevelRequestParams,
+    SubscribeRequestParams,
+    UnsubscribeRequestParams,
+)
 
 from . import __version__, profile
 from .operations import subscribe_anomaly_detection
@@ -103,6 +108,9 @@ def build_server(settings: Settings, services: Services | None = None) -> Guarde
 
     # logging/setLevel (initialize era): the least severe level a tool's Notify.log sends to that session.
     lowlevel.add_request_handler("logging/setLevel", SetLevelRequestParams, handle_set_level)
+    # resources/subscribe (initialize era): per session, bounded; updates come from guard.resource_updated.
+    lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, guard.handle_subscribe)
+    lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, guard.handle_unsubscribe)
     guard.check_serves_only_guarded({tool.name for tool in server._tool_manager.list_tools()})
     guard.check_serves_only_guarded_surfaces(
         {str(r.uri) for r in server._resource_manager.list_resources()},

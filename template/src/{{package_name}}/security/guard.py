@@ -58,14 +58,18 @@ from mcp.types import (
     LoggingMessageNotificationParams,
     PromptReference,
     SetLevelRequestParams,
+    SubscribeRequestParams,
     TextContent,
     ToolAnnotations,
+    UnsubscribeRequestParams,
 )
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .events import AuditUnavailableError, SecurityEvents, Severity
 from .principal import LOCAL_USER, Principal
 from .ratelimit import PRINCIPAL_COUNTED, RateLimiter, RateLimitUnavailableError
+from .subscriptions import MAX_PER_SESSION as MAX_SUBSCRIPTIONS
+from .subscriptions import Subscriptions, session_of
 from .text import cap, fence, strip_controls
 
 P = ParamSpec("P")
@@ -268,7 +272,8 @@ def _sdk_signature(fn: Callable[..., Any]) -> tuple[list[inspect.Parameter], dic
         raise TypeError(f"{fn.__name__}: take one Notify (or Context) parameter, not {injected}")
     hints = {name: Context if hint is Notify else hint for name, hint in hints.items()}
     params = [
-        p.replace(annotation=hints.get(p.name, p.annotation)) for p in inspect.signature(fn).parameters.values()
+        p.replace(annotation=hints.get(p.name, p.annotation))
+        for p in inspect.signature(fn).parameters.values()
     ]
     return params, hints
 
@@ -521,6 +526,7 @@ class Guard:
         self._resources: dict[str, Resource] = {}
         self._templates: dict[str, ResourceTemplate] = {}
         self._prompts: dict[str, Prompt] = {}
+        self._subscriptions = Subscriptions()
 
     def tool(
         self,
@@ -904,6 +910,57 @@ class Guard:
         if untrusted_output is not None:
             return fence(result, untrusted_output, self._max_result_chars)
         return cap(result, self._max_result_chars)
+
+    # ---- resource subscriptions (initialize era) ---------------------------
+
+    async def resource_updated(self, uri: str) -> int:
+        """Tell the sessions subscribed to `uri` (resources/subscribe) that it changed; how many were told.
+
+        Call it after your code changes what a guarded resource returns. Only the URI is sent: a client
+        reads the resource again, through the guard.
+        """
+        return await self._subscriptions.updated(uri)
+
+    async def handle_subscribe(
+        self, ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams
+    ) -> EmptyResult:
+        """resources/subscribe, after the middleware admitted it like a read."""
+        session = session_of(ctx)
+        principal, client = self._caller(ctx)
+        identifier = principal.id if principal else client
+        if session is None:
+            raise await self._deny_error(
+                INVALID_REQUEST,
+                "input_validation_failed",
+                "low",
+                identifier,
+                None,
+                str(ctx.request_id),
+                "resources/subscribe needs a session to send updates on: initialize and accept SSE "
+                "(sessions on, MCP_SESSIONS=true), or use stdio.",
+                reason="subscription without a session",
+            )
+        if not self._subscriptions.add(session, params.uri):
+            raise await self._deny_error(
+                INVALID_REQUEST,
+                "rate_limit_exceeded",
+                "medium",
+                identifier,
+                None,
+                str(ctx.request_id),
+                f"This session already has {MAX_SUBSCRIPTIONS} subscriptions; unsubscribe from one first.",
+                reason="subscriptions per session",
+                limit=MAX_SUBSCRIPTIONS,
+            )
+        return EmptyResult()
+
+    async def handle_unsubscribe(
+        self, ctx: ServerRequestContext[Any, Any], params: UnsubscribeRequestParams
+    ) -> EmptyResult:
+        session = session_of(ctx)
+        if session is not None:
+            self._subscriptions.remove(session, params.uri)
+        return EmptyResult()
 
     # ---- enforcement -------------------------------------------------------
 
