@@ -63,6 +63,7 @@ from mcp.types import (
     ToolAnnotations,
     UnsubscribeRequestParams,
 )
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .events import AuditUnavailableError, SecurityEvents, Severity
@@ -87,6 +88,7 @@ SURFACE_EVENTS: dict[str, tuple[str, str]] = {
     "prompt": ("prompt_retrieved", "prompt_retrieval_failed"),
 }
 _NOT_RUN = {True: "tools are not run", False: "nothing is read"}
+_SUBSCRIPTION_METHODS = ("resources/subscribe", "resources/unsubscribe")
 MAX_URI_CHARS = 2_048
 MAX_COMPLETIONS = 100  # the most values completion/complete may return (the specification's limit)
 MAX_COMPLETION_CHARS = 200
@@ -471,11 +473,11 @@ def _unmet_capability(call: CallInfo, exc: MCPError) -> MCPError | None:
     return MCPError(exc.code, message, exc.data)
 
 
-def _notified(call: CallInfo) -> dict[str, int]:
+def _notified(call: CallInfo) -> dict[str, Any]:
     # How many notifications a call sent through Notify, and how many it tried past the cap.
     if not call.notifications:
         return {}
-    counts = {"notifications": call.notifications}
+    counts: dict[str, Any] = {"notifications": call.notifications}
     if call.notifications_dropped:
         counts["notifications_dropped"] = call.notifications_dropped
     return counts
@@ -981,8 +983,8 @@ class Guard:
             return await self._get_prompt(ctx, call_next)
         if ctx.method == "completion/complete":
             return await self._complete(ctx, call_next)
-        if ctx.method in ("resources/subscribe", "resources/unsubscribe"):
-            return await self._subscription(ctx, call_next)
+        if ctx.method in _SUBSCRIPTION_METHODS and ctx.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS:
+            return await self._subscription(ctx, call_next)  # 2026-07-28 removed them: the SDK's 404
         return await self._other_request(ctx, call_next)
 
     async def _refuse_notification(self, ctx: ServerRequestContext[Any, Any]) -> None:
