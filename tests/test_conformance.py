@@ -195,3 +195,21 @@ async def test_completion_completes_tool_names(proxied: tuple[Server, str]) -> N
         prompt = await client.get_prompt("use_tools_safely", {"tool": "whoami"})
     assert result.completion.values == ["whoami"]
     assert "whoami" in prompt.messages[0].content.text  # type: ignore[union-attr]
+
+
+def test_notification_and_stream_passes_are_our_fixtures_answering(
+        suite_run: tuple[str, int, str, dict[str, Any]]) -> None:
+    """No fake pass for s5f's scenarios: Notify sent the lines, the SDK checked our header, the guard refused."""
+    era, _, _, checks = suite_run
+    details = {c["id"]: c.get("details") or {} for scenario in checks.values() for c in scenario}
+    assert details["tools-call-with-progress"]["progressCount"] == 3
+    if era == "2025-11-25":
+        assert [log["data"] for log in details["tools-call-with-logging"]["logs"]] == [
+            "Tool execution started", "Tool processing data", "Tool execution completed"]
+        assert details["server-sse-disconnect-resume"]["receivedToolResponse"] is True
+    else:
+        refused = details["sep-2575-server-rejects-undeclared-capability"]["response"]["error"]
+        assert refused["code"] == -32021 and refused["data"] == {"requiredCapabilities": {"sampling": {}}}
+        assert "conformance_streams" not in refused["message"]  # no module path in the answer
+        custom = [c for c in checks["http-custom-header-server-validation"] if c["id"] != "wire-schema-valid"]
+        assert custom and all(c["details"].get("toolName") == "test_custom_header" for c in custom), custom

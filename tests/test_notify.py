@@ -15,15 +15,17 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp.types import LoggingMessageNotificationParams
 
 from support import (BASE, MCP_HEADERS, Server, Venv, jsonrpc, post_mcp, read_env_file, render, running_server,
-                     text_of)
+                     stdio_params, text_of)
 from support.tooling import add_tool_module, all_events, mcp_over_http
 
 pytestmark = pytest.mark.anyio
 SECOND = "second-principal-" + secrets.token_hex(16)
+REPLAY_BYTES = 4_096  # a session's replay buffer, small enough to overflow in a test
 
 REPORTER = '''
 from typing import Annotated
@@ -63,6 +65,11 @@ def register(guard: Guard, settings: Settings) -> None:
         return f"told {told}"
 
     @guard.tool(read_only=True)
+    async def big(size: Annotated[int, Field(ge=1, le=20_000)]) -> str:
+        """A long answer."""
+        return "b" * size
+
+    @guard.tool(read_only=True)
     async def needs_sampling(answer: Annotated[CreateMessageResult, Resolve(ask)]) -> str:
         """Needs a client that can sample."""
         return "sampled"
@@ -70,15 +77,21 @@ def register(guard: Guard, settings: Settings) -> None:
 
 
 @pytest.fixture(scope="module")
-def served(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    answers = {**BASE, "project_name": "Acme Notify", "transport": "http", "auth": "api_key", "sample_tools": []}
+def project(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    answers = {**BASE, "project_name": "Acme Notify", "transport": "both", "auth": "api_key", "sample_tools": []}
     project: Path = render(answers, tmp_path_factory.mktemp("notify") / "project")
     add_tool_module(project, "reporter", REPORTER)
     venv.install(project)
+    return project
+
+
+@pytest.fixture(scope="module")
+def served(project: Path, venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     logs = tmp_path_factory.mktemp("notify-logs")
     env = read_env_file(project)
     # A second principal, for the replay test.
-    env.update(MCP_API_KEYS=f"{env['MCP_API_KEYS']},{SECOND}", MCP_RATE_LIMIT="100000/minute")
+    env.update(MCP_API_KEYS=f"{env['MCP_API_KEYS']},{SECOND}", MCP_RATE_LIMIT="100000/minute",
+               MCP_SESSION_REPLAY_BYTES=str(REPLAY_BYTES))
     with running_server(venv, project, env, log_dir=logs) as server:
         yield server
 
@@ -217,3 +230,37 @@ async def test_subscribing_without_a_session_is_refused_with_the_fix(served: Ser
                       headers={"Accept": "application/json"})
     error = answer.json()["error"]
     assert error["code"] == -32600 and "MCP_SESSIONS" in error["message"], error
+
+
+async def test_stdio_clients_get_the_same_sanitised_lines(project: Path, venv: Venv) -> None:
+    env = read_env_file(project)
+    lines: list[LoggingMessageNotificationParams] = []
+    progress: list[float] = []
+
+    async def on_log(params: LoggingMessageNotificationParams) -> None:
+        lines.append(params)
+
+    async def on_progress(done: float, total: Any, message: Any) -> None:
+        progress.append(done)
+
+    async with Client(stdio_params(venv, project, env), logging_callback=on_log, mode="legacy") as client:
+        result = await client.call_tool("chatty", {"secret": env["MCP_API_KEYS"], "count": 2},
+                                        progress_callback=on_progress)
+    assert text_of(result) == "done" and progress == [0, 1]
+    assert [line.level for line in lines] == ["warning", "info"]
+    assert env["MCP_API_KEYS"] not in str(lines[0].data) and "\x1b" not in str(lines[0].data)
+
+
+def test_the_replay_buffer_keeps_only_the_newest_bytes(served: Server) -> None:
+    """An answer larger than MCP_SESSION_REPLAY_BYTES is not kept, and it pushed nothing else out."""
+    with httpx2.Client(timeout=httpx2.Timeout(10, read=3)) as http:
+        headers = {**MCP_HEADERS, "Authorization": f"Bearer {key(served)}",
+                   "Mcp-Session-Id": open_session(http, served, key(served))}
+        small = http.post(served.url, headers=headers, json=jsonrpc("tools/call", {
+            "name": "big", "arguments": {"size": 100}}, id=7))
+        small_ids = [line[3:].strip() for line in small.text.splitlines() if line.startswith("id:")]
+        large = http.post(served.url, headers=headers, json=jsonrpc("tools/call", {
+            "name": "big", "arguments": {"size": REPLAY_BYTES * 2}}, id=7))
+        large_ids = [line[3:].strip() for line in large.text.splitlines() if line.startswith("id:")]
+        assert "b" * 100 in replay(http, served, headers, small_ids[0])
+        assert "bbbb" not in replay(http, served, headers, large_ids[0])
