@@ -264,3 +264,20 @@ def test_the_replay_buffer_keeps_only_the_newest_bytes(served: Server) -> None:
         large_ids = [line[3:].strip() for line in large.text.splitlines() if line.startswith("id:")]
         assert "b" * 100 in replay(http, served, headers, small_ids[0])
         assert "bbbb" not in replay(http, served, headers, large_ids[0])
+
+
+def test_the_replay_buffer_bounds_its_entries_too(project: Path, venv: Venv) -> None:
+    """Events without content (priming events, answers too large to keep) still count: no endless list."""
+    script = (
+        "import asyncio\n"
+        "from acme_notify.replay import ENTRY_BYTES, SessionReplay\n"
+        "async def main():\n"
+        "    store = SessionReplay(4096)\n"
+        "    for _ in range(10_000):\n"
+        "        await store.store_event('1', None)\n"
+        "    print(len(store._events), 4096 // ENTRY_BYTES)\n"
+        "asyncio.run(main())\n"
+    )
+    done = venv.run(venv.python, "-c", script, cwd=project)
+    kept, bound = map(int, done.stdout.split())
+    assert 0 < kept <= bound, done.stderr
