@@ -23,7 +23,7 @@ from mcp.types import PromptReference
 
 from support import BASE, TEMPLATE_ROOT, Server, Venv, free_port, http_client, read_env_file, render, running_server
 from support import text_of
-from support.conformance_fixtures import CONTENT_SOURCE, SOURCE
+from support.conformance_fixtures import CONTENT_SOURCE, SOURCE, STREAMS_SOURCE
 from support.node import run_node_tool
 from support.proxy import running_proxy
 from support.tooling import add_tool_module, all_events
@@ -64,6 +64,10 @@ MUST_PASS = {
         "resources-templates-read",
         "prompts-get-simple",
         "prompts-get-with-args",
+        # s5f: notifications through the guard's Notify, SEP-2575 statelessness, SEP-2243 headers
+        "tools-call-with-progress",
+        "server-stateless",
+        "http-custom-header-server-validation",
     } | S5E_CONTENT,
     "2025-11-25": {
         "server-initialize",
@@ -82,6 +86,12 @@ MUST_PASS = {
         "resources-templates-read",
         "prompts-get-simple",
         "prompts-get-with-args",
+        # s5f: notifications through the guard's Notify, on the session's SSE answer; replay per session
+        "tools-call-with-logging",
+        "tools-call-with-progress",
+        "server-sse-polling",
+        "resources-subscribe",  # per session, bounded, admitted like a read (guard.resource_updated)
+        "resources-unsubscribe",
     } | S5E_CONTENT,
 }
 
@@ -93,6 +103,7 @@ def proxied(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
     project = render(answers, tmp_path_factory.mktemp("conformance-project") / "project")
     add_tool_module(project, "conformance_fixtures", SOURCE)
     add_tool_module(project, "conformance_content", CONTENT_SOURCE)  # s5e: images, audio, blobs
+    add_tool_module(project, "conformance_streams", STREAMS_SOURCE)
     venv.install(project)
     env = read_env_file(project)
     proxy_port = free_port()
@@ -230,3 +241,21 @@ async def test_the_json_schema_rules_are_enforced(proxied: tuple[Server, str]) -
     assert tool.input_schema["properties"]["phone"]["anyOf"][0]["maxLength"] == 200  # still bounded
     assert broken.is_error and "breaks the schema rule then/required" in text_of(broken)
     assert not kept.is_error, text_of(kept)
+
+
+def test_notification_and_stream_passes_are_our_fixtures_answering(
+        suite_run: tuple[str, int, str, dict[str, Any]]) -> None:
+    """No fake pass for s5f's scenarios: Notify sent the lines, the SDK checked our header, the guard refused."""
+    era, _, _, checks = suite_run
+    details = {c["id"]: c.get("details") or {} for scenario in checks.values() for c in scenario}
+    assert details["tools-call-with-progress"]["progressCount"] == 3
+    if era == "2025-11-25":
+        assert [log["data"] for log in details["tools-call-with-logging"]["logs"]] == [
+            "Tool execution started", "Tool processing data", "Tool execution completed"]
+        assert details["server-sse-disconnect-resume"]["receivedToolResponse"] is True
+    else:
+        refused = details["sep-2575-server-rejects-undeclared-capability"]["response"]["error"]
+        assert refused["code"] == -32021 and refused["data"] == {"requiredCapabilities": {"sampling": {}}}
+        assert "conformance_streams" not in refused["message"]  # no module path in the answer
+        custom = [c for c in checks["http-custom-header-server-validation"] if c["id"] != "wire-schema-valid"]
+        assert custom and all(c["details"].get("toolName") == "test_custom_header" for c in custom), custom
