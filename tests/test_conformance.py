@@ -23,7 +23,7 @@ from mcp.types import PromptReference
 
 from support import BASE, TEMPLATE_ROOT, Server, Venv, free_port, http_client, read_env_file, render, running_server
 from support import text_of
-from support.conformance_fixtures import CONTENT_SOURCE, QUESTIONS, SOURCE
+from support.conformance_fixtures import CONTENT_SOURCE, QUESTIONS, SOURCE, STREAMS_SOURCE
 from support.node import run_node_tool
 from support.proxy import running_proxy
 from support.tooling import add_tool_module, all_events
@@ -74,6 +74,10 @@ MUST_PASS = {
         "input-required-result-result-type",
         "input-required-result-validate-input",
         "input-required-result-non-tool-request",
+        # s5f: notifications through the guard's Notify, SEP-2575 statelessness, SEP-2243 headers
+        "tools-call-with-progress",
+        "server-stateless",
+        "http-custom-header-server-validation",
     } | S5E_CONTENT,
     "2025-11-25": {
         "server-initialize",
@@ -97,6 +101,12 @@ MUST_PASS = {
         "tools-call-sampling",
         "elicitation-sep1034-defaults",
         "elicitation-sep1330-enums",
+        # s5f: notifications through the guard's Notify, on the session's SSE answer; replay per session
+        "tools-call-with-logging",
+        "tools-call-with-progress",
+        "server-sse-polling",
+        "resources-subscribe",  # per session, bounded, admitted like a read (guard.resource_updated)
+        "resources-unsubscribe",
     } | S5E_CONTENT,
 }
 
@@ -109,6 +119,7 @@ def proxied(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
     add_tool_module(project, "conformance_fixtures", SOURCE)
     add_tool_module(project, "conformance_content", CONTENT_SOURCE)  # s5e: images, audio, blobs
     add_tool_module(project, "conformance_questions", QUESTIONS)  # s5d: elicitation, sampling, roots
+    add_tool_module(project, "conformance_streams", STREAMS_SOURCE)
     venv.install(project)
     env = read_env_file(project)
     proxy_port = free_port()
@@ -269,3 +280,21 @@ async def test_the_json_schema_rules_are_enforced(proxied: tuple[Server, str]) -
     assert tool.input_schema["properties"]["phone"]["anyOf"][0]["maxLength"] == 200  # still bounded
     assert broken.is_error and "breaks the schema rule then/required" in text_of(broken)
     assert not kept.is_error, text_of(kept)
+
+
+def test_notification_and_stream_passes_are_our_fixtures_answering(
+        suite_run: tuple[str, int, str, dict[str, Any]]) -> None:
+    """No fake pass for s5f's scenarios: Notify sent the lines, the SDK checked our header, the guard refused."""
+    era, _, _, checks = suite_run
+    details = {c["id"]: c.get("details") or {} for scenario in checks.values() for c in scenario}
+    assert details["tools-call-with-progress"]["progressCount"] == 3
+    if era == "2025-11-25":
+        assert [log["data"] for log in details["tools-call-with-logging"]["logs"]] == [
+            "Tool execution started", "Tool processing data", "Tool execution completed"]
+        assert details["server-sse-disconnect-resume"]["receivedToolResponse"] is True
+    else:
+        refused = details["sep-2575-server-rejects-undeclared-capability"]["response"]["error"]
+        assert refused["code"] == -32021 and refused["data"] == {"requiredCapabilities": {"sampling": {}}}
+        assert "conformance_streams" not in refused["message"]  # no module path in the answer
+        custom = [c for c in checks["http-custom-header-server-validation"] if c["id"] != "wire-schema-valid"]
+        assert custom and all(c["details"].get("toolName") == "test_custom_header" for c in custom), custom

@@ -404,3 +404,83 @@ def register(guard: Guard, settings: Settings) -> None:
         """A prompt with an image (conformance fixture)."""
         return [UserMessage(image()), UserMessage("Please analyze the image above.")]
 '''
+
+
+# ---- s5f: notifications, streams, request headers --------------------------------------------------
+# A second module (tools/conformance_streams.py): progress and log lines through the guard's Notify,
+# a tool that needs a capability the client did not declare, a question on the 2026-07-28 answer
+# stream, an x-mcp-header argument (SEP-2243, checked by the SDK against the Mcp-Param-* header).
+STREAMS_SOURCE = '''"""Fixtures of the MCP conformance suite: notifications, streams, request headers (test-only)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import anyio
+from mcp.server.mcpserver import Context, Resolve, Sample
+from mcp.types import CreateMessageResult, SamplingMessage, TextContent
+from pydantic import Field
+
+from ..security.guard import Guard, Notify
+from ..settings import Settings
+
+Region = Annotated[str, Field(max_length=100, json_schema_extra={"x-mcp-header": "Region"})]
+
+
+async def sample() -> Sample:
+    return Sample([SamplingMessage(role="user", content=TextContent(type="text", text="Hi"))], max_tokens=8)
+
+
+def register(guard: Guard, settings: Settings) -> None:
+    @guard.tool(read_only=True, name="test_tool_with_logging")
+    async def with_logging(notify: Notify) -> str:
+        """Send three log lines while it runs (conformance fixture)."""
+        await notify.info("Tool execution started")
+        await anyio.sleep(0.05)
+        await notify.info("Tool processing data")
+        await anyio.sleep(0.05)
+        await notify.info("Tool execution completed")
+        return "Tool with logging executed successfully"
+
+    @guard.tool(read_only=True, name="test_logging_tool")
+    async def logging_tool(notify: Notify) -> str:
+        """Send one log line (conformance fixture: sent only to a client that asked for log lines)."""
+        await notify.info("Logging tool ran")
+        return "logged"
+
+    @guard.tool(read_only=True, name="test_tool_with_progress")
+    async def with_progress(notify: Notify) -> str:
+        """Report progress 0, 50, 100 of 100 while it runs (conformance fixture)."""
+        for step in (0, 50, 100):
+            await notify.progress(step, 100)
+            if step < 100:
+                await anyio.sleep(0.05)
+        return "Tool with progress executed successfully"
+
+    @guard.tool(read_only=True, name="test_missing_capability")
+    async def missing_capability(answer: Annotated[CreateMessageResult, Resolve(sample)]) -> str:
+        """Needs sampling: refused with -32021 for a client that did not declare it (conformance fixture)."""
+        return "sampled"
+
+    @guard.tool(read_only=False, destructive=True, name="test_streaming_elicitation")
+    async def streaming_elicitation() -> str:
+        """Runs after the user confirms; the question is an input-required result (conformance fixture)."""
+        return "confirmed"
+
+    @guard.tool(read_only=True, name="test_custom_header")
+    async def custom_header(region: Region) -> str:
+        """Echo a region that the client also sends as the Mcp-Param-Region header (conformance fixture)."""
+        return f"region: {region}"
+
+    @guard.tool(read_only=True, name="test_reconnection")
+    async def reconnection(ctx: Context) -> str:
+        """End the call's SSE stream mid-call; the client gets the answer by replay (conformance fixture)."""
+        await ctx.close_sse_stream()
+        await anyio.sleep(0.1)
+        return "Reconnection test completed"
+
+    @guard.resource("test://watched-resource", name="watched_resource")
+    async def watched_resource() -> str:
+        """A resource a client may subscribe to (conformance fixture)."""
+        return "watched"
+'''

@@ -108,6 +108,7 @@ class Settings(ToolSettings, BaseSettings):
     session_idle_timeout_seconds: float = Field(default=1_800.0, gt=0)
     session_max_streams: int = Field(default=10, ge=1, le=100)
     session_stream_idle_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    session_replay_bytes: int = Field(default=262_144, ge=0, le=16_777_216)  # 0: no replay
     # Keys that seal 2026-07-28 requestState (consent retries): every replica needs the same ones.
     # Comma-separated, the first seals, all unseal (rotation); empty: a per-process key.
     request_state_keys: SecretStr = SecretStr("")
