@@ -996,11 +996,9 @@ class Guard:
     ) -> type[BaseModel]:
         if not inspect.iscoroutinefunction(fn):
             raise TypeError(f"{kind} {item!r} must be async so its timeout can cancel it")
-        arguments = _arguments_model(item, fn, resolvers=resolvers)
-
         if _notify_parameter(fn) is not None:
             raise TypeError(f"{kind} {item!r}: Notify is for tools (a read or a get answers at once)")
-        arguments = _arguments_model(item, fn)
+        arguments = _arguments_model(item, fn, resolvers=resolvers)
         _check_bounded(item, arguments.model_json_schema(), kind=kind)
         return arguments
 
@@ -1669,19 +1667,14 @@ class Guard:
             failure = MCPError(INVALID_PARAMS, MALFORMED)
             result = _error(MALFORMED)
         except MCPError as exc:
-            # A protocol error from the SDK (e.g. -32021: the client lacks a capability a question needs).
-            call.outcome = "tool_execution_failed"
-            call.details = {"reason": "error answer", "code": exc.code}
-            failure = exc
-            result = _error(exc.message)
-
-        except MCPError as exc:
+            # A protocol error from the SDK: -32021 (the client lacks a capability a question needs) is
+            # answered with what it lacks; any other reaches the client as that JSON-RPC error, audited.
             unmet, result = _unmet_capability(call, exc), None
             if unmet is None:
                 call.outcome = "tool_execution_failed"
-                call.details = {"error": type(exc).__name__}
-                log.exception("tools/call %s failed outside the tool", policy.name)
-                result = _error(f"{policy.name} failed; the error was logged on the server")
+                call.details = {"reason": "error answer", "code": exc.code}
+                failure = exc
+                result = _error(exc.message)
         except (AuditUnavailableError, RateLimitUnavailableError) as exc:
             call.outcome = "tool_execution_failed"
             call.details = {"reason": type(exc).__name__}
@@ -1728,7 +1721,6 @@ class Guard:
         if failure is not None:
             # Sanitised like every result: an error message can quote what the function read.
             raise MCPError(failure.code, self.events.redactor.result_text(failure.message), failure.data)
-
         if unmet is not None:
             raise unmet
         return result
