@@ -74,3 +74,191 @@ def register(guard: Guard, settings: Settings) -> None:
         """A prompt with two arguments (conformance fixture)."""
         return f"Prompt with arguments: arg1={arg1!r}, arg2={arg2!r}"
 '''
+
+
+# ---- s5e: content fixtures (images, audio, embedded resources, blobs), a module of their own ---------
+# Registered as tools/conformance_content.py: every binary part passes security/content.py (MIME type
+# allowed, valid base64, signature, MCP_MAX_BINARY_BYTES, no configured secret), every text is fenced
+# or capped and sanitised, exactly as for a user's tool.
+CONTENT_SOURCE = '''"""Content fixtures of the MCP conformance suite (test-only)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Annotated
+
+from typing import Literal
+
+from mcp.server.mcpserver import Message, UserMessage
+from mcp.types import AudioContent, ContentBlock, EmbeddedResource, ImageContent, TextContent, TextResourceContents
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..security.guard import Guard
+from ..settings import Settings
+
+# A 1x1 PNG and a 1 ms WAV (8 kHz, 8-bit mono), both real files.
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
+WAV = "UklGRiwAAABXQVZFZm10IBAAAAABAAEAQB8AAEAfAAABAAgAZGF0YQgAAACAgICAgICAgA=="
+
+
+Short = Annotated[str, Field(max_length=200)]
+
+
+class address(BaseModel):  # noqa: N801 (the suite looks for the definition "address")
+    """A postal address; its schema definition carries an $anchor (JSON Schema 2020-12)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"$anchor": "addressDef"})
+    street: Short | None = None
+    city: Short | None = None
+
+
+# The suite's cross-field rules: a phone or an email, and the phone when contactMethod is phone.
+CONTACT_RULES = {
+    "allOf": [{"anyOf": [{"required": ["phone"]}, {"required": ["email"]}]}],
+    "if": {"properties": {"contactMethod": {"const": "phone"}}, "required": ["contactMethod"]},
+    "then": {"required": ["phone"]},
+    "else": {"required": ["email"]},
+}
+
+
+def image() -> ImageContent:
+    return ImageContent(type="image", data=PNG, mime_type="image/png")
+
+
+def embedded(uri: str, text: str, mime_type: str = "text/plain") -> EmbeddedResource:
+    return EmbeddedResource(type="resource", resource=TextResourceContents(uri=uri, mime_type=mime_type, text=text))
+
+
+def register(guard: Guard, settings: Settings) -> None:
+    @guard.tool(read_only=True, name="test_image_content")
+    async def image_content() -> ImageContent:
+        """Return a PNG image (conformance fixture)."""
+        return image()
+
+    @guard.tool(read_only=True, name="test_audio_content")
+    async def audio_content() -> AudioContent:
+        """Return a WAV sound (conformance fixture)."""
+        return AudioContent(type="audio", data=WAV, mime_type="audio/wav")
+
+    @guard.tool(read_only=True, name="test_embedded_resource")
+    async def embedded_resource() -> EmbeddedResource:
+        """Return an embedded text resource (conformance fixture)."""
+        return embedded("test://embedded-resource", "This is an embedded resource content.")
+
+    @guard.tool(read_only=True, name="test_multiple_content_types")
+    async def multiple_content_types() -> list[ContentBlock]:
+        """Return text, an image and an embedded resource (conformance fixture)."""
+        data = json.dumps({"test": "data", "value": 123})
+        return [
+            TextContent(type="text", text="Multiple content types test:"),
+            image(),
+            embedded("test://mixed-content-resource", data, "application/json"),
+        ]
+
+    @guard.resource("test://static-binary", name="static_binary", mime_type="image/png")
+    async def static_binary() -> bytes:
+        """A fixed PNG resource, read as a blob (conformance fixture)."""
+        return base64.b64decode(PNG)
+
+    @guard.prompt(name="test_prompt_with_embedded_resource")
+    async def prompt_with_embedded_resource(resourceUri: Annotated[str, Field(max_length=200)]) -> list[Message]:  # noqa: N803
+        """A prompt that embeds a resource (conformance fixture; the suite names the argument)."""
+        return [
+            UserMessage(embedded(resourceUri, "Embedded resource content for testing.")),
+            UserMessage("Please process the embedded resource above."),
+        ]
+
+    @guard.tool(read_only=True, name="json_schema_2020_12_tool", schema_keywords=CONTACT_RULES)
+    async def json_schema_tool(
+        name: Short | None = None,
+        address: address | None = None,
+        contactMethod: Literal["phone", "email"] | None = None,  # noqa: N803
+        phone: Short | None = None,
+        email: Short | None = None,
+    ) -> str:
+        """Take a contact whose rules are JSON Schema 2020-12 keywords (conformance fixture)."""
+        return "ok"
+
+    @guard.prompt(name="test_prompt_with_image")
+    async def prompt_with_image() -> list[Message]:
+        """A prompt with an image (conformance fixture)."""
+        return [UserMessage(image()), UserMessage("Please analyze the image above.")]
+# ---- s5f: notifications, streams, request headers --------------------------------------------------
+# A second module (tools/conformance_streams.py): progress and log lines through the guard's Notify,
+# a tool that needs a capability the client did not declare, a question on the 2026-07-28 answer
+# stream, an x-mcp-header argument (SEP-2243, checked by the SDK against the Mcp-Param-* header).
+STREAMS_SOURCE = '''"""Fixtures of the MCP conformance suite: notifications, streams, request headers (test-only)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import anyio
+from mcp.server.mcpserver import Context, Resolve, Sample
+from mcp.types import CreateMessageResult, SamplingMessage, TextContent
+from pydantic import Field
+
+from ..security.guard import Guard, Notify
+from ..settings import Settings
+
+Region = Annotated[str, Field(max_length=100, json_schema_extra={"x-mcp-header": "Region"})]
+
+
+async def sample() -> Sample:
+    return Sample([SamplingMessage(role="user", content=TextContent(type="text", text="Hi"))], max_tokens=8)
+
+
+def register(guard: Guard, settings: Settings) -> None:
+    @guard.tool(read_only=True, name="test_tool_with_logging")
+    async def with_logging(notify: Notify) -> str:
+        """Send three log lines while it runs (conformance fixture)."""
+        await notify.info("Tool execution started")
+        await anyio.sleep(0.05)
+        await notify.info("Tool processing data")
+        await anyio.sleep(0.05)
+        await notify.info("Tool execution completed")
+        return "Tool with logging executed successfully"
+
+    @guard.tool(read_only=True, name="test_logging_tool")
+    async def logging_tool(notify: Notify) -> str:
+        """Send one log line (conformance fixture: sent only to a client that asked for log lines)."""
+        await notify.info("Logging tool ran")
+        return "logged"
+
+    @guard.tool(read_only=True, name="test_tool_with_progress")
+    async def with_progress(notify: Notify) -> str:
+        """Report progress 0, 50, 100 of 100 while it runs (conformance fixture)."""
+        for step in (0, 50, 100):
+            await notify.progress(step, 100)
+            if step < 100:
+                await anyio.sleep(0.05)
+        return "Tool with progress executed successfully"
+
+    @guard.tool(read_only=True, name="test_missing_capability")
+    async def missing_capability(answer: Annotated[CreateMessageResult, Resolve(sample)]) -> str:
+        """Needs sampling: refused with -32021 for a client that did not declare it (conformance fixture)."""
+        return "sampled"
+
+    @guard.tool(read_only=False, destructive=True, name="test_streaming_elicitation")
+    async def streaming_elicitation() -> str:
+        """Runs after the user confirms; the question is an input-required result (conformance fixture)."""
+        return "confirmed"
+
+    @guard.tool(read_only=True, name="test_custom_header")
+    async def custom_header(region: Region) -> str:
+        """Echo a region that the client also sends as the Mcp-Param-Region header (conformance fixture)."""
+        return f"region: {region}"
+
+    @guard.tool(read_only=True, name="test_reconnection")
+    async def reconnection(ctx: Context) -> str:
+        """End the call's SSE stream mid-call; the client gets the answer by replay (conformance fixture)."""
+        await ctx.close_sse_stream()
+        await anyio.sleep(0.1)
+        return "Reconnection test completed"
+
+    @guard.resource("test://watched-resource", name="watched_resource")
+    async def watched_resource() -> str:
+        """A resource a client may subscribe to (conformance fixture)."""
+        return "watched"
+'''

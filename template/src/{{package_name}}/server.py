@@ -6,13 +6,17 @@ import gc
 from typing import Any, NoReturn
 
 from mcp.server import MCPServer
-from mcp.server.context import ServerRequestContext
 from mcp.server.request_state import RequestStateBoundary
-from mcp.types import CompleteRequestParams, EmptyResult, SetLevelRequestParams
+from mcp.types import (
+    CompleteRequestParams,
+    SetLevelRequestParams,
+    SubscribeRequestParams,
+    UnsubscribeRequestParams,
+)
 
 from . import __version__, profile
 from .operations import subscribe_anomaly_detection
-from .security.guard import Guard
+from .security.guard import Guard, handle_set_level
 from .security.request_state import RequestStateAudit, request_state_security
 from .security.text import INSTRUCTIONS
 from .services import Services, open_services
@@ -62,6 +66,7 @@ def build_guard(settings: Settings, services: Services) -> Guard:
         default_limit=settings.rate_limit,
         default_timeout=settings.tool_timeout_seconds,
         max_result_chars=settings.max_result_chars,
+        max_binary_bytes=settings.max_binary_bytes,
         max_in_flight=settings.max_calls_in_flight,
         transport=settings.transport,
     )
@@ -81,6 +86,9 @@ def build_server(settings: Settings, services: Services | None = None) -> Guarde
         tools=guard.tools(),
         resources=guard.resources(),
         middleware=[guard.middleware],
+        # No subscriptions/listen (2026-07-28): what is served is fixed when the server is built, so no
+        # list ever changes, and a listen stream would be one more stream held open for nothing.
+        subscriptions=False,
         log_level=settings.log_level,
         request_state_security=request_state_security(
             settings.request_state_key_list, settings.request_state_ttl_seconds
@@ -99,14 +107,11 @@ def build_server(settings: Settings, services: Services | None = None) -> Guarde
     boundary = next(i for i, mw in enumerate(chain) if isinstance(mw, RequestStateBoundary))
     chain.insert(boundary, RequestStateAudit(services.events))
 
-    # logging/setLevel: this server sends no log notifications (its log goes to stderr and the audit
-    # trail), so every level a client asks for is honoured; answering it keeps clients that set one working.
-    async def set_logging_level(
-        ctx: ServerRequestContext[Any, Any], params: SetLevelRequestParams
-    ) -> EmptyResult:
-        return EmptyResult()
-
-    lowlevel.add_request_handler("logging/setLevel", SetLevelRequestParams, set_logging_level)
+    # logging/setLevel (initialize era): the least severe level a tool's Notify.log sends to that session.
+    lowlevel.add_request_handler("logging/setLevel", SetLevelRequestParams, handle_set_level)
+    # resources/subscribe (initialize era): per session, bounded; updates come from guard.resource_updated.
+    lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, guard.handle_subscribe)
+    lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, guard.handle_unsubscribe)
     guard.check_serves_only_guarded({tool.name for tool in server._tool_manager.list_tools()})
     guard.check_serves_only_guarded_surfaces(
         {str(r.uri) for r in server._resource_manager.list_resources()},

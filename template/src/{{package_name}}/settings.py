@@ -98,6 +98,8 @@ class Settings(ToolSettings, BaseSettings):
     rate_limit_storage: str = "memory://"
     tool_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     max_result_chars: int = Field(default=100_000, ge=1_000, le=10_000_000)
+    # Images, audio and file blobs in one result, decoded; a larger result is refused, never cut.
+    max_binary_bytes: int = Field(default=1_048_576, ge=1_024, le=64 * 1_048_576)
     max_calls_in_flight: int = Field(default=8, ge=1, le=1_000)
     # Sessions for initialize-era HTTP clients (consent needs a back channel); off: stateless for all.
     sessions: bool = True
@@ -106,6 +108,7 @@ class Settings(ToolSettings, BaseSettings):
     session_idle_timeout_seconds: float = Field(default=1_800.0, gt=0)
     session_max_streams: int = Field(default=10, ge=1, le=100)
     session_stream_idle_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    session_replay_bytes: int = Field(default=262_144, ge=0, le=16_777_216)  # 0: no replay
     # Keys that seal 2026-07-28 requestState (consent retries): every replica needs the same ones.
     # Comma-separated, the first seals, all unseal (rotation); empty: a per-process key.
     request_state_keys: SecretStr = SecretStr("")

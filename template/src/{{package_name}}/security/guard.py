@@ -16,15 +16,17 @@ import contextvars
 import functools
 import inspect
 import logging
+import math
 import re
 import time
 import typing
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, ParamSpec
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 import anyio
 from limits import RateLimitItem
+from mcp.server.connection import allowed_log_levels
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.elicitation import AcceptedElicitation, ElicitationResult
 from mcp.server.mcpserver import Context, Elicit, Resolve
@@ -44,25 +46,50 @@ from mcp.types import (
     INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
+    MISSING_REQUIRED_CLIENT_CAPABILITY,
     CallToolResult,
     CompleteRequestParams,
     CompleteResult,
     Completion,
+    ContentBlock,
+    EmptyResult,
     InputRequiredResult,
+    LoggingLevel,
+    LoggingMessageNotification,
+    LoggingMessageNotificationParams,
     PromptReference,
+    SetLevelRequestParams,
+    SubscribeRequestParams,
     TextContent,
     ToolAnnotations,
+    UnsubscribeRequestParams,
 )
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from .content import (
+    DEFAULT_MAX_BINARY_BYTES,
+    ContentGuard,
+    ContentRefusedError,
+    PromptOutput,
+    ResourceOutput,
+    ToolOutput,
+)
+from .content import media_types as _media_types
 from .events import AuditUnavailableError, SecurityEvents, Severity
 from .principal import LOCAL_USER, Principal
 from .ratelimit import PRINCIPAL_COUNTED, RateLimiter, RateLimitUnavailableError
+from .schema import ArgumentsCheck, with_keywords
+from .subscriptions import MAX_PER_SESSION as MAX_SUBSCRIPTIONS
+from .subscriptions import Subscriptions, session_of
 from .text import cap, fence, strip_controls
 
 P = ParamSpec("P")
-ToolFn = Callable[P, Awaitable[str]]
-TextFn = Callable[..., Awaitable[str]]
+# What a guarded function may return: text, or content blocks checked by security/content.py.
+R = TypeVar("R", bound=ToolOutput)
+ToolFn = Callable[P, Awaitable[R]]
+ResourceFn = TypeVar("ResourceFn", bound=Callable[..., Awaitable[ResourceOutput]])
+PromptFn = TypeVar("PromptFn", bound=Callable[..., Awaitable[PromptOutput]])
 # Suggests values for one argument from what the user typed so far.
 Completer = Callable[[str], Awaitable[Sequence[str]]]
 Surface = Literal["resource", "resource_template", "prompt"]
@@ -75,6 +102,7 @@ SURFACE_EVENTS: dict[str, tuple[str, str]] = {
     "prompt": ("prompt_retrieved", "prompt_retrieval_failed"),
 }
 _NOT_RUN = {True: "tools are not run", False: "nothing is read"}
+_SUBSCRIPTION_METHODS = ("resources/subscribe", "resources/unsubscribe")
 MAX_URI_CHARS = 2_048
 MAX_COMPLETIONS = 100  # the most values completion/complete may return (the specification's limit)
 MAX_COMPLETION_CHARS = 200
@@ -113,6 +141,8 @@ class ToolPolicy:
     untrusted_output: str | None
     arguments: type[BaseModel]
     callers_own_data: bool = False
+    # The cross-field rules of `schema_keywords` (security/schema.py), checked after the model.
+    arguments_check: ArgumentsCheck | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +182,8 @@ class CallInfo:
     request_id: str | None
     outcome: str = "ok"
     details: dict[str, Any] = field(default_factory=dict)
+    notifications: int = 0  # sent to the client through Notify
+    notifications_dropped: int = 0  # over MAX_NOTIFICATIONS_PER_CALL
 
 
 _current: contextvars.ContextVar[CallInfo] = contextvars.ContextVar("current_call")
@@ -159,6 +191,114 @@ _current: contextvars.ContextVar[CallInfo] = contextvars.ContextVar("current_cal
 
 def current_call() -> CallInfo:
     return _current.get()
+
+
+# ---- notifications a running tool sends (progress, log lines) -------------
+
+MAX_NOTIFICATIONS_PER_CALL = 100  # a call's notifications after this many are dropped (and counted)
+MAX_NOTIFICATION_CHARS = 1_000  # the longest text of one log line or progress message
+_LOG_LEVELS: tuple[LoggingLevel, ...] = typing.get_args(LoggingLevel)
+_SESSION_LOG_LEVEL = "guard_log_level"  # where logging/setLevel keeps a session's level
+
+
+class Notify:
+    """What a running tool may tell its client: progress and log lines, each sanitised like a result.
+
+    A tool takes a parameter annotated `Notify` (never an argument the client sends). Every text has
+    configured secrets and credential-shaped text removed, hidden and control characters stripped and
+    its length capped at MAX_NOTIFICATION_CHARS; a call sends at most MAX_NOTIFICATIONS_PER_CALL, the
+    rest are dropped and counted in its audit event. A client receives them where its transport carries
+    them: stdio, an initialize-era session (on the call's SSE answer), a 2026-07-28 request that asked
+    for progress (`progressToken`) or log lines (`_meta` logLevel). Elsewhere they are dropped: a tool
+    never fails because nobody listens.
+    """
+
+    def __init__(self, context: Context, redact: Callable[[str], str], call: CallInfo) -> None:
+        self._context = context
+        self._redact = redact
+        self._call = call
+
+    def _admit(self) -> bool:
+        if self._call.notifications >= MAX_NOTIFICATIONS_PER_CALL:
+            self._call.notifications_dropped += 1
+            return False
+        self._call.notifications += 1
+        return True
+
+    def _text(self, text: str) -> str:
+        return cap(strip_controls(self._redact(str(text))), MAX_NOTIFICATION_CHARS)
+
+    async def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
+        """Report progress (sent only if the client asked for it with a progress token)."""
+        numbers = [progress] if total is None else [progress, total]
+        if not all(isinstance(n, int | float) and math.isfinite(n) for n in numbers):
+            raise ValueError("progress and total must be finite numbers")
+        if self._admit():
+            text = None if message is None else self._text(message)
+            await self._context.report_progress(progress, total, text)
+
+    async def log(self, level: LoggingLevel, message: str) -> None:
+        """Send one log line at `level` (debug, info, notice, warning, error, critical, alert, emergency)."""
+        if level not in _LOG_LEVELS:
+            raise ValueError(f"unknown log level {level!r}; use one of {', '.join(_LOG_LEVELS)}")
+        ctx = self._context.request_context
+        if level not in _levels_for(ctx) or not self._admit():
+            return
+        params = LoggingMessageNotificationParams(level=level, data=self._text(message))
+        await ctx.session.send_notification(
+            LoggingMessageNotification(params=params), related_request_id=ctx.request_id
+        )
+
+    async def info(self, message: str) -> None:
+        await self.log("info", message)
+
+    async def warning(self, message: str) -> None:
+        await self.log("warning", message)
+
+
+def _session_state(ctx: ServerRequestContext[Any, Any]) -> dict[str, Any] | None:
+    # The connection's scratch state, which lives as long as the client's session (stdio, or an
+    # initialize-era HTTP session); the SDK keeps no public handle on it (mcp is pinned).
+    state = getattr(getattr(ctx.session, "_connection", None), "state", None)
+    return state if isinstance(state, dict) else None
+
+
+def _levels_for(ctx: ServerRequestContext[Any, Any]) -> frozenset[LoggingLevel]:
+    """The levels this request may receive: the 2026-07-28 per-request opt-in, or the session's setLevel."""
+    allowed = allowed_log_levels(ctx.protocol_version, ctx.meta)
+    state = _session_state(ctx)
+    chosen = state.get(_SESSION_LOG_LEVEL) if state is not None else None
+    if chosen in _LOG_LEVELS:
+        allowed &= frozenset(_LOG_LEVELS[_LOG_LEVELS.index(chosen) :])
+    return allowed
+
+
+async def handle_set_level(ctx: ServerRequestContext[Any, Any], params: SetLevelRequestParams) -> EmptyResult:
+    """logging/setLevel (initialize era): the least severe level Notify.log sends to this session."""
+    state = _session_state(ctx)
+    if state is not None:
+        state[_SESSION_LOG_LEVEL] = params.level
+    return EmptyResult()
+
+
+def _sdk_signature(fn: Callable[..., Any]) -> tuple[list[inspect.Parameter], dict[str, Any]]:
+    """fn's parameters and hints, resolved, as the SDK should see them: a Notify parameter becomes the
+    SDK's Context (which the SDK fills), one at most."""
+    hints = typing.get_type_hints(fn, include_extras=True)
+    injected = [name for name, hint in hints.items() if _is_context(hint)]
+    if len(injected) > 1:
+        raise TypeError(f"{fn.__name__}: take one Notify (or Context) parameter, not {injected}")
+    hints = {name: Context if hint is Notify else hint for name, hint in hints.items()}
+    params = [
+        p.replace(annotation=hints.get(p.name, p.annotation))
+        for p in inspect.signature(fn).parameters.values()
+    ]
+    return params, hints
+
+
+def _notify_parameter(fn: Callable[..., Any]) -> str | None:
+    hints = typing.get_type_hints(fn, include_extras=True)
+    return next((name for name, hint in hints.items() if hint is Notify), None)
 
 
 CONFIRMATION = "guard_confirmation"
@@ -169,7 +309,8 @@ class _CannotAsk(BaseModel):
 
 
 def _is_context(annotation: Any) -> bool:
-    return inspect.isclass(annotation) and issubclass(annotation, Context)
+    """The SDK's Context, or the guard's Notify (filled from it): never an argument of the client's."""
+    return inspect.isclass(annotation) and issubclass(annotation, (Context, Notify))
 
 
 def _is_resolved(annotation: Any) -> bool:
@@ -180,7 +321,7 @@ def _is_resolved(annotation: Any) -> bool:
 
 
 def _with_confirmation(
-    guarded: Callable[..., Awaitable[str]], fn: Callable[..., Any], tool: str, template: str | None
+    guarded: Callable[..., Awaitable[Any]], fn: Callable[..., Any], tool: str, template: str | None
 ) -> None:
     """Give `guarded` a parameter the SDK fills by asking the user (MCP elicitation) before it runs.
 
@@ -188,12 +329,8 @@ def _with_confirmation(
     request, or an input-required result and a retry); a client without elicitation gets no question
     and the tool is refused, never silently allowed.
     """
-    hints = typing.get_type_hints(fn, include_extras=True)
     # Resolved annotations: the SDK reads this signature outside the tool module's namespace.
-    params = [
-        p.replace(annotation=hints.get(p.name, p.annotation))
-        for p in inspect.signature(fn).parameters.values()
-    ]
+    params, hints = _sdk_signature(fn)
     names = [
         p.name for p in params if not (_is_context(hints.get(p.name)) or _is_resolved(hints.get(p.name)))
     ]
@@ -338,6 +475,30 @@ def _client_of(principal: Principal) -> dict[str, Any]:
     return {"client_id": principal.client_id} if principal.client_id else {}
 
 
+def _unmet_capability(call: CallInfo, exc: MCPError) -> MCPError | None:
+    """The SDK's -32021 for a resolver (sampling, roots, a question) the client did not declare: the
+    client's own limit, answered with the capabilities it lacks (the SDK's data), not as a tool failure.
+    The SDK's message names the resolver's module path: it is replaced."""
+    if exc.code != MISSING_REQUIRED_CLIENT_CAPABILITY:
+        return None
+    required = exc.data.get("requiredCapabilities") if isinstance(exc.data, dict) else None
+    names = ", ".join(sorted(required)) if isinstance(required, dict) else "a capability"
+    call.outcome = "input_validation_failed"
+    call.details = {"reason": "client lacks a capability the tool needs", "missing": names}
+    message = f"{call.tool} needs the client capability {names}, which this client did not declare."
+    return MCPError(exc.code, message, exc.data)
+
+
+def _notified(call: CallInfo) -> dict[str, Any]:
+    # How many notifications a call sent through Notify, and how many it tried past the cap.
+    if not call.notifications:
+        return {}
+    counts: dict[str, Any] = {"notifications": call.notifications}
+    if call.notifications_dropped:
+        counts["notifications_dropped"] = call.notifications_dropped
+    return counts
+
+
 def _error(message: str) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
 
@@ -367,6 +528,7 @@ class Guard:
         max_result_chars: int,
         max_in_flight: int,
         transport: str,
+        max_binary_bytes: int = DEFAULT_MAX_BINARY_BYTES,
     ) -> None:
         self.events = events
         self.limiter = limiter
@@ -375,6 +537,7 @@ class Guard:
         self._max_result_chars = max_result_chars
         self._max_in_flight = max_in_flight
         self._transport = transport
+        self._content = ContentGuard(events.redactor, max_result_chars, max_binary_bytes)
         # Calls running now, per principal; an entry is deleted when its last call ends.
         self._in_flight: dict[str, int] = {}
         self.policies: dict[str, ToolPolicy] = {}
@@ -383,6 +546,7 @@ class Guard:
         self._resources: dict[str, Resource] = {}
         self._templates: dict[str, ResourceTemplate] = {}
         self._prompts: dict[str, Prompt] = {}
+        self._subscriptions = Subscriptions()
 
     def tool(
         self,
@@ -400,8 +564,10 @@ class Guard:
         name: str | None = None,
         title: str | None = None,
         confirm_message: str | None = None,
-    ) -> Callable[[ToolFn[P]], ToolFn[P]]:
-        """Register an async tool that returns text.
+        media_types: Sequence[str] | None = None,
+        schema_keywords: Mapping[str, Any] | None = None,
+    ) -> Callable[[ToolFn[P, R]], ToolFn[P, R]]:
+        """Register an async tool that returns text, or MCP content blocks (images, audio, resources).
 
         `untrusted_output` names where results come from; they are then fenced as data.
         Every result is sanitised (security/redact.py): configured secrets are removed in any encoding, and
@@ -411,23 +577,43 @@ class Guard:
         (`confirm_message`, formatted with the arguments, is the question); without a yes it does not run.
         A parameter annotated `Annotated[T, Resolve(fn)]` is filled by the SDK (sampling, roots, a question
         of the tool's own), only from a client that declared the capability; it is not an argument.
+        Content blocks are checked by security/content.py: `media_types` lists the MIME types the
+        tool's images, audio and embedded resources may have (default: `DEFAULT_MEDIA_TYPES` there).
+        `schema_keywords` adds JSON Schema 2020-12 rules between arguments (`allOf`, `if`/`then`/`else`,
+        ...; security/schema.py) to the published schema; the guard enforces them too.
         """
+        allowed = _media_types(media_types)
 
-        def register(fn: ToolFn[P]) -> ToolFn[P]:
+        def register(fn: ToolFn[P, R]) -> ToolFn[P, R]:
             tool_name = name or fn.__name__
             if not inspect.iscoroutinefunction(fn):
                 raise TypeError(f"tool {tool_name!r} must be async so its timeout can cancel it")
             arguments = _arguments_model(tool_name, fn, resolvers=True)
             schema = arguments.model_json_schema()
             _check_bounded(tool_name, schema)
+            arguments_check = None
+            if schema_keywords is not None:
+                schema, arguments_check = with_keywords(tool_name, schema, schema_keywords)
+            notify = _notify_parameter(fn)
+
+            def redact(text: str) -> str:
+                return self.events.redactor.result_text(text, callers_own_data=callers_own_data)
 
             @functools.wraps(fn)
-            async def guarded(*args: P.args, **kwargs: P.kwargs) -> str:
+            async def guarded(*args: P.args, **kwargs: P.kwargs) -> str | list[ContentBlock]:
                 call = current_call()
                 try:
                     if destructive:
                         _check_confirmed(tool_name, kwargs.pop(CONFIRMATION, None))
+                    if notify is not None:  # the SDK filled it with its Context
+                        kwargs[notify] = Notify(typing.cast(Context, kwargs[notify]), redact, call)
                     result = await fn(*args, **kwargs)
+                    if not isinstance(result, str):
+                        return self._content.tool_result(tool_name, result, untrusted_output, allowed)
+                except ContentRefusedError as refusal:
+                    call.outcome = "tool_execution_failed"
+                    call.details = {"reason": refusal.details.pop("reason"), **refusal.details}
+                    raise ToolError(refusal.public_message) from None
                 except ToolRefusedError as refusal:
                     call.outcome = refusal.event
                     call.details = {"reason": refusal.public_message, **refusal.details}
@@ -443,6 +629,12 @@ class Guard:
 
             if destructive:
                 _with_confirmation(guarded, fn, tool_name, confirm_message)
+            elif notify is not None:
+                params, hints = _sdk_signature(fn)
+                guarded.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+                    params, return_annotation=hints.get("return", inspect.Signature.empty)
+                )
+                guarded.__annotations__ = hints
             annotations = ToolAnnotations(
                 title=title,
                 read_only_hint=read_only,
@@ -469,6 +661,7 @@ class Guard:
                 untrusted_output=untrusted_output,
                 arguments=arguments,
                 callers_own_data=callers_own_data,
+                arguments_check=arguments_check,
             )
             return fn
 
@@ -492,7 +685,7 @@ class Guard:
         if method == "prompts/get":
             prompt = self.surfaces.get(("prompt", name)) if isinstance(name, str) else None
             return Target(prompt, prompt.key) if prompt else None
-        if method == "resources/read":
+        if method in ("resources/read", "resources/subscribe", "resources/unsubscribe"):
             return self._resource_for(params.get("uri"))
         if method == "completion/complete":
             ref = params.get("ref")
@@ -551,18 +744,28 @@ class Guard:
         per_caller: bool = True,
         timeout: float | None = None,
         complete: Mapping[str, Completer] | None = None,
-    ) -> Callable[[TextFn], TextFn]:
+        media_types: Sequence[str] | None = None,
+    ) -> Callable[[ResourceFn], ResourceFn]:
         """Register an async resource that returns text: a static URI, or an RFC 6570 URI template.
 
         Each template variable is a parameter of the function, bounded like a tool argument; values
         with `..`, absolute paths, NUL, control characters or percent-encoding left after decoding are
         refused. `complete` maps a template variable to an async function that suggests values.
+        A resource that returns bytes is sent as a blob of `mime_type`, which must be one of
+        `media_types` (default: `DEFAULT_MEDIA_TYPES` in security/content.py); security/content.py checks it.
         """
+        allowed = _media_types(media_types)
 
-        def register(fn: TextFn) -> TextFn:
+        def register(fn: ResourceFn) -> ResourceFn:
             item = name or fn.__name__
             arguments = self._surface_arguments("resource", item, fn)
-            guarded = self._guarded_text("resource", item, fn, untrusted_output)
+            guarded = self._guarded_text(
+                "resource",
+                item,
+                fn,
+                untrusted_output,
+                lambda result: self._content.resource_bytes(item, result, mime_type, allowed),
+            )
             variables = set(UriTemplate.parse(uri).variable_names)
             if variables != set(arguments.model_fields):
                 raise TypeError(
@@ -619,17 +822,27 @@ class Guard:
         per_caller: bool = True,
         timeout: float | None = None,
         complete: Mapping[str, Completer] | None = None,
-    ) -> Callable[[TextFn], TextFn]:
-        """Register an async prompt that returns its text (one user message).
+        media_types: Sequence[str] | None = None,
+    ) -> Callable[[PromptFn], PromptFn]:
+        """Register an async prompt that returns its text (one user message), or messages.
 
         Arguments are bounded and validated like a tool's. `complete` maps an argument name to an
-        async function that suggests values for it (`completion/complete`).
+        async function that suggests values for it (`completion/complete`). Messages (or bare content
+        blocks, one user message each) may carry images, audio and embedded resources, checked by
+        security/content.py against `media_types` like a tool's.
         """
+        allowed = _media_types(media_types)
 
-        def register(fn: TextFn) -> TextFn:
+        def register(fn: PromptFn) -> PromptFn:
             item = name or fn.__name__
             arguments = self._surface_arguments("prompt", item, fn)
-            guarded = self._guarded_text("prompt", item, fn, untrusted_output)
+            guarded = self._guarded_text(
+                "prompt",
+                item,
+                fn,
+                untrusted_output,
+                lambda result: self._content.prompt_messages(item, result, untrusted_output, allowed),
+            )
             prompt = Prompt.from_function(
                 guarded, name=item, title=title, description=description or inspect.getdoc(fn)
             )
@@ -673,6 +886,8 @@ class Guard:
     def _surface_arguments(self, kind: str, item: str, fn: Callable[..., Any]) -> type[BaseModel]:
         if not inspect.iscoroutinefunction(fn):
             raise TypeError(f"{kind} {item!r} must be async so its timeout can cancel it")
+        if _notify_parameter(fn) is not None:
+            raise TypeError(f"{kind} {item!r}: Notify is for tools (a read or a get answers at once)")
         arguments = _arguments_model(item, fn)
         _check_bounded(item, arguments.model_json_schema(), kind=kind)
         return arguments
@@ -711,15 +926,29 @@ class Guard:
         )
 
     def _guarded_text(
-        self, kind: str, item: str, fn: Callable[..., Awaitable[str]], untrusted_output: str | None
-    ) -> Callable[..., Awaitable[str]]:
-        """The function the SDK calls: refusals and failures become short MCP errors, results are finished."""
+        self,
+        kind: str,
+        item: str,
+        fn: Callable[..., Awaitable[Any]],
+        untrusted_output: str | None,
+        finish_content: Callable[[Any], Any],
+    ) -> Callable[..., Awaitable[Any]]:
+        """The function the SDK calls: refusals and failures become short MCP errors, results are finished.
+
+        `finish_content` checks a result that is not text (security/content.py).
+        """
 
         @functools.wraps(fn)
-        async def guarded(*args: Any, **kwargs: Any) -> str:
+        async def guarded(*args: Any, **kwargs: Any) -> Any:
             call = current_call()
             try:
                 result = await fn(*args, **kwargs)
+                if not isinstance(result, str):
+                    return finish_content(result)
+            except ContentRefusedError as refusal:
+                call.outcome = "failed"
+                call.details = {"reason": refusal.details.pop("reason"), **refusal.details}
+                raise MCPError(INTERNAL_ERROR, refusal.public_message) from None
             except ToolRefusedError as refusal:
                 call.outcome = refusal.event
                 call.details = {"reason": refusal.public_message, **refusal.details}
@@ -753,6 +982,57 @@ class Guard:
             return fence(result, untrusted_output, self._max_result_chars)
         return cap(result, self._max_result_chars)
 
+    # ---- resource subscriptions (initialize era) ---------------------------
+
+    async def resource_updated(self, uri: str) -> int:
+        """Tell the sessions subscribed to `uri` (resources/subscribe) that it changed; how many were told.
+
+        Call it after your code changes what a guarded resource returns. Only the URI is sent: a client
+        reads the resource again, through the guard.
+        """
+        return await self._subscriptions.updated(uri)
+
+    async def handle_subscribe(
+        self, ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams
+    ) -> EmptyResult:
+        """resources/subscribe, after the middleware admitted it like a read."""
+        session = session_of(ctx)
+        principal, client = self._caller(ctx)
+        identifier = principal.id if principal else client
+        if session is None:
+            raise await self._deny_error(
+                INVALID_REQUEST,
+                "input_validation_failed",
+                "low",
+                identifier,
+                None,
+                str(ctx.request_id),
+                "resources/subscribe needs a session to send updates on: initialize and accept SSE "
+                "(sessions on, MCP_SESSIONS=true), or use stdio.",
+                reason="subscription without a session",
+            )
+        if not self._subscriptions.add(session, params.uri):
+            raise await self._deny_error(
+                INVALID_REQUEST,
+                "rate_limit_exceeded",
+                "medium",
+                identifier,
+                None,
+                str(ctx.request_id),
+                f"This session already has {MAX_SUBSCRIPTIONS} subscriptions; unsubscribe from one first.",
+                reason="subscriptions per session",
+                limit=MAX_SUBSCRIPTIONS,
+            )
+        return EmptyResult()
+
+    async def handle_unsubscribe(
+        self, ctx: ServerRequestContext[Any, Any], params: UnsubscribeRequestParams
+    ) -> EmptyResult:
+        session = session_of(ctx)
+        if session is not None:
+            self._subscriptions.remove(session, params.uri)
+        return EmptyResult()
+
     # ---- enforcement -------------------------------------------------------
 
     async def middleware(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
@@ -772,6 +1052,8 @@ class Guard:
             return await self._get_prompt(ctx, call_next)
         if ctx.method == "completion/complete":
             return await self._complete(ctx, call_next)
+        if ctx.method in _SUBSCRIPTION_METHODS and ctx.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS:
+            return await self._subscription(ctx, call_next)  # 2026-07-28 removed them: the SDK's 404
         return await self._other_request(ctx, call_next)
 
     async def _refuse_notification(self, ctx: ServerRequestContext[Any, Any]) -> None:
@@ -871,6 +1153,10 @@ class Guard:
                 message,
                 problems=problems,
             )
+        if policy.arguments_check is not None:
+            refused = await self._check_rules(policy, raw_arguments, identifier, request_id)
+            if refused is not None:
+                return refused
         refusal = await self._check_limits(
             ("tool", policy.name, policy.rate_limit, policy.per_caller),
             principal,
@@ -885,6 +1171,22 @@ class Guard:
         return await self._run(ctx, call_next, policy, principal, client, request_id, raw_arguments)
 
     async def _read_resource(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        policy, values, principal, client, request_id = await self._resource_target(ctx)
+        return await self._checked_surface(ctx, call_next, policy, principal, client, request_id, values)
+
+    async def _subscription(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        """resources/subscribe and unsubscribe: a resource served here, a caller allowed to read it."""
+        policy, _, principal, client, request_id = await self._resource_target(ctx)
+        principal = await self._admit(policy, principal, client, request_id)
+        refusal = await self._check_limits(None, principal, principal.id, request_id, _counted(ctx))
+        if refusal is not None:
+            raise MCPError(INVALID_REQUEST, refusal)
+        return await call_next(ctx)
+
+    async def _resource_target(
+        self, ctx: ServerRequestContext[Any, Any]
+    ) -> tuple[SurfacePolicy, Mapping[str, Any], Principal | None, str, str]:
+        """The resource or template a request's URI names, or a recorded -32602 refusal is raised."""
         params = ctx.params or {}
         uri = params.get("uri")
         principal, client = self._caller(ctx)
@@ -920,7 +1222,7 @@ class Guard:
                 f"Invalid URI for {policy.name}: {refused.split(':')[0]} is not allowed there.",
                 problems=[refused],
             )
-        return await self._checked_surface(ctx, call_next, policy, principal, client, request_id, values)
+        return policy, values, principal, client, request_id
 
     async def _get_prompt(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         params = ctx.params or {}
@@ -1154,6 +1456,23 @@ class Guard:
             ]
         return CompleteResult(completion=Completion(values=values, has_more=False))
 
+    async def _check_rules(
+        self, policy: ToolPolicy, raw_arguments: Any, identifier: str, request_id: str
+    ) -> CallToolResult | None:
+        """The refusal of a call that breaks a rule of the tool's schema_keywords, else None."""
+        broken = policy.arguments_check(raw_arguments) if policy.arguments_check else []
+        if not broken:
+            return None
+        return await self._refuse(
+            "input_validation_failed",
+            "low",
+            identifier,
+            policy.name,
+            request_id,
+            f"Invalid arguments for {policy.name}: breaks the schema rule {'; '.join(broken[:10])}",
+            problems=broken,
+        )
+
     def _validation_message(self, item: str, exc: ValidationError) -> tuple[str, list[str]]:
         message, problems = _safe_validation_message(item, exc)
         # Field names come from the caller too (an unexpected key): scrub them like any value.
@@ -1204,6 +1523,7 @@ class Guard:
         timeout = policy.timeout or self._default_timeout
         started = time.perf_counter()
         self._in_flight[principal.id] = self._in_flight.get(principal.id, 0) + 1
+        unmet: MCPError | None = None
         try:
             with anyio.move_on_after(timeout) as scope:
                 result = await call_next(ctx)
@@ -1214,6 +1534,13 @@ class Guard:
             elif _asks_for_input(result):
                 # A destructive tool asked the user; the client answers by calling again.
                 call.outcome = "input_required"
+        except MCPError as exc:
+            unmet, result = _unmet_capability(call, exc), None
+            if unmet is None:
+                call.outcome = "tool_execution_failed"
+                call.details = {"error": type(exc).__name__}
+                log.exception("tools/call %s failed outside the tool", policy.name)
+                result = _error(f"{policy.name} failed; the error was logged on the server")
         except (AuditUnavailableError, RateLimitUnavailableError) as exc:
             call.outcome = "tool_execution_failed"
             call.details = {"reason": type(exc).__name__}
@@ -1229,7 +1556,8 @@ class Guard:
                 del self._in_flight[principal.id]
             _current.reset(token)
         duration_ms = round((time.perf_counter() - started) * 1000, 2)
-        result = self.events.redactor.result(result, callers_own_data=policy.callers_own_data)
+        if unmet is None:
+            result = self.events.redactor.result(result, callers_own_data=policy.callers_own_data)
         if call.outcome == "ok" and _is_error(result):
             # An error result the tool did not report (e.g. the SDK's own argument checks).
             call.outcome = "tool_execution_failed"
@@ -1251,10 +1579,13 @@ class Guard:
                 outcome=call.outcome if call.outcome != "ok" else "ok",
                 duration_ms=duration_ms,
                 arguments=self.events.redactor.summary(raw_arguments),
+                **_notified(call),
                 **call.details,
             )
         except AuditUnavailableError:
             return _error("The audit trail is unavailable, so the result is withheld; try again later.")
+        if unmet is not None:
+            raise unmet
         return result
 
     async def _check_limits(
