@@ -29,7 +29,8 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import get_default_environment
 from mcp.client.streamable_http import streamable_http_client
 
-from support import TEMPLATE_ROOT, Venv, free_port, jsonrpc, package_of, read_env_file, running_server
+from support import (ANSWER_SETS, TEMPLATE_ROOT, Venv, free_port, jsonrpc, package_of, read_env_file, render,
+                     running_server)
 from support import claude_code
 from support.node import NODE_BIN, node_env
 from support.oidc import OidcProvider
@@ -51,6 +52,26 @@ def test_rendered_readme_follows_the_block_convention(answers: str, rendered: Ca
     for block in blocks(readme):
         if INSPECTOR in block.body:
             assert f"{INSPECTOR}{pinned_inspector()} " in block.body  # the version the tests run
+
+
+RUN_AS_WRITTEN = ("both", "stdio", "oauth")  # the renders whose READMEs the tests below execute
+
+
+def test_every_answer_sets_runnable_blocks_are_among_those_executed(tmp_path: Path) -> None:
+    """A block that only another answer set renders (http_all, http_none) would run in no test."""
+    runnable: dict[str, set[str]] = {}
+    for name, answers in ANSWER_SETS.items():
+        project = render(answers, tmp_path / name, skip_tasks=True)
+        command, package = package_of(project)
+        runnable[name] = set()
+        for block in blocks((project / "README.md").read_text()):
+            if block.lang in EXECUTED and block.skip is None:
+                text = shell_text(block).replace(command, "SLUG").replace(package, "PKG")
+                # Shell blocks by command (a block of both lines' Inspector runs each one), Python as a whole.
+                runnable[name] |= {text} if block.lang == "python" else set(text.replace("\\\n", "").splitlines())
+    executed = set().union(*(runnable[name] for name in RUN_AS_WRITTEN))
+    for name, found in runnable.items():
+        assert found <= executed, (name, found - executed)
 
 
 @dataclass
