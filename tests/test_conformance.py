@@ -22,13 +22,25 @@ import yaml
 from mcp.types import PromptReference
 
 from support import BASE, TEMPLATE_ROOT, Server, Venv, free_port, http_client, read_env_file, render, running_server
-from support.conformance_fixtures import SOURCE
+from support import text_of
+from support.conformance_fixtures import CONTENT_SOURCE, SOURCE
 from support.node import run_node_tool
 from support.proxy import running_proxy
-from support.tooling import add_tool_module
+from support.tooling import add_tool_module, all_events
 
 BASELINE = TEMPLATE_ROOT / "tests" / "conformance-expected-failures.yml"
 ERAS = ("2026-07-28", "2025-11-25")
+# s5e: content through the guard (security/content.py) and a schema with 2020-12 rules (schema_keywords).
+S5E_CONTENT = {
+    "tools-call-image",
+    "tools-call-audio",
+    "tools-call-embedded-resource",
+    "tools-call-mixed-content",
+    "resources-read-binary",
+    "prompts-get-embedded-resource",
+    "prompts-get-with-image",
+    "json-schema-2020-12",
+}
 # Scenarios whose pass here is real: each must report at least one check and all of them SUCCESS.
 MUST_PASS = {
     "2026-07-28": {
@@ -52,7 +64,7 @@ MUST_PASS = {
         "resources-templates-read",
         "prompts-get-simple",
         "prompts-get-with-args",
-    },
+    } | S5E_CONTENT,
     "2025-11-25": {
         "server-initialize",
         "ping",
@@ -70,7 +82,7 @@ MUST_PASS = {
         "resources-templates-read",
         "prompts-get-simple",
         "prompts-get-with-args",
-    },
+    } | S5E_CONTENT,
 }
 
 
@@ -80,6 +92,7 @@ def proxied(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
                "sample_tools": []}
     project = render(answers, tmp_path_factory.mktemp("conformance-project") / "project")
     add_tool_module(project, "conformance_fixtures", SOURCE)
+    add_tool_module(project, "conformance_content", CONTENT_SOURCE)  # s5e: images, audio, blobs
     venv.install(project)
     env = read_env_file(project)
     proxy_port = free_port()
@@ -184,3 +197,36 @@ async def test_completion_completes_tool_names(proxied: tuple[Server, str]) -> N
         prompt = await client.get_prompt("use_tools_safely", {"tool": "whoami"})
     assert result.completion.values == ["whoami"]
     assert "whoami" in prompt.messages[0].content.text  # type: ignore[union-attr]
+
+
+# ---- s5e: content and JSON Schema 2020-12 fixtures -------------------------------------------------
+
+
+def test_content_passes_went_through_the_guard(suite_run: tuple[str, int, str, dict[str, Any]],
+                                               proxied: tuple[Server, str]) -> None:
+    """The content scenarios passed on our fixtures' answers, each one a guarded call in the audit trail."""
+    _, _, _, checks = suite_run
+    server, _ = proxied
+    assert "Embedded resource content for testing." in json.dumps(checks["prompts-get-embedded-resource"])
+    assert {"mimeType": "image/png", "hasData": True} == checks["tools-call-image"][0]["details"]
+    admin = server.env["MCP_ADMIN_API_KEYS"].split(",")[0]
+    trail = all_events(server, admin)
+    called = {e["tool"] for e in trail if e["event"] == "tool_called"}
+    assert {"test_image_content", "test_audio_content", "test_embedded_resource",
+            "test_multiple_content_types"} <= called
+    read = {e["tool"] for e in trail if e["event"] in ("resource_read", "prompt_retrieved")}
+    assert {"static_binary", "test_prompt_with_embedded_resource", "test_prompt_with_image"} <= read
+
+
+@pytest.mark.anyio
+async def test_the_json_schema_rules_are_enforced(proxied: tuple[Server, str]) -> None:
+    """What json_schema_2020_12_tool publishes (if contactMethod is phone then phone) the guard holds."""
+    server, _ = proxied
+    async with http_client(server.url, server.env["MCP_API_KEYS"]) as client:
+        tool = next(t for t in (await client.list_tools()).tools if t.name == "json_schema_2020_12_tool")
+        broken = await client.call_tool("json_schema_2020_12_tool", {"contactMethod": "phone", "email": "a@b.c"})
+        kept = await client.call_tool("json_schema_2020_12_tool", {"contactMethod": "phone", "phone": "123"})
+    assert tool.input_schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert tool.input_schema["properties"]["phone"]["anyOf"][0]["maxLength"] == 200  # still bounded
+    assert broken.is_error and "breaks the schema rule then/required" in text_of(broken)
+    assert not kept.is_error, text_of(kept)

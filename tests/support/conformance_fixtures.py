@@ -74,3 +74,114 @@ def register(guard: Guard, settings: Settings) -> None:
         """A prompt with two arguments (conformance fixture)."""
         return f"Prompt with arguments: arg1={arg1!r}, arg2={arg2!r}"
 '''
+
+
+# ---- s5e: content fixtures (images, audio, embedded resources, blobs), a module of their own ---------
+# Registered as tools/conformance_content.py: every binary part passes security/content.py (MIME type
+# allowed, valid base64, signature, MCP_MAX_BINARY_BYTES, no configured secret), every text is fenced
+# or capped and sanitised, exactly as for a user's tool.
+CONTENT_SOURCE = '''"""Content fixtures of the MCP conformance suite (test-only)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Annotated
+
+from typing import Literal
+
+from mcp.server.mcpserver import Message, UserMessage
+from mcp.types import AudioContent, ContentBlock, EmbeddedResource, ImageContent, TextContent, TextResourceContents
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..security.guard import Guard
+from ..settings import Settings
+
+# A 1x1 PNG and a 1 ms WAV (8 kHz, 8-bit mono), both real files.
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
+WAV = "UklGRiwAAABXQVZFZm10IBAAAAABAAEAQB8AAEAfAAABAAgAZGF0YQgAAACAgICAgICAgA=="
+
+
+Short = Annotated[str, Field(max_length=200)]
+
+
+class address(BaseModel):  # noqa: N801 (the suite looks for the definition "address")
+    """A postal address; its schema definition carries an $anchor (JSON Schema 2020-12)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"$anchor": "addressDef"})
+    street: Short | None = None
+    city: Short | None = None
+
+
+# The suite's cross-field rules: a phone or an email, and the phone when contactMethod is phone.
+CONTACT_RULES = {
+    "allOf": [{"anyOf": [{"required": ["phone"]}, {"required": ["email"]}]}],
+    "if": {"properties": {"contactMethod": {"const": "phone"}}, "required": ["contactMethod"]},
+    "then": {"required": ["phone"]},
+    "else": {"required": ["email"]},
+}
+
+
+def image() -> ImageContent:
+    return ImageContent(type="image", data=PNG, mime_type="image/png")
+
+
+def embedded(uri: str, text: str, mime_type: str = "text/plain") -> EmbeddedResource:
+    return EmbeddedResource(type="resource", resource=TextResourceContents(uri=uri, mime_type=mime_type, text=text))
+
+
+def register(guard: Guard, settings: Settings) -> None:
+    @guard.tool(read_only=True, name="test_image_content")
+    async def image_content() -> ImageContent:
+        """Return a PNG image (conformance fixture)."""
+        return image()
+
+    @guard.tool(read_only=True, name="test_audio_content")
+    async def audio_content() -> AudioContent:
+        """Return a WAV sound (conformance fixture)."""
+        return AudioContent(type="audio", data=WAV, mime_type="audio/wav")
+
+    @guard.tool(read_only=True, name="test_embedded_resource")
+    async def embedded_resource() -> EmbeddedResource:
+        """Return an embedded text resource (conformance fixture)."""
+        return embedded("test://embedded-resource", "This is an embedded resource content.")
+
+    @guard.tool(read_only=True, name="test_multiple_content_types")
+    async def multiple_content_types() -> list[ContentBlock]:
+        """Return text, an image and an embedded resource (conformance fixture)."""
+        data = json.dumps({"test": "data", "value": 123})
+        return [
+            TextContent(type="text", text="Multiple content types test:"),
+            image(),
+            embedded("test://mixed-content-resource", data, "application/json"),
+        ]
+
+    @guard.resource("test://static-binary", name="static_binary", mime_type="image/png")
+    async def static_binary() -> bytes:
+        """A fixed PNG resource, read as a blob (conformance fixture)."""
+        return base64.b64decode(PNG)
+
+    @guard.prompt(name="test_prompt_with_embedded_resource")
+    async def prompt_with_embedded_resource(resourceUri: Annotated[str, Field(max_length=200)]) -> list[Message]:  # noqa: N803
+        """A prompt that embeds a resource (conformance fixture; the suite names the argument)."""
+        return [
+            UserMessage(embedded(resourceUri, "Embedded resource content for testing.")),
+            UserMessage("Please process the embedded resource above."),
+        ]
+
+    @guard.tool(read_only=True, name="json_schema_2020_12_tool", schema_keywords=CONTACT_RULES)
+    async def json_schema_tool(
+        name: Short | None = None,
+        address: address | None = None,
+        contactMethod: Literal["phone", "email"] | None = None,  # noqa: N803
+        phone: Short | None = None,
+        email: Short | None = None,
+    ) -> str:
+        """Take a contact whose rules are JSON Schema 2020-12 keywords (conformance fixture)."""
+        return "ok"
+
+    @guard.prompt(name="test_prompt_with_image")
+    async def prompt_with_image() -> list[Message]:
+        """A prompt with an image (conformance fixture)."""
+        return [UserMessage(image()), UserMessage("Please analyze the image above.")]
+'''

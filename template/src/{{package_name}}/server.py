@@ -62,6 +62,7 @@ def build_guard(settings: Settings, services: Services) -> Guard:
         default_limit=settings.rate_limit,
         default_timeout=settings.tool_timeout_seconds,
         max_result_chars=settings.max_result_chars,
+        max_binary_bytes=settings.max_binary_bytes,
         max_in_flight=settings.max_calls_in_flight,
         transport=settings.transport,
     )

@@ -98,6 +98,8 @@ class Settings(ToolSettings, BaseSettings):
     rate_limit_storage: str = "memory://"
     tool_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     max_result_chars: int = Field(default=100_000, ge=1_000, le=10_000_000)
+    # Images, audio and file blobs in one result, decoded; a larger result is refused, never cut.
+    max_binary_bytes: int = Field(default=1_048_576, ge=1_024, le=64 * 1_048_576)
     max_calls_in_flight: int = Field(default=8, ge=1, le=1_000)
     # Sessions for initialize-era HTTP clients (consent needs a back channel); off: stateless for all.
     sessions: bool = True

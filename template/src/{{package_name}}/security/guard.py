@@ -21,7 +21,7 @@ import time
 import typing
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, ParamSpec
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 import anyio
 from limits import RateLimitItem
@@ -48,6 +48,7 @@ from mcp.types import (
     CompleteRequestParams,
     CompleteResult,
     Completion,
+    ContentBlock,
     InputRequiredResult,
     PromptReference,
     TextContent,
@@ -55,14 +56,27 @@ from mcp.types import (
 )
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from .content import (
+    DEFAULT_MAX_BINARY_BYTES,
+    ContentGuard,
+    ContentRefusedError,
+    PromptOutput,
+    ResourceOutput,
+    ToolOutput,
+)
+from .content import media_types as _media_types
 from .events import AuditUnavailableError, SecurityEvents, Severity
 from .principal import LOCAL_USER, Principal
 from .ratelimit import PRINCIPAL_COUNTED, RateLimiter, RateLimitUnavailableError
+from .schema import ArgumentsCheck, with_keywords
 from .text import cap, fence, strip_controls
 
 P = ParamSpec("P")
-ToolFn = Callable[P, Awaitable[str]]
-TextFn = Callable[..., Awaitable[str]]
+# What a guarded function may return: text, or content blocks checked by security/content.py.
+R = TypeVar("R", bound=ToolOutput)
+ToolFn = Callable[P, Awaitable[R]]
+ResourceFn = TypeVar("ResourceFn", bound=Callable[..., Awaitable[ResourceOutput]])
+PromptFn = TypeVar("PromptFn", bound=Callable[..., Awaitable[PromptOutput]])
 # Suggests values for one argument from what the user typed so far.
 Completer = Callable[[str], Awaitable[Sequence[str]]]
 Surface = Literal["resource", "resource_template", "prompt"]
@@ -113,6 +127,8 @@ class ToolPolicy:
     untrusted_output: str | None
     arguments: type[BaseModel]
     callers_own_data: bool = False
+    # The cross-field rules of `schema_keywords` (security/schema.py), checked after the model.
+    arguments_check: ArgumentsCheck | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +196,7 @@ def _is_resolved(annotation: Any) -> bool:
 
 
 def _with_confirmation(
-    guarded: Callable[..., Awaitable[str]], fn: Callable[..., Any], tool: str, template: str | None
+    guarded: Callable[..., Awaitable[Any]], fn: Callable[..., Any], tool: str, template: str | None
 ) -> None:
     """Give `guarded` a parameter the SDK fills by asking the user (MCP elicitation) before it runs.
 
@@ -367,6 +383,7 @@ class Guard:
         max_result_chars: int,
         max_in_flight: int,
         transport: str,
+        max_binary_bytes: int = DEFAULT_MAX_BINARY_BYTES,
     ) -> None:
         self.events = events
         self.limiter = limiter
@@ -375,6 +392,7 @@ class Guard:
         self._max_result_chars = max_result_chars
         self._max_in_flight = max_in_flight
         self._transport = transport
+        self._content = ContentGuard(events.redactor, max_result_chars, max_binary_bytes)
         # Calls running now, per principal; an entry is deleted when its last call ends.
         self._in_flight: dict[str, int] = {}
         self.policies: dict[str, ToolPolicy] = {}
@@ -400,8 +418,10 @@ class Guard:
         name: str | None = None,
         title: str | None = None,
         confirm_message: str | None = None,
-    ) -> Callable[[ToolFn[P]], ToolFn[P]]:
-        """Register an async tool that returns text.
+        media_types: Sequence[str] | None = None,
+        schema_keywords: Mapping[str, Any] | None = None,
+    ) -> Callable[[ToolFn[P, R]], ToolFn[P, R]]:
+        """Register an async tool that returns text, or MCP content blocks (images, audio, resources).
 
         `untrusted_output` names where results come from; they are then fenced as data.
         Every result is sanitised (security/redact.py): configured secrets are removed in any encoding, and
@@ -411,23 +431,37 @@ class Guard:
         (`confirm_message`, formatted with the arguments, is the question); without a yes it does not run.
         A parameter annotated `Annotated[T, Resolve(fn)]` is filled by the SDK (sampling, roots, a question
         of the tool's own), only from a client that declared the capability; it is not an argument.
+        Content blocks are checked by security/content.py: `media_types` lists the MIME types the
+        tool's images, audio and embedded resources may have (default: `DEFAULT_MEDIA_TYPES` there).
+        `schema_keywords` adds JSON Schema 2020-12 rules between arguments (`allOf`, `if`/`then`/`else`,
+        ...; security/schema.py) to the published schema; the guard enforces them too.
         """
+        allowed = _media_types(media_types)
 
-        def register(fn: ToolFn[P]) -> ToolFn[P]:
+        def register(fn: ToolFn[P, R]) -> ToolFn[P, R]:
             tool_name = name or fn.__name__
             if not inspect.iscoroutinefunction(fn):
                 raise TypeError(f"tool {tool_name!r} must be async so its timeout can cancel it")
             arguments = _arguments_model(tool_name, fn, resolvers=True)
             schema = arguments.model_json_schema()
             _check_bounded(tool_name, schema)
+            arguments_check = None
+            if schema_keywords is not None:
+                schema, arguments_check = with_keywords(tool_name, schema, schema_keywords)
 
             @functools.wraps(fn)
-            async def guarded(*args: P.args, **kwargs: P.kwargs) -> str:
+            async def guarded(*args: P.args, **kwargs: P.kwargs) -> str | list[ContentBlock]:
                 call = current_call()
                 try:
                     if destructive:
                         _check_confirmed(tool_name, kwargs.pop(CONFIRMATION, None))
                     result = await fn(*args, **kwargs)
+                    if not isinstance(result, str):
+                        return self._content.tool_result(tool_name, result, untrusted_output, allowed)
+                except ContentRefusedError as refusal:
+                    call.outcome = "tool_execution_failed"
+                    call.details = {"reason": refusal.details.pop("reason"), **refusal.details}
+                    raise ToolError(refusal.public_message) from None
                 except ToolRefusedError as refusal:
                     call.outcome = refusal.event
                     call.details = {"reason": refusal.public_message, **refusal.details}
@@ -469,6 +503,7 @@ class Guard:
                 untrusted_output=untrusted_output,
                 arguments=arguments,
                 callers_own_data=callers_own_data,
+                arguments_check=arguments_check,
             )
             return fn
 
@@ -551,18 +586,28 @@ class Guard:
         per_caller: bool = True,
         timeout: float | None = None,
         complete: Mapping[str, Completer] | None = None,
-    ) -> Callable[[TextFn], TextFn]:
+        media_types: Sequence[str] | None = None,
+    ) -> Callable[[ResourceFn], ResourceFn]:
         """Register an async resource that returns text: a static URI, or an RFC 6570 URI template.
 
         Each template variable is a parameter of the function, bounded like a tool argument; values
         with `..`, absolute paths, NUL, control characters or percent-encoding left after decoding are
         refused. `complete` maps a template variable to an async function that suggests values.
+        A resource that returns bytes is sent as a blob of `mime_type`, which must be one of
+        `media_types` (default: `DEFAULT_MEDIA_TYPES` in security/content.py); security/content.py checks it.
         """
+        allowed = _media_types(media_types)
 
-        def register(fn: TextFn) -> TextFn:
+        def register(fn: ResourceFn) -> ResourceFn:
             item = name or fn.__name__
             arguments = self._surface_arguments("resource", item, fn)
-            guarded = self._guarded_text("resource", item, fn, untrusted_output)
+            guarded = self._guarded_text(
+                "resource",
+                item,
+                fn,
+                untrusted_output,
+                lambda result: self._content.resource_bytes(item, result, mime_type, allowed),
+            )
             variables = set(UriTemplate.parse(uri).variable_names)
             if variables != set(arguments.model_fields):
                 raise TypeError(
@@ -619,17 +664,27 @@ class Guard:
         per_caller: bool = True,
         timeout: float | None = None,
         complete: Mapping[str, Completer] | None = None,
-    ) -> Callable[[TextFn], TextFn]:
-        """Register an async prompt that returns its text (one user message).
+        media_types: Sequence[str] | None = None,
+    ) -> Callable[[PromptFn], PromptFn]:
+        """Register an async prompt that returns its text (one user message), or messages.
 
         Arguments are bounded and validated like a tool's. `complete` maps an argument name to an
-        async function that suggests values for it (`completion/complete`).
+        async function that suggests values for it (`completion/complete`). Messages (or bare content
+        blocks, one user message each) may carry images, audio and embedded resources, checked by
+        security/content.py against `media_types` like a tool's.
         """
+        allowed = _media_types(media_types)
 
-        def register(fn: TextFn) -> TextFn:
+        def register(fn: PromptFn) -> PromptFn:
             item = name or fn.__name__
             arguments = self._surface_arguments("prompt", item, fn)
-            guarded = self._guarded_text("prompt", item, fn, untrusted_output)
+            guarded = self._guarded_text(
+                "prompt",
+                item,
+                fn,
+                untrusted_output,
+                lambda result: self._content.prompt_messages(item, result, untrusted_output, allowed),
+            )
             prompt = Prompt.from_function(
                 guarded, name=item, title=title, description=description or inspect.getdoc(fn)
             )
@@ -711,15 +766,29 @@ class Guard:
         )
 
     def _guarded_text(
-        self, kind: str, item: str, fn: Callable[..., Awaitable[str]], untrusted_output: str | None
-    ) -> Callable[..., Awaitable[str]]:
-        """The function the SDK calls: refusals and failures become short MCP errors, results are finished."""
+        self,
+        kind: str,
+        item: str,
+        fn: Callable[..., Awaitable[Any]],
+        untrusted_output: str | None,
+        finish_content: Callable[[Any], Any],
+    ) -> Callable[..., Awaitable[Any]]:
+        """The function the SDK calls: refusals and failures become short MCP errors, results are finished.
+
+        `finish_content` checks a result that is not text (security/content.py).
+        """
 
         @functools.wraps(fn)
-        async def guarded(*args: Any, **kwargs: Any) -> str:
+        async def guarded(*args: Any, **kwargs: Any) -> Any:
             call = current_call()
             try:
                 result = await fn(*args, **kwargs)
+                if not isinstance(result, str):
+                    return finish_content(result)
+            except ContentRefusedError as refusal:
+                call.outcome = "failed"
+                call.details = {"reason": refusal.details.pop("reason"), **refusal.details}
+                raise MCPError(INTERNAL_ERROR, refusal.public_message) from None
             except ToolRefusedError as refusal:
                 call.outcome = refusal.event
                 call.details = {"reason": refusal.public_message, **refusal.details}
@@ -871,6 +940,10 @@ class Guard:
                 message,
                 problems=problems,
             )
+        if policy.arguments_check is not None:
+            refused = await self._check_rules(policy, raw_arguments, identifier, request_id)
+            if refused is not None:
+                return refused
         refusal = await self._check_limits(
             ("tool", policy.name, policy.rate_limit, policy.per_caller),
             principal,
@@ -1153,6 +1226,23 @@ class Guard:
                 strip_controls(str(v))[:MAX_COMPLETION_CHARS] for v in list(suggested)[:MAX_COMPLETIONS]
             ]
         return CompleteResult(completion=Completion(values=values, has_more=False))
+
+    async def _check_rules(
+        self, policy: ToolPolicy, raw_arguments: Any, identifier: str, request_id: str
+    ) -> CallToolResult | None:
+        """The refusal of a call that breaks a rule of the tool's schema_keywords, else None."""
+        broken = policy.arguments_check(raw_arguments) if policy.arguments_check else []
+        if not broken:
+            return None
+        return await self._refuse(
+            "input_validation_failed",
+            "low",
+            identifier,
+            policy.name,
+            request_id,
+            f"Invalid arguments for {policy.name}: breaks the schema rule {'; '.join(broken[:10])}",
+            problems=broken,
+        )
 
     def _validation_message(self, item: str, exc: ValidationError) -> tuple[str, list[str]]:
         message, problems = _safe_validation_message(item, exc)

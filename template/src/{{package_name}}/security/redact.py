@@ -156,6 +156,12 @@ _NO_SPACE = dict.fromkeys(c for c in range(0x3001) if chr(c).isspace())
 _B64_TWIN = {"+": "-", "/": "_"}
 
 
+def _byte_forms(needles: tuple[str, ...]) -> tuple[bytes, ...]:
+    """Each needle as UTF-8 and as UTF-16 (little-endian without its last NUL, so big-endian matches too)."""
+    forms = [f for n in needles for f in (n.encode(), n.encode("utf-16-le").removesuffix(b"\x00"))]
+    return tuple(dict.fromkeys(forms))
+
+
 class _SecretScanner:
     """Finds and removes every configured secret, in every form `_KnownSecret` lists."""
 
@@ -168,6 +174,7 @@ class _SecretScanner:
         self._exact = tuple(dict.fromkeys(n for fold, needles, _ in self._forms if not fold for n in needles))
         # Compiled on the first hit of each form: start-up stays quick, and a cut runs only the forms seen.
         self._compiled: dict[int, re.Pattern[str]] = {}
+        self._byte_needles: tuple[tuple[bytes, ...], tuple[bytes, ...]] | None = None
 
     def _views(self, text: str) -> tuple[list[str], list[str]]:
         # split-and-join is quicker on short text, str.translate on long text.
@@ -184,6 +191,17 @@ class _SecretScanner:
         if any(needle in view for view in views for needle in self._exact):
             return True
         return any(needle in view for view in folded for needle in self._folded)
+
+    def found_in_bytes(self, data: bytes) -> bool:
+        """`found_in` for binary data: byte searches only (a megabyte takes milliseconds), so the
+        whitespace-split and URL- or entity-encoded variants of text are not looked for here."""
+        if self._byte_needles is None:
+            self._byte_needles = (_byte_forms(self._exact), _byte_forms(self._folded))
+        exact, folded = self._byte_needles
+        if any(needle in data for needle in exact):
+            return True
+        lowered = data.lower() if folded else b""
+        return any(needle in lowered for needle in folded)
 
     def _hits(self, text: str) -> list[int]:
         views, folded = self._views(text)
@@ -221,6 +239,11 @@ class Redactor:
         tool declared its output the caller's own data (where `key=...` lines are content, not leaks)."""
         value = self._secrets.remove(value)
         return value if callers_own_data else _remove_patterns(value)
+
+    def secret_in_bytes(self, data: bytes) -> bool:
+        """Whether binary data holds a configured secret in one of the forms `text` knows (plain, another
+        case, reversed, hex, base64), as single bytes (ASCII, UTF-8) or as UTF-16 (either byte order)."""
+        return self._secrets.found_in_bytes(data)
 
     def result(self, value: T, *, callers_own_data: bool = False) -> T:
         """A copy of an MCP result (a model or its wire dict) with every text in it sanitised."""
