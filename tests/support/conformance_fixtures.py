@@ -184,6 +184,9 @@ def register(guard: Guard, settings: Settings) -> None:
     async def prompt_with_image() -> list[Message]:
         """A prompt with an image (conformance fixture)."""
         return [UserMessage(image()), UserMessage("Please analyze the image above.")]
+'''
+
+
 # ---- s5f: notifications, streams, request headers --------------------------------------------------
 # A second module (tools/conformance_streams.py): progress and log lines through the guard's Notify,
 # a tool that needs a capability the client did not declare, a question on the 2026-07-28 answer
