@@ -21,8 +21,7 @@ INITIALIZE = jsonrpc("initialize", {"protocolVersion": "2025-11-25", "capabiliti
 @pytest.fixture(scope="module")
 def server(rendered: Callable[[str], Path], venv: Venv) -> Iterator[Server]:
     project = rendered("http_all")
-    # Without a replay buffer (the SDK then keeps its SSE answers for resumability: replay.py).
-    with running_server(venv, project, {**read_env_file(project), "MCP_SESSION_REPLAY_BYTES": "0"}) as running:
+    with running_server(venv, project, read_env_file(project)) as running:  # replay on (the default)
         yield running
 
 
