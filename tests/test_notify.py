@@ -65,8 +65,9 @@ def register(guard: Guard, settings: Settings) -> None:
         return f"told {told}"
 
     @guard.tool(read_only=True)
-    async def big(size: Annotated[int, Field(ge=1, le=20_000)]) -> str:
-        """A long answer."""
+    async def big(size: Annotated[int, Field(ge=1, le=20_000)], notify: Notify) -> str:
+        """A long answer, after a log line (so it is streamed: a bare answer comes as JSON)."""
+        await notify.info("sending")
         return "b" * size
 
     @guard.tool(read_only=True)
@@ -252,7 +253,10 @@ async def test_stdio_clients_get_the_same_sanitised_lines(project: Path, venv: V
 
 
 def test_the_replay_buffer_keeps_only_the_newest_bytes(served: Server) -> None:
-    """An answer larger than MCP_SESSION_REPLAY_BYTES is not kept, and it pushed nothing else out."""
+    """An answer larger than MCP_SESSION_REPLAY_BYTES is not kept, and it pushed nothing else out.
+
+    Only streamed answers are kept for replay (a bare answer is sent as JSON, complete or not at all).
+    """
     with httpx2.Client(timeout=httpx2.Timeout(10, read=3)) as http:
         headers = {**MCP_HEADERS, "Authorization": f"Bearer {key(served)}",
                    "Mcp-Session-Id": open_session(http, served, key(served))}

@@ -5,16 +5,19 @@ executed; text, dotenv, yaml, json, toml, nginx and caddy are not (json, yaml an
 pasteable block that cannot run here has `<!-- readme-test: skip (reason) -->` on the line before it.
 Shell blocks share one session: exported variables and the working directory carry from block to block.
 A block whose command starts a server (`... serve`) runs until the server answers /health, then gets
-Ctrl-C (SIGINT to its process group), as a user stops it.
+Ctrl-C (SIGINT to its process group), as a user stops it; a stdio server is sent an MCP request on its
+stdin instead, and stopped by closing stdin (Ctrl-D), as a client does.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import signal
 import subprocess
+import threading
 import time
 import tomllib
 from collections.abc import Callable, Mapping
@@ -126,6 +129,55 @@ class Terminal:
                     os.killpg(process.pid, signal.SIGKILL)
                     process.wait(timeout=10)
         return process.returncode, log.read_text(errors="replace")
+
+
+    def serve_stdio(self, body: str, requests: list[dict[str, object]], *, timeout: float = 300
+                    ) -> tuple[int, list[dict[str, object]], str]:
+        """Run a block that starts a stdio server: send `requests` (JSON-RPC lines) on its stdin, wait for the
+        answer to the last one, then close stdin. (exit code, the JSON-RPC answers, everything else printed)."""
+        process = subprocess.Popen(["bash", "-c", self.script(body)], env=self.env, stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   start_new_session=True)
+        assert process.stdin is not None and process.stdout is not None
+        lines: queue.Queue[str | None] = queue.Queue()
+
+        def read() -> None:
+            for line in process.stdout or ():
+                lines.put(line)
+            lines.put(None)
+
+        threading.Thread(target=read, daemon=True).start()
+        answers: list[dict[str, object]] = []
+        printed: list[str] = []
+        last = requests[-1]["id"]
+        try:
+            process.stdin.write("".join(json.dumps(request) + "\n" for request in requests))
+            process.stdin.flush()
+            deadline = time.monotonic() + timeout
+            while not any(answer.get("id") == last for answer in answers):
+                try:
+                    line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    raise AssertionError("no answer on stdout:\n" + "".join(printed)) from None
+                if line is None:
+                    raise AssertionError(f"the block ended ({process.wait()}) before answering:\n" + "".join(printed))
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    message = None
+                if isinstance(message, dict) and message.get("jsonrpc") == "2.0":
+                    answers.append(message)
+                else:
+                    printed.append(line)
+            process.stdin.close()  # Ctrl-D: end of input stops a stdio server
+            code = process.wait(timeout=30)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        while (line := lines.get(timeout=10)) is not None:
+            printed.append(line)
+        return code, answers, "".join(printed)
 
 
 def shq(text: str) -> str:

@@ -35,6 +35,8 @@ MAX_ITEMS = 20
 MAX_DEPTH = 4
 MAX_ARGUMENT_TEXT = 64
 MAX_LOG_LINE = 16_000
+_CACHED_CHARS = 256  # Redactor.text remembers what it made of texts up to this long
+_CACHE_ENTRIES = 4_096  # at most ~2 MB
 T = TypeVar("T")
 
 _SECRET_NAMES = re.compile(
@@ -227,8 +229,24 @@ class Redactor:
 
     def __init__(self, secret_values: Iterable[str] = ()) -> None:
         self._secrets = _SecretScanner(secret_values)
+        # Short texts recur on every request (tool names, principal ids, client addresses, the access
+        # log's fields): each is scrubbed once, then looked up. Emptied when full (one request id per
+        # call fills it slowly; a clear is atomic, so threads that log share it safely).
+        self._short: dict[tuple[str, int], str] = {}
 
     def text(self, value: str, limit: int = MAX_STRING) -> str:
+        if len(value) > _CACHED_CHARS:
+            return self._text(value, limit)
+        key = (value, limit)
+        done = self._short.get(key)
+        if done is None:
+            done = self._text(value, limit)
+            if len(self._short) >= _CACHE_ENTRIES:
+                self._short.clear()
+            self._short[key] = done
+        return done
+
+    def _text(self, value: str, limit: int) -> str:
         value = _remove_patterns(self._secrets.remove(value))
         if len(value) > limit:
             value = value[:limit] + f"...[{len(value) - limit} more chars]"

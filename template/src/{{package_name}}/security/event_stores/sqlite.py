@@ -4,14 +4,16 @@ Each event is committed before `append` returns, and WAL with synchronous=NORMAL
 transaction when the process is killed; only a power loss can take the last few. One process writes
 the file: replicas that share an audit trail use the Redis store instead.
 
-The WAL stays bounded under sustained writes: every _PRUNE_EVERY writes a TRUNCATE checkpoint runs with
-the write lock held, so no insert can land behind it and the next one starts the WAL from zero (a
-PASSIVE checkpoint racing the writers never caught up, and the WAL grew by ~18 KiB per event).
+The WAL stays bounded under sustained writes: every _PRUNE_EVERY writes a PASSIVE checkpoint copies the
+bulk while inserts go on, then a TRUNCATE checkpoint runs with the write lock held, so no insert can land
+behind it and the next one starts the WAL from zero (a PASSIVE checkpoint alone, racing the writers,
+never caught up, and the WAL grew by ~18 KiB per event).
 Anonymous events (refusals before authentication) are counted and pruned apart from the others.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -61,6 +63,7 @@ class SqliteEventStore:
         self._lock = threading.Lock()
         self._writes = 0
         self._closed = False
+        self._path = path
         try:
             private_database(Path(path))
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -127,12 +130,20 @@ class SqliteEventStore:
             threading.Thread(target=self._maintain, name="audit-store-maintenance", daemon=True).start()
 
     def _maintain(self) -> None:
-        # Under the write lock: inserts meanwhile wait in a worker thread (see append), so the checkpoint
-        # copies every frame and the next insert restarts the WAL.
         with self._lock:
             if self._closed:
                 return
             self._prune()
+        # First the bulk of the copy and its fsync (tens of milliseconds) while inserts go on: a PASSIVE
+        # checkpoint never blocks writers. It held the write lock before, and every call that wrote an
+        # event meanwhile waited for it: the p99 latency (docs/benchmarks.md).
+        with contextlib.closing(sqlite3.connect(self._path, isolation_level=None)) as bulk:
+            bulk.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        # Then under the write lock: inserts meanwhile wait in a worker thread (see append), so the
+        # checkpoint copies the frames written since and the next insert restarts the WAL.
+        with self._lock:
+            if self._closed:
+                return
             self._checkpoint()
 
     @staticmethod
