@@ -401,6 +401,12 @@ each collection, and cProfile and `python -X importtime` for the start:
   own; in WAL mode a checkpoint does not block writers. Inserts stay on the event loop when no other
   writer holds the file (a second connection with `busy_timeout=0`): the hop to a worker thread cost more
   than the insert (WAL, `synchronous=NORMAL`, no fsync per commit).
+- **SSE answers in sessions** (2026-12-02, py-spy and an in-process driver against sdk-default): the
+  SDK answers every POST in a session as an SSE stream (four sse_starlette tasks, two memory streams,
+  three sends); in-process that was about half of a request's CPU, for the bare SDK too. A request whose
+  first message is its own response is now answered as JSON (`session_answers.py`); a call that asks,
+  notifies or runs longer than a second streams as before. template-session went from 0.65x / 0.57x of
+  sdk-default (ping / tools/call) to above it.
 - **The audit event per call** (2026-12-02, in-process profile with cProfile and a micro benchmark):
   `SecurityEvent.to_dict` used `dataclasses.asdict`, which deep-copied `details` (23 µs of an event's
   ~140 µs); the redactor scrubbed the same short texts (tool, principal, client address, the access log's

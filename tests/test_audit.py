@@ -42,7 +42,13 @@ HIGH_LIMITS = {
 }
 
 
-def keys(project: Path) -> tuple[str, str]:
+def keys(server: Server) -> tuple[str, str]:
+    """The tool and admin keys the server was started with (not .env as it is now)."""
+    return server.env["MCP_API_KEYS"], server.env["MCP_ADMIN_API_KEYS"]
+
+
+def env_keys(project: Path) -> tuple[str, str]:
+    """The tool and admin keys in the project's .env (for a test that starts its own server from it)."""
     env = read_env_file(project)
     return env["MCP_API_KEYS"], env["MCP_ADMIN_API_KEYS"]
 
@@ -100,7 +106,7 @@ def server(project: Path, venv: Venv, tmp_path_factory: pytest.TempPathFactory) 
 async def test_each_refusal_and_call_writes_one_event_read_back_by_admin(
     server: Server, project: Path
 ) -> None:
-    tool_key, admin = keys(project)
+    tool_key, admin = keys(server)
     before = len(all_events(server, admin))
     expected = [
         (lambda: post_mcp(server, call(id=101), tool_key), 200, "tool_called"),
@@ -179,7 +185,7 @@ async def test_each_refusal_and_call_writes_one_event_read_back_by_admin(
 
 
 async def test_the_events_endpoint_needs_the_admin_key(server: Server, project: Path) -> None:
-    tool_key, admin = keys(project)
+    tool_key, admin = keys(server)
     assert get_events(server, None).status_code == 401
     assert get_events(server, WRONG_KEY).status_code == 401
     denied = get_events(server, tool_key)
@@ -206,7 +212,7 @@ async def test_the_events_endpoint_needs_the_admin_key(server: Server, project: 
 async def test_bad_queries_are_400_with_a_message(
     server: Server, project: Path, params: dict[str, Any]
 ) -> None:
-    _, admin = keys(project)
+    _, admin = keys(server)
     before = len(all_events(server, admin, event="http_error"))
     response = get_events(server, admin, **params)
     assert response.status_code == 400
@@ -224,7 +230,7 @@ async def test_bad_queries_are_400_with_a_message(
 async def test_pagination_returns_every_event_once_while_events_keep_arriving(
     server: Server, project: Path
 ) -> None:
-    tool_key, admin = keys(project)
+    tool_key, admin = keys(server)
     for i in range(30):
         post_mcp(server, call(id=2000 + i), tool_key)
     stop = anyio.Event()
@@ -253,7 +259,7 @@ async def test_pagination_returns_every_event_once_while_events_keep_arriving(
 
 
 async def test_newest_first_pages_back_and_its_cursor_keeps_its_order(server: Server, project: Path) -> None:
-    tool_key, admin = keys(project)
+    tool_key, admin = keys(server)
     for i in range(12):
         post_mcp(server, call(id=8000 + i), tool_key)
     oldest_first = [event["id"] for event in all_events(server, admin)]
@@ -289,7 +295,7 @@ def all_page_cursor(server: Server, admin: str) -> str:
 async def test_a_planted_secret_never_reaches_an_event_a_log_line_or_a_response(
     server: Server, project: Path
 ) -> None:
-    tool_key, admin = keys(project)
+    tool_key, admin = keys(server)
     responses = [
         post_mcp(server, call(id=401), PLANTED),
         post_mcp(server, call(id=402), f"{WRONG_KEY}{PLANTED}"),
@@ -326,7 +332,7 @@ async def test_a_planted_secret_never_reaches_an_event_a_log_line_or_a_response(
 async def test_sqlite_keeps_every_acknowledged_event_across_sigkill(
     project: Path, venv: Venv, tmp_path: Path
 ) -> None:
-    tool_key, admin = keys(project)
+    tool_key, admin = env_keys(project)
     db = tmp_path / "events.db"
     victim = start_server(venv, project, server_env(project, db), log_dir=tmp_path)
     acked: set[str] = set()
@@ -369,7 +375,7 @@ async def test_under_50_concurrent_clients_events_equal_decisions(
     one row per decision. The ~350 invalid calls of one principal are a refusal burst: one
     `anomaly_detected` per anomaly window (issue 16), an observation on top of the decisions.
     """
-    tool_key, admin = keys(project)
+    tool_key, admin = env_keys(project)
     budget = 100
     env = server_env(project, tmp_path / "events.db", MCP_SECURITY_EVENTS_PER_SOURCE=f"{budget}/3 seconds")
     decisions = {"authenticated": 0, "unauthenticated": 0}
@@ -451,7 +457,7 @@ async def test_repeated_auth_failures_block_the_client_for_every_failing_request
     project: Path, venv: Venv, tmp_path: Path
 ) -> None:
     # A valid key from a blocked address is still served: test_hardening.py proves that.
-    _, admin = keys(project)
+    _, admin = env_keys(project)
     db = tmp_path / "events.db"
     tight = server_env(
         project,
