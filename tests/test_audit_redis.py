@@ -16,7 +16,7 @@ import httpx2
 import pytest
 from support import MCP_HEADERS, Server, Venv, package_of, post_mcp, read_env_file, running_server
 from support.redis import RedisServer, start_redis
-from test_audit import HIGH_LIMITS, all_events, call, get_events, keys
+from test_audit import HIGH_LIMITS, all_events, call, env_keys, get_events
 
 pytestmark = pytest.mark.anyio
 
@@ -53,7 +53,7 @@ async def test_two_replicas_share_one_stream_and_serve_each_others_events(
     replicas: tuple[Server, Server], project: Path
 ) -> None:
     first, second = replicas
-    tool_key, admin = keys(project)
+    tool_key, admin = env_keys(project)
     for i in range(12):
         assert post_mcp(first, call(id=5000 + i), tool_key).status_code == 200
         assert post_mcp(second, call(id=6000 + i), tool_key).status_code == 200
@@ -76,7 +76,7 @@ async def test_paging_the_shared_stream_while_both_replicas_write(
     replicas: tuple[Server, Server], project: Path
 ) -> None:
     first, second = replicas
-    tool_key, admin = keys(project)
+    tool_key, admin = env_keys(project)
     stop = anyio.Event()
     written = 0
 
@@ -107,7 +107,7 @@ async def test_tools_fail_closed_while_redis_is_down_and_recover(
     project: Path, venv: Venv, tmp_path: Path
 ) -> None:
     redis_server = start_redis(tmp_path / "redis")
-    tool_key, admin = keys(project)
+    tool_key, admin = env_keys(project)
     try:
         with running_server(venv, project, redis_env(project, redis_server), log_dir=tmp_path) as server:
             assert post_mcp(server, call(id=1), tool_key).json()["result"]["isError"] is False
@@ -165,7 +165,7 @@ async def test_refusals_have_a_capped_stream_of_their_own_and_evict_no_principal
 ) -> None:
     from test_hardening import CALL, flood
 
-    tool_key, admin = keys(project)
+    tool_key, admin = env_keys(project)
     url = redis_server.url.rsplit("/", 1)[0] + "/5"  # a database of its own
     env = redis_env(
         project,
