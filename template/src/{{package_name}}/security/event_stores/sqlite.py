@@ -32,10 +32,13 @@ from ..events import (
 )
 from ..private import private_database
 
+# Each index is one more page written per event. `seq` is the row's position (the API's cursor); `id`
+# needs no index of its own, and AUTOINCREMENT's counter table is one more page: positions never go back
+# because pruning keeps the newest row (_prune). A file made before 0.2.0 keeps its layout and works as is.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS security_events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL,
     timestamp TEXT NOT NULL,
     event TEXT NOT NULL,
     severity TEXT NOT NULL,
@@ -169,17 +172,21 @@ class SqliteEventStore:
         """Drop events past retention, then the oldest of each class past its own cap: anonymous events
         never push out a principal's."""
         cutoff = _timestamp(datetime.now(UTC) - self._retention)
+        # The newest row stays, however old: the next row's position follows it, so a reader's cursor
+        # never sees positions restart after a quiet spell longer than the retention.
+        newest = self._db.execute("SELECT MAX(seq) FROM security_events").fetchone()[0] or 0
         for anonymous, cap in self._caps.items():
             aged = self._db.execute(
-                "DELETE FROM security_events WHERE anonymous = ? AND timestamp < ?", (int(anonymous), cutoff)
+                "DELETE FROM security_events WHERE anonymous = ? AND timestamp < ? AND seq < ?",
+                (int(anonymous), cutoff, newest),
             )
             self._rows[anonymous] = max(0, self._rows[anonymous] - aged.rowcount)
             over = self._rows[anonymous] - cap
             if over > 0:
                 dropped = self._db.execute(
                     "DELETE FROM security_events WHERE seq IN (SELECT seq FROM security_events"
-                    " WHERE anonymous = ? ORDER BY seq LIMIT ?)",
-                    (int(anonymous), over),
+                    " WHERE anonymous = ? AND seq < ? ORDER BY seq LIMIT ?)",
+                    (int(anonymous), newest, over),
                 )
                 self._rows[anonymous] -= dropped.rowcount
 
