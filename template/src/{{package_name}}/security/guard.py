@@ -1752,7 +1752,7 @@ class Guard:
                 checks.append((limit, item_keys, f"per-{kind.split('_')[0]}"))
         for limit_item, keys, scope_name in checks:
             try:
-                decision = await self.limiter.hit(limit_item, *keys)
+                refused = await self.limiter.take(limit_item, *keys)
             except RateLimitUnavailableError:
                 return await self._deny(
                     "rate_limit_exceeded",
@@ -1763,7 +1763,7 @@ class Guard:
                     "Rate limiting is unavailable, so calls are refused; try again later.",
                     reason="storage_down",
                 )
-            if not decision.allowed:
+            if refused is not None:
                 return await self._deny(
                     "rate_limit_exceeded",
                     "medium",
@@ -1771,10 +1771,10 @@ class Guard:
                     name,
                     request_id,
                     f"Rate limit reached ({scope_name}, {limit_item}); "
-                    f"retry after {decision.reset_after} seconds.",
+                    f"retry after {refused.reset_after} seconds.",
                     limit=str(limit_item),
                     scope=scope_name,
-                    retry_after=decision.reset_after,
+                    retry_after=refused.reset_after,
                 )
         return None
 

@@ -186,6 +186,18 @@ class RateLimiter:
             raise RateLimitUnavailableError(f"rate-limit storage unavailable ({type(exc).__name__})") from exc
         return _decision(allowed, item, reset_at, remaining)
 
+    async def take(self, item: RateLimitItem, *keys: str, window: Window = "moving") -> Decision | None:
+        """Take one slot if there is one: None if taken, else the refusal's figures. For callers that send no
+        RateLimit headers: an allowed call costs one storage call instead of two."""
+        strategy = self._strategies[window]
+        try:
+            if await strategy.hit(item, *keys):
+                return None
+            reset_at, remaining = await strategy.get_window_stats(item, *keys)
+        except Exception as exc:
+            raise RateLimitUnavailableError(f"rate-limit storage unavailable ({type(exc).__name__})") from exc
+        return _decision(False, item, reset_at, remaining)
+
     async def peek(self, item: RateLimitItem, *keys: str, window: Window = "moving") -> Decision:
         """Whether a slot is free, without taking it (and without storing anything for a new key)."""
         try:
