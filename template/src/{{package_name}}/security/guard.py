@@ -1109,8 +1109,7 @@ class Guard:
     ) -> EmptyResult:
         """resources/subscribe, after the middleware admitted it like a read."""
         session = session_of(ctx)
-        principal, client = self._caller(ctx)
-        identifier = principal.id if principal else client
+        _, _, identifier = self._caller_identifier(ctx)
         if session is None:
             raise await self._deny_error(
                 INVALID_REQUEST,
@@ -1169,13 +1168,13 @@ class Guard:
         return await self._other_request(ctx, call_next)
 
     async def _refuse_notification(self, ctx: ServerRequestContext[Any, Any]) -> None:
-        principal, client = self._caller(ctx)
+        _, _, identifier = self._caller_identifier(ctx)
         params = ctx.params or {}
         requested = params.get("name", params.get("uri"))
         await self._deny(
             "input_validation_failed",
             "low",
-            principal.id if principal else client,
+            identifier,
             None,
             None,
             "",
@@ -1187,9 +1186,8 @@ class Guard:
         )
 
     async def _other_request(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-        principal, client = self._caller(ctx)
+        principal, _, identifier = self._caller_identifier(ctx)
         request_id = str(ctx.request_id)
-        identifier = principal.id if principal else client
         if principal is not None and ctx.method != "initialize":
             refusal = await self._check_limits(None, principal, identifier, request_id, _counted(ctx))
             if refusal is not None:
@@ -1215,9 +1213,8 @@ class Guard:
         params = ctx.params or {}
         tool_name = params.get("name")
         policy = self.policies.get(tool_name) if isinstance(tool_name, str) else None
-        principal, client = self._caller(ctx)
+        principal, client, identifier = self._caller_identifier(ctx)
         request_id = str(ctx.request_id)
-        identifier = principal.id if principal else client
         if policy is None:
             return await self._refuse(
                 "input_validation_failed",
@@ -1301,9 +1298,8 @@ class Guard:
         """The resource or template a request's URI names, or a recorded -32602 refusal is raised."""
         params = ctx.params or {}
         uri = params.get("uri")
-        principal, client = self._caller(ctx)
+        principal, client, identifier = self._caller_identifier(ctx)
         request_id = str(ctx.request_id)
-        identifier = principal.id if principal else client
         target = self.surface_for(ctx.method, params)
         policy = typing.cast(SurfacePolicy, target.policy) if target else None
         values: Mapping[str, Any] = target.values if target else {}
@@ -1339,7 +1335,7 @@ class Guard:
     async def _get_prompt(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         params = ctx.params or {}
         name = params.get("name")
-        principal, client = self._caller(ctx)
+        principal, client, identifier = self._caller_identifier(ctx)
         request_id = str(ctx.request_id)
         policy = self.surfaces.get(("prompt", name)) if isinstance(name, str) else None
         if policy is None:
@@ -1347,7 +1343,7 @@ class Guard:
                 INVALID_PARAMS,
                 "input_validation_failed",
                 "medium",
-                principal.id if principal else client,
+                identifier,
                 None,
                 request_id,
                 "Unknown prompt. Call prompts/list to see the prompts this server offers.",
@@ -1513,9 +1509,8 @@ class Guard:
         params = ctx.params or {}
         ref = params.get("ref") or {}
         argument = params.get("argument") or {}
-        principal, client = self._caller(ctx)
+        principal, client, identifier = self._caller_identifier(ctx)
         request_id = str(ctx.request_id)
-        identifier = principal.id if principal else client
         target = self.surface_for(ctx.method, params)
         policy = typing.cast(SurfacePolicy, target.policy) if target else None
         if policy is None:
@@ -1829,6 +1824,11 @@ class Guard:
         return MCPError(
             code, await self._deny(event, severity, identifier, item, request_id, message, **details), data
         )
+
+    def _caller_identifier(self, ctx: ServerRequestContext[Any, Any]) -> tuple[Principal | None, str, str]:
+        """(principal, client address, and what its events name: the principal's id, else the address)."""
+        principal, client = self._caller(ctx)
+        return principal, client, principal.id if principal else client
 
     def _caller(self, ctx: ServerRequestContext[Any, Any]) -> tuple[Principal | None, str]:
         request = ctx.request
