@@ -8,29 +8,30 @@ second, shared with /health?ready), so `mcp_store_up` is current.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
-from mcp.server import MCPServer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ...services import Services
 from ..events import SecurityEvents
-from ..guard import Guard
 from ..metrics import Metrics, known_names
 from ..principal import Principal
+
+if TYPE_CHECKING:
+    from ...server import GuardedServer
 
 PATH = "/metrics"
 
 
 def install_metrics(
-    server: MCPServer,
-    guard: Guard,
+    server: GuardedServer,
     services: Services,
     store_checks: Callable[[], Awaitable[dict[str, str]]],
 ) -> Metrics:
     """Measure every MCP message (outermost middleware), count every event, serve GET /metrics."""
-    metrics = Metrics(known_names(server, guard), services.alerts.counts if services.alerts else None)
+    metrics = Metrics(known_names(server, server.guard), services.alerts.counts if services.alerts else None)
     server.middleware.insert(0, metrics.middleware)
     services.events.subscribe(metrics.on_event)
     server.custom_route(PATH, methods=["GET"])(metrics_endpoint(metrics, services.events, store_checks))
