@@ -2,6 +2,7 @@
 
     uv run python bench/run.py            # about 9 minutes; needs wrk (apt-get install wrk)
     uv run python bench/run.py --quick    # shorter runs, for a smoke check
+    uv run python bench/run.py --reference db8e5bb   # also the template as of that commit, in the same rounds
 
 1. HTTP throughput and latency (wrk, kept-alive connections) for `ping` and `tools/call whoami`:
    - template-no-metrics: the same with MCP_METRICS_ENABLED=false, for the cost of metrics;
@@ -77,6 +78,7 @@ HEADERS = {
     "Mcp-Protocol-Version": "2025-11-25",
 }
 TARGETS = ("template", "template-session", "template-no-metrics", "sdk-default", "sdk-stateless")
+REFERENCE = "template@{ref}"  # --reference: the template rendered from an earlier commit, measured alongside
 
 
 @dataclass
@@ -122,6 +124,22 @@ def prepare() -> tuple[Venv, Path]:
     return venv, project
 
 
+def prepare_reference(ref: str) -> tuple[Venv, Path]:
+    """The template as of `ref` (a commit of this repository), rendered and installed beside the current one:
+    the same machine and rounds, so that a change of figures between runs can be told from a change of code."""
+    source, project = RESULTS / "reference-src", RESULTS / "reference-project"
+    for path in (source, project):
+        shutil.rmtree(path, ignore_errors=True)
+    source.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
+    render(ANSWERS, project, vcs_ref=None, src=source)
+    venv = make_venv(RESULTS / "reference-venv")
+    venv.install(project)
+    compile_bytecode(venv.python, project / "src")
+    return venv, project
+
+
 def compile_bytecode(python: str, *extra: Path) -> None:
     """Write .pyc files as a normal install leaves them: with PYTHONDONTWRITEBYTECODE set (as on this
     machine) every start would compile every module from source, and time that instead of the start."""
@@ -160,7 +178,8 @@ def post(target: Target, body: dict[str, object], extra: dict[str, str] | None =
 
 
 @contextlib.contextmanager
-def http_targets(venv: Venv, project: Path) -> Iterator[dict[str, Target]]:
+def http_targets(venv: Venv, project: Path, reference: tuple[str, Venv, Path] | None = None
+                 ) -> Iterator[dict[str, Target]]:
     logs = RESULTS / "logs"
     logs.mkdir(exist_ok=True)
     events_db = RESULTS / "events.db"
@@ -187,6 +206,20 @@ def http_targets(venv: Venv, project: Path) -> Iterator[dict[str, Target]]:
         targets["template-no-metrics"] = Target(
             "template-no-metrics", plain.port, plain.process, auth=f"Bearer {env['MCP_API_KEYS']}"
         )
+        if reference is not None:
+            ref, ref_venv, ref_project = reference
+            ref_env = read_env_file(ref_project)  # its own keys; the same settings as "template"
+            ref_events = RESULTS / "events-reference.db"
+            for stale in (ref_events, Path(f"{ref_events}-wal"), Path(f"{ref_events}-shm")):
+                stale.unlink(missing_ok=True)
+            ref_env.update(
+                MCP_RATE_LIMIT=env["MCP_RATE_LIMIT"],
+                MCP_SECURITY_EVENTS_URL=f"sqlite:///{ref_events}",
+                MCP_TRUSTED_ORIGINS=env["MCP_TRUSTED_ORIGINS"],
+            )
+            earlier = start_server(ref_venv, ref_project, ref_env, log_dir=logs)
+            name = REFERENCE.format(ref=ref)
+            targets[name] = Target(name, earlier.port, earlier.process, auth=f"Bearer {ref_env['MCP_API_KEYS']}")
         for mode in ("default", "stateless"):
             port = free_port()
             with (logs / f"sdk-{mode}.log").open("wb") as log:
@@ -256,17 +289,17 @@ def wrk(target: Target, body: dict[str, object], connections: int, seconds: floa
     return data
 
 
-def bench_http(venv: Venv, project: Path, rounds: int, seconds: float, levels: tuple[int, ...]
-               ) -> dict[tuple[str, str, int], Runs]:
+def bench_http(venv: Venv, project: Path, rounds: int, seconds: float, levels: tuple[int, ...],
+               reference: tuple[str, Venv, Path] | None = None) -> dict[tuple[str, str, int], Runs]:
     runs: dict[tuple[str, str, int], Runs] = {}
-    with http_targets(venv, project) as targets:
+    with http_targets(venv, project, reference) as targets:
         for target in targets.values():  # warm up: imports, caches, first SQLite writes
             for body in (PING, CALL):
                 wrk(target, body, 4, 1)
         for round_no in range(rounds):
             for method, body in (("ping", PING), ("tools/call", CALL)):
                 for connections in levels:
-                    for name in TARGETS:
+                    for name in targets_of(reference[0] if reference else None):
                         data = wrk(targets[name], body, connections, seconds)
                         entry = runs.setdefault((name, method, connections), Runs())
                         entry.rps.append(data["requests"] / data["seconds"])
@@ -281,6 +314,10 @@ def bench_http(venv: Venv, project: Path, rounds: int, seconds: float, levels: t
                             flush=True,
                         )
     return runs
+
+
+def targets_of(ref: str | None) -> tuple[str, ...]:
+    return TARGETS if ref is None else (*TARGETS, REFERENCE.format(ref=ref))
 
 
 # ---- stdio cold start -------------------------------------------------------------------------
@@ -507,13 +544,19 @@ def report(runs: dict[tuple[str, str, int], Runs], levels: tuple[int, ...], cold
         "defaults: stateful, `Mcp-Session-Id`, SSE answers (what a user who skips the template runs).",
         "- **sdk-stateless**: the same bare server in our mode (`stateless_http=True, json_response=True`), "
         "with the SDK's per-request INFO line off, as the template has it.",
+        *(
+            [(f"- **{REFERENCE.format(ref=args.reference)}** (`--reference {args.reference}`): the template as "
+              f"of commit {args.reference}, rendered with the same answers and run with the same settings as "
+              "**template**, in the same rounds: what changed in the code, apart from the machine.")]
+            if args.reference else []
+        ),
         "",
         "| method | connections | server | req/s | p50 ms | p99 ms | server CPU µs/request | failures |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for method in ("ping", "tools/call"):
         for connections in levels:
-            for name in TARGETS:
+            for name in targets_of(args.reference):
                 entry = runs[(name, method, connections)]
                 lines.append(
                     f"| {method} | {connections} | {name} | {med(entry.rps):.0f} | {med(entry.p50_ms):.2f} | "
@@ -556,6 +599,19 @@ def report(runs: dict[tuple[str, str, int], Runs], levels: tuple[int, ...], cold
                    med(cold["template cpu"]) / med(cold["sdk cpu"]), 1.15, False)
     )
     lines.append(ratio_line("copier copy to a rendered project (wall)", med(copies[0]), 3.0, False, " s"))
+    if args.reference:
+        earlier = REFERENCE.format(ref=args.reference)
+        lines += ["", (f"Against **{earlier}**, in this run (CPU µs per request, and that target's ratio to "
+                       "sdk-stateless, requests per CPU-second):"), ""]
+        for method in ("ping", "tools/call"):
+            for connections in levels:
+                now, then = runs[("template", method, connections)], runs[(earlier, method, connections)]
+                bare = med(runs[("sdk-stateless", method, connections)].cpu_us)
+                lines.append(
+                    f"- {method}, {connections} connection(s): template {med(now.cpu_us):.0f} µs "
+                    f"({bare / med(now.cpu_us):.2f}), {earlier} {med(then.cpu_us):.0f} µs "
+                    f"({bare / med(then.cpu_us):.2f})"
+                )
     lines += [
         "",
         f"stdio cold start (spawn to the `initialize` answer, median of {len(cold['sdk wall'])}, interleaved): "
@@ -597,6 +653,9 @@ def main() -> None:
         "--no-priority", action="store_true", help="do not raise the benchmark's priority (nice -10, needs root)"
     )
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    parser.add_argument(
+        "--reference", metavar="COMMIT", help="also measure the template as of COMMIT, in the same rounds"
+    )
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.seconds = 1, 1
@@ -612,8 +671,9 @@ def main() -> None:
     levels = (1, 8)
     print("rendering and installing the project ...", flush=True)
     venv, project = prepare()
+    reference = (args.reference, *prepare_reference(args.reference)) if args.reference else None
     print("HTTP: wrk against template, sdk-default, sdk-stateless ...", flush=True)
-    runs = bench_http(venv, project, args.rounds, args.seconds, levels)
+    runs = bench_http(venv, project, args.rounds, args.seconds, levels, reference)
     print("stdio cold start ...", flush=True)
     cold = bench_cold_start(venv, project, 5 if args.quick else 25)
     print("copier copy ...", flush=True)
