@@ -522,7 +522,8 @@ def report(runs: dict[tuple[str, str, int], Runs], levels: tuple[int, ...], cold
         START,
         "## Security overhead against the bare SDK (bench/run.py)",
         "",
-        f"Run `uv run python bench/run.py` (needs `wrk`: `apt-get install wrk`). Latest run: "
+        f"Run `uv run python bench/run.py{' --reference ' + args.reference if args.reference else ''}` "
+        f"(needs `wrk`: `apt-get install wrk`). Latest run: "
         f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}{' (--quick)' if args.quick else ''}.",
         "",
         f"Machine: {machine()}",
