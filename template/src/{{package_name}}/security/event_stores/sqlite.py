@@ -18,6 +18,7 @@ import contextlib
 import json
 import sqlite3
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -54,6 +55,9 @@ CREATE INDEX IF NOT EXISTS security_events_timestamp ON security_events (timesta
 """
 _INDEX = "CREATE INDEX IF NOT EXISTS security_events_class ON security_events (anonymous, seq)"
 _PRUNE_EVERY = 1_000
+# Retention is in days: looking for aged rows once a minute is precise enough. Each look held the write
+# lock for 3-5 ms (a write transaction on the maintenance connection), once per 1,000 events.
+_AGE_CHECK_SECONDS = 60.0
 _WAL_LIMIT_BYTES = 4 * 1_048_576  # what a WAL reset leaves on disk, should a TRUNCATE ever not complete
 
 
@@ -66,6 +70,7 @@ class SqliteEventStore:
         self._rows = {False: 0, True: 0}
         self._lock = threading.Lock()
         self._writes = 0
+        self._next_age_check = 0.0
         self._closed = False
         self._path = path
         try:
@@ -134,10 +139,12 @@ class SqliteEventStore:
             threading.Thread(target=self._maintain, name="audit-store-maintenance", daemon=True).start()
 
     def _maintain(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._prune()
+        over_a_cap = any(self._rows[anonymous] > cap for anonymous, cap in self._caps.items())
+        if over_a_cap or time.monotonic() >= self._next_age_check:
+            with self._lock:
+                if self._closed:
+                    return
+                self._prune()
         # First the bulk of the copy and its fsync (tens of milliseconds) while inserts go on: a PASSIVE
         # checkpoint never blocks writers. It held the write lock before, and every call that wrote an
         # event meanwhile waited for it: the p99 latency (docs/benchmarks.md).
@@ -176,6 +183,7 @@ class SqliteEventStore:
     def _prune(self) -> None:
         """Drop events past retention, then the oldest of each class past its own cap: anonymous events
         never push out a principal's."""
+        self._next_age_check = time.monotonic() + _AGE_CHECK_SECONDS
         cutoff = _timestamp(datetime.now(UTC) - self._retention)
         # The newest row stays, however old: the next row's position follows it, so a reader's cursor
         # never sees positions restart after a quiet spell longer than the retention.
