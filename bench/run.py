@@ -11,7 +11,8 @@
      limits at a limit that is not reached, audit trail to SQLite);
    - sdk-default: a bare MCPServer with the same tool, `streamable_http_app()` defaults (stateful,
      sessions, SSE answers) -- what a user who skips this template would run;
-   - template-session: the same server, as an initialize-era client with a session sees it (SSE answers);
+   - template-session: the same project on a server of its own, as an initialize-era client with a
+     session sees it;
    - sdk-stateless: the same bare server in our transport mode (stateless_http=True, json_response=True).
    All three under uvicorn with the same settings, rounds interleaved so that load from other
    processes on the machine spreads evenly over them; medians are reported.
@@ -183,7 +184,8 @@ def http_targets(venv: Venv, project: Path, reference: tuple[str, Venv, Path] | 
     logs = RESULTS / "logs"
     logs.mkdir(exist_ok=True)
     events_db = RESULTS / "events.db"
-    events_db.unlink(missing_ok=True)
+    for stale in (events_db, Path(f"{events_db}-wal"), Path(f"{events_db}-shm")):
+        stale.unlink(missing_ok=True)
     env = read_env_file(project)
     env.update(
         # On, checked on every request, never reached. Per second: the moving window keeps one entry per
@@ -198,7 +200,8 @@ def http_targets(venv: Venv, project: Path, reference: tuple[str, Venv, Path] | 
         targets["template"] = Target("template", server.port, server.process, auth=f"Bearer {env['MCP_API_KEYS']}")
         # The same server without /metrics and its per-request counting: what metrics cost.
         bare_events = RESULTS / "events-no-metrics.db"
-        bare_events.unlink(missing_ok=True)
+        for stale in (bare_events, Path(f"{bare_events}-wal"), Path(f"{bare_events}-shm")):
+            stale.unlink(missing_ok=True)
         plain = start_server(
             venv, project, {**env, "MCP_METRICS_ENABLED": "false", "MCP_SECURITY_EVENTS_URL": f"sqlite:///{bare_events}"},
             log_dir=logs,
@@ -233,9 +236,17 @@ def http_targets(venv: Venv, project: Path, reference: tuple[str, Venv, Path] | 
             targets[f"sdk-{mode}"] = Target(f"sdk-{mode}", port, process)
             wait_for_port(port, process)
         # The SDK's default mode is stateful: one session, as a client would hold it. The template gives
-        # an initialize-era client a session too (so consent can ask it): measured as template-session.
+        # an initialize-era client a session too (so consent can ask it): measured as template-session,
+        # on a server and audit file of its own, so that "template" and "template-no-metrics" differ in
+        # metrics alone (sharing one, template's file grew twice as fast, and each row cost more).
+        session_events = RESULTS / "events-session.db"
+        for stale in (session_events, Path(f"{session_events}-wal"), Path(f"{session_events}-shm")):
+            stale.unlink(missing_ok=True)
+        sessions = start_server(
+            venv, project, {**env, "MCP_SECURITY_EVENTS_URL": f"sqlite:///{session_events}"}, log_dir=logs
+        )
         targets["template-session"] = Target(
-            "template-session", server.port, server.process, auth=targets["template"].auth
+            "template-session", sessions.port, sessions.process, auth=targets["template"].auth
         )
         for name in ("sdk-default", "template-session"):
             stateful = targets[name]
@@ -541,6 +552,8 @@ def report(runs: dict[tuple[str, str, int], Runs], levels: tuple[int, ...], cold
         "to SQLite (a `tool_called` event per call).",
         "- **template-no-metrics**: the same with `MCP_METRICS_ENABLED=false` (no /metrics, no "
         "per-request histogram or event counters): the difference is what metrics cost.",
+        "- **template-session**: the same project on a server and audit file of its own, called as an "
+        "initialize-era client with a session (`initialize` first, then `Mcp-Session-Id` on every request).",
         "- **sdk-default**: a bare `MCPServer` with the same `whoami` tool, `streamable_http_app()` "
         "defaults: stateful, `Mcp-Session-Id`, SSE answers (what a user who skips the template runs).",
         "- **sdk-stateless**: the same bare server in our mode (`stateless_http=True, json_response=True`), "
