@@ -429,6 +429,13 @@ PROFILE_NOTES = """### Reading the figures
   Both bare servers now run as a user would configure them, with that line off in stateless mode.
 - CPU time per request is inflated on a loaded machine (cache and core sharing) for every target alike;
   compare rows of the same run.
+- The machine moves the ratios to sdk-stateless more than the code does. The targets were set on
+  2026-11-23 on an AMD EPYC machine, where the template of the day reached 0.98 of sdk-stateless for
+  `tools/call` at 8 connections. On the Intel Xeon machines since, the same commit (`--reference
+  bc06254`, the first release) measures about 0.73: here sdk-stateless spends ~18% less CPU per request
+  at 8 connections than at 1, the template 2-4% less (py-spy: the saving is spread over all of the SDK's
+  code, no single function). For what a change of code did, compare **template** with the reference
+  rows of the same run.
 
 ### Where the time went, and what was changed
 
@@ -481,10 +488,33 @@ each collection, and cProfile and `python -X importtime` for the start:
   `MCP_SECURITY_EVENTS_URL` names them. What remains over the bare SDK: `limits` and `pydantic_settings`
   (about 20 and 13 ms of imports), building the guarded tools' argument models and schemas, and the
   records tool building its sample database at registration.
-- Left as they are: uvicorn's access log line and two socket writes per response, the SDK's
-  OpenTelemetry span (a no-op until an exporter is set) and request-state middleware, the anyio cancel
-  scope of the tool timeout, and the audit event per call (redaction, the SQLite row and the JSON line on
-  stderr for log pipelines: about a sixth of a `tools/call`, and the difference to sdk-stateless).
+- **SQLite rows, measured in the running server** (2026-12-02, `time.thread_time` around the insert):
+  ~77 µs of CPU per insert, three times the same insert in a tight loop, and ~23 KB of WAL per event:
+  each commit rewrote a page of the table, of `sqlite_sequence` (AUTOINCREMENT), of the random-order
+  `UNIQUE(id)` index and of two more indexes. New audit files have neither the id index nor
+  AUTOINCREMENT (positions still only grow: pruning keeps the newest row): ~14 KB of WAL per event, and
+  a `tools/call` 60-100 µs cheaper at 8 connections (A/B on one machine, in one run). Files made
+  earlier keep their layout.
+- **Write-lock stalls, the p99 at one connection** (2026-12-02): once per 1,000 events the maintenance
+  thread held the audit file's write lock for a TRUNCATE checkpoint (~6 ms: truncating a ~15 MB WAL) and
+  for the age prune (3-5 ms: a write transaction), and the call that wrote an event meanwhile waited.
+  The checkpoint under the lock is now PASSIVE: with nothing else writing it completes, the next insert
+  restarts the WAL and `journal_size_limit` trims the file (1-3 ms held). Aged rows are looked for once a
+  minute, rows over a cap at once.
+- **The guard's rate limits** take their slot with one storage call (`RateLimiter.take`); the window's
+  figures are read only for a refusal.
+- **template-session** had shared **template**'s server and audit file, which then grew twice as fast
+  as **template-no-metrics**' and made each of its rows dearer: that, not metrics, was most of the
+  "metrics overhead" of earlier runs (py-spy on both servers: metrics cost a few µs per request). Each
+  now has a server and a file of its own.
+- Left as they are, what a `tools/call` costs over a `ping` here (py-spy at 8 connections): the SQLite
+  row with its share of the maintenance (~100 µs), the event's dict, redaction and JSON line on stderr
+  for log pipelines (~70 µs), sanitising the result (~25 µs), the anyio cancel scope of the timeout
+  (~25 µs), and the SDK's own dispatch of the call (~40 µs, which sdk-stateless pays too). Most of the
+  gap to sdk-stateless would close only if the answer did not wait for its audit row (a writer thread or
+  group commit that the call does not wait for); the template keeps "no result without its stored event"
+  instead. Also as they are: uvicorn's access log line and two socket writes per response, the SDK's
+  OpenTelemetry span (a no-op until an exporter is set) and request-state middleware.
 
 This machine sets PYTHONDONTWRITEBYTECODE, so the script first compiles the servers' and copier's
 bytecode, as an install leaves it; otherwise every start would time compiling rather than starting."""
