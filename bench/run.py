@@ -432,7 +432,7 @@ PROFILE_NOTES = """### Reading the figures
 - The machine moves the ratios to sdk-stateless more than the code does. The targets were set on
   2026-11-23 on an AMD EPYC machine, where the template of the day reached 0.98 of sdk-stateless for
   `tools/call` at 8 connections. On the Intel Xeon machines since, the same commit (`--reference
-  bc06254`, the first release) measures about 0.73: here sdk-stateless spends ~18% less CPU per request
+  bc06254`, the first release) measures 0.72-0.73: here sdk-stateless spends ~18% less CPU per request
   at 8 connections than at 1, the template 2-4% less (py-spy: the saving is spread over all of the SDK's
   code, no single function). For what a change of code did, compare **template** with the reference
   rows of the same run.
