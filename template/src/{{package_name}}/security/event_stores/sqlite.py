@@ -58,7 +58,7 @@ _PRUNE_EVERY = 1_000
 # Retention is in days: looking for aged rows once a minute is precise enough. Each look held the write
 # lock for 3-5 ms (a write transaction on the maintenance connection), once per 1,000 events.
 _AGE_CHECK_SECONDS = 60.0
-_WAL_LIMIT_BYTES = 4 * 1_048_576  # what a WAL reset leaves on disk, should a TRUNCATE ever not complete
+_WAL_LIMIT_BYTES = 4 * 1_048_576  # what a WAL restart leaves on disk (after each maintenance's checkpoint)
 
 
 class SqliteEventStore:
