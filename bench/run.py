@@ -2,7 +2,7 @@
 
     uv run python bench/run.py            # about 9 minutes; needs wrk (apt-get install wrk)
     uv run python bench/run.py --quick    # shorter runs, for a smoke check
-    uv run python bench/run.py --reference db8e5bb   # also the template as of that commit, in the same rounds
+    uv run python bench/run.py --reference bc06254   # also the template as of that commit, in the same rounds
 
 1. HTTP throughput and latency (wrk, kept-alive connections) for `ping` and `tools/call whoami`:
    - template-no-metrics: the same with MCP_METRICS_ENABLED=false, for the cost of metrics;
@@ -178,14 +178,19 @@ def post(target: Target, body: dict[str, object], extra: dict[str, str] | None =
     return response.status_code, dict(response.headers), response.text
 
 
+def remove_database(path: Path) -> None:
+    """A previous run's SQLite file, with its WAL and shared-memory files."""
+    for stale in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        stale.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def http_targets(venv: Venv, project: Path, reference: tuple[str, Venv, Path] | None = None
                  ) -> Iterator[dict[str, Target]]:
     logs = RESULTS / "logs"
     logs.mkdir(exist_ok=True)
     events_db = RESULTS / "events.db"
-    for stale in (events_db, Path(f"{events_db}-wal"), Path(f"{events_db}-shm")):
-        stale.unlink(missing_ok=True)
+    remove_database(events_db)
     env = read_env_file(project)
     env.update(
         # On, checked on every request, never reached. Per second: the moving window keeps one entry per
@@ -200,8 +205,7 @@ def http_targets(venv: Venv, project: Path, reference: tuple[str, Venv, Path] | 
         targets["template"] = Target("template", server.port, server.process, auth=f"Bearer {env['MCP_API_KEYS']}")
         # The same server without /metrics and its per-request counting: what metrics cost.
         bare_events = RESULTS / "events-no-metrics.db"
-        for stale in (bare_events, Path(f"{bare_events}-wal"), Path(f"{bare_events}-shm")):
-            stale.unlink(missing_ok=True)
+        remove_database(bare_events)
         plain = start_server(
             venv, project, {**env, "MCP_METRICS_ENABLED": "false", "MCP_SECURITY_EVENTS_URL": f"sqlite:///{bare_events}"},
             log_dir=logs,
@@ -213,8 +217,7 @@ def http_targets(venv: Venv, project: Path, reference: tuple[str, Venv, Path] | 
             ref, ref_venv, ref_project = reference
             ref_env = read_env_file(ref_project)  # its own keys; the same settings as "template"
             ref_events = RESULTS / "events-reference.db"
-            for stale in (ref_events, Path(f"{ref_events}-wal"), Path(f"{ref_events}-shm")):
-                stale.unlink(missing_ok=True)
+            remove_database(ref_events)
             ref_env.update(
                 MCP_RATE_LIMIT=env["MCP_RATE_LIMIT"],
                 MCP_SECURITY_EVENTS_URL=f"sqlite:///{ref_events}",
@@ -238,10 +241,9 @@ def http_targets(venv: Venv, project: Path, reference: tuple[str, Venv, Path] | 
         # The SDK's default mode is stateful: one session, as a client would hold it. The template gives
         # an initialize-era client a session too (so consent can ask it): measured as template-session,
         # on a server and audit file of its own, so that "template" and "template-no-metrics" differ in
-        # metrics alone (sharing one, template's file grew twice as fast, and each row cost more).
+        # metrics alone (sharing one, template's file grew twice as fast).
         session_events = RESULTS / "events-session.db"
-        for stale in (session_events, Path(f"{session_events}-wal"), Path(f"{session_events}-shm")):
-            stale.unlink(missing_ok=True)
+        remove_database(session_events)
         sessions = start_server(
             venv, project, {**env, "MCP_SECURITY_EVENTS_URL": f"sqlite:///{session_events}"}, log_dir=logs
         )
