@@ -6,6 +6,7 @@ The project is rendered, given a module of misbehaving test-only tools the docum
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import time
@@ -272,6 +273,80 @@ async def test_sigterm_lets_the_call_in_flight_finish_and_exits_0(venv: Venv, pr
         returncode = await anyio.to_thread.run_sync(lambda: server.process.wait(timeout=30))
         assert returncode == 0, server.log()
         assert "Traceback" not in server.log()
+    finally:
+        server.stop()
+
+
+async def test_one_ctrl_c_delivered_twice_still_lets_the_call_in_flight_finish(venv: Venv, project: Path) -> None:
+    # `uv run ... serve` without a terminal (a supervisor, a CI job, a test harness stopping a process
+    # group) passes the group's Ctrl-C on to the server again 200 ms later. uvicorn would take the second
+    # one as "force quit" and cut the call short; it is the same Ctrl-C.
+    server = start_server(venv, project, server_env(project, MCP_SHUTDOWN_GRACE_SECONDS="20"))
+    markers = project / "data" / "markers"
+    outcome: dict[str, httpx2.Response] = {}
+    try:
+        async with httpx2.AsyncClient(timeout=30) as http, anyio.create_task_group() as group:
+
+            async def slow_call() -> None:
+                outcome["response"] = await call_tool(http, server, KEYS["misc"], "slow",
+                                                      {"seconds": 2, "tag": "twice"})
+
+            group.start_soon(slow_call)
+            with anyio.fail_after(10):
+                while not (markers / "twice.started").exists():
+                    await anyio.sleep(0.05)
+            server.process.send_signal(signal.SIGINT)
+            await anyio.sleep(0.2)
+            server.process.send_signal(signal.SIGINT)
+        assert tool_ok(outcome["response"]), outcome["response"].text
+        returncode = await anyio.to_thread.run_sync(lambda: server.process.wait(timeout=30))
+        assert returncode == 130, server.log()
+        assert "Traceback" not in server.log(), server.log()
+    finally:
+        server.stop()
+
+
+async def test_ctrl_c_pressed_again_later_still_forces_the_exit(venv: Venv, project: Path) -> None:
+    server = start_server(venv, project, server_env(project, MCP_SHUTDOWN_GRACE_SECONDS="20"))
+    markers = project / "data" / "markers"
+    try:
+        async with httpx2.AsyncClient(timeout=30) as http, anyio.create_task_group() as group:
+
+            async def slow_call() -> None:
+                with contextlib.suppress(httpx2.HTTPError):
+                    await call_tool(http, server, KEYS["misc"], "slow", {"seconds": 60, "tag": "forced"})
+
+            group.start_soon(slow_call)
+            with anyio.fail_after(10):
+                while not (markers / "forced.started").exists():
+                    await anyio.sleep(0.05)
+            server.process.send_signal(signal.SIGINT)
+            await anyio.sleep(1.5)
+            assert server.process.poll() is None  # still waiting for the call, as the grace period says
+            started = time.monotonic()
+            server.process.send_signal(signal.SIGINT)
+            returncode = await anyio.to_thread.run_sync(lambda: server.process.wait(timeout=30))
+        assert time.monotonic() - started < 10, server.log()
+        assert returncode != 0
+        assert not (markers / "forced.finished").exists()
+    finally:
+        server.stop()
+
+
+async def test_a_second_ctrl_c_while_the_stopped_server_exits_is_quiet(venv: Venv, project: Path) -> None:
+    # A user presses Ctrl-C twice, or `uv run` forwards the terminal's Ctrl-C again 200 ms later: the
+    # second one lands after uvicorn has stopped. It must not end the exit with a traceback.
+    server = start_server(venv, project, server_env(project))
+    try:
+        server.process.send_signal(signal.SIGINT)
+        with anyio.fail_after(30):
+            while "Finished server process" not in server.log() and server.process.poll() is None:
+                await anyio.sleep(0.001)
+            while server.process.poll() is None:
+                server.process.send_signal(signal.SIGINT)
+                await anyio.sleep(0.002)
+        assert server.process.returncode == 130, server.log()
+        assert "Traceback" not in server.log() and "KeyboardInterrupt" not in server.log(), server.log()
     finally:
         server.stop()
 

@@ -8,6 +8,7 @@ import gc
 import importlib
 import ipaddress
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -19,6 +20,8 @@ from . import profile
 
 # The rest of the package (and the SDK) is imported in main, with the cycle collector paused.
 if TYPE_CHECKING:
+    from types import FrameType
+
     from pydantic import SecretStr
 
     from .settings import Settings
@@ -46,7 +49,16 @@ def _load(**overrides: Any) -> Settings:
     return settings
 
 
+def _interrupt_once(signum: int, frame: FrameType | None) -> None:
+    # The first Ctrl-C stops the server (an HTTP server re-raises it here once it has shut down): exit 130.
+    # A second one, pressed twice or forwarded by `uv run` 200 ms late, lands while the stopped
+    # server exits; ignored, so the exit stays quiet instead of ending in a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def _serve(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGINT, _interrupt_once)
     overrides = {
         k: v for k, v in (("transport", args.transport), ("host", args.host), ("port", args.port)) if v
     }

@@ -25,9 +25,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import resource
+import signal
 import socket
 import time
+from types import FrameType
 from typing import Any
 
 import h11
@@ -39,6 +42,7 @@ from .headers import BASE_HEADERS, HSTS
 
 FD_RESERVE = 64  # descriptors kept for the audit store, the limiter, sandboxes, logs
 ACCEPT_FAILED = "socket.accept() out of system resource"  # asyncio's message (selector_events.py)
+_SAME_INTERRUPT_SECONDS = 1.0  # a second SIGINT this soon after the first is the same Ctrl-C (GuardedServer)
 log = logging.getLogger(__name__)
 
 
@@ -149,13 +153,28 @@ class ConnectionGuard:
         )
 
     def server(self, config: uvicorn.Config) -> uvicorn.Server:
-        """uvicorn's server, with this guard watching its event loop's accept() failures."""
+        """uvicorn's server, with this guard watching its event loop's accept() failures, and one Ctrl-C
+        delivered twice counted once."""
         guard = self
 
         class GuardedServer(uvicorn.Server):
+            _first_interrupt = -math.inf
+
             async def serve(self, sockets: list[socket.socket] | None = None) -> None:
                 guard.watch_accept_failures(asyncio.get_running_loop())
                 await super().serve(sockets)
+
+            def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+                # uvicorn forces the exit on a second Ctrl-C, cutting the calls in flight short. Without
+                # a terminal, `uv run` forwards the one Ctrl-C its process group already got, 200 ms
+                # later: that is the same Ctrl-C. One pressed again after a second still forces.
+                if sig == signal.SIGINT:
+                    now = time.monotonic()
+                    if now - self._first_interrupt < _SAME_INTERRUPT_SECONDS:
+                        return
+                    if not self.should_exit:
+                        self._first_interrupt = now
+                super().handle_exit(sig, frame)
 
         return GuardedServer(config)
 
