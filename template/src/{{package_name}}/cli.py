@@ -20,8 +20,6 @@ from . import profile
 
 # The rest of the package (and the SDK) is imported in main, with the cycle collector paused.
 if TYPE_CHECKING:
-    from types import FrameType
-
     from pydantic import SecretStr
 
     from .settings import Settings
@@ -49,16 +47,7 @@ def _load(**overrides: Any) -> Settings:
     return settings
 
 
-def _interrupt_once(signum: int, frame: FrameType | None) -> None:
-    # The first Ctrl-C stops the server (an HTTP server re-raises it here once it has shut down): exit 130.
-    # A second one, pressed twice or forwarded by `uv run` 200 ms late, lands while the stopped
-    # server exits; ignored, so the exit stays quiet instead of ending in a traceback.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise KeyboardInterrupt
-
-
 def _serve(args: argparse.Namespace) -> int:
-    signal.signal(signal.SIGINT, _interrupt_once)
     overrides = {
         k: v for k, v in (("transport", args.transport), ("host", args.host), ("port", args.port)) if v
     }
@@ -421,6 +410,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         except KeyboardInterrupt:
             # Ctrl-C: the server has shut down cleanly and the signal is re-raised; no traceback for that.
+            # Another one (pressed twice, or forwarded by `uv run` 200 ms late) would land while the
+            # stopped server exits and end it in one: ignored from here on.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             return 130
         except Exception as exc:
             # A tool that cannot be registered, a module that does not import: one line, not a traceback.
