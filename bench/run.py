@@ -312,7 +312,10 @@ def bench_http(venv: Venv, project: Path, rounds: int, seconds: float, levels: t
         for round_no in range(rounds):
             for method, body in (("ping", PING), ("tools/call", CALL)):
                 for connections in levels:
-                    for name in targets_of(reference[0] if reference else None):
+                    # Each round starts at the next target: no target always runs right after the same one.
+                    names = targets_of(reference[0] if reference else None)
+                    start = round_no % len(names)
+                    for name in names[start:] + names[:start]:
                         data = wrk(targets[name], body, connections, seconds)
                         entry = runs.setdefault((name, method, connections), Runs())
                         entry.rps.append(data["requests"] / data["seconds"])
@@ -575,7 +578,8 @@ def report(runs: dict[tuple[str, str, int], Runs], levels: tuple[int, ...], cold
         f"Load generator: wrk (C, one thread, kept-alive HTTP/1.1 connections, POST /mcp with "
         f"`bench/mcp.lua`, which gives every request its own JSON-RPC id and counts non-200 answers, JSON-RPC "
         f"errors and tool errors as failures; protocol revision 2025-11-25). "
-        f"{args.rounds} interleaved rounds of {args.seconds:g} s per cell (after a warm-up); medians. Servers: "
+        f"{args.rounds} interleaved rounds of {args.seconds:g} s per cell, each round starting at the next "
+        f"target (after a warm-up); medians. Servers: "
         f"one uvicorn process each, same settings (`serve_http`'s: log level info, no server/date header)"
         f"{'; everything at nice -10' if args.priority else ''}.",
         "",
