@@ -11,7 +11,7 @@ import json
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -244,29 +244,38 @@ async def test_health_reports_readiness_and_nothing_else(server: Server) -> None
     assert "server" not in live.headers
 
 
+@contextlib.asynccontextmanager
+async def call_in_flight(server: Server, project: Path, tag: str, seconds: int
+                         ) -> AsyncIterator[dict[str, httpx2.Response]]:
+    """A `slow` call of `seconds`, running when the block starts. A raw request: the MCP client would try
+    to reach the stopped server again on exit. Its answer is under "response" when the block ends, unless
+    the connection was cut."""
+    outcome: dict[str, httpx2.Response] = {}
+    async with httpx2.AsyncClient(timeout=30) as http, anyio.create_task_group() as group:
+
+        async def call() -> None:
+            with contextlib.suppress(httpx2.HTTPError):
+                outcome["response"] = await call_tool(http, server, KEYS["misc"], "slow",
+                                                      {"seconds": seconds, "tag": tag})
+
+        group.start_soon(call)
+        with anyio.fail_after(10):
+            while not (project / "data" / "markers" / f"{tag}.started").exists():
+                await anyio.sleep(0.05)
+        yield outcome
+
+
 async def test_sigterm_lets_the_call_in_flight_finish_and_exits_0(venv: Venv, project: Path) -> None:
     server = start_server(venv, project, server_env(project, MCP_SHUTDOWN_GRACE_SECONDS="20"))
-    markers = project / "data" / "markers"
-    outcome: dict[str, httpx2.Response] = {}
     try:
-        # A raw request: the MCP client would try to reach the stopped server again on exit.
-        async with httpx2.AsyncClient(timeout=30) as http, anyio.create_task_group() as group:
-
-            async def slow_call() -> None:
-                outcome["response"] = await call_tool(http, server, KEYS["misc"], "slow",
-                                                      {"seconds": 2, "tag": "sigterm"})
-
-            group.start_soon(slow_call)
-            with anyio.fail_after(10):
-                while not (markers / "sigterm.started").exists():
-                    await anyio.sleep(0.05)
+        async with call_in_flight(server, project, "sigterm", 2) as outcome:
             server.process.send_signal(signal.SIGTERM)
             await anyio.sleep(0.5)
             # It stopped accepting: a new connection is refused while the call is still running.
             with pytest.raises(httpx2.ConnectError):
                 async with httpx2.AsyncClient(timeout=2) as fresh:
                     await fresh.get(server.base + "/health")
-            assert not (markers / "sigterm.finished").exists()
+            assert not (project / "data" / "markers" / "sigterm.finished").exists()
         response = outcome["response"]
         assert tool_ok(response), response.text
         assert response.json()["result"]["content"][0]["text"] == "slept 2 seconds"
@@ -282,23 +291,12 @@ async def test_one_ctrl_c_delivered_twice_still_lets_the_call_in_flight_finish(v
     # group) passes the group's Ctrl-C on to the server again 200 ms later. uvicorn would take the second
     # one as "force quit" and cut the call short; it is the same Ctrl-C.
     server = start_server(venv, project, server_env(project, MCP_SHUTDOWN_GRACE_SECONDS="20"))
-    markers = project / "data" / "markers"
-    outcome: dict[str, httpx2.Response] = {}
     try:
-        async with httpx2.AsyncClient(timeout=30) as http, anyio.create_task_group() as group:
-
-            async def slow_call() -> None:
-                outcome["response"] = await call_tool(http, server, KEYS["misc"], "slow",
-                                                      {"seconds": 2, "tag": "twice"})
-
-            group.start_soon(slow_call)
-            with anyio.fail_after(10):
-                while not (markers / "twice.started").exists():
-                    await anyio.sleep(0.05)
+        async with call_in_flight(server, project, "twice", 2) as outcome:
             server.process.send_signal(signal.SIGINT)
             await anyio.sleep(0.2)
             server.process.send_signal(signal.SIGINT)
-        assert tool_ok(outcome["response"]), outcome["response"].text
+        assert "response" in outcome and tool_ok(outcome["response"]), server.log()
         returncode = await anyio.to_thread.run_sync(lambda: server.process.wait(timeout=30))
         assert returncode == 130, server.log()
         assert "Traceback" not in server.log(), server.log()
@@ -308,18 +306,8 @@ async def test_one_ctrl_c_delivered_twice_still_lets_the_call_in_flight_finish(v
 
 async def test_ctrl_c_pressed_again_later_still_forces_the_exit(venv: Venv, project: Path) -> None:
     server = start_server(venv, project, server_env(project, MCP_SHUTDOWN_GRACE_SECONDS="20"))
-    markers = project / "data" / "markers"
     try:
-        async with httpx2.AsyncClient(timeout=30) as http, anyio.create_task_group() as group:
-
-            async def slow_call() -> None:
-                with contextlib.suppress(httpx2.HTTPError):
-                    await call_tool(http, server, KEYS["misc"], "slow", {"seconds": 60, "tag": "forced"})
-
-            group.start_soon(slow_call)
-            with anyio.fail_after(10):
-                while not (markers / "forced.started").exists():
-                    await anyio.sleep(0.05)
+        async with call_in_flight(server, project, "forced", 60):
             server.process.send_signal(signal.SIGINT)
             await anyio.sleep(1.5)
             assert server.process.poll() is None  # still waiting for the call, as the grace period says
@@ -328,7 +316,7 @@ async def test_ctrl_c_pressed_again_later_still_forces_the_exit(venv: Venv, proj
             returncode = await anyio.to_thread.run_sync(lambda: server.process.wait(timeout=30))
         assert time.monotonic() - started < 10, server.log()
         assert returncode != 0
-        assert not (markers / "forced.finished").exists()
+        assert not (project / "data" / "markers" / "forced.finished").exists()
     finally:
         server.stop()
 
@@ -353,27 +341,16 @@ async def test_a_second_ctrl_c_while_the_stopped_server_exits_is_quiet(venv: Ven
 
 async def test_sigterm_cancels_what_outlives_the_grace_period_and_exits_0(venv: Venv, project: Path) -> None:
     server = start_server(venv, project, server_env(project, MCP_SHUTDOWN_GRACE_SECONDS="1"))
-    markers = project / "data" / "markers"
     try:
-        async with httpx2.AsyncClient(timeout=30) as http, anyio.create_task_group() as group:
-
-            async def slow_call() -> None:
-                try:
-                    response = await call_tool(http, server, KEYS["misc"], "slow", {"seconds": 60, "tag": "overdue"})
-                except httpx2.HTTPError:
-                    return
-                assert response.status_code == 500  # uvicorn's answer to a request it had to cancel
-
-            group.start_soon(slow_call)
-            with anyio.fail_after(10):
-                while not (markers / "overdue.started").exists():
-                    await anyio.sleep(0.05)
+        async with call_in_flight(server, project, "overdue", 60) as outcome:
             started = time.monotonic()
             server.process.send_signal(signal.SIGTERM)
             returncode = await anyio.to_thread.run_sync(lambda: server.process.wait(timeout=30))
+        # uvicorn's answer to a request it had to cancel, if the connection was not cut first
+        assert "response" not in outcome or outcome["response"].status_code == 500, outcome
         assert returncode == 0, server.log()
         assert time.monotonic() - started < 10
-        assert (markers / "overdue.cancelled").exists()
-        assert not (markers / "overdue.finished").exists()
+        assert (project / "data" / "markers" / "overdue.cancelled").exists()
+        assert not (project / "data" / "markers" / "overdue.finished").exists()
     finally:
         server.stop()
