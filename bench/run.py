@@ -437,7 +437,7 @@ PROFILE_NOTES = """### Reading the figures
 - The machine moves the ratios to sdk-stateless more than the code does. The targets were set on
   2026-11-23 on an AMD EPYC machine, where the template of the day reached 0.98 of sdk-stateless for
   `tools/call` at 8 connections. On the Intel Xeon machines since, the same commit (`--reference
-  bc06254`, the first release) measures 0.72-0.73: here sdk-stateless spends ~18% less CPU per request
+  bc06254`, the first release) measures 0.69-0.73: here sdk-stateless spends ~18% less CPU per request
   at 8 connections than at 1, the template 2-4% less (py-spy: the saving is spread over all of the SDK's
   code, no single function). For what a change of code did, compare **template** with the reference
   rows of the same run.
@@ -510,9 +510,12 @@ each collection, and cProfile and `python -X importtime` for the start:
   figures are read only for a refusal.
 - **template-session** had shared **template**'s server and audit file, so that file grew twice as fast
   as **template-no-metrics**'. Each now has a server and a file of its own. The metrics overhead at 8
-  connections stays at 60-80 µs in this script's runs, round after round, while four servers side by
-  side (two with metrics, two without, same rounds) differed by 0-16 µs, and py-spy finds a few µs of
-  metrics code per request (prometheus_client's observe and inc take under 1 µs each). Not explained.
+  connections stayed at 60-80 µs in this script's runs while four servers side by side (two with
+  metrics, two without) differed by 0-16 µs, and py-spy found a few µs of metrics code per request
+  (prometheus_client's observe and inc take under 1 µs each). The targets ran in the same order every
+  round, template-no-metrics always right after template-session; each round now starts at the next
+  target. Since then: 36 and 47 µs at 8 connections, 69 and 25 µs at 1 (two runs, the first on a
+  loaded machine). The difference is within what this script resolves between two servers.
 - Left as they are, what a `tools/call` costs over a `ping` here (py-spy at 8 connections): the SQLite
   row with its share of the maintenance (~100 µs), the event's dict, redaction and JSON line on stderr
   for log pipelines (~70 µs), sanitising the result (~25 µs), the anyio cancel scope of the timeout
