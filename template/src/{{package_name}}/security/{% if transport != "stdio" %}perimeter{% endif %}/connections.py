@@ -29,7 +29,6 @@ import math
 import resource
 import signal
 import socket
-import threading
 import time
 from types import FrameType
 from typing import Any
@@ -163,9 +162,6 @@ class ConnectionGuard:
 
             async def serve(self, sockets: list[socket.socket] | None = None) -> None:
                 guard.watch_accept_failures(asyncio.get_running_loop())
-                if threading.current_thread() is threading.main_thread():
-                    # What uvicorn hands SIGINT back to when it has stopped (instead of asyncio's).
-                    signal.signal(signal.SIGINT, _interrupt_once)
                 await super().serve(sockets)
 
             def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -191,14 +187,6 @@ class ConnectionGuard:
 
         GuardedH11Protocol.guard = guard
         return GuardedH11Protocol
-
-
-def _interrupt_once(signum: int, frame: FrameType | None) -> None:
-    """SIGINT once uvicorn has stopped. uvicorn raises the Ctrl-C that stopped it again here: exit 130
-    (cli.main). A later one (pressed twice, or forwarded by `uv run` 200 ms late) would land anywhere in
-    the exit, as a traceback: from now on SIGINT is ignored."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise KeyboardInterrupt
 
 
 class _GuardedH11Protocol(H11Protocol):
