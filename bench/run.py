@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from support import (
     ANSWER_SETS,
     SAMPLE_TOOLS_READY,
+    Server,
     Venv,
     clean_env,
     free_port,
@@ -184,46 +185,40 @@ def remove_database(path: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
+def start_with_own_audit(venv: Venv, project: Path, env: dict[str, str], database: str) -> Server:
+    """`serve` with a fresh SQLite audit file of its own (RESULTS/database), logging to RESULTS/logs."""
+    path = RESULTS / database
+    remove_database(path)
+    return start_server(venv, project, {**env, "MCP_SECURITY_EVENTS_URL": f"sqlite:///{path}"},
+                        log_dir=RESULTS / "logs")
+
+
 @contextlib.contextmanager
 def http_targets(venv: Venv, project: Path, reference: tuple[str, Venv, Path] | None = None
                  ) -> Iterator[dict[str, Target]]:
     logs = RESULTS / "logs"
     logs.mkdir(exist_ok=True)
-    events_db = RESULTS / "events.db"
-    remove_database(events_db)
     env = read_env_file(project)
     env.update(
         # On, checked on every request, never reached. Per second: the moving window keeps one entry per
         # hit in the window, and 1000000/minute kept 60,000 per key here, each hit paying for them.
         MCP_RATE_LIMIT="10000/second",
-        MCP_SECURITY_EVENTS_URL=f"sqlite:///{events_db}",
         MCP_TRUSTED_ORIGINS="https://app.example.com",
     )
     targets: dict[str, Target] = {}
     try:
-        server = start_server(venv, project, env, log_dir=logs)
+        server = start_with_own_audit(venv, project, env, "events.db")
         targets["template"] = Target("template", server.port, server.process, auth=f"Bearer {env['MCP_API_KEYS']}")
         # The same server without /metrics and its per-request counting: what metrics cost.
-        bare_events = RESULTS / "events-no-metrics.db"
-        remove_database(bare_events)
-        plain = start_server(
-            venv, project, {**env, "MCP_METRICS_ENABLED": "false", "MCP_SECURITY_EVENTS_URL": f"sqlite:///{bare_events}"},
-            log_dir=logs,
-        )
+        plain = start_with_own_audit(venv, project, {**env, "MCP_METRICS_ENABLED": "false"}, "events-no-metrics.db")
         targets["template-no-metrics"] = Target(
             "template-no-metrics", plain.port, plain.process, auth=f"Bearer {env['MCP_API_KEYS']}"
         )
         if reference is not None:
             ref, ref_venv, ref_project = reference
             ref_env = read_env_file(ref_project)  # its own keys; the same settings as "template"
-            ref_events = RESULTS / "events-reference.db"
-            remove_database(ref_events)
-            ref_env.update(
-                MCP_RATE_LIMIT=env["MCP_RATE_LIMIT"],
-                MCP_SECURITY_EVENTS_URL=f"sqlite:///{ref_events}",
-                MCP_TRUSTED_ORIGINS=env["MCP_TRUSTED_ORIGINS"],
-            )
-            earlier = start_server(ref_venv, ref_project, ref_env, log_dir=logs)
+            ref_env.update(MCP_RATE_LIMIT=env["MCP_RATE_LIMIT"], MCP_TRUSTED_ORIGINS=env["MCP_TRUSTED_ORIGINS"])
+            earlier = start_with_own_audit(ref_venv, ref_project, ref_env, "events-reference.db")
             name = REFERENCE.format(ref=ref)
             targets[name] = Target(name, earlier.port, earlier.process, auth=f"Bearer {ref_env['MCP_API_KEYS']}")
         for mode in ("default", "stateless"):
@@ -242,11 +237,7 @@ def http_targets(venv: Venv, project: Path, reference: tuple[str, Venv, Path] | 
         # an initialize-era client a session too (so consent can ask it): measured as template-session,
         # on a server and audit file of its own, so that "template" and "template-no-metrics" differ in
         # metrics alone (sharing one, template's file grew twice as fast).
-        session_events = RESULTS / "events-session.db"
-        remove_database(session_events)
-        sessions = start_server(
-            venv, project, {**env, "MCP_SECURITY_EVENTS_URL": f"sqlite:///{session_events}"}, log_dir=logs
-        )
+        sessions = start_with_own_audit(venv, project, env, "events-session.db")
         targets["template-session"] = Target(
             "template-session", sessions.port, sessions.process, auth=targets["template"].auth
         )
@@ -309,12 +300,12 @@ def bench_http(venv: Venv, project: Path, rounds: int, seconds: float, levels: t
         for target in targets.values():  # warm up: imports, caches, first SQLite writes
             for body in (PING, CALL):
                 wrk(target, body, 4, 1)
+        names = targets_of(reference[0] if reference else None)
         for round_no in range(rounds):
+            # Each round starts at the next target: no target always runs right after the same one.
+            start = round_no % len(names)
             for method, body in (("ping", PING), ("tools/call", CALL)):
                 for connections in levels:
-                    # Each round starts at the next target: no target always runs right after the same one.
-                    names = targets_of(reference[0] if reference else None)
-                    start = round_no % len(names)
                     for name in names[start:] + names[:start]:
                         data = wrk(targets[name], body, connections, seconds)
                         entry = runs.setdefault((name, method, connections), Runs())
