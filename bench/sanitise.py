@@ -36,7 +36,7 @@ SECRETS = [
 
 
 def load_redact() -> ModuleType:
-    path = ROOT / "template" / "src" / "{{package_name}}" / "security" / "redact.py"
+    path = ROOT / "template" / "src" / "{{package_name}}" / "security" / "audit" / "redact.py"
     spec = importlib.util.spec_from_file_location("bench_redact", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -28,8 +28,8 @@ import json, sys, tempfile
 from pathlib import Path
 from lock_probe import tools
 from lock_probe.security.manifest import SECTIONS, served
-from lock_probe.server import build_guard
-from lock_probe.services import open_services
+from lock_probe.server.build import build_guard
+from lock_probe.server.services import open_services
 from lock_probe.settings import Settings
 
 scratch = Path(tempfile.mkdtemp())
@@ -50,7 +50,7 @@ json.dump(out, sys.stdout)
 
 
 def main() -> int:
-    modules_dir = ROOT / "template" / "src" / "{{package_name}}" / "tools"
+    modules_dir = ROOT / "template" / "src" / "{{package_name}}" / "samples"
     present = [t for t in TOOLS if any(p.name.endswith(f"{t}.py{{% endif %}}") for p in modules_dir.iterdir())]
     set_task_env("MCP_TEMPLATE_SKIP_LOCK", "1")
     with tempfile.TemporaryDirectory() as scratch:

@@ -240,7 +240,7 @@ def test_every_tool_module_has_a_lock_fragment() -> None:
     """tools.lock.json is rendered from tool-locks/<module>.json; a module without one breaks the lock."""
     from support import TEMPLATE_ROOT
 
-    tools_dir = TEMPLATE_ROOT / "template" / "src" / "{{package_name}}" / "tools"
+    tools_dir = TEMPLATE_ROOT / "template" / "src" / "{{package_name}}" / "samples"
     modules = ["about"] + [
         name for name in ("fetch", "files", "notes", "records", "sandbox", "upstream")
         if any(path.name.endswith(f"{name}.py{{% endif %}}") for path in tools_dir.iterdir())

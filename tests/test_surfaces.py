@@ -159,8 +159,8 @@ def test_the_lock_covers_resources_templates_and_prompts(project: Path, venv: Ve
 def test_a_resource_or_prompt_added_on_the_server_is_refused_at_build_time(project: Path, venv: Venv) -> None:
     _, package = package_of(project)
     script = f"""
-from {package}.server import build_server, build_guard
-from {package}.services import open_services
+from {package}.server.build import build_server, build_guard
+from {package}.server.services import open_services
 from {package}.settings import Settings
 
 settings = Settings(_env_file=None, transport="stdio", security_events_url="memory://")

@@ -286,8 +286,8 @@ import socket
 import ssl
 from pathlib import Path
 
-from {package}.security.urls import EgressPolicy, system_resolver
-from {package}.tools.fetch import Fetcher, add_fetch_tool
+from {package}.security.toolkit.urls import EgressPolicy, system_resolver
+from {package}.samples.fetch import Fetcher, add_fetch_tool
 
 CALLS = Path({calls!r})
 NAMES = {{
@@ -326,7 +326,7 @@ sys.path.insert(0, {here!r})
 sys.stderr = open({log!r}, "a", buffering=1)  # security events go to stderr; the test reads them here
 
 from {package} import tools
-from {package}.server import build_server
+from {package}.server.build import build_server
 from {package}.settings import load_settings
 import fetch_test_tool
 

@@ -268,11 +268,11 @@ def test_changing_an_answer_adds_http_cleanly(template_repo: Path, tmp_path: Pat
     answers = {"project_name": "Acme Grow", "transport": "stdio"}
     project = make_project(template_repo, tmp_path / "p", **answers)
     _, package = package_of(project)
-    assert not (project / "src" / package / "app.py").exists()
+    assert not (project / "src" / package / "transport" / "http" / "app.py").exists()
 
     update(project, data={"transport": "both"}, conflict="rej")
 
-    assert (project / "src" / package / "app.py").is_file()
+    assert (project / "src" / package / "transport" / "http" / "app.py").is_file()
     assert (project / "src" / package / "security" / "perimeter" / "auth.py").is_file()
     assert not list(project.rglob("*.rej"))
     assert answers_of(project)["transport"] == "both" and answers_of(project)["auth"] == "api_key"
@@ -386,7 +386,7 @@ def test_a_setting_of_ones_own_survives_an_update_without_conflicts(
     read = venv.run(
         venv.python,
         "-c",
-        f"from {package}.settings import load_settings; from {package}.services import secret_values; "
+        f"from {package}.settings import load_settings; from {package}.server.services import secret_values; "
         "s = load_settings(); print(s.reports_url, s.reports_timeout_seconds, 'tok-3b9f0c' in secret_values(s))",
         cwd=project,
     )

@@ -28,4 +28,4 @@ def test_bad_answer_is_refused(copie: Any, answers: dict[str, str]) -> None:
 def test_good_answers_render(copie: Any) -> None:
     result = copie.copy(extra_answers={"project_name": "Good One", "sample_tools": []})
     assert result.exit_code == 0, result.exception
-    assert (result.project_dir / "src" / "good_one" / "server.py").is_file()
+    assert (result.project_dir / "src" / "good_one" / "server" / "build.py").is_file()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from . import profile
+from . import answers
 
 # The rest of the package (and the SDK) is imported in main, with the cycle collector paused.
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .settings import Settings
 
 LOCK_FILE = Path("tools.lock.json")  # the tool manifest lock (security/manifest.py)
-_LOCK_FIX = f"`{profile.COMMAND} check --update-lock`"  # ends every lock error, so _check can tell them apart
+_LOCK_FIX = f"`{answers.COMMAND} check --update-lock`"  # ends every lock error, so _check can tell them apart
 
 
 _debug = False  # MCP_LOG_LEVEL=DEBUG: start-up errors show their traceback
@@ -38,10 +38,10 @@ def _load(**overrides: Any) -> Settings:
 
     settings = load_settings(**overrides)
     _debug = settings.log_level == "DEBUG"
-    if settings.transport not in profile.TRANSPORTS:
+    if settings.transport not in answers.TRANSPORTS:
         raise SettingsError(
             f"MCP_TRANSPORT={settings.transport}: this project was generated for "
-            f"{' and '.join(profile.TRANSPORTS)} only; set MCP_TRANSPORT={profile.TRANSPORTS[0]} "
+            f"{' and '.join(answers.TRANSPORTS)} only; set MCP_TRANSPORT={answers.TRANSPORTS[0]} "
             "(or regenerate it with transport=both)"
         )
     return settings
@@ -52,13 +52,13 @@ def _serve(args: argparse.Namespace) -> int:
         k: v for k, v in (("transport", args.transport), ("host", args.host), ("port", args.port)) if v
     }
     settings = _load(**overrides)
-    from .tracing import configure_tracing
+    from .server.tracing import configure_tracing
 
     configure_tracing(os.environ)  # the standard OTEL_* variables; off unless an endpoint is set
     if settings.transport == "http":
-        importlib.import_module(f"{__package__}.app").serve_http(settings)
+        importlib.import_module(f"{__package__}.transport.http.app").serve_http(settings)
         return 0
-    from .server import build_server, freeze_startup_objects
+    from .server.build import build_server, freeze_startup_objects
 
     server = build_server(settings)
     freeze_startup_objects()
@@ -67,7 +67,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    from .security.keys import KeyFormatError, entry_line, new_key
+    from .security.identity.keys import KeyFormatError, entry_line, new_key
 
     if args.write_env:
         return _write_env(Path(".env"))
@@ -79,7 +79,7 @@ def _keygen(args: argparse.Namespace) -> int:
     try:
         line = entry_line(key, args.name, scopes)
     except KeyFormatError as exc:
-        print(f"{profile.COMMAND} keygen: {exc}", file=sys.stderr)
+        print(f"{answers.COMMAND} keygen: {exc}", file=sys.stderr)
         return 2
     variable = "MCP_ADMIN_API_KEYS" if args.admin else "MCP_API_KEYS"
     print(f"key:    {key}")
@@ -93,17 +93,17 @@ def _keygen(args: argparse.Namespace) -> int:
 def _write_env(path: Path) -> int:
     import secrets
 
-    from .security.keys import new_key
+    from .security.identity.keys import new_key
 
     if path.exists():
-        print(f"{path} exists; not overwriting it. Use `{profile.COMMAND} keygen` to make one more key.")
+        print(f"{path} exists; not overwriting it. Use `{answers.COMMAND} keygen` to make one more key.")
         return 1
     # OAuth clients bring access tokens: no tool key to hand out, only the admin key.
-    oauth = profile.AUTH_MODE == "oauth"
+    oauth = answers.AUTH_MODE == "oauth"
     lines = ["# Made by keygen. Never commit this file."]
     lines += [] if oauth else [f"MCP_API_KEYS={new_key()}"]
     lines += [f"MCP_ADMIN_API_KEYS={new_key()}"]
-    if "http" in profile.TRANSPORTS:
+    if "http" in answers.TRANSPORTS:
         lines.append(f"MCP_REQUEST_STATE_KEYS={secrets.token_hex(32)}")
     lines.append("")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -188,8 +188,8 @@ def security_report(
             )
         facts.append(f"sessions: {sessions}")
     try:
-        from .server import build_guard
-        from .services import open_services
+        from .server.build import build_guard
+        from .server.services import open_services
 
         with _scratch(settings, offline=offline) as scratch:
             guard = build_guard(scratch, open_services(scratch))
@@ -197,7 +197,7 @@ def security_report(
         errors.append(str(exc))
         return errors, warnings, facts
     current = served(guard)
-    if "sandbox" in profile.SAMPLE_TOOLS:
+    if "sandbox" in answers.SAMPLE_TOOLS:
         _sandbox_report(settings, warnings, facts)
     try:
         problems = compare(read_lock(lock), current)
@@ -205,13 +205,15 @@ def security_report(
         problems = [str(exc)]
     errors.extend(f"{problem}; review the change, then run {_LOCK_FIX}" for problem in problems)
     facts.append(f"served: {count(current)} ({'match' if not problems else 'differ from'} {lock})")
-    facts.extend(importlib.import_module(f"{__package__}.operations").operations_facts(settings, os.environ))
+    facts.extend(
+        importlib.import_module(f"{__package__}.server.operations").operations_facts(settings, os.environ)
+    )
     return errors, warnings, facts
 
 
 def _key_holders(settings: Settings, *, tool_keys: bool) -> list[str]:
     """Who holds a key, and with what scopes: names (or fingerprints), never keys or digests."""
-    from .security.keys import KeyFormatError, describe, parse_keys
+    from .security.identity.keys import KeyFormatError, describe, parse_keys
 
     configured = [("MCP_ADMIN_API_KEYS", settings.admin_api_keys)]
     if tool_keys:
@@ -229,8 +231,8 @@ def _key_holders(settings: Settings, *, tool_keys: bool) -> list[str]:
 
 def _update_lock(settings: Settings, lock: Path, *, offline: bool = False) -> int:
     from .security.manifest import compare, count, read_lock, render_lock, served
-    from .server import build_guard
-    from .services import open_services
+    from .server.build import build_guard
+    from .server.services import open_services
 
     with _scratch(settings, offline=offline) as scratch:
         current = served(build_guard(scratch, open_services(scratch)))
@@ -277,7 +279,7 @@ def _audit_store_report(settings: Settings, errors: list[str], facts: list[str],
             errors.append(f"MCP_SECURITY_EVENTS_URL: {existing} is not writable; point it at a writable path")
         facts.append(where + ("" if existing == path else ", created at first start"))
     else:
-        from .security.events import open_event_store
+        from .security.audit.events import open_event_store
 
         if not offline:
             try:
@@ -304,7 +306,7 @@ def _key_counts(settings: Settings, scheme: str) -> str:
 
 
 def _sandbox_report(settings: Settings, warnings: list[str], facts: list[str]) -> None:
-    sandbox = importlib.import_module(f"{__package__}.security.sandbox")
+    sandbox = importlib.import_module(f"{__package__}.security.toolkit.sandbox")
     box = sandbox.Sandbox(sandbox.Limits(), settings.sandbox_python)
     try:
         box.probe()
@@ -329,7 +331,7 @@ def _check(args: argparse.Namespace) -> int:
     if args.update_lock:
         return _update_lock(settings, args.lock, offline=args.offline)
     errors, warnings, facts = security_report(settings, args.lock, offline=args.offline)
-    print(f"{profile.PROJECT_NAME}: security report")
+    print(f"{answers.PROJECT_NAME}: security report")
     for fact in facts:
         print(f"  ok       {fact}")
     for warning in warnings:
@@ -356,10 +358,10 @@ def _verdict(errors: list[str], lock: Path, *, offline: bool = False) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=profile.COMMAND, description=profile.PROJECT_NAME)
+    parser = argparse.ArgumentParser(prog=answers.COMMAND, description=answers.PROJECT_NAME)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the MCP server")
-    serve.add_argument("--transport", choices=profile.TRANSPORTS)
+    serve.add_argument("--transport", choices=answers.TRANSPORTS)
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.set_defaults(handler=_serve)
@@ -374,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     keygen.set_defaults(handler=_keygen)
     check = commands.add_parser("check", help="validate the configuration and print a security report")
-    check.add_argument("--transport", choices=profile.TRANSPORTS)
+    check.add_argument("--transport", choices=answers.TRANSPORTS)
     check.add_argument(
         "--lock", type=Path, default=LOCK_FILE, help="the tool manifest lock (tools.lock.json)"
     )
@@ -398,15 +400,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # What the server writes (audit trail, tool data, their WAL files) is for its own user alone.
     os.umask(0o077)
     try:
-        from .security.events import EventStoreConfigError
-        from .security.ratelimit import RateLimitConfigError
+        from .security.audit.events import EventStoreConfigError
+        from .security.limits import RateLimitConfigError
         from .settings import SettingsError
 
         args = build_parser().parse_args(argv)
         try:
             result: int = args.handler(args)
         except (SettingsError, EventStoreConfigError, RateLimitConfigError) as exc:
-            print(f"{profile.COMMAND}: {exc}", file=sys.stderr)
+            print(f"{answers.COMMAND}: {exc}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             # Ctrl-C: the server has shut down cleanly and the signal is re-raised; no traceback for that.
@@ -418,7 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # A tool that cannot be registered, a module that does not import: one line, not a traceback.
             if _debug:
                 raise
-            print(f"{profile.COMMAND}: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
+            print(f"{answers.COMMAND}: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
             print("  (MCP_LOG_LEVEL=DEBUG shows the traceback)", file=sys.stderr)
             return 2
         return result

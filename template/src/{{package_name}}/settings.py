@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from . import profile
+from . import answers
 from .tool_settings import ToolSettings
 
 ENV_PREFIX = "MCP_"
@@ -53,7 +53,7 @@ class Settings(ToolSettings, BaseSettings):
         env_ignore_empty=True,  # an empty line in .env means "use the default"
     )
 
-    transport: Literal["stdio", "http"] = profile.TRANSPORTS[0]
+    transport: Literal["stdio", "http"] = answers.TRANSPORTS[0]
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"

@@ -68,6 +68,7 @@ from mcp.types import (
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from .audit.events import AuditUnavailableError, SecurityEvents, Severity
 from .content import (
     DEFAULT_MAX_BINARY_BYTES,
     ContentGuard,
@@ -77,9 +78,8 @@ from .content import (
     ToolOutput,
 )
 from .content import media_types as _media_types
-from .events import AuditUnavailableError, SecurityEvents, Severity
-from .principal import LOCAL_USER, Principal
-from .ratelimit import PRINCIPAL_COUNTED, RateLimiter, RateLimitUnavailableError
+from .identity.principal import LOCAL_USER, Principal
+from .limits import PRINCIPAL_COUNTED, RateLimiter, RateLimitUnavailableError
 from .schema import ArgumentsCheck, with_keywords
 from .subscriptions import MAX_PER_SESSION as MAX_SUBSCRIPTIONS
 from .subscriptions import Subscriptions, session_of

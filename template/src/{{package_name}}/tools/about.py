@@ -9,7 +9,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from .. import profile
+from .. import answers
 from ..security.guard import Guard, current_call
 from ..security.text import INSTRUCTIONS
 from ..settings import Settings
@@ -27,7 +27,7 @@ def register(guard: Guard, settings: Settings) -> None:
     @guard.resource("about://server", name="about", title="About this server")
     async def about() -> str:
         """What this server is and how it treats tool output."""
-        return f"{profile.PROJECT_NAME}\n{INSTRUCTIONS}"
+        return f"{answers.PROJECT_NAME}\n{INSTRUCTIONS}"
 
     async def tool_names(typed: str) -> list[str]:
         return [name for name in sorted(guard.policies) if name.startswith(typed)]

@@ -6,9 +6,9 @@ from limits import RateLimitItem
 from mcp.server.transport_security import RequestBodyLimitMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..events import SecurityEvents
-from ..principal import Principal
-from ..ratelimit import PRINCIPAL_COUNTED, Decision, RateLimiter, RateLimitUnavailableError
+from ..audit.events import SecurityEvents
+from ..identity.principal import Principal
+from ..limits import PRINCIPAL_COUNTED, Decision, RateLimiter, RateLimitUnavailableError
 from .common import authenticated, client_address, refusal, refuse_unless_authenticated, send_json
 
 UNLIMITED_PATHS = frozenset({"/health"})

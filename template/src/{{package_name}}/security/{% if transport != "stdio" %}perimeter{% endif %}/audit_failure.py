@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..events import AuditUnavailableError
+from ..audit.events import AuditUnavailableError
 from .common import refusal, send_json
 
 

@@ -10,8 +10,8 @@ from mcp.server.auth.provider import AccessToken, TokenVerifier
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..events import SecurityEvents
-from ..principal import ADMIN_SCOPE, ALL_TOOL_SCOPES, Principal
+from ..audit.events import SecurityEvents
+from ..identity.principal import ADMIN_SCOPE, ALL_TOOL_SCOPES, Principal
 from .common import CredentialRejectedError, NamedAccessToken, client_address, refusal, send_json
 
 PUBLIC_PATHS = frozenset({"/health"})

@@ -14,10 +14,10 @@ from __future__ import annotations
 from limits import RateLimitItemPerSecond
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ...services import Services
+from ...server.services import Services
 from ...settings import Settings
-from ..events import SecurityEvents
-from ..ratelimit import RateLimiter, RateLimitUnavailableError
+from ..audit.events import SecurityEvents
+from ..limits import RateLimiter, RateLimitUnavailableError
 from .auth import is_public_path
 from .common import client_address, refusal, refuse_unless_authenticated, send_json
 

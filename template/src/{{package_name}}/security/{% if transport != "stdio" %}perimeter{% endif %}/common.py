@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from mcp.server.auth.provider import AccessToken
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..principal import Principal
+from ..identity.principal import Principal
 
 
 class CredentialRejectedError(Exception):

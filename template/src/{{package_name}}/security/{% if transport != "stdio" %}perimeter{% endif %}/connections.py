@@ -37,7 +37,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from ..events import AuditUnavailableError, SecurityEvents
+from ..audit.events import AuditUnavailableError, SecurityEvents
 from .headers import BASE_HEADERS, HSTS
 
 FD_RESERVE = 64  # descriptors kept for the audit store, the limiter, sandboxes, logs

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..events import SecurityEvents
+from ..audit.events import SecurityEvents
 from .common import client_address, refusal, send_json
 
 

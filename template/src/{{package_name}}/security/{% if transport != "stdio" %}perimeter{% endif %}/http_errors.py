@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..events import SecurityEvents
+from ..audit.events import SecurityEvents
 from .common import client_address, status_of
 
 RECORDED_ELSEWHERE = frozenset({401, 403, 413, 429, 503})

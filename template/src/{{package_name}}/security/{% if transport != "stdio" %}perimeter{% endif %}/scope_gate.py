@@ -16,9 +16,9 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..events import SecurityEvents
+from ..audit.events import SecurityEvents
 from ..guard import Target
-from ..principal import Principal
+from ..identity.principal import Principal
 from .auth import bearer_challenge
 from .common import client_address, refusal, replay_body, send_json
 

@@ -26,29 +26,30 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from .notifying import NotifyingRequests
-from .security.events import AuditUnavailableError
-from .security.perimeter import credentials, events_api
-from .security.perimeter.admission import BodyLimit, ClientRateLimit, PrincipalRateLimit
-from .security.perimeter.audit_failure import AuditFailureResponse
-from .security.perimeter.auth import BearerAuth
-from .security.perimeter.blocking import AuthFailureBlock
-from .security.perimeter.common import AccessLogWithoutQuery
-from .security.perimeter.connections import ConnectionGuard
-from .security.perimeter.framing import AmbiguousFraming
-from .security.perimeter.headers import SecurityHeadersMiddleware
-from .security.perimeter.http_errors import HttpErrorAudit
-from .security.perimeter.jsonrpc_errors import CleanJsonRpcErrors
-from .security.perimeter.metrics_api import install_metrics
-from .security.perimeter.origin import HostGate, OriginGate, cors, default_allowed_hosts, transport_security
-from .security.perimeter.scope_gate import ScopeGate
-from .security.perimeter.tls import tls_problems, uvicorn_options
-from .server import build_server, freeze_startup_objects
-from .services import Services, open_services
+from ...security.audit.events import AuditUnavailableError
+from ...security.perimeter import credentials
+from ...security.perimeter.admission import BodyLimit, ClientRateLimit, PrincipalRateLimit
+from ...security.perimeter.audit_failure import AuditFailureResponse
+from ...security.perimeter.auth import BearerAuth
+from ...security.perimeter.blocking import AuthFailureBlock
+from ...security.perimeter.common import AccessLogWithoutQuery
+from ...security.perimeter.connections import ConnectionGuard
+from ...security.perimeter.framing import AmbiguousFraming
+from ...security.perimeter.headers import SecurityHeadersMiddleware
+from ...security.perimeter.http_errors import HttpErrorAudit
+from ...security.perimeter.jsonrpc_errors import CleanJsonRpcErrors
+from ...security.perimeter.origin import HostGate, OriginGate, cors, default_allowed_hosts, transport_security
+from ...security.perimeter.scope_gate import ScopeGate
+from ...security.perimeter.tls import tls_problems, uvicorn_options
+from ...server.build import build_server, freeze_startup_objects
+from ...server.services import Services, open_services
+from ...settings import Settings, SettingsError
+from . import events_api
+from .metrics_api import install_metrics
 from .session_answers import SessionManager
 from .sessions import NoSessions, Sessions
-from .settings import Settings, SettingsError
-from .single_exchange import SingleExchange
+from .stateless import SingleExchange
+from .streaming import NotifyingRequests
 
 
 def build_app(settings: Settings, services: Services | None = None) -> ASGIApp:

@@ -15,7 +15,7 @@ from mcp_types import LOG_LEVEL_META_KEY
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .security.perimeter.common import replay_body
+from ...security.perimeter.common import replay_body
 
 _VERSION = b"mcp-protocol-version"
 # What a request body holds when it asks for notifications (a cheap test before any parsing; a false

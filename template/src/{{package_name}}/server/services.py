@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .security.alerts import AlertWebhook
-from .security.events import SecurityEvents, open_event_store
-from .security.keys import raw_keys
-from .security.ratelimit import RateLimiter, ensure_reachable
-from .security.redact import Redactor, install_log_redaction
-from .settings import Settings
+from ..security.audit.alerts import AlertWebhook
+from ..security.audit.events import SecurityEvents, open_event_store
+from ..security.audit.redact import Redactor, install_log_redaction
+from ..security.identity.keys import raw_keys
+from ..security.limits import RateLimiter, ensure_reachable
+from ..settings import Settings
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import anyio.to_thread
 
+from ...toolkit.private import private_database
 from ..events import (
     SEVERITY_RANK,
     EventPage,
@@ -32,7 +33,6 @@ from ..events import (
     SecurityEvent,
     row_position,
 )
-from ..private import private_database
 
 # Each index is one more page written per event. `seq` is the row's position (the API's cursor); `id`
 # needs no index of its own, and AUTOINCREMENT's counter table is one more page: positions never go back

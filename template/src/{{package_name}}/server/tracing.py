@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import profile
-from .settings import SettingsError
+from .. import answers
+from ..settings import SettingsError
 
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 NAME_ATTRIBUTES = ("gen_ai.tool.name", "gen_ai.prompt.name")
@@ -73,7 +73,7 @@ def configure_tracing(environ: Mapping[str, str]) -> bool:
             if isinstance(request_id, str) and len(request_id) > MAX_REQUEST_ID:
                 span.set_attribute(REQUEST_ID, request_id[:MAX_REQUEST_ID])
 
-    resource = Resource.create({SERVICE_NAME: environ.get("OTEL_SERVICE_NAME") or profile.COMMAND})
+    resource = Resource.create({SERVICE_NAME: environ.get("OTEL_SERVICE_NAME") or answers.COMMAND})
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(KnownNamesOnly())
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))

@@ -44,7 +44,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .security.perimeter.common import replay_body
+from ...security.perimeter.common import replay_body
 
 logger = logging.getLogger(__name__)
 

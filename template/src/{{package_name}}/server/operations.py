@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
-from .security.anomaly import AnomalyDetector, Thresholds
-from .security.events import SecurityEvents
-from .settings import Settings
+from ..security.audit.anomaly import AnomalyDetector, Thresholds
+from ..security.audit.events import SecurityEvents
+from ..settings import Settings
 from .tracing import tracing_endpoint
 
 

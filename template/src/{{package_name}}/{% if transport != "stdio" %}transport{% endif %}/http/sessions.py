@@ -24,9 +24,9 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp_types import INVALID_REQUEST, ErrorData, JSONRPCError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .security.events import SecurityEvents
-from .security.perimeter.common import client_address, refusal, send_json
-from .security.principal import Principal
+from ...security.audit.events import SecurityEvents
+from ...security.identity.principal import Principal
+from ...security.perimeter.common import client_address, refusal, send_json
 
 _SESSION_HEADER = MCP_SESSION_ID_HEADER.encode()
 # Byte for byte what the SDK answers for an unknown session id, so a refusal tells nothing more.

@@ -14,14 +14,14 @@ from mcp.types import (
     UnsubscribeRequestParams,
 )
 
-from . import __version__, profile
+from .. import __version__, answers
+from ..security.guard import Guard, handle_set_level
+from ..security.request_state import RequestStateAudit, request_state_security
+from ..security.text import INSTRUCTIONS
+from ..settings import Settings
+from ..tools import register_tools
 from .operations import subscribe_anomaly_detection
-from .security.guard import Guard, handle_set_level
-from .security.request_state import RequestStateAudit, request_state_security
-from .security.text import INSTRUCTIONS
 from .services import Services, open_services
-from .settings import Settings
-from .tools import register_tools
 from .tracing import SERVED_NAMES
 
 __all__ = ["INSTRUCTIONS", "GuardedServer", "build_guard", "build_server"]
@@ -80,7 +80,7 @@ def build_server(settings: Settings, services: Services | None = None) -> Guarde
     destructive = [t.name for t in guard.tools() if t.annotations and t.annotations.destructive_hint]
     subscribe_anomaly_detection(settings, services.events, destructive)
     server = GuardedServer(
-        profile.PROJECT_NAME,
+        answers.PROJECT_NAME,
         version=__version__,
         instructions=INSTRUCTIONS,
         tools=guard.tools(),

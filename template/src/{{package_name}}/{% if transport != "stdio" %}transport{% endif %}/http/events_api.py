@@ -19,7 +19,7 @@ from datetime import datetime
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..events import (
+from ...security.audit.events import (
     MAX_PAGE,
     SEVERITY_RANK,
     CursorError,
@@ -29,7 +29,7 @@ from ..events import (
     decode_cursor,
     encode_cursor,
 )
-from ..principal import Principal
+from ...security.identity.principal import Principal
 
 PATH = "/security/events"
 PARAMETERS = frozenset({"severity", "event", "since", "limit", "cursor", "order"})

@@ -14,13 +14,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ...services import Services
-from ..events import SecurityEvents
-from ..metrics import Metrics, known_names
-from ..principal import Principal
+from ...security.audit.events import SecurityEvents
+from ...security.audit.metrics import Metrics, known_names
+from ...security.identity.principal import Principal
+from ...server.services import Services
 
 if TYPE_CHECKING:
-    from ...server import GuardedServer
+    from ...server.build import GuardedServer
 
 PATH = "/metrics"
 

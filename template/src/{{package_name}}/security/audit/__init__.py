@@ -1,0 +1,1 @@
+"""The audit trail: security events, their stores, redaction, alerts, anomaly detection, metrics."""

@@ -1,0 +1,1 @@
+"""What tools import: confined paths, checked URLs, private per-caller data, the sandbox."""

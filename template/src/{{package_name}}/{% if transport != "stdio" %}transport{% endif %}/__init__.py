@@ -1,0 +1,1 @@
+"""Transports other than stdio (which the SDK runs as it is)."""
