@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 ALL_TOOL_SCOPES = "*"
 ADMIN_SCOPE = "admin"
@@ -30,3 +32,20 @@ class Principal:
 
 # stdio: the process was started by the local user, who already has their own access.
 LOCAL_USER = Principal(id="local-stdio", scopes=frozenset({ALL_TOOL_SCOPES}))
+
+
+# The one place the principal is read: the HTTP perimeter stores it in the ASGI scope's state
+# (`scope["state"]["principal"]`, which Starlette shows as `request.state.principal`).
+def principal_in(scope: Mapping[str, Any]) -> Principal | None:
+    """The principal authenticated for this ASGI scope, if any."""
+    principal = (scope.get("state") or {}).get("principal")
+    return principal if isinstance(principal, Principal) else None
+
+
+def principal_of(request: Any) -> Principal | None:
+    """The principal authenticated for this HTTP request (an SDK context's `ctx.request`), if any.
+
+    `None` for no request: only the caller knows whether that means stdio (the local user) or a bug.
+    """
+    principal = getattr(getattr(request, "state", None), "principal", None)
+    return principal if isinstance(principal, Principal) else None
