@@ -260,8 +260,10 @@ class Transcript:
             await request
         await self.drain()
 
-    def result(self) -> list[dict[str, Any]]:
-        return sorted(self.rows, key=lambda row: (row["surface"], row["refusal"]))
+    def result(self) -> dict[str, dict[str, Any]]:
+        """The transcript as the golden file holds it: by "surface / refusal class", sorted."""
+        return {f"{row['surface']} / {row['refusal']}": {"answer": row["answer"], "events": row["events"]}
+                for row in sorted(self.rows, key=lambda row: (row["surface"], row["refusal"]))}
 
 
 async def answer_of(request: Awaitable[Any]) -> dict[str, Any]:
@@ -444,8 +446,8 @@ def not_applicable(transport: str, surface: str, refusal: str) -> str | None:
     return None
 
 
-def check_coverage(transport: str, rows: list[dict[str, Any]]) -> None:
-    recorded = {(row["surface"], row["refusal"]) for row in rows}
+def check_coverage(transport: str, transcript: dict[str, dict[str, Any]]) -> None:
+    recorded = {tuple(case.split(" / ", 1)) for case in transcript}
     for surface in SURFACES:
         for refusal in CLASSES:
             reason = not_applicable(transport, surface, refusal)
@@ -455,7 +457,7 @@ def check_coverage(transport: str, rows: list[dict[str, Any]]) -> None:
 # ---- the golden file ------------------------------------------------------------------------------
 
 
-def compare(transport: str, found: list[dict[str, Any]]) -> None:
+def compare(transport: str, found: dict[str, dict[str, Any]]) -> None:
     golden = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
     if os.environ.get("MCP_TEMPLATE_WRITE_TRANSCRIPT") == "1":
         golden[transport] = found
@@ -464,7 +466,9 @@ def compare(transport: str, found: list[dict[str, Any]]) -> None:
     if found != expected:
         before = json.dumps(expected, indent=1, sort_keys=True).splitlines()
         after = json.dumps(found, indent=1, sort_keys=True).splitlines()
-        diff = "\n".join(difflib.unified_diff(before, after, f"{GOLDEN.name} [{transport}]", "this run", lineterm=""))
+        # Enough context that each hunk shows the case it is in.
+        diff = "\n".join(difflib.unified_diff(before, after, f"{GOLDEN.name} [{transport}]", "this run", n=12,
+                                             lineterm=""))
         pytest.fail(f"the {transport} refusal transcript changed (MCP_TEMPLATE_WRITE_TRANSCRIPT=1 rewrites it "
                     f"after an intended change):\n{diff}", pytrace=False)
 
