@@ -20,9 +20,8 @@ from ..security.request_state import RequestStateAudit, request_state_security
 from ..security.text import INSTRUCTIONS
 from ..settings import Settings
 from ..tools import register_tools
-from .operations import subscribe_anomaly_detection
+from .observability import SERVED_NAMES, subscribe_anomaly_detection
 from .services import Services, open_services
-from .tracing import SERVED_NAMES
 
 __all__ = ["INSTRUCTIONS", "GuardedServer", "build_guard", "build_server"]
 

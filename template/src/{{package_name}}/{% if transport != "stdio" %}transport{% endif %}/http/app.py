@@ -44,9 +44,8 @@ from ...security.perimeter.tls import tls_problems, uvicorn_options
 from ...server.build import build_server, freeze_startup_objects
 from ...server.services import Services, open_services
 from ...settings import Settings, SettingsError
-from . import events_api
-from .metrics_api import install_metrics
-from .session_answers import SessionManager
+from . import admin
+from .session_manager import SessionManager
 from .sessions import NoSessions, Sessions
 from .stateless import SingleExchange
 from .streaming import NotifyingRequests
@@ -72,9 +71,9 @@ def build_app(settings: Settings, services: Services | None = None) -> ASGIApp:
             {"status": "ready" if ready else "not_ready", "checks": checks}, 200 if ready else 503
         )
 
-    server.custom_route(events_api.PATH, methods=["GET"])(events_api.events_endpoint(services.events))
+    server.custom_route(admin.EVENTS_PATH, methods=["GET"])(admin.events_endpoint(services.events))
     if settings.metrics_enabled:
-        install_metrics(server, services, readiness.checks)
+        admin.install_metrics(server, services, readiness.checks)
 
     if settings.log_level != "DEBUG":
         # The SDK logs "Terminating session: None" at INFO after every stateless request: noise that
@@ -172,8 +171,8 @@ def _session_manager(
     server: MCPServer, settings: Settings, security: TransportSecuritySettings
 ) -> StreamableHTTPSessionManager:
     """The SDK's stateful manager for initialize-era sessions: SSE answers, so a call can ask the user;
-    with replay, each session keeps its newest events for a client that reconnects (replay.py); without
-    it, a request with nothing to say first is answered as JSON (session_answers.py)."""
+    with replay, each session keeps its newest events for a client that reconnects; without it, a
+    request with nothing to say first is answered as JSON (both in session_manager.py)."""
     return SessionManager(
         app=server._lowlevel_server,
         json_response=False,

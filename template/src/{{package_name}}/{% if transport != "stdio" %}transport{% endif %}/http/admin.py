@@ -1,12 +1,17 @@
-"""GET /security/events: the audit trail for operators, readable with an admin credential only.
+"""The operators' endpoints, for admin credentials only: GET /security/events and GET /metrics.
 
-A 400 here is recorded as `http_error` by the perimeter (http_errors.py), like any other.
+BearerAuth demands the admin scope on these paths (401 without a credential, 403 with a tool key), and
+each refusal writes its event; each endpoint checks again, so that a change there cannot open them. A
+400 here is recorded as `http_error` by the perimeter (http_errors.py), like any other.
 
-Query: `severity` (minimum), `event`, `since` (RFC 3339), `limit` (1..500), `order` (`asc`, the
-default: oldest first; `desc`: newest first), `cursor` (from `next_cursor`, with the same `order`).
-Answer: {"events": [...], "next_cursor": "..." or null}. A cursor is the store's position, so pages never
-repeat or skip an event while new ones arrive; null means "nothing more now" (oldest first: no newer
-event yet; newest first: no older event kept).
+GET /security/events, the audit trail. Query: `severity` (minimum), `event`, `since` (RFC 3339),
+`limit` (1..500), `order` (`asc`, the default: oldest first; `desc`: newest first), `cursor` (from
+`next_cursor`, with the same `order`). Answer: {"events": [...], "next_cursor": "..." or null}. A cursor
+is the store's position, so pages never repeat or skip an event while new ones arrive; null means
+"nothing more now" (oldest first: no newer event yet; newest first: no older event kept).
+
+GET /metrics, Prometheus text format. Each scrape probes the audit and rate-limit stores (at most once a
+second, shared with /health?ready), so `mcp_store_up` is current.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ import logging
 import typing
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
+from typing import TYPE_CHECKING
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -29,9 +36,15 @@ from ...security.audit.events import (
     decode_cursor,
     encode_cursor,
 )
+from ...security.audit.metrics import Metrics, known_names
 from ...security.identity.principal import Principal
+from ...server.services import Services
 
-PATH = "/security/events"
+if TYPE_CHECKING:
+    from ...server.build import GuardedServer
+
+EVENTS_PATH = "/security/events"
+METRICS_PATH = "/metrics"
 PARAMETERS = frozenset({"severity", "event", "since", "limit", "cursor", "order"})
 ORDERS = {"asc": False, "desc": True}  # order -> newest first
 DEFAULT_LIMIT = 100
@@ -45,7 +58,11 @@ def events_endpoint(events: SecurityEvents) -> Callable[[Request], Awaitable[Res
         client = request.client.host if request.client else "unknown"
         if not isinstance(principal, Principal) or not principal.is_admin:
             await events.record(
-                "authorization_denied", "high", client, path=PATH, reason="no admin principal past auth"
+                "authorization_denied",
+                "high",
+                client,
+                path=EVENTS_PATH,
+                reason="no admin principal past auth",
             )
             return JSONResponse({"error": "forbidden", "message": "An admin credential is required."}, 403)
         try:
@@ -113,3 +130,40 @@ def parse_query(params: Mapping[str, str]) -> EventQuery:
         after=after,
         newest_first=ORDERS[order],
     )
+
+
+def install_metrics(
+    server: GuardedServer,
+    services: Services,
+    store_checks: Callable[[], Awaitable[dict[str, str]]],
+) -> Metrics:
+    """Measure every MCP message (outermost middleware), count every event, serve GET /metrics."""
+    metrics = Metrics(known_names(server, server.guard), services.alerts.counts if services.alerts else None)
+    server.middleware.insert(0, metrics.middleware)
+    services.events.subscribe(metrics.on_event)
+    server.custom_route(METRICS_PATH, methods=["GET"])(
+        metrics_endpoint(metrics, services.events, store_checks)
+    )
+    return metrics
+
+
+def metrics_endpoint(
+    metrics: Metrics, events: SecurityEvents, store_checks: Callable[[], Awaitable[dict[str, str]]]
+) -> Callable[[Request], Awaitable[Response]]:
+    async def serve_metrics(request: Request) -> Response:
+        # Checked again so that a change in BearerAuth cannot open it.
+        principal = getattr(request.state, "principal", None)
+        if not isinstance(principal, Principal) or not principal.is_admin:
+            client = request.client.host if request.client else "unknown"
+            await events.record(
+                "authorization_denied",
+                "high",
+                client,
+                path=METRICS_PATH,
+                reason="no admin principal past auth",
+            )
+            return JSONResponse({"error": "forbidden", "message": "An admin credential is required."}, 403)
+        metrics.set_store_states(await store_checks())
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return serve_metrics

@@ -1,20 +1,26 @@
-"""OpenTelemetry: export the SDK's spans (one per MCP message) when the operator asks for it.
+"""Observability: OpenTelemetry tracing, anomaly detection, and what `check` reports about them.
 
-Off by default. Set the standard OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)
-and install the `otel` extra (`uv sync --extra otel`); spans then go out over OTLP/HTTP (protobuf),
-batched, configured by the other standard OTEL_* variables (headers, timeout, OTEL_SERVICE_NAME...).
-The SDK's spans carry the method, the tool or prompt name and the request id, never arguments; names
-this server does not serve are replaced by "_unknown" before export, so client text never leaves in a
-span name or attribute.
+Tracing is off by default. Set the standard OTEL_EXPORTER_OTLP_ENDPOINT (or
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) and install the `otel` extra (`uv sync --extra otel`); the SDK's
+spans (one per MCP message) then go out over OTLP/HTTP (protobuf), batched, configured by the other
+standard OTEL_* variables (headers, timeout, OTEL_SERVICE_NAME...). The SDK's spans carry the method,
+the tool or prompt name and the request id, never arguments; names this server does not serve are
+replaced by "_unknown" before export, so client text never leaves in a span name or attribute.
+
+Anomaly detection listens to the security events (security/audit/anomaly.py); `check` lists what is
+enabled (`operations_facts`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from .. import answers
-from ..settings import SettingsError
+from ..security.audit.anomaly import AnomalyDetector, Thresholds
+from ..security.audit.events import SecurityEvents
+from ..settings import Settings, SettingsError
 
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 NAME_ATTRIBUTES = ("gen_ai.tool.name", "gen_ai.prompt.name")
@@ -79,3 +85,53 @@ def configure_tracing(environ: Mapping[str, str]) -> bool:
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     return True
+
+
+def subscribe_anomaly_detection(
+    settings: Settings, events: SecurityEvents, destructive_tools: Iterable[str]
+) -> None:
+    if settings.anomaly_detection:
+        thresholds = Thresholds(
+            window_seconds=settings.anomaly_window_seconds,
+            baseline_windows=settings.anomaly_baseline_windows,
+            rate_factor=settings.anomaly_rate_factor,
+            min_calls=settings.anomaly_min_calls,
+            refusal_threshold=settings.anomaly_refusal_threshold,
+            max_principals=settings.anomaly_max_principals,
+        )
+        events.subscribe(AnomalyDetector(events, thresholds, destructive_tools))
+
+
+def operations_facts(settings: Settings, environ: Mapping[str, str]) -> list[str]:
+    """What `check` reports about metrics, tracing, alerts and anomaly detection (never a secret)."""
+    facts = []
+    if settings.transport == "http":
+        facts.append(
+            "metrics: GET /metrics (admin key), per replica"
+            if settings.metrics_enabled
+            else "metrics: off (MCP_METRICS_ENABLED=false)"
+        )
+    endpoint = tracing_endpoint(environ)
+    facts.append(f"tracing: OTLP/HTTP to {_host_of(endpoint)}" if endpoint else "tracing: off")
+    url = settings.alert_webhook_url.get_secret_value()
+    facts.append(
+        f"alerts: events of severity {settings.alert_min_severity} and above POSTed to {_host_of(url)}"
+        if url
+        else "alerts: off (set MCP_ALERT_WEBHOOK_URL)"
+    )
+    facts.append(
+        f"anomaly detection: on, per replica (calls over {settings.anomaly_rate_factor:g}x the baseline, "
+        f"{settings.anomaly_refusal_threshold} refusals per {settings.anomaly_window_seconds} s, "
+        "first destructive use)"
+        if settings.anomaly_detection
+        else "anomaly detection: off (MCP_ANOMALY_DETECTION=false)"
+    )
+    return facts
+
+
+def _host_of(url: str) -> str:
+    # The host only: a webhook's path or an endpoint's query may carry a token.
+    try:
+        return urlsplit(url).hostname or "(no host)"
+    except ValueError:
+        return "(invalid URL)"
