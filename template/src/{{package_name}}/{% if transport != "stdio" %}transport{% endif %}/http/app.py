@@ -33,7 +33,7 @@ from ...security.perimeter.audit_failure import AuditFailureResponse
 from ...security.perimeter.auth import BearerAuth
 from ...security.perimeter.blocking import AuthFailureBlock
 from ...security.perimeter.common import AccessLogWithoutQuery
-from ...security.perimeter.connections import ConnectionGuard
+from ...security.perimeter.connections import ConnectionLimits
 from ...security.perimeter.framing import AmbiguousFraming
 from ...security.perimeter.headers import SecurityHeadersMiddleware
 from ...security.perimeter.http_errors import HttpErrorAudit
@@ -225,7 +225,7 @@ def serve_http(settings: Settings) -> None:
         raise SettingsError("the HTTP server cannot start:\n  " + "\n  ".join(problems))
     services = open_services(settings)
     app = build_app(settings, services)
-    guard = ConnectionGuard(
+    limits = ConnectionLimits(
         services.events,
         max_connections=settings.max_connections,
         max_per_address=settings.max_connections_per_address,
@@ -244,7 +244,7 @@ def serve_http(settings: Settings) -> None:
         server_header=False,
         date_header=False,
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
-        http=guard.protocol(),  # h11 with read deadlines and connection caps (connections.py)
+        http=limits.protocol(),  # h11 with read deadlines and connection caps (connections.py)
         **uvicorn_options(settings),
     )
     logging.getLogger("uvicorn.access").addFilter(AccessLogWithoutQuery())
@@ -252,7 +252,7 @@ def serve_http(settings: Settings) -> None:
     # Set before the event loop starts, so asyncio keeps its own SIGINT handler out of the way: uvicorn
     # hands SIGINT back to this one when it has stopped.
     signal.signal(signal.SIGINT, _interrupt_once)
-    guard.server(config).run()
+    limits.server(config).run()
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
