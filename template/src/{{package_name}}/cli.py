@@ -52,15 +52,14 @@ def _serve(args: argparse.Namespace) -> int:
         k: v for k, v in (("transport", args.transport), ("host", args.host), ("port", args.port)) if v
     }
     settings = _load(**overrides)
-    from .server.observability import configure_tracing
-
-    configure_tracing(os.environ)  # the standard OTEL_* variables; off unless an endpoint is set
     if settings.transport == "http":
-        importlib.import_module(f"{__package__}.transport.http.app").serve_http(settings)
+        importlib.import_module(f"{__package__}.transport.http.app").serve_http(settings, os.environ)
         return 0
     from .server.build import build_server, freeze_startup_objects
+    from .server.observability import configure_tracing, served_names
 
     server = build_server(settings)
+    configure_tracing(os.environ, served_names(server.guard))  # the standard OTEL_* variables; off by default
     freeze_startup_objects()
     server.run("stdio")
     return 0

@@ -13,13 +13,14 @@ enabled (`operations_facts`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from .. import answers
 from ..security.audit.anomaly import AnomalyDetector, Thresholds
 from ..security.audit.events import SecurityEvents
+from ..security.guard import Guard
 from ..settings import Settings, SettingsError
 
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -39,12 +40,18 @@ def tracing_endpoint(environ: Mapping[str, str]) -> str | None:
     return None
 
 
-# The tool and prompt names the server serves; build_server fills it.
-SERVED_NAMES: set[str] = set()
+def served_names(guard: Guard) -> Callable[[str], bool]:
+    """Whether a tool or prompt name is one this server serves (read once: what is served is fixed)."""
+    return frozenset(
+        [*(tool.name for tool in guard.tools()), *(prompt.name for prompt in guard.prompts())]
+    ).__contains__
 
 
-def configure_tracing(environ: Mapping[str, str]) -> bool:
-    """Install a TracerProvider that exports over OTLP/HTTP; False (nothing done) when tracing is off."""
+def configure_tracing(environ: Mapping[str, str], served: Callable[[str], bool]) -> bool:
+    """Install a TracerProvider that exports over OTLP/HTTP; False (nothing done) when tracing is off.
+
+    `served` (`served_names(guard)`) tells the names span attributes may keep from client text.
+    """
     if tracing_endpoint(environ) is None:
         return False
     protocol = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
@@ -72,7 +79,7 @@ def configure_tracing(environ: Mapping[str, str]) -> bool:
             attributes = span.attributes or {}
             for attribute in NAME_ATTRIBUTES:
                 value = attributes.get(attribute)
-                if isinstance(value, str) and value not in SERVED_NAMES:
+                if isinstance(value, str) and not served(value):
                     span.set_attribute(attribute, UNKNOWN)
                     span.update_name(f"{attributes.get('mcp.method.name', '')} {UNKNOWN}")
             request_id = attributes.get(REQUEST_ID)

@@ -37,6 +37,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from ...server.sdk import H11_METHODS, H11_STATE, UVICORN_SERVER_METHODS, UVICORN_SERVER_STATE
 from ..audit.events import AuditUnavailableError, SecurityEvents
 from .headers import BASE_HEADERS, HSTS
 
@@ -158,6 +159,7 @@ class ConnectionLimits:
         limits = self
 
         class GuardedUvicorn(uvicorn.Server):
+            relies_on = UVICORN_SERVER_METHODS + UVICORN_SERVER_STATE  # uvicorn's internals (server/sdk.py)
             _first_interrupt = -math.inf
 
             async def serve(self, sockets: list[socket.socket] | None = None) -> None:
@@ -190,6 +192,9 @@ class ConnectionLimits:
 
 
 class _GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with the deadlines, caps and audited 400s of ConnectionLimits."""
+
+    relies_on = H11_METHODS + H11_STATE  # uvicorn's internals (server/sdk.py)
     limits: ConnectionLimits
     _address = ""
     _admitted = False

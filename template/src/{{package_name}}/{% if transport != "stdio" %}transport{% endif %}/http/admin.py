@@ -1,4 +1,7 @@
-"""The operators' endpoints, for admin credentials only: GET /security/events and GET /metrics.
+"""The operators' endpoints: GET /health, and for admin credentials only GET /security/events and /metrics.
+
+GET /health is liveness; GET /health?ready is readiness: do the rate-limit and audit stores answer? It is
+not rate limited, so the stores are pinged at most once a second (`Readiness`).
 
 BearerAuth demands the admin scope on these paths (401 without a credential, 403 with a tool key), and
 each refusal writes its event; each endpoint checks again, so that a change there cannot open them. A
@@ -17,14 +20,17 @@ second, shared with /health?ready), so `mcp_store_up` is current.
 from __future__ import annotations
 
 import logging
+import time
 import typing
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+import anyio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from ...security.audit.events import (
     MAX_PAGE,
@@ -37,12 +43,13 @@ from ...security.audit.events import (
     encode_cursor,
 )
 from ...security.audit.metrics import Metrics, known_names
-from ...security.identity.principal import Principal
+from ...security.identity.principal import principal_of
 from ...server.services import Services
 
 if TYPE_CHECKING:
     from ...server.build import GuardedServer
 
+HEALTH_PATH = "/health"
 EVENTS_PATH = "/security/events"
 METRICS_PATH = "/metrics"
 PARAMETERS = frozenset({"severity", "event", "since", "limit", "cursor", "order"})
@@ -51,20 +58,65 @@ DEFAULT_LIMIT = 100
 log = logging.getLogger(__name__)
 
 
+def routes(server: GuardedServer, services: Services, metrics: Metrics | None) -> list[Route]:
+    """The operators' routes; with `metrics`, also count every event and learn the names served."""
+    readiness = Readiness(services)
+    found = [
+        Route(HEALTH_PATH, health_endpoint(readiness), methods=["GET"]),
+        Route(EVENTS_PATH, events_endpoint(services.events), methods=["GET"]),
+    ]
+    if metrics is not None:
+        # Read once the server is built and its HTTP app made: every other name a client sends is "_unknown".
+        metrics.names = known_names(server.session_manager.app, server.guard)
+        services.events.subscribe(metrics.on_event)
+        endpoint = metrics_endpoint(metrics, services.events, readiness.checks)
+        found.append(Route(METRICS_PATH, endpoint, methods=["GET"]))
+    return found
+
+
+def health_endpoint(readiness: Readiness) -> Callable[[Request], Awaitable[Response]]:
+    async def health(request: Request) -> Response:
+        """Liveness; with ?ready, readiness: do the rate-limit and audit stores answer? Nothing else."""
+        if "ready" not in request.query_params:
+            return JSONResponse({"status": "ok"})
+        checks = await readiness.checks()
+        ready = all(value == "ok" for value in checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not_ready", "checks": checks}, 200 if ready else 503
+        )
+
+    return health
+
+
+class Readiness:
+    """Pings the stores at most once a second: /health is not rate limited, so it must stay cheap."""
+
+    def __init__(self, services: Services, max_age: float = 1.0) -> None:
+        self._pings = (("rate_limit", services.limiter.ping), ("audit", services.events.store.ping))
+        self._max_age = max_age
+        self._checked_at = -max_age
+        self._checks: dict[str, str] = {}
+
+    async def checks(self) -> dict[str, str]:
+        if time.monotonic() - self._checked_at < self._max_age:
+            return self._checks
+        checks = {}
+        for name, ping in self._pings:
+            try:
+                with anyio.fail_after(3):
+                    await ping()
+                checks[name] = "ok"
+            except Exception:  # noqa: BLE001 - any failure means "not ready"; details stay in the log
+                checks[name] = "unavailable"
+        self._checks, self._checked_at = checks, time.monotonic()
+        return checks
+
+
 def events_endpoint(events: SecurityEvents) -> Callable[[Request], Awaitable[Response]]:
     async def security_events(request: Request) -> Response:
-        # BearerAuth already demands the admin scope here; checked again so a change there cannot open it.
-        principal = getattr(request.state, "principal", None)
-        client = request.client.host if request.client else "unknown"
-        if not isinstance(principal, Principal) or not principal.is_admin:
-            await events.record(
-                "authorization_denied",
-                "high",
-                client,
-                path=EVENTS_PATH,
-                reason="no admin principal past auth",
-            )
-            return JSONResponse({"error": "forbidden", "message": "An admin credential is required."}, 403)
+        refused = await _refuse_without_admin(request, events, EVENTS_PATH)
+        if refused is not None:
+            return refused
         try:
             query = parse_query(request.query_params)
         except ValueError as exc:
@@ -132,38 +184,26 @@ def parse_query(params: Mapping[str, str]) -> EventQuery:
     )
 
 
-def install_metrics(
-    server: GuardedServer,
-    services: Services,
-    store_checks: Callable[[], Awaitable[dict[str, str]]],
-) -> Metrics:
-    """Measure every MCP message (outermost middleware), count every event, serve GET /metrics."""
-    metrics = Metrics(known_names(server, server.guard), services.alerts.counts if services.alerts else None)
-    server.middleware.insert(0, metrics.middleware)
-    services.events.subscribe(metrics.on_event)
-    server.custom_route(METRICS_PATH, methods=["GET"])(
-        metrics_endpoint(metrics, services.events, store_checks)
-    )
-    return metrics
-
-
 def metrics_endpoint(
     metrics: Metrics, events: SecurityEvents, store_checks: Callable[[], Awaitable[dict[str, str]]]
 ) -> Callable[[Request], Awaitable[Response]]:
     async def serve_metrics(request: Request) -> Response:
-        # Checked again so that a change in BearerAuth cannot open it.
-        principal = getattr(request.state, "principal", None)
-        if not isinstance(principal, Principal) or not principal.is_admin:
-            client = request.client.host if request.client else "unknown"
-            await events.record(
-                "authorization_denied",
-                "high",
-                client,
-                path=METRICS_PATH,
-                reason="no admin principal past auth",
-            )
-            return JSONResponse({"error": "forbidden", "message": "An admin credential is required."}, 403)
+        refused = await _refuse_without_admin(request, events, METRICS_PATH)
+        if refused is not None:
+            return refused
         metrics.set_store_states(await store_checks())
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return serve_metrics
+
+
+async def _refuse_without_admin(request: Request, events: SecurityEvents, path: str) -> Response | None:
+    # BearerAuth already demands the admin scope here; checked again so a change there cannot open it.
+    principal = principal_of(request)
+    if principal is not None and principal.is_admin:
+        return None
+    client = request.client.host if request.client else "unknown"
+    await events.record(
+        "authorization_denied", "high", client, path=path, reason="no admin principal past auth"
+    )
+    return JSONResponse({"error": "forbidden", "message": "An admin credential is required."}, 403)

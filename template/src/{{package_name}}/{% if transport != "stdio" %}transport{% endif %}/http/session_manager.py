@@ -10,18 +10,17 @@ Each session has its own buffer: an event id resolves only in the session that p
 session answers only the principal that opened it (sessions.py), so nobody can replay another's
 events. The buffer holds the newest events up to MCP_SESSION_REPLAY_BYTES and goes with its session.
 
-JSON-first answers: JSON when a request has nothing to say before its response, SSE otherwise. The
-SDK's stateful transport answers every request of a session with an SSE stream, so that a tool can
-ask the user (elicitation), report progress or log before it answers. The stream costs about as much
-CPU as the rest of the request (docs/benchmarks.md): sse_starlette runs four tasks per answer, and the
-events pass through two more memory streams. Most requests (ping, lists, most tool calls) send nothing
-but their response, and the protocol lets the server choose per request: JSON or SSE, and the client
-must read both. So `AnswerFirstTransport` dispatches the request, then waits for the first message for
-it: its response is answered as JSON; anything else (a question, a notification), or no message within
-ANSWER_WAIT_SECONDS (a long call then gets the stream's headers and keep-alive pings, as proxies
-expect), starts the SDK's SSE stream with that message first (after its priming event when the
-session keeps events for replay, above). Everything else (notifications, responses, initialize)
-is the SDK's own code path.
+JSON-first answers: JSON when a request has nothing to say before its response, SSE otherwise. The SDK's
+stateful transport answers every request of a session with an SSE stream, so that a tool can ask the user
+(elicitation), report progress or log before it answers. The stream costs about as much CPU as the rest of the
+request (the template's docs/benchmarks.md): sse_starlette runs four tasks per answer, and the events pass
+through two more memory streams. Most requests (ping, lists, most tool calls) send nothing but their response,
+and the protocol lets the server choose per request: JSON or SSE, and the client must read both. So
+`AnswerFirstTransport` dispatches the request, then waits for the first message for it: its response is
+answered as JSON; anything else (a question, a notification), or no message within ANSWER_WAIT_SECONDS (a long
+call then gets the stream's headers and keep-alive pings, as proxies expect), starts the SDK's SSE stream with
+that message first (after its priming event when the session keeps events for replay, above). Everything else
+(notifications, responses, initialize) is the SDK's own code path.
 """
 
 from __future__ import annotations
@@ -65,6 +64,8 @@ from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
+
+from ...server.sdk import SESSION_MANAGER_METHODS, SESSION_MANAGER_STATE, TRANSPORT_METHODS, TRANSPORT_STATE
 
 logger = logging.getLogger(__name__)
 
@@ -112,31 +113,23 @@ class SessionReplay(EventStore):
         return stream_id
 
 
-class ReplayingSessionManager(StreamableHTTPSessionManager):
-    """The SDK's stateful manager, giving every new session a SessionReplay of its own (none: 0 bytes)."""
+class SessionManager(StreamableHTTPSessionManager):
+    """The SDK's stateful manager: every new session gets a SessionReplay of its own (none with 0 bytes)
+    and answers through AnswerFirstTransport."""
+
+    relies_on = SESSION_MANAGER_METHODS + SESSION_MANAGER_STATE  # the SDK's private members (server/sdk.py)
 
     def __init__(self, *, replay_bytes: int, **kwargs: Any) -> None:
         super().__init__(**kwargs, retry_interval=RETRY_MS if replay_bytes else None)
-        if not hasattr(StreamableHTTPSessionManager, "_admit_session"):
-            raise RuntimeError("this mcp version opens sessions elsewhere: update session_manager.py")
         self.replay_bytes = replay_bytes
 
-    def _admit_session(self, requestor: Any) -> StreamableHTTPServerTransport | None:
-        if not self.replay_bytes:
-            return super()._admit_session(requestor)
+    def _admit_session(self, requestor: AuthorizationContext | None) -> StreamableHTTPServerTransport | None:
         # The SDK hands each new transport the manager's event_store (synchronously, here): one per session.
-        self.event_store = SessionReplay(self.replay_bytes)
+        self.event_store = SessionReplay(self.replay_bytes) if self.replay_bytes else None
         try:
-            return super()._admit_session(requestor)
+            transport = super()._admit_session(requestor)
         finally:
             self.event_store = None
-
-
-class SessionManager(ReplayingSessionManager):
-    """The sessions of ReplayingSessionManager, answering through AnswerFirstTransport."""
-
-    def _admit_session(self, requestor: AuthorizationContext | None) -> StreamableHTTPServerTransport | None:
-        transport = super()._admit_session(requestor)
         if transport is not None:
             # The SDK builds the transport itself; this subclass adds behaviour only, no state.
             transport.__class__ = AnswerFirstTransport
@@ -144,6 +137,10 @@ class SessionManager(ReplayingSessionManager):
 
 
 class AnswerFirstTransport(StreamableHTTPServerTransport):
+    """A session's transport that answers a request as JSON when its first message is its response."""
+
+    relies_on = TRANSPORT_METHODS + TRANSPORT_STATE  # the SDK's private members (server/sdk.py)
+
     async def _handle_post_request(
         self, scope: Scope, request: Request, receive: Receive, send: Send
     ) -> None:
