@@ -5,18 +5,21 @@ mcp is pinned to 2.3.x, limits and uvicorn below their next major version (pypro
 below is used because the pinned release has no public equivalent; the upstream change that would remove
 it is named beside it. `check()` runs when the server is built (server/build.py): a release that moves
 any of them stops start-up with an SDKChangedError naming this file, never a request-time AttributeError
-and never a silently disabled feature. Three subclasses override private methods and stay beside the
-code they serve (transport/http/session_manager.py, security/limits.py,
-security/perimeter/connections.py); the names they use are listed here, so this one file lists every
-dependency, and the template's tests/test_sdk_adapter.py fails if a private name is used anywhere else.
+and never a silently disabled feature. Four subclasses extend private methods and stay beside the code
+they serve (transport/http/session_manager.py, security/limits.py, security/perimeter/connections.py);
+each names the lists below it relies on (`relies_on`), so this one file lists every dependency, and the
+template's tests/test_sdk_adapter.py fails if a private name is used anywhere else.
 
 Relied on as behaviour, not by name (no check can see it; the tests of each feature cover it):
 - the guard sets `__signature__` and `__annotations__` on the functions it registers (security/guard.py),
   so that the SDK's introspection passes `Context`, fills `Resolve(...)` parameters and asks for consent
   as it would for the author's own function;
-- the SDK's manager reads its `event_store` synchronously in `_admit_session` (SessionManager sets it
-  around that call, giving each session a replay buffer of its own);
-- the SDK's middleware chain starts with its own two layers (`builtin_middleware`).
+- the SDK's manager reads its `event_store` synchronously in `_admit_session`: SessionManager sets it
+  around that call, giving each session a replay buffer of its own;
+- SessionManager swaps the class of the transport the SDK builds for AnswerFirstTransport, which adds
+  behaviour and no state;
+- the SDK builds a resource template from the guard's function again (MCPServer.resource) exactly as the
+  guard built it; pydantic's `validate_call` keeps that function as `raw_function` (server/build.py).
 """
 
 from __future__ import annotations
