@@ -274,7 +274,7 @@ def test_the_replay_buffer_bounds_its_entries_too(project: Path, venv: Venv) -> 
     """Events without content (priming events, answers too large to keep) still count: no endless list."""
     script = (
         "import asyncio\n"
-        "from acme_notify.transport.http.replay import ENTRY_BYTES, SessionReplay\n"
+        "from acme_notify.transport.http.session_manager import ENTRY_BYTES, SessionReplay\n"
         "async def main():\n"
         "    store = SessionReplay(4096)\n"
         "    for _ in range(10_000):\n"

@@ -52,15 +52,14 @@ def _serve(args: argparse.Namespace) -> int:
         k: v for k, v in (("transport", args.transport), ("host", args.host), ("port", args.port)) if v
     }
     settings = _load(**overrides)
-    from .server.tracing import configure_tracing
-
-    configure_tracing(os.environ)  # the standard OTEL_* variables; off unless an endpoint is set
     if settings.transport == "http":
-        importlib.import_module(f"{__package__}.transport.http.app").serve_http(settings)
+        importlib.import_module(f"{__package__}.transport.http.app").serve_http(settings, os.environ)
         return 0
     from .server.build import build_server, freeze_startup_objects
+    from .server.observability import configure_tracing, served_names
 
     server = build_server(settings)
+    configure_tracing(os.environ, served_names(server.guard))  # the standard OTEL_* variables; off by default
     freeze_startup_objects()
     server.run("stdio")
     return 0
@@ -206,7 +205,7 @@ def security_report(
     errors.extend(f"{problem}; review the change, then run {_LOCK_FIX}" for problem in problems)
     facts.append(f"served: {count(current)} ({'match' if not problems else 'differ from'} {lock})")
     facts.extend(
-        importlib.import_module(f"{__package__}.server.operations").operations_facts(settings, os.environ)
+        importlib.import_module(f"{__package__}.server.observability").operations_facts(settings, os.environ)
     )
     return errors, warnings, facts
 

@@ -144,8 +144,8 @@ class SqliteEventStore:
             ) from None
 
     async def append(self, event: SecurityEvent, *, anonymous: bool = False) -> None:
-        # An insert without fsync takes tens of microseconds: cheaper on the event loop than a hop to a
-        # worker thread per event (docs/benchmarks.md). Only when another writer holds the database
+        # An insert without fsync takes tens of microseconds: cheaper on the event loop than a hop to a worker
+        # thread per event (the template's docs/benchmarks.md). Only when another writer holds the database
         # does the write wait in a thread.
         if self._lock.acquire(blocking=False):
             try:
@@ -181,7 +181,7 @@ class SqliteEventStore:
                 self._prune()
         # First the bulk of the copy and its fsync (tens of milliseconds) while inserts go on: a PASSIVE
         # checkpoint never blocks writers. It held the write lock before, and every call that wrote an
-        # event meanwhile waited for it: the p99 latency (docs/benchmarks.md).
+        # event meanwhile waited for it: the p99 latency (the template's docs/benchmarks.md).
         with contextlib.closing(sqlite3.connect(self._path, isolation_level=None)) as bulk:
             bulk.execute("PRAGMA wal_checkpoint(PASSIVE)")
         # Then under the write lock: inserts meanwhile wait in a worker thread (see append), so the
