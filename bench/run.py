@@ -50,7 +50,7 @@ DOC = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- bench/run.py: start -->", "<!-- bench/run.py: end -->"
 sys.path.insert(0, str(ROOT / "tests"))
 
-from support import (
+from support import (  # noqa: E402 (tests/ is on sys.path from here)
     ANSWER_SETS,
     SAMPLE_TOOLS_READY,
     Server,

@@ -24,7 +24,7 @@ from types import ModuleType
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from limiter_support import DOCS, machine  # noqa: E402
+from limiter_support import DOCS, machine  # noqa: E402 (bench/ is on sys.path from here)
 
 SECTION = "Sanitising results (bench/sanitise.py)"
 SECRETS = [

@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+
 from support import (
     MCP_HEADERS,
     Server,

@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+
 from support import MCP_HEADERS, Server, Venv, package_of, post_mcp, read_env_file, running_server
 from support.redis import RedisServer, start_redis
 from test_audit import HIGH_LIMITS, all_events, call, env_keys, get_events

@@ -14,15 +14,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from mcp.types import PromptReference
 
-from support import BASE, TEMPLATE_ROOT, Server, Venv, free_port, http_client, read_env_file, render, running_server
-from support import text_of
+from support import (
+    BASE,
+    TEMPLATE_ROOT,
+    Server,
+    Venv,
+    free_port,
+    http_client,
+    read_env_file,
+    render,
+    running_server,
+    text_of,
+)
 from support.conformance_fixtures import CONTENT_SOURCE, QUESTIONS, SOURCE, STREAMS_SOURCE
 from support.node import run_node_tool
 from support.proxy import running_proxy
@@ -258,7 +267,7 @@ def test_content_passes_went_through_the_guard(suite_run: tuple[str, int, str, d
     _, _, _, checks = suite_run
     server, _ = proxied
     assert "Embedded resource content for testing." in json.dumps(checks["prompts-get-embedded-resource"])
-    assert {"mimeType": "image/png", "hasData": True} == checks["tools-call-image"][0]["details"]
+    assert checks["tools-call-image"][0]["details"] == {"mimeType": "image/png", "hasData": True}
     admin = server.env["MCP_ADMIN_API_KEYS"].split(",")[0]
     trail = all_events(server, admin)
     called = {e["tool"] for e in trail if e["event"] == "tool_called"}

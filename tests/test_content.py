@@ -6,14 +6,13 @@ result over MCP_MAX_BINARY_BYTES are each refused whole, in band, with a message
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from mcp.shared.exceptions import MCPError
 from mcp.types import BlobResourceContents, EmbeddedResource, ImageContent, TextContent
+
 from support import BASE, Server, Venv, http_client, read_env_file, render, running_server, text_of
 from support.tooling import add_tool_module, all_events
 

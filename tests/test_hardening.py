@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx2
 import pytest
+
 from support import MCP_HEADERS, Server, Venv, jsonrpc, post_mcp, read_env_file, running_server
 from support.perimeter import SECURITY_HEADERS, EventWatch
 

@@ -19,8 +19,19 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp.types import LoggingMessageNotificationParams
 
-from support import (BASE, MCP_HEADERS, Server, Venv, jsonrpc, post_mcp, read_env_file, render, running_server,
-                     stdio_params, text_of)
+from support import (
+    BASE,
+    MCP_HEADERS,
+    Server,
+    Venv,
+    jsonrpc,
+    post_mcp,
+    read_env_file,
+    render,
+    running_server,
+    stdio_params,
+    text_of,
+)
 from support.tooling import add_tool_module, all_events, mcp_over_http
 
 pytestmark = pytest.mark.anyio

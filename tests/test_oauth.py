@@ -26,7 +26,18 @@ from mcp.client.auth import TokenStorage
 from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 
-from support import TEMPLATE_ROOT, Server, Venv, free_port, http_client, jsonrpc, post_mcp, read_env_file, start_server, text_of
+from support import (
+    TEMPLATE_ROOT,
+    Server,
+    Venv,
+    free_port,
+    http_client,
+    jsonrpc,
+    post_mcp,
+    read_env_file,
+    start_server,
+    text_of,
+)
 from support.oauth_server import AuthServer, SigningKey, b64url
 from support.perimeter import EventWatch, assert_security_headers, security_events
 

@@ -28,7 +28,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from prometheus_client.parser import text_string_to_metric_families
-from support import MCP_HEADERS, Server, Venv, free_port, jsonrpc, read_env_file, running_server
+
+from support import MCP_HEADERS, Server, Venv, jsonrpc, read_env_file, running_server
 from support.perimeter import EventWatch, security_events
 
 pytestmark = pytest.mark.anyio
@@ -73,7 +74,7 @@ class Receiver:
         received = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 received.paths.append(self.path)
                 received.bodies.append(body)

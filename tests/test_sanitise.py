@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from mcp.shared.exceptions import MCPError
+
 from support import (
     BASE,
     Server,

@@ -16,6 +16,7 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp.types import PromptReference, ResourceTemplateReference
+
 from support import (
     BASE,
     MCP_HEADERS,
@@ -24,8 +25,8 @@ from support import (
     free_port,
     http_client,
     jsonrpc,
-    post_mcp,
     package_of,
+    post_mcp,
     read_env_file,
     render,
     running_server,

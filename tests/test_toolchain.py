@@ -24,6 +24,7 @@ import anyio
 import pytest
 import yaml
 from docker.utils.build import exclude_paths
+
 from support import (
     ANSWER_SETS,
     BASE,
