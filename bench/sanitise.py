@@ -38,7 +38,8 @@ SECRETS = [
 def load_redact() -> ModuleType:
     path = ROOT / "template" / "src" / "{{package_name}}" / "security" / "audit" / "redact.py"
     spec = importlib.util.spec_from_file_location("bench_redact", path)
-    assert spec is not None and spec.loader is not None
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

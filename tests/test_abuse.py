@@ -23,6 +23,7 @@ from support import (
     MCP_HEADERS,
     Server,
     Venv,
+    eventually,
     http_client,
     jsonrpc,
     read_env_file,
@@ -260,9 +261,9 @@ async def call_in_flight(server: Server, project: Path, tag: str, seconds: int
                                                       {"seconds": seconds, "tag": tag})
 
         group.start_soon(call)
+        started = project / "data" / "markers" / f"{tag}.started"
         with anyio.fail_after(10):
-            while not (project / "data" / "markers" / f"{tag}.started").exists():
-                await anyio.sleep(0.05)
+            await eventually(started.exists)
         yield outcome
 
 
@@ -329,8 +330,9 @@ async def test_a_second_ctrl_c_while_the_stopped_server_exits_is_quiet(venv: Ven
     try:
         server.process.send_signal(signal.SIGINT)
         with anyio.fail_after(30):
-            while "Finished server process" not in server.log() and server.process.poll() is None:
-                await anyio.sleep(0.001)
+            await eventually(
+                lambda: "Finished server process" in server.log() or server.process.poll() is not None, 0.001
+            )
             while server.process.poll() is None:
                 server.process.send_signal(signal.SIGINT)
                 await anyio.sleep(0.002)

@@ -128,7 +128,7 @@ async def test_bad_request_states_are_refused_and_audited(replicas: Replicas) ->
         state = await _first_round(client, note)
         tampered = state[:-6] + ("AAAAAA" if not state.endswith("AAAAAA") else "BBBBBB")
         attempts = {"tampered": tampered, "foreign": foreign}
-        for name, bad in attempts.items():
+        for bad in attempts.values():
             with pytest.raises(MCPError, match="Invalid or expired requestState"):
                 await _retry(client, note, bad)
     async with mcp_over_http(replicas.url, bob, elicitation_callback=User("accept")) as client:

@@ -40,7 +40,7 @@ from pydantic import Field
 from ..security.guard import Guard
 from ..settings import Settings
 
-PNG = base64.b64decode("%(png)s")
+PNG = base64.b64decode("{png}")
 SVG = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
 
 
@@ -110,7 +110,7 @@ def register(guard: Guard, settings: Settings) -> None:
             UserMessage(image(PNG)),
             UserMessage("Review the file above."),
         ]
-''' % {"png": PNG}
+'''.replace("{png}", PNG)
 
 
 @pytest.fixture(scope="module")

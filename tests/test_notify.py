@@ -217,10 +217,12 @@ def test_replay_is_bound_to_the_session(served: Server) -> None:
 
 async def test_a_session_subscribes_to_a_guarded_resource_and_hears_of_its_change(served: Server) -> None:
     heard: list[str] = []
+    told = anyio.Event()
 
     async def on_message(message: Any) -> None:
         if getattr(message, "method", None) == "notifications/resources/updated":
             heard.append(str(message.params.uri))
+            told.set()
 
     async with mcp_over_http(served.url, key(served), mode="legacy", message_handler=on_message) as client:
         await client.subscribe_resource("notes://board")
@@ -228,8 +230,7 @@ async def test_a_session_subscribes_to_a_guarded_resource_and_hears_of_its_chang
             await client.subscribe_resource("notes://nowhere")
         assert text_of(await client.call_tool("edit_board", {})) == "told 1"
         with anyio.fail_after(5):
-            while not heard:
-                await anyio.sleep(0.05)
+            await told.wait()
         await client.unsubscribe_resource("notes://board")
         assert text_of(await client.call_tool("edit_board", {})) == "told 0"
     assert heard == ["notes://board"]

@@ -297,7 +297,7 @@ async def test_http_resources_and_prompts_check_scopes(served: tuple[Server, Iss
         assert answer.json() == {"error": "insufficient_scope",
                                  "message": f"{item} needs scope {scope}; ask for it and retry."}
     async with http_client(server.url, token) as client:
-        latest = await client.read_resource("reports://latest")
+        await client.read_resource("reports://latest")
     # One event per refusal: the guard never saw these requests.
     denied = [e for e in events(server, event="authorization_denied") if e["identifier"] == "user:outsider"]
     assert [e["tool"] for e in denied] == ["customer", "support_reply", "support_reply"], denied
