@@ -26,6 +26,7 @@ from support import (
     eventually,
     http_client,
     jsonrpc,
+    post_mcp_async,
     read_env_file,
     running_server,
     start_server,
@@ -74,13 +75,8 @@ async def call_tool(
     http: httpx2.AsyncClient, server: Server, key: str | None, name: str, arguments: dict[str, Any] | None = None,
     address: str | None = None,
 ) -> httpx2.Response:
-    headers = dict(MCP_HEADERS)
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    if address:
-        headers["X-Forwarded-For"] = address
     body = jsonrpc("tools/call", {"name": name, "arguments": arguments or {}})
-    return await http.post(server.url, json=body, headers=headers)
+    return await post_mcp_async(http, server, body, key, address)
 
 
 async def burst(count: int, make: Any) -> list[httpx2.Response]:

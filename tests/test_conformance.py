@@ -28,14 +28,14 @@ from support import (
     free_port,
     http_client,
     read_env_file,
-    render,
     running_server,
     text_of,
 )
 from support.conformance_fixtures import CONTENT_SOURCE, QUESTIONS, SOURCE, STREAMS_SOURCE
 from support.node import run_node_tool
+from support.projects import installed_project
 from support.proxy import running_proxy
-from support.tooling import add_tool_module, all_events
+from support.tooling import all_events
 
 BASELINE = TEMPLATE_ROOT / "tests" / "conformance-expected-failures.yml"
 ERAS = ("2026-07-28", "2025-11-25")
@@ -124,12 +124,13 @@ MUST_PASS = {
 def proxied(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
     answers = {**BASE, "project_name": "Acme Conformance", "transport": "both", "auth": "api_key",
                "sample_tools": []}
-    project = render(answers, tmp_path_factory.mktemp("conformance-project") / "project")
-    add_tool_module(project, "conformance_fixtures", SOURCE)
-    add_tool_module(project, "conformance_content", CONTENT_SOURCE)  # s5e: images, audio, blobs
-    add_tool_module(project, "conformance_questions", QUESTIONS)  # s5d: elicitation, sampling, roots
-    add_tool_module(project, "conformance_streams", STREAMS_SOURCE)
-    venv.install(project)
+    modules = {
+        "conformance_fixtures": SOURCE,
+        "conformance_content": CONTENT_SOURCE,  # s5e: images, audio, blobs
+        "conformance_questions": QUESTIONS,  # s5d: elicitation, sampling, roots
+        "conformance_streams": STREAMS_SOURCE,
+    }
+    project = installed_project(venv, tmp_path_factory.mktemp("conformance-project"), answers, modules)
     env = read_env_file(project)
     proxy_port = free_port()
     # No MCP_TRUSTED_ORIGINS: the suite's requests carry the proxy's own origin, which is same-origin.

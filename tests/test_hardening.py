@@ -19,7 +19,16 @@ from typing import Any
 import httpx2
 import pytest
 
-from support import MCP_HEADERS, Server, Venv, jsonrpc, post_mcp, read_env_file, running_server
+from support import (
+    MCP_HEADERS,
+    Server,
+    Venv,
+    jsonrpc,
+    post_mcp,
+    post_mcp_async,
+    read_env_file,
+    running_server,
+)
 from support.perimeter import SECURITY_HEADERS, EventWatch
 
 pytestmark = pytest.mark.anyio
@@ -66,10 +75,8 @@ async def flood(server: Server, count: int, *, concurrency: int = 16, spread: bo
 
     async def worker(client: httpx2.AsyncClient) -> None:
         for index in queue:
-            headers = {**MCP_HEADERS, "Authorization": f"Bearer {WRONG_KEY}"}
-            if spread:
-                headers["X-Forwarded-For"] = f"10.{index >> 16}.{(index >> 8) & 255}.{index & 255}"
-            response = await client.post(server.url, json=CALL, headers=headers)
+            address = f"10.{index >> 16}.{(index >> 8) & 255}.{index & 255}" if spread else None
+            response = await post_mcp_async(client, server, CALL, WRONG_KEY, address)
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
 
     async with httpx2.AsyncClient(timeout=30) as client:

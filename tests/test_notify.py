@@ -27,12 +27,12 @@ from support import (
     jsonrpc,
     post_mcp,
     read_env_file,
-    render,
     running_server,
     stdio_params,
     text_of,
 )
-from support.tooling import add_tool_module, all_events, mcp_over_http
+from support.projects import installed_project
+from support.tooling import all_events, mcp_over_http
 
 pytestmark = pytest.mark.anyio
 SECOND = "second-principal-" + secrets.token_hex(16)
@@ -91,10 +91,7 @@ def register(guard: Guard, settings: Settings) -> None:
 @pytest.fixture(scope="module")
 def project(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Path:
     answers = {**BASE, "project_name": "Acme Notify", "transport": "both", "auth": "api_key", "sample_tools": []}
-    project: Path = render(answers, tmp_path_factory.mktemp("notify") / "project")
-    add_tool_module(project, "reporter", REPORTER)
-    venv.install(project)
-    return project
+    return installed_project(venv, tmp_path_factory.mktemp("notify"), answers, {"reporter": REPORTER})
 
 
 @pytest.fixture(scope="module")

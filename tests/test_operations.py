@@ -30,7 +30,17 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from support import MCP_HEADERS, Server, Venv, eventually, jsonrpc, read_env_file, running_server, wait_for
+from support import (
+    MCP_HEADERS,
+    Server,
+    Venv,
+    eventually,
+    jsonrpc,
+    post_mcp_async,
+    read_env_file,
+    running_server,
+    wait_for,
+)
 from support.perimeter import EventWatch, security_events
 
 pytestmark = pytest.mark.anyio
@@ -132,12 +142,7 @@ async def post(
     http: httpx2.AsyncClient, server: Server, key: str | None, method: str, params: dict[str, Any],
     address: str | None = None,
 ) -> httpx2.Response:
-    headers = dict(MCP_HEADERS)
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    if address:
-        headers["X-Forwarded-For"] = address
-    return await http.post(server.url, json=jsonrpc(method, params), headers=headers)
+    return await post_mcp_async(http, server, jsonrpc(method, params), key, address)
 
 
 async def call(http: httpx2.AsyncClient, server: Server, key: str | None, tool: str,

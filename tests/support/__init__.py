@@ -296,3 +296,15 @@ def post_mcp(server: Server, body: dict[str, Any], token: str | None = None,
         all_headers["Authorization"] = f"Bearer {token}"
     all_headers.update(headers or {})
     return httpx2.post(server.url, json=body, headers=all_headers, timeout=30, **kwargs)
+
+
+async def post_mcp_async(http: httpx2.AsyncClient, server: Server, body: dict[str, Any], token: str | None = None,
+                         address: str | None = None) -> httpx2.Response:
+    """post_mcp on the test's async client. `address`: the client address to claim in X-Forwarded-For (the
+    server honours it when it trusts 127.0.0.1 as its proxy)."""
+    headers = dict(MCP_HEADERS)
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    if address:
+        headers["X-Forwarded-For"] = address
+    return await http.post(server.url, json=body, headers=headers)
