@@ -29,7 +29,6 @@ from support import (
     post_mcp_async,
     read_env_file,
     running_server,
-    start_server,
     text_of,
 )
 from support.tools import project_with_tools
@@ -264,8 +263,7 @@ async def call_in_flight(server: Server, project: Path, tag: str, seconds: int
 
 
 async def test_sigterm_lets_the_call_in_flight_finish_and_exits_0(venv: Venv, project: Path) -> None:
-    server = start_server(venv, project, server_env(project, MCP_SHUTDOWN_GRACE_SECONDS="20"))
-    try:
+    with running_server(venv, project, server_env(project, MCP_SHUTDOWN_GRACE_SECONDS="20")) as server:
         async with call_in_flight(server, project, "sigterm", 2) as outcome:
             server.process.send_signal(signal.SIGTERM)
             await anyio.sleep(0.5)
@@ -280,16 +278,13 @@ async def test_sigterm_lets_the_call_in_flight_finish_and_exits_0(venv: Venv, pr
         returncode = await anyio.to_thread.run_sync(lambda: server.process.wait(timeout=30))
         assert returncode == 0, server.log()
         assert "Traceback" not in server.log()
-    finally:
-        server.stop()
 
 
 async def test_one_ctrl_c_delivered_twice_still_lets_the_call_in_flight_finish(venv: Venv, project: Path) -> None:
     # `uv run ... serve` without a terminal (a supervisor, a CI job, a test harness stopping a process
     # group) passes the group's Ctrl-C on to the server again 200 ms later. uvicorn would take the second
     # one as "force quit" and cut the call short; it is the same Ctrl-C.
-    server = start_server(venv, project, server_env(project, MCP_SHUTDOWN_GRACE_SECONDS="20"))
-    try:
+    with running_server(venv, project, server_env(project, MCP_SHUTDOWN_GRACE_SECONDS="20")) as server:
         async with call_in_flight(server, project, "twice", 2) as outcome:
             server.process.send_signal(signal.SIGINT)
             await anyio.sleep(0.2)
@@ -298,13 +293,10 @@ async def test_one_ctrl_c_delivered_twice_still_lets_the_call_in_flight_finish(v
         returncode = await anyio.to_thread.run_sync(lambda: server.process.wait(timeout=30))
         assert returncode == 130, server.log()
         assert "Traceback" not in server.log(), server.log()
-    finally:
-        server.stop()
 
 
 async def test_ctrl_c_pressed_again_later_still_forces_the_exit(venv: Venv, project: Path) -> None:
-    server = start_server(venv, project, server_env(project, MCP_SHUTDOWN_GRACE_SECONDS="20"))
-    try:
+    with running_server(venv, project, server_env(project, MCP_SHUTDOWN_GRACE_SECONDS="20")) as server:
         async with call_in_flight(server, project, "forced", 60):
             server.process.send_signal(signal.SIGINT)
             await anyio.sleep(1.5)
@@ -315,15 +307,12 @@ async def test_ctrl_c_pressed_again_later_still_forces_the_exit(venv: Venv, proj
         assert time.monotonic() - started < 10, server.log()
         assert returncode != 0
         assert not (project / "data" / "markers" / "forced.finished").exists()
-    finally:
-        server.stop()
 
 
 async def test_a_second_ctrl_c_while_the_stopped_server_exits_is_quiet(venv: Venv, project: Path) -> None:
     # A user presses Ctrl-C twice, or `uv run` forwards the terminal's Ctrl-C again 200 ms later: the
     # second one lands after uvicorn has stopped. It must not end the exit with a traceback.
-    server = start_server(venv, project, server_env(project))
-    try:
+    with running_server(venv, project, server_env(project)) as server:
         server.process.send_signal(signal.SIGINT)
         with anyio.fail_after(30):
             await eventually(
@@ -334,13 +323,10 @@ async def test_a_second_ctrl_c_while_the_stopped_server_exits_is_quiet(venv: Ven
                 await anyio.sleep(0.002)
         assert server.process.returncode == 130, server.log()
         assert "Traceback" not in server.log() and "KeyboardInterrupt" not in server.log(), server.log()
-    finally:
-        server.stop()
 
 
 async def test_sigterm_cancels_what_outlives_the_grace_period_and_exits_0(venv: Venv, project: Path) -> None:
-    server = start_server(venv, project, server_env(project, MCP_SHUTDOWN_GRACE_SECONDS="1"))
-    try:
+    with running_server(venv, project, server_env(project, MCP_SHUTDOWN_GRACE_SECONDS="1")) as server:
         async with call_in_flight(server, project, "overdue", 60) as outcome:
             started = time.monotonic()
             server.process.send_signal(signal.SIGTERM)
@@ -351,5 +337,3 @@ async def test_sigterm_cancels_what_outlives_the_grace_period_and_exits_0(venv: 
         assert time.monotonic() - started < 10
         assert (project / "data" / "markers" / "overdue.cancelled").exists()
         assert not (project / "data" / "markers" / "overdue.finished").exists()
-    finally:
-        server.stop()
