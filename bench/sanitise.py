@@ -24,7 +24,7 @@ from types import ModuleType
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from limiter_support import DOCS, machine  # noqa: E402
+from limiter_support import DOCS, machine  # noqa: E402 (bench/ is on sys.path from here)
 
 SECTION = "Sanitising results (bench/sanitise.py)"
 SECRETS = [
@@ -38,7 +38,8 @@ SECRETS = [
 def load_redact() -> ModuleType:
     path = ROOT / "template" / "src" / "{{package_name}}" / "security" / "audit" / "redact.py"
     spec = importlib.util.spec_from_file_location("bench_redact", path)
-    assert spec is not None and spec.loader is not None
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

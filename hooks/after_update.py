@@ -74,7 +74,7 @@ def report(entries: list[tuple[str, str]], version_from: str, version_to: str) -
 
 
 def main(argv: list[str]) -> int:
-    version_from, version_to = (argv + ["?", "?"])[:2]
+    version_from, version_to = [*argv, "?", "?"][:2]
     try:
         entries = status()
     except (OSError, subprocess.CalledProcessError):

@@ -16,11 +16,12 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
@@ -141,6 +142,18 @@ def read_env_file(project: Path) -> dict[str, str]:
     return values
 
 
+def stop_process(process: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+    """Ask `process` to stop with `sig`; kill it if it has not after `timeout` seconds. Its exit code."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+    return process.returncode
+
+
 @dataclass
 class Server:
     """A rendered project's HTTP server, running as its own process."""
@@ -163,14 +176,7 @@ class Server:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        return self.process.returncode
+        return stop_process(self.process, sig, timeout)
 
 
 def start_server(
@@ -220,6 +226,29 @@ def wait_until_up(server: Server, timeout: float = 30, verify: Any = False) -> N
     raise RuntimeError(f"server did not answer /health within {timeout}s:\n{server.log()}")
 
 
+def wait_for(check: Callable[[], Any], timeout: float = 20, what: str = "condition", interval: float = 0.1) -> Any:
+    """check()'s first truthy answer, asked every `interval` seconds; AssertionError after `timeout`.
+    For sync tests waiting on another process's state."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def eventually(check: Callable[[], Any], interval: float = 0.05) -> Any:
+    """check()'s first truthy answer, asked every `interval` seconds for as long as the caller's cancel scope
+    lets it (`with anyio.fail_after(10): await eventually(...)`). For what another process does (a file it
+    writes, a line in its log, its exit, a request it sends to a receiver thread): nothing on this event
+    loop could set an anyio.Event for it. check() must be quick (a stat, a small read, a poll()): it runs on
+    the event loop."""
+    while not (found := check()):  # noqa: ASYNC110 - another process's state: no Event to wait on
+        await anyio.sleep(interval)
+    return found
+
+
 @contextlib.contextmanager
 def running_server(venv: Venv, project: Path, env: Mapping[str, str], **kwargs: Any) -> Iterator[Server]:
     server = start_server(venv, project, env, **kwargs)
@@ -235,9 +264,11 @@ async def http_client(url: str, token: str | None = None, *, mode: str = "auto",
     """The SDK's client over Streamable HTTP. mode "auto" speaks 2026-07-28 to our server; "legacy" the
     initialize handshake and 2025-11-25, as most clients in the field still do."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with httpx2.AsyncClient(headers=headers, timeout=30, **http_kwargs) as http:
-        async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:
-            yield client
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=30, **http_kwargs) as http,
+        Client(streamable_http_client(url, http_client=http), mode=mode) as client,
+    ):
+        yield client
 
 
 def stdio_params(venv: Venv, project: Path, env: Mapping[str, str] | None = None) -> StdioServerParameters:
@@ -270,3 +301,15 @@ def post_mcp(server: Server, body: dict[str, Any], token: str | None = None,
         all_headers["Authorization"] = f"Bearer {token}"
     all_headers.update(headers or {})
     return httpx2.post(server.url, json=body, headers=all_headers, timeout=30, **kwargs)
+
+
+async def post_mcp_async(http: httpx2.AsyncClient, server: Server, body: dict[str, Any], token: str | None = None,
+                         address: str | None = None) -> httpx2.Response:
+    """post_mcp on the test's async client. `address`: the client address to claim in X-Forwarded-For (the
+    server honours it when it trusts 127.0.0.1 as its proxy)."""
+    headers = dict(MCP_HEADERS)
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    if address:
+        headers["X-Forwarded-For"] = address
+    return await http.post(server.url, json=body, headers=headers)
