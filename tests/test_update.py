@@ -76,6 +76,7 @@ def working_tree_files() -> list[Path]:
         "--",
         "copier.yml",
         "hooks",
+        "includes",
         "template",
         "README.md",
         "CHANGELOG.md",
