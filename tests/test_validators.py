@@ -84,7 +84,7 @@ for dist in md.distributions():
             top.append(first)
         elif len(file.parts) == 1 and file.suffix in (".py", ".so", ".pyd"):
             top.append(first.split(".")[0])
-    names |= {name for name in top if name.isidentifier() and name.islower()}
+    names |= {name for name in top if name.isidentifier() and name.islower() and not name.endswith("__mypyc")}
 print(json.dumps(sorted(names)))
 """
 
