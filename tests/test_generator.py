@@ -68,6 +68,14 @@ def test_copy_task_commits_only_what_the_copy_rendered(tmp_path: Path) -> None:
     assert "not committed" in result.stdout
 
 
+def test_a_fresh_copy_commits_every_file_it_rendered(rendered: Callable[[str], Path]) -> None:
+    """The task knows the template's file names: nothing rendered is left out of the first commit."""
+    for name in ("http_all", "stdio", "hostile"):
+        project = rendered(name)
+        assert git(project, "status", "--porcelain", "--untracked-files=all") == "", name
+        assert "tools.lock.json" in git(project, "ls-files")
+
+
 def test_copy_task_runs_the_projects_git_hooks(tmp_path: Path) -> None:
     """No --no-verify: a pre-commit hook of the user's (core.hooksPath) runs on the first commit too."""
     project = copied_project(tmp_path)
