@@ -120,11 +120,11 @@ def security_report(
 
     `offline` contacts no other server (authorization server, Redis) and says so in the facts.
     """
+    from .project_checks import project_problems
     from .security.manifest import compare, count, read_lock, served
 
-    errors: list[str] = []
-    warnings: list[str] = []
     facts = [f"transport: {settings.transport}"]
+    errors, warnings = project_problems(settings)  # the files: .env's mode, conflicts, stale keys
     _audit_store_report(settings, errors, facts, offline=offline)
     if settings.transport == "http":
         credentials = importlib.import_module(f"{__package__}.security.perimeter.credentials")
