@@ -6,7 +6,10 @@ answer set: what is accepted lands as data).
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -116,3 +119,71 @@ def test_check_refuses_an_env_file_others_can_read(
     refused = run([venv.bin(command), "check", "--offline"], project)
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert "chmod 600 .env" in refused.stdout
+
+
+# ---- items 9-11: conflicts are seen, retired names are refused, the migration keeps real values ---------
+
+
+def test_after_update_reports_a_rej_file_the_old_gitignore_hid(
+    rendered: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """`.env.example.rej` was hidden by `.env.*`; the report said "No conflicts" while a setting was replaced."""
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy2(rendered("stdio") / ".gitignore", project / ".gitignore")
+    (project / "README.md").write_text("# Acme\n")
+    git(project, "init", "--quiet")
+    git(project, "add", "--all")
+    git(project, "-c", "user.name=U", "-c", "user.email=u@example.com", "commit", "--quiet", "-m", "0.1.0")
+    (project / ".env.example.rej").write_text("@@ -1 +1 @@\n-MCP_A=1\n+MCP_B=1\n")
+    (project / "README.md").write_text("# Acme\nchanged\n")
+    ignored = run(["git", "check-ignore", ".env.example.rej"], project)
+    assert ignored.returncode == 1, ".gitignore hides .env.example.rej"
+    result = run([sys.executable, str(HOOKS / "after_update.py"), "0.1.0", "0.2.0"], project)
+    assert ".env.example.rej: a hunk of yours that did not apply to .env.example" in result.stdout, result.stdout
+    assert "No conflicts" not in result.stdout
+
+
+def test_after_update_finds_conflicts_on_disk_that_git_does_not_show(tmp_path: Path) -> None:
+    """An ignored file (here under .env.*) with markers or a *.rej is found on disk, not only in git status."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / ".gitignore").write_text(".env.*\n*.rej\n")  # an older .gitignore that hides both
+    git(project, "init", "--quiet")
+    git(project, "add", "--all")
+    git(project, "-c", "user.name=U", "-c", "user.email=u@example.com", "commit", "--quiet", "-m", "0.1.0")
+    (project / ".env.local").write_text("<<<<<<< before updating\nA=1\n=======\nA=2\n>>>>>>> after updating\n")
+    (project / "Dockerfile.rej").write_text("@@ -1 +1 @@\n")
+    result = run([sys.executable, str(HOOKS / "after_update.py"), "0.1.0", "0.2.0"], project)
+    assert ".env.local: conflict markers" in result.stdout, result.stdout
+    assert "Dockerfile.rej: a hunk of yours" in result.stdout
+    assert "Nothing changed" not in result.stdout
+
+
+def test_the_migration_keeps_a_real_old_value_over_an_empty_new_line() -> None:
+    spec = importlib.util.spec_from_file_location("migrate_settings", HOOKS / "migrate_settings.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text, _ = module.rename_in(
+        "MCP_SECURITY_EVENTS_URL=\nMCP_AUDIT_URL=sqlite:///data/audit.db\n", module.RENAMES["0.2.0"]
+    )
+    values = [line for line in text.splitlines() if not line.startswith("#")]
+    assert values == ["MCP_SECURITY_EVENTS_URL=sqlite:///data/audit.db"], text
+    # With a real new value, the old line is the one commented out.
+    text, _ = module.rename_in(
+        "MCP_SECURITY_EVENTS_URL=redis://r/0\nMCP_AUDIT_URL=sqlite:///a.db\n", module.RENAMES["0.2.0"]
+    )
+    assert [line for line in text.splitlines() if not line.startswith("#")] == ["MCP_SECURITY_EVENTS_URL=redis://r/0"]
+
+
+def test_the_settings_refuse_every_name_a_migration_retired() -> None:
+    settings = (TEMPLATE_ROOT / "template" / "src" / "{{package_name}}" / "settings.py").read_text()
+    found = re.search(r"^RETIRED_NAMES = (\{.*?\})$", settings, re.MULTILINE)
+    assert found
+    spec = importlib.util.spec_from_file_location("migrate_settings", HOOKS / "migrate_settings.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    renames = {old: new for renames in module.RENAMES.values() for old, new in renames.items()}
+    assert ast.literal_eval(found[1]) == renames
