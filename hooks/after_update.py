@@ -2,19 +2,24 @@
 
 Copier's own closing message cannot know whether anything changed or what conflicted, so this script
 looks: files with conflict markers (`--conflict inline`) and `*.rej` files (`--conflict rej`) are listed
-by name; an update that changed nothing says so.
+by name; an update that changed nothing says so. It looks on disk as well as in `git status`: a file that
+.gitignore hides (`.env.example.rej` under an old `.env.*` rule) is a conflict all the same.
 
     python after_update.py <version from> <version to>      # in the project, after the update
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 ANSWERS = ".copier-answers.yml"
 MARKERS = (b"<<<<<<< before updating", b">>>>>>> after updating")
+# Not the project's files: tools, caches, what the server writes.
+SKIPPED = {".git", ".venv", "node_modules", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache", "data"}
+LARGEST_SCANNED = 1_000_000  # bytes
 
 
 def git(*args: str) -> str:
@@ -50,9 +55,28 @@ def has_markers(path: Path) -> bool:
         return False
 
 
-def report(entries: list[tuple[str, str]], version_from: str, version_to: str) -> list[str]:
+def on_disk(root: Path = Path()) -> list[str]:
+    """Every *.rej file and every file with conflict markers under `root`, ignored by git or not."""
+    found = []
+    for folder, directories, files in os.walk(root):
+        directories[:] = sorted(d for d in directories if d not in SKIPPED)
+        for name in sorted(files):
+            path = Path(folder, name)
+            if path.is_symlink():
+                continue
+            small = path.stat().st_size <= LARGEST_SCANNED
+            if name.endswith(".rej") or (small and has_markers(path)):
+                found.append(path.relative_to(root).as_posix())
+    return found
+
+
+def report(
+    entries: list[tuple[str, str]], version_from: str, version_to: str, conflicts: list[str] | None = None
+) -> list[str]:
+    """The report, from `git status` (entries) and the conflicts found on disk."""
     changed = [path for _, path in entries if path != ANSWERS]
-    rejects = sorted(path for _, path in entries if path.endswith(".rej"))
+    changed += [path for path in conflicts or [] if path not in changed]
+    rejects = sorted(path for path in changed if path.endswith(".rej"))
     marked = sorted(path for path in changed if not path.endswith(".rej") and has_markers(Path(path)))
     where = f"template {version_from} -> {version_to}"
     if not changed and not rejects:
@@ -75,12 +99,15 @@ def report(entries: list[tuple[str, str]], version_from: str, version_to: str) -
 
 def main(argv: list[str]) -> int:
     version_from, version_to = (argv + ["?", "?"])[:2]
+    conflicts = on_disk()
     try:
         entries = status()
     except (OSError, subprocess.CalledProcessError):
-        print("Updated. Review `git diff`; resolve conflict markers or *.rej files, then commit.")
-        return 0
-    print("\n".join(report(entries, version_from, version_to)))
+        if not conflicts:
+            print("Updated. Review `git diff`; resolve conflict markers or *.rej files, then commit.")
+            return 0
+        entries = []
+    print("\n".join(report(entries, version_from, version_to, conflicts)))
     return 0
 
 
