@@ -24,7 +24,15 @@ ENV_FILE = Path(".env")
 # Copier's markers (`copier update --conflict inline`) and git's: at the start of a line.
 CONFLICT_MARKERS = ("<<<<<<< ", ">>>>>>> ")
 # Not the project's own files: tools, caches, data, git itself.
-SKIPPED_DIRECTORIES = {".git", ".venv", "node_modules", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
+SKIPPED_DIRECTORIES = {
+    ".git",
+    ".venv",
+    "node_modules",
+    "__pycache__",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".pytest_cache",
+}
 DATA_DIRECTORY = "data"  # at the top: what the server writes (MCP_DATA_DIR's default)
 LARGEST_SCANNED = 1_000_000  # bytes: bigger files are data, not code the template renders
 
