@@ -16,6 +16,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import yaml
+
 from support import TEMPLATE_ROOT, Venv, package_of
 
 HOOKS = TEMPLATE_ROOT / "hooks"
@@ -187,3 +189,34 @@ def test_the_settings_refuse_every_name_a_migration_retired() -> None:
     spec.loader.exec_module(module)
     renames = {old: new for renames in module.RENAMES.values() for old, new in renames.items()}
     assert ast.literal_eval(found[1]) == renames
+
+
+def conflict_step(project: Path) -> str:
+    jobs = yaml.safe_load((project / ".github" / "workflows" / "ci.yml").read_text())["jobs"]
+    steps = [step for job in jobs.values() for step in job["steps"] if "conflict" in step.get("name", "")]
+    assert len(steps) == 1, "the rendered CI has one step that refuses unresolved copier update conflicts"
+    return str(steps[0]["run"])
+
+
+def test_the_rendered_ci_refuses_conflict_markers_and_rej_files(
+    rendered: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Item 9: a `.dockerignore` conflict used to commit with its markers, or with a hunk dropped in a .rej."""
+    script = conflict_step(rendered("both"))
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    git(checkout, "init", "--quiet")
+    (checkout / "README.md").write_text("# Acme\n")
+    git(checkout, "add", "--all")
+
+    def ci() -> int:  # GitHub runs a step's `run` with `bash -e {0}`
+        return run(["bash", "-e", "-c", script], checkout).returncode
+
+    assert ci() == 0
+    (checkout / ".dockerignore").write_text("<<<<<<< before updating\n.env\n=======\n.git\n>>>>>>> after updating\n")
+    git(checkout, "add", "--all")
+    assert ci() != 0
+    (checkout / ".dockerignore").write_text(".git\n")
+    (checkout / ".dockerignore.rej").write_text("@@ -1 +1 @@\n+.env\n")
+    git(checkout, "add", "--all", "--force")
+    assert ci() != 0
