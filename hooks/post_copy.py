@@ -9,7 +9,10 @@
    as the user's git identity when one is configured, else as the project's author. The commit holds
    only the files the copy rendered (and uv.lock): anything the destination held before is named and
    left uncommitted. The commit runs the user's git hooks (no --no-verify).
-4. Print the next steps.
+4. Install the project's pre-commit hooks (they refuse conflict markers and *.rej files) when
+   `pre-commit` is on PATH, after the first commit; say how when it is not (MCP_TEMPLATE_SKIP_HOOKS=1
+   skips this).
+5. Print the next steps.
 Nothing here is needed for the project to work: `keygen --write-env`, `uv lock` and `git init` do the
 same by hand (a project copied with --skip-tasks).
 
@@ -125,6 +128,18 @@ def init_repository(name: str, email: str, package: str) -> tuple[str, list[str]
     return ("committed" if ok else "failed"), foreign
 
 
+def install_hooks(repository: str) -> str:
+    """`pre-commit install` in the new repository (never in an enclosing one, which is the user's)."""
+    if os.environ.get("MCP_TEMPLATE_SKIP_HOOKS") == "1":
+        return "skipped"
+    if repository != "committed" or not Path(".pre-commit-config.yaml").is_file():
+        return "no repository"
+    pre_commit = shutil.which("pre-commit")
+    if not pre_commit:
+        return "no pre-commit"
+    return "installed" if run(pre_commit, "install") else "failed"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--command", default="<command>")
@@ -149,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         add_request_state_key(root / ".env")
     locked = lock(shutil.which("uv"))
     repository, foreign = init_repository(args.author_name, args.author_email, args.package)
+    hooks = install_hooks(repository)
 
     print()
     if env_made and oauth:
@@ -173,6 +189,18 @@ def main(argv: list[str] | None = None) -> int:
             "`copier update` needs the project in git.",
             "no git": "  git is not installed: `copier update` needs the project in git.",
         }[repository]
+    )
+    print(
+        {
+            "installed": "  Installed the pre-commit hooks: each commit is linted and refuses conflict markers\n"
+            "  and *.rej files.",
+            "no pre-commit": "  pre-commit is not installed, so commits are not checked: `uvx pre-commit install`\n"
+            "  installs the hooks (they refuse conflict markers and *.rej files).",
+            "failed": "  `pre-commit install` failed: run it yourself (the hooks refuse conflict markers and *.rej).",
+            "no repository": "",
+            "skipped": "",
+        }[hooks],
+        end="\n" if hooks in ("installed", "no pre-commit", "failed") else "",
     )
     if foreign:
         print("  These files were in the destination before the copy and are not committed; add the ones")

@@ -36,7 +36,8 @@ def git(cwd: Path, *args: str) -> str:
 def copy_task(project: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """hooks/post_copy.py as copier.yml's task runs it, in `project`."""
     full = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "COPIER_", "MCP_"))}
-    full.update({"MCP_TEMPLATE_SKIP_LOCK": "1", "HOME": str(project.parent), "GIT_CONFIG_NOSYSTEM": "1"})
+    full.update({"MCP_TEMPLATE_SKIP_LOCK": "1", "MCP_TEMPLATE_SKIP_HOOKS": "1", "HOME": str(project.parent)})
+    full["GIT_CONFIG_NOSYSTEM"] = "1"
     full.update(env or {})
     command = [sys.executable, str(HOOKS / "post_copy.py"), "--command=acme", "--package=acme"]
     command += ["--author-name=Ada", "--author-email=ada@example.com", *args]
@@ -94,6 +95,30 @@ def test_copy_task_runs_the_projects_git_hooks(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "hook-ran").exists()
     assert "first commit" in result.stdout
+
+
+def test_copy_task_installs_the_pre_commit_hooks_after_the_first_commit(tmp_path: Path) -> None:
+    """Item 9: the READMEs said the hooks refuse conflicts, but nothing installed them."""
+    project = copied_project(tmp_path)
+    (project / ".pre-commit-config.yaml").write_text("repos: []\n")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "pre-commit").write_text(f'#!/bin/sh\ngit rev-parse --verify HEAD && echo "$@" > {tmp_path / "called"}\n')
+    (fake / "pre-commit").chmod(0o755)
+    path = f"{fake}{os.pathsep}{os.environ['PATH']}"
+    result = copy_task(project, env={"MCP_TEMPLATE_SKIP_HOOKS": "0", "PATH": path})
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "called").read_text().split() == ["install"]
+    assert "Installed the pre-commit hooks" in result.stdout
+    assert ".pre-commit-config.yaml" in git(project, "ls-files")
+
+
+def test_copy_task_says_how_to_install_the_hooks_without_pre_commit(tmp_path: Path) -> None:
+    project = copied_project(tmp_path)
+    (project / ".pre-commit-config.yaml").write_text("repos: []\n")
+    result = copy_task(project, env={"MCP_TEMPLATE_SKIP_HOOKS": "0", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    assert "pre-commit is not installed" in result.stdout and "uvx pre-commit install" in result.stdout
 
 
 # ---- item 6: an existing .env is kept, and says so; `check` refuses one others can read ----------------
