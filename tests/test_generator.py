@@ -245,3 +245,28 @@ def test_the_rendered_ci_refuses_conflict_markers_and_rej_files(
     (checkout / ".dockerignore.rej").write_text("@@ -1 +1 @@\n+.env\n")
     git(checkout, "add", "--all", "--force")
     assert ci() != 0
+
+
+# ---- item 8: the answers file cannot quietly pick the code an update runs -----------------------------
+
+
+def test_a_changed_template_source_fails_the_projects_tests_and_check(
+    rendered: Callable[[str], Path], venv: Venv, tmp_path: Path
+) -> None:
+    """A one-line pull request ("use the mirror") to _src_path would make the next update run a fork's code."""
+    project = tmp_path / "project"
+    shutil.copytree(rendered("stdio"), project, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+    command, _ = package_of(project)
+    pinned = (project / ".template-source").read_text()
+    answers = (project / ".copier-answers.yml").read_text()
+    source = yaml.safe_load(answers)["_src_path"]
+    assert pinned.rstrip().splitlines()[-1] == source
+    tests = [venv.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_template_source.py"]
+    assert run(tests, project).returncode == 0
+    assert run([venv.bin(command), "check"], project).returncode == 0
+    (project / ".copier-answers.yml").write_text(answers.replace(source, "https://github.com/fork/template"))
+    failed = run(tests, project)
+    assert failed.returncode != 0 and "https://github.com/fork/template" in failed.stdout, failed.stdout
+    refused = run([venv.bin(command), "check"], project)
+    assert refused.returncode == 1
+    assert "https://github.com/fork/template" in refused.stdout and ".template-source" in refused.stdout
