@@ -2,6 +2,8 @@
 
 - `.env` readable by others: its keys are the server's credentials.
 - Unresolved `copier update` conflicts: conflict markers or `*.rej` files.
+- A template source other than the reviewed one: `copier update` runs code from the repository that
+  _src_path in .copier-answers.yml names, so it must equal the pin in .template-source.
 - Credentials of an authentication mode this project no longer uses (after `copier update` changed
   the `auth` answer): MCP_API_KEYS with OAuth is ignored now, and would be accepted again on a switch back.
 
@@ -21,6 +23,8 @@ if TYPE_CHECKING:
     from .settings import Settings
 
 ENV_FILE = Path(".env")
+ANSWERS_FILE = Path(".copier-answers.yml")
+SOURCE_PIN = Path(".template-source")
 # Copier's markers (`copier update --conflict inline`) and git's: at the start of a line.
 CONFLICT_MARKERS = ("<<<<<<< ", ">>>>>>> ")
 # Not the project's own files: tools, caches, data, git itself.
@@ -44,6 +48,7 @@ def project_problems(settings: Settings, root: Path = Path()) -> tuple[list[str]
     errors.extend(env_file_problems(root / ENV_FILE))
     if (root / "pyproject.toml").is_file():
         errors.extend(conflict_problems(root))
+        errors.extend(template_source_problems(root))
     if profile.AUTH_MODE == "oauth" and settings.api_keys.get_secret_value():
         warnings.append(
             "MCP_API_KEYS is set, but this project authenticates with OAuth access tokens: the keys are "
@@ -62,6 +67,40 @@ def env_file_problems(path: Path) -> list[str]:
     if mode & 0o077:
         return [f"{path} is readable by others (mode {mode:o}): it holds the server's keys; chmod 600 {path}"]
     return []
+
+
+def template_source_problems(root: Path) -> list[str]:
+    """_src_path in the answers file differs from the reviewed pin (or the pin is gone)."""
+    try:
+        answers = (root / ANSWERS_FILE).read_text(encoding="utf-8")
+    except OSError:
+        return []  # not made with copier, or run outside the project
+    sources = [
+        line.removeprefix("_src_path:") for line in answers.splitlines() if line.startswith("_src_path:")
+    ]
+    source = _yaml_scalar(sources[0]) if sources else ""
+    try:
+        lines = (root / SOURCE_PIN).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return [f"{SOURCE_PIN} is missing: restore it from git (it pins the template `copier update` runs)"]
+    pinned = next((line.strip() for line in reversed(lines) if line.strip() and not line.startswith("#")), "")
+    if source != pinned:
+        return [
+            f"{ANSWERS_FILE} names the template {source or '(none)'}, not the reviewed {pinned} in "
+            f"{SOURCE_PIN}: the next `copier update` would run that template's code. Restore _src_path, "
+            "or change both files together in a reviewed commit"
+        ]
+    return []
+
+
+def _yaml_scalar(text: str) -> str:
+    """A one-line YAML scalar as Copier writes it: plain, 'single' or "double" quoted."""
+    text = text.strip()
+    if len(text) > 1 and text[0] == text[-1] == "'":
+        return text[1:-1].replace("''", "'")
+    if len(text) > 1 and text[0] == text[-1] == '"':
+        return text[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    return text
 
 
 def conflict_problems(root: Path) -> list[str]:
