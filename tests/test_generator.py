@@ -262,11 +262,45 @@ def test_a_changed_template_source_fails_the_projects_tests_and_check(
     source = yaml.safe_load(answers)["_src_path"]
     assert pinned.rstrip().splitlines()[-1] == source
     tests = [venv.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_template_source.py"]
-    assert run(tests, project).returncode == 0
-    assert run([venv.bin(command), "check"], project).returncode == 0
+    assert venv.run(*tests, cwd=project).returncode == 0
+    assert venv.run(venv.bin(command), "check", cwd=project).returncode == 0
     (project / ".copier-answers.yml").write_text(answers.replace(source, "https://github.com/fork/template"))
-    failed = run(tests, project)
+    failed = venv.run(*tests, cwd=project)
     assert failed.returncode != 0 and "https://github.com/fork/template" in failed.stdout, failed.stdout
-    refused = run([venv.bin(command), "check"], project)
+    refused = venv.run(venv.bin(command), "check", cwd=project)
     assert refused.returncode == 1
     assert "https://github.com/fork/template" in refused.stdout and ".template-source" in refused.stdout
+
+
+# ---- item 12: answers that no longer match the files ----------------------------------------------------
+
+
+def test_after_update_reports_answers_edited_by_hand(tmp_path: Path) -> None:
+    """`transport: stdio` typed into .copier-answers.yml changes no file: the report must not say "Nothing changed"."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / ".copier-answers.yml").write_text("_commit: 0.2.0\ntransport: stdio\nauth: api_key\n")
+    (project / "pyproject.toml").write_text('[project]\ndependencies = [\n    "mcp>=2",\n    "uvicorn>=0.35,<1",\n]\n')
+    git(project, "init", "--quiet")
+    git(project, "add", "--all")
+    git(project, "-c", "user.name=U", "-c", "user.email=u@example.com", "commit", "--quiet", "-m", "0.2.0")
+    result = run([sys.executable, str(HOOKS / "after_update.py"), "0.2.0", "0.2.0"], project)
+    assert "transport: stdio" in result.stdout and "uvicorn" in result.stdout, result.stdout
+    assert "Nothing changed" not in result.stdout
+
+
+def test_check_warns_about_api_keys_left_after_switching_to_oauth(
+    rendered: Callable[[str], Path], venv: Venv, tmp_path: Path
+) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(rendered("oauth"), project, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+    command, _ = package_of(project)
+    env = {
+        "MCP_OAUTH_ISSUER": "https://issuer.example",
+        "MCP_OAUTH_JWKS_URL": "https://issuer.example/jwks",
+        "MCP_RESOURCE_URL": "https://mcp.example/mcp",
+    }
+    with (project / ".env").open("a") as handle:
+        handle.write("MCP_API_KEYS=mcp_left-from-api-key-mode-0123456789\n")
+    result = venv.run(venv.bin(command), "check", "--offline", cwd=project, env=env)
+    assert "WARNING  MCP_API_KEYS is set, but this project authenticates with OAuth" in result.stdout, result.stdout
