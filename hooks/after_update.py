@@ -3,7 +3,8 @@
 Copier's own closing message cannot know whether anything changed or what conflicted, so this script
 looks: files with conflict markers (`--conflict inline`) and `*.rej` files (`--conflict rej`) are listed
 by name; an update that changed nothing says so. It looks on disk as well as in `git status`: a file that
-.gitignore hides (`.env.example.rej` under an old `.env.*` rule) is a conflict all the same.
+.gitignore hides (`.env.example.rej` under an old `.env.*` rule) is a conflict all the same. It also
+compares the answers with the files: an answer edited by hand in .copier-answers.yml changes no file.
 
     python after_update.py <version from> <version to>      # in the project, after the update
 """
@@ -70,6 +71,47 @@ def on_disk(root: Path = Path()) -> list[str]:
     return found
 
 
+# What each answer leaves in pyproject.toml (the dependencies it adds), to tell a hand-edited answer.
+ANSWER_MARKS = {
+    ("transport", "stdio"): ("uvicorn", False),  # stdio only: no HTTP server
+    ("transport", "http"): ("uvicorn", True),
+    ("transport", "both"): ("uvicorn", True),
+    ("auth", "oauth"): ("pyjwt", True),
+    ("auth", "api_key"): ("pyjwt", False),
+}
+
+
+def answers(root: Path = Path()) -> dict[str, str]:
+    """The plain `key: value` lines of the answers file (all that this check needs)."""
+    try:
+        lines = (root / ANSWERS).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return {}
+    pairs = (line.split(":", 1) for line in lines if ":" in line and not line.startswith((" ", "-", "#")))
+    return {key.strip(): value.strip().strip("'\"") for key, value in pairs}
+
+
+def answer_mismatches(root: Path = Path()) -> list[str]:
+    """Answers the files do not match (edited by hand, so Copier rendered nothing for them)."""
+    given = answers(root)
+    try:
+        pyproject = (root / "pyproject.toml").read_text(encoding="utf-8")
+    except OSError:
+        return []
+    if given.get("transport") == "stdio":
+        given.pop("auth", None)  # not asked for stdio
+    found = []
+    for (key, value), (dependency, expected) in ANSWER_MARKS.items():
+        if given.get(key) == value and (f'"{dependency}' in pyproject) != expected:
+            state = "depends on" if not expected else "does not depend on"
+            found.append(
+                f"  {ANSWERS} says {key}: {value}, but pyproject.toml {state} {dependency}: the answer was "
+                f"edited by hand and no file changed. Restore it (`git checkout {ANSWERS}`), then run "
+                f"`copier update --trust --defaults --data {key}={value}`"
+            )
+    return found
+
+
 def report(
     entries: list[tuple[str, str]], version_from: str, version_to: str, conflicts: list[str] | None = None
 ) -> list[str]:
@@ -107,7 +149,12 @@ def main(argv: list[str]) -> int:
             print("Updated. Review `git diff`; resolve conflict markers or *.rej files, then commit.")
             return 0
         entries = []
-    print("\n".join(report(entries, version_from, version_to, conflicts)))
+    lines = report(entries, version_from, version_to, conflicts)
+    mismatches = answer_mismatches()
+    if mismatches:
+        lines = [line for line in lines if not line.startswith("Nothing changed")]
+        lines += ["The answers do not match the files:", *mismatches]
+    print("\n".join(lines))
     return 0
 
 
