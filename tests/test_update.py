@@ -36,8 +36,8 @@ GIT = [
 ]
 OLD_NAMES = {"security_events_url": "audit_url", "SECURITY_EVENTS_URL": "AUDIT_URL"}
 # Lines of README.md.jinja that 0.2.0 changes (the user changes the same rendered line: a conflict).
-README_OLD = "\n{{ description }}\n"
-README_NEW = "\n{{ description }} Kept up to date with `copier update`.\n"
+README_OLD = "\n{{ markdown_text(description) }}\n"
+README_NEW = "\n{{ markdown_text(description) }} Kept up to date with `copier update`.\n"
 USER_README_LINE = "Internal tools for the Acme support team."
 CONFLICT_MARKERS = ("<<<<<<< before updating", "=======", ">>>>>>> after updating")
 NEW_TOOL = '''"""A tool the user wrote after generating the project."""
