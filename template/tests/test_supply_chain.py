@@ -11,6 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
 HOOKS = ROOT / ".pre-commit-config.yaml"
+HOOK_PINNED = re.compile(r"[0-9a-f]{40} # v\d[\w.]*")
 PINNED = re.compile(r"@[0-9a-f]{40} # v\d[\w.]*$")
 # Hook repositories whose tag could not be matched to a commit when the template was made (the config says
 # so next to each); `uvx pre-commit autoupdate --freeze` pins them.
@@ -41,4 +42,4 @@ def test_every_hook_repository_is_pinned_by_commit() -> None:
     for repo, rev in repos:
         if repo in UNVERIFIED:
             continue
-        assert re.fullmatch(r"[0-9a-f]{40} # v\d[\w.]*", rev), f"{repo}: pin rev by commit SHA, tag in a comment"
+        assert HOOK_PINNED.fullmatch(rev), f"{repo}: pin rev by commit SHA, with the tag in a comment"
