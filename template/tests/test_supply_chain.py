@@ -43,3 +43,12 @@ def test_every_hook_repository_is_pinned_by_commit() -> None:
         if repo in UNVERIFIED:
             continue
         assert HOOK_PINNED.fullmatch(rev), f"{repo}: pin rev by commit SHA, with the tag in a comment"
+
+
+@pytest.mark.skipif(not (ROOT / "Dockerfile").is_file(), reason="no Dockerfile")
+def test_the_image_installs_uv_by_hash() -> None:
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", "")
+    installs = [line for line in text.splitlines() if "pip install" in line]
+    assert installs
+    for line in installs:
+        assert "--require-hashes" in line and "uv==" in line and "--hash=sha256:" in line, line
