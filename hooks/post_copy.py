@@ -34,6 +34,7 @@ from pathlib import Path
 COMMIT_MESSAGE = "Initial project from the secure MCP server template"
 TEMPLATE = Path(__file__).resolve().parents[1] / "template"  # copier.yml's _subdirectory
 ANSWERS_FILE = ".copier-answers.yml"  # copier.yml's _answers_file
+NAMED = 30  # files named in the report, at most
 EXCLUDED = {"__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache", ".venv", ".DS_Store"}
 # The Jinja in the template's file names: `{% if ... %}name{% endif %}` (the name, when it was rendered)
 # and `{{ variable }}`.
@@ -205,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     if foreign:
         print("  These files were in the destination before the copy and are not committed; add the ones")
         print("  that belong to the project yourself (never credentials):")
-        print("".join(f"    {name}\n" for name in foreign), end="")
+        print("".join(f"    {name}\n" for name in foreign[:NAMED]), end="")
+        if len(foreign) > NAMED:
+            print(f"    ... and {len(foreign) - NAMED} more (`git status` lists them)")
     if args.transport == "stdio":
         serving = "speaks MCP on stdin/stdout"
     elif oauth:
