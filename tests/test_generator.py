@@ -33,7 +33,9 @@ def git(cwd: Path, *args: str) -> str:
     return result.stdout
 
 
-def copy_task(project: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def copy_task(
+    project: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """hooks/post_copy.py as copier.yml's task runs it, in `project`."""
     full = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "COPIER_", "MCP_"))}
     full.update({"MCP_TEMPLATE_SKIP_LOCK": "1", "MCP_TEMPLATE_SKIP_HOOKS": "1", "HOME": str(project.parent)})
@@ -103,7 +105,9 @@ def test_copy_task_installs_the_pre_commit_hooks_after_the_first_commit(tmp_path
     (project / ".pre-commit-config.yaml").write_text("repos: []\n")
     fake = tmp_path / "bin"
     fake.mkdir()
-    (fake / "pre-commit").write_text(f'#!/bin/sh\ngit rev-parse --verify HEAD && echo "$@" > {tmp_path / "called"}\n')
+    (fake / "pre-commit").write_text(
+        f'#!/bin/sh\ngit rev-parse --verify HEAD && echo "$@" > {tmp_path / "called"}\n'
+    )
     (fake / "pre-commit").chmod(0o755)
     path = f"{fake}{os.pathsep}{os.environ['PATH']}"
     result = copy_task(project, env={"MCP_TEMPLATE_SKIP_HOOKS": "0", "PATH": path})
@@ -167,7 +171,9 @@ def test_after_update_reports_a_rej_file_the_old_gitignore_hid(
     ignored = run(["git", "check-ignore", ".env.example.rej"], project)
     assert ignored.returncode == 1, ".gitignore hides .env.example.rej"
     result = run([sys.executable, str(HOOKS / "after_update.py"), "0.1.0", "0.2.0"], project)
-    assert ".env.example.rej: a hunk of yours that did not apply to .env.example" in result.stdout, result.stdout
+    assert ".env.example.rej: a hunk of yours that did not apply to .env.example" in result.stdout, (
+        result.stdout
+    )
     assert "No conflicts" not in result.stdout
 
 
@@ -179,7 +185,9 @@ def test_after_update_finds_conflicts_on_disk_that_git_does_not_show(tmp_path: P
     git(project, "init", "--quiet")
     git(project, "add", "--all")
     git(project, "-c", "user.name=U", "-c", "user.email=u@example.com", "commit", "--quiet", "-m", "0.1.0")
-    (project / ".env.local").write_text("<<<<<<< before updating\nA=1\n=======\nA=2\n>>>>>>> after updating\n")
+    (project / ".env.local").write_text(
+        "<<<<<<< before updating\nA=1\n=======\nA=2\n>>>>>>> after updating\n"
+    )
     (project / "Dockerfile.rej").write_text("@@ -1 +1 @@\n")
     result = run([sys.executable, str(HOOKS / "after_update.py"), "0.1.0", "0.2.0"], project)
     assert ".env.local: conflict markers" in result.stdout, result.stdout
@@ -201,7 +209,9 @@ def test_the_migration_keeps_a_real_old_value_over_an_empty_new_line() -> None:
     text, _ = module.rename_in(
         "MCP_SECURITY_EVENTS_URL=redis://r/0\nMCP_AUDIT_URL=sqlite:///a.db\n", module.RENAMES["0.2.0"]
     )
-    assert [line for line in text.splitlines() if not line.startswith("#")] == ["MCP_SECURITY_EVENTS_URL=redis://r/0"]
+    assert [line for line in text.splitlines() if not line.startswith("#")] == [
+        "MCP_SECURITY_EVENTS_URL=redis://r/0"
+    ]
 
 
 def test_the_settings_refuse_every_name_a_migration_retired() -> None:
@@ -238,7 +248,9 @@ def test_the_rendered_ci_refuses_conflict_markers_and_rej_files(
         return run(["bash", "-e", "-c", script], checkout).returncode
 
     assert ci() == 0
-    (checkout / ".dockerignore").write_text("<<<<<<< before updating\n.env\n=======\n.git\n>>>>>>> after updating\n")
+    (checkout / ".dockerignore").write_text(
+        "<<<<<<< before updating\n.env\n=======\n.git\n>>>>>>> after updating\n"
+    )
     git(checkout, "add", "--all")
     assert ci() != 0
     (checkout / ".dockerignore").write_text(".git\n")
@@ -280,7 +292,9 @@ def test_after_update_reports_answers_edited_by_hand(tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
     (project / ".copier-answers.yml").write_text("_commit: 0.2.0\ntransport: stdio\nauth: api_key\n")
-    (project / "pyproject.toml").write_text('[project]\ndependencies = [\n    "mcp>=2",\n    "uvicorn>=0.35,<1",\n]\n')
+    (project / "pyproject.toml").write_text(
+        '[project]\ndependencies = [\n    "mcp>=2",\n    "uvicorn>=0.35,<1",\n]\n'
+    )
     git(project, "init", "--quiet")
     git(project, "add", "--all")
     git(project, "-c", "user.name=U", "-c", "user.email=u@example.com", "commit", "--quiet", "-m", "0.2.0")
@@ -303,4 +317,6 @@ def test_check_warns_about_api_keys_left_after_switching_to_oauth(
     with (project / ".env").open("a") as handle:
         handle.write("MCP_API_KEYS=mcp_left-from-api-key-mode-0123456789\n")
     result = venv.run(venv.bin(command), "check", "--offline", cwd=project, env=env)
-    assert "WARNING  MCP_API_KEYS is set, but this project authenticates with OAuth" in result.stdout, result.stdout
+    assert "WARNING  MCP_API_KEYS is set, but this project authenticates with OAuth" in result.stdout, (
+        result.stdout
+    )
