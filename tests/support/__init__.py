@@ -29,6 +29,11 @@ from mcp.client.streamable_http import streamable_http_client
 TEMPLATE_ROOT = Path(__file__).resolve().parents[2]
 
 BASE = {"project_name": "Acme Tools", "author_name": "Test", "author_email": "test@example.com"}
+HOSTILE_TEXT = {
+    "project_name": 'Acme "Hostile" \\ Tools <b>*ü*</b> `x` # $HOME',
+    "description": 'A """docstring""" breaker"""; __import__("os").system("touch PWNED"); """ \\N{x} ends: "',
+    "author_name": 'Zoë "Z" O\'Brien \\ [link](https://example.com)',
+}
 # Each answer set has its own package name, so all of them can share one virtual environment.
 # SAMPLE_TOOLS_READY lists the sample tool modules that exist so far (issue 6 adds the rest).
 SAMPLE_TOOLS_READY: list[str] = ["fetch", "files", "notes", "records", "sandbox", "upstream"]
@@ -41,6 +46,9 @@ ANSWER_SETS: dict[str, dict[str, Any]] = {
     "http_none": {**BASE, "project_name": "Acme Bare", "transport": "http", "auth": "api_key", "sample_tools": []},
     # With notes: its tools need scopes that are not required (notes:read, notes:write), for step-up.
     "oauth": {**BASE, "project_name": "Acme Oauth", "transport": "http", "auth": "oauth", "sample_tools": ["notes"]},
+    # Answers are data in every syntax they land in (issue 27): quotes, backslashes, a docstring breaker,
+    # Markdown and HTML, non-ASCII. The project must still lint, type-check, pass its tests and `check`.
+    "hostile": {**BASE, **HOSTILE_TEXT, "transport": "both", "auth": "api_key", "sample_tools": ["notes"]},
 }
 
 

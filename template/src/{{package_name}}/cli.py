@@ -330,19 +330,29 @@ def _check(args: argparse.Namespace) -> int:
     if args.update_lock:
         return _update_lock(settings, args.lock, offline=args.offline)
     errors, warnings, facts = security_report(settings, args.lock, offline=args.offline)
+    # The project's files (.env's mode, update conflicts, stale keys): `serve` does not look at them.
+    from .project_checks import project_problems
+
+    file_errors, file_warnings = project_problems(settings)
+    warnings += file_warnings
     print(f"{answers.PROJECT_NAME}: security report")
     for fact in facts:
         print(f"  ok       {fact}")
     for warning in warnings:
         print(f"  WARNING  {warning}")
-    for error in errors:
+    for error in file_errors + errors:
         print(f"  ERROR    {error}")
-    print(_verdict(errors, args.lock, offline=args.offline))
-    return 1 if errors else 0
+    print(_verdict(errors, args.lock, offline=args.offline, file_errors=file_errors))
+    return 1 if errors or file_errors else 0
 
 
-def _verdict(errors: list[str], lock: Path, *, offline: bool = False) -> str:
+def _verdict(errors: list[str], lock: Path, *, offline: bool = False, file_errors: Sequence[str] = ()) -> str:
     """The last line of the report: what `serve` will do with these errors."""
+    if not errors and file_errors:
+        return (
+            f"{len(file_errors)} error(s) in the project's files: `serve` still starts; check (and CI) "
+            "fail until they are fixed"
+        )
     if not errors and offline:
         return "configuration is valid offline (no other server was contacted; see the facts above)"
     if not errors:
