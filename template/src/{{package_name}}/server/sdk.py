@@ -1,7 +1,7 @@
-"""Every place this project reaches past the public API of mcp, limits and uvicorn, and the start-up check
-that each one is still there.
+"""Every place this project reaches past the public API of mcp and limits (and, in HTTP projects, of the
+HTTP server: server/sdk_http.py), and the start-up check that each one is still there.
 
-mcp is pinned to 2.3.x, limits and uvicorn below their next major version (pyproject.toml). Each name
+mcp is pinned to 2.3.x, limits below its next major version (pyproject.toml). Each name
 below is used because the pinned release has no public equivalent; the upstream change that would remove
 it is named beside it. `check()` runs when the server is built (server/build.py): a release that moves
 any of them stops start-up with an SDKChangedError naming this file, never a request-time AttributeError
@@ -25,11 +25,11 @@ Relied on as behaviour, not by name (no check can see it; the tests of each feat
 from __future__ import annotations
 
 import functools
+import importlib
 import operator
 from collections.abc import Awaitable, Callable, Container, Iterator
 from typing import Annotated, Any
 
-import uvicorn
 from limits.aio.storage import MemoryStorage
 from mcp.server import MCPServer, Server
 from mcp.server._streamable_http_modern import handle_modern_request
@@ -41,7 +41,8 @@ from mcp.server.session import ServerSession
 from mcp.server.streamable_http import StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp_types import DEFAULT_NEGOTIATED_VERSION
-from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from .. import answers
 
 __all__ = [
     "SDKChangedError",
@@ -58,7 +59,7 @@ HERE = "server/sdk.py"
 
 
 class SDKChangedError(RuntimeError):
-    """The installed mcp, limits or uvicorn no longer has something this project relies on (server/sdk.py)."""
+    """The installed mcp, limits or HTTP server lacks something this project relies on (server/sdk.py)."""
 
 
 # ---- mcp: functions -------------------------------------------------------------------------------------
@@ -151,20 +152,6 @@ RESOLVER_PLAN_FIELDS = ("fn", "wire_key")
 MEMORY_STORAGE_METHODS = ("_MemoryStorage__schedule_expiry", "_MemoryStorage__expire_events")
 MEMORY_STORAGE_STATE = ("storage", "expirations", "events", "locks")
 
-# security/perimeter/connections.py: `_GuardedH11Protocol` extends uvicorn's h11 protocol (read deadlines,
-# connection caps, audited 400s) and `GuardedUvicorn` its server. Upstream ask: header and body read
-# timeouts and a per-address connection cap in uvicorn itself.
-H11_METHODS = (
-    "connection_made",
-    "connection_lost",
-    "data_received",
-    "on_response_complete",
-    "send_400_response",
-)
-H11_STATE = ("conn", "transport", "client", "loop")
-UVICORN_SERVER_METHODS = ("serve", "handle_exit")
-UVICORN_SERVER_STATE = ("should_exit",)
-
 
 # ---- the start-up check ---------------------------------------------------------------------------------
 
@@ -176,7 +163,7 @@ def check(server: MCPServer | None = None) -> None:
         missing += _absent(server, "mcp MCPServer", SERVER_STATE)
     if missing:
         raise SDKChangedError(
-            f"the installed mcp, limits or uvicorn lacks {', '.join(missing)}: this project relies on "
+            f"the installed mcp, limits or HTTP server lacks {', '.join(missing)}: this project relies on "
             f"them (see {HERE}); install the versions pyproject.toml pins, or update {HERE}"
         )
 
@@ -192,7 +179,7 @@ def _absent(owner: object, label: str, names: tuple[str, ...]) -> Iterator[str]:
 
 def _missing() -> Iterator[str]:
     # Methods on the class; the state a constructor sets on a throwaway instance (each is cheap and
-    # starts nothing), or, for uvicorn's protocol, whose constructor loads an app, in its constructor's code.
+    # starts nothing).
     session = ServerSession(None, Connection.from_envelope(DEFAULT_NEGOTIATED_VERSION, None, None))  # type: ignore[arg-type]
     yield from _absent(session, "mcp ServerSession", SESSION_STATE)
     yield from _absent(Server, "mcp Server", ("add_request_handler",))
@@ -209,13 +196,8 @@ def _missing() -> Iterator[str]:
         yield from _absent(plan, "mcp _ResolverPlan", RESOLVER_PLAN_FIELDS)
     yield from _absent(MemoryStorage, "limits MemoryStorage", MEMORY_STORAGE_METHODS)
     yield from _absent(MemoryStorage(), "limits MemoryStorage", MEMORY_STORAGE_STATE)
-    yield from _absent(H11Protocol, "uvicorn H11Protocol", H11_METHODS)
-    set_in_init = H11Protocol.__init__.__code__.co_names
-    yield from (f"uvicorn H11Protocol.{name}" for name in H11_STATE if name not in set_in_init)
-    yield from _absent(uvicorn.Server, "uvicorn Server", UVICORN_SERVER_METHODS)
-    yield from _absent(
-        uvicorn.Server(uvicorn.Config(_no_app, log_config=None)), "uvicorn Server", UVICORN_SERVER_STATE
-    )
+    if "http" in answers.TRANSPORTS:  # the HTTP server's names: a module of HTTP projects only
+        yield from importlib.import_module(f"{__package__}.sdk_http").missing()
 
 
 def _question() -> str:
@@ -224,7 +206,3 @@ def _question() -> str:
 
 def _asks(answer: Annotated[str, Resolve(_question)]) -> None:
     """A throwaway tool with one resolved parameter: the SDK plans one resolver for it."""
-
-
-async def _no_app(scope: Any, receive: Any, send: Any) -> None:
-    """The ASGI app of the throwaway uvicorn server above, which never serves."""

@@ -37,7 +37,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from ...server.sdk import H11_METHODS, H11_STATE, UVICORN_SERVER_METHODS, UVICORN_SERVER_STATE
+from ...server.sdk_http import H11_METHODS, H11_STATE, UVICORN_SERVER_METHODS, UVICORN_SERVER_STATE
 from ..audit.events import AuditUnavailableError, SecurityEvents
 from .headers import BASE_HEADERS, HSTS
 
