@@ -259,7 +259,8 @@ def _scratch(settings: Settings, *, offline: bool = False) -> Iterator[Settings]
         update: dict[str, object] = {"data_dir": Path(scratch, "data"), "security_events_url": "memory://"}
         if offline:
             update["rate_limit_storage"] = "memory://"
-        if not settings.files_root.exists():
+        files_root = getattr(settings, "files_root", None)  # the files sample's (samples/settings.py)
+        if files_root is not None and not files_root.exists():
             update["files_root"] = Path(scratch, "files")
         yield settings.model_copy(update=update)
 
@@ -307,7 +308,7 @@ def _key_counts(settings: Settings, scheme: str) -> str:
 
 def _sandbox_report(settings: Settings, warnings: list[str], facts: list[str]) -> None:
     sandbox = importlib.import_module(f"{__package__}.security.toolkit.sandbox")
-    box = sandbox.Sandbox(sandbox.Limits(), settings.sandbox_python)
+    box = sandbox.Sandbox(sandbox.Limits(), getattr(settings, "sandbox_python", ""))
     try:
         box.probe()
     except sandbox.SandboxUnavailableError as exc:
