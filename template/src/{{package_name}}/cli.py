@@ -125,6 +125,7 @@ def security_report(
     errors: list[str] = []
     warnings: list[str] = []
     facts = [f"transport: {settings.transport}"]
+    warnings.extend(importlib.import_module(f"{__package__}.upgrade_checks").upgrade_warnings())
     _audit_store_report(settings, errors, facts, offline=offline)
     if settings.transport == "http":
         credentials = importlib.import_module(f"{__package__}.security.perimeter.credentials")
