@@ -2,9 +2,9 @@
 
 Template 0.2.0 moved modules (CHANGELOG.md has the table). The ones tools import keep a re-export at
 their old path for one release; `check` names each import of an old path it finds in your code (the
-package and tests/), with the new path, so that you can change it before the re-export goes. A module
-of yours in tools/ with a sample's name (a sample you edited, left there when the samples moved to
-samples/) is served in that sample's place, and `check` says so.
+package and tests/), with the new path, so that you can change it before the re-export goes. It also
+says when tools/__init__.py still has the MODULES list of old (kept from an update's conflict), and when
+a module of yours in tools/ has a sample's name (it is served in that sample's place).
 """
 
 from __future__ import annotations
@@ -72,6 +72,12 @@ def upgrade_warnings(package_dir: Path | None = None, tests_dir: Path | None = N
                 f"{_shown(path)}:{line} imports {PACKAGE}.{old}, which moved to {PACKAGE}.{new} ({kept}); "
                 "import it from there"
             )
+    init = package_dir / "tools" / "__init__.py"
+    if init.is_file() and "MODULES" in init.read_text(encoding="utf-8", errors="replace"):
+        lines.append(
+            f"{_shown(init)} still lists MODULES: it is the template's file, which now finds every module in "
+            "tools/; take the template's version (your modules are served without the list)"
+        )
     for name in sorted(answers.SAMPLE_TOOLS):
         mine = package_dir / "tools" / f"{name}.py"
         if mine.exists():
