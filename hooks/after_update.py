@@ -5,6 +5,9 @@ looks: files with conflict markers (`--conflict inline`) and `*.rej` files (`--c
 by name; an update that changed nothing says so. It looks on disk as well as in `git status`: a file that
 .gitignore hides (`.env.example.rej` under an old `.env.*` rule) is a conflict all the same. It also
 compares the answers with the files: an answer edited by hand in .copier-answers.yml changes no file.
+Files the template moved (MOVED, the table of CHANGELOG.md) are named too: one left at its old path, and one this update removed from its old path
+although it held changes of the user's (Copier drops those changes without a conflict: the old file is
+compared with the old version's template, found in the template repository this script comes from).
 
     python after_update.py <version from> <version to>      # in the project, after the update
 """
@@ -12,6 +15,7 @@ compares the answers with the files: an answer edited by hand in .copier-answers
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +25,38 @@ MARKERS = (b"<<<<<<< before updating", b">>>>>>> after updating")
 # Not the project's files: tools, caches, what the server writes.
 SKIPPED = {".git", ".venv", "node_modules", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache", "data"}
 LARGEST_SCANNED = 1_000_000  # bytes
+TEMPLATE = Path(__file__).resolve().parent.parent  # the template repository (Copier's clone of it)
+SAMPLES = ("fetch", "fetch_transport", "files", "notes", "records", "sandbox", "upstream")
+# Old path -> new path, under src/<package>/ (template 0.2.0). CHANGELOG.md has the same table.
+MOVED = {
+    **{f"tools/{name}.py": f"samples/{name}.py" for name in SAMPLES},
+    "tools/records.sql": "samples/records.sql",
+    "server.py": "server/build.py",
+    "services.py": "server/services.py",
+    "tracing.py": "server/observability.py",
+    "operations.py": "server/observability.py",
+    "app.py": "transport/http/app.py",
+    "single_exchange.py": "transport/http/stateless.py",
+    "notifying.py": "transport/http/streaming.py",
+    "sessions.py": "transport/http/sessions.py",
+    "session_answers.py": "transport/http/session_manager.py",
+    "replay.py": "transport/http/session_manager.py",
+    "security/perimeter/events_api.py": "transport/http/admin.py",
+    "security/perimeter/metrics_api.py": "transport/http/admin.py",
+    **{
+        f"security/{name}.py": f"security/audit/{name}.py"
+        for name in ("events", "alerts", "anomaly", "metrics")
+    },
+    **{
+        f"security/event_stores/{name}.py": f"security/audit/event_stores/{name}.py"
+        for name in ("__init__", "redis", "sqlite")
+    },
+    "security/ratelimit.py": "security/limits.py",
+    **{
+        f"security/{name}.py": f"security/toolkit/{name}.py" for name in ("sandbox_cgroup", "sandbox_seccomp")
+    },
+    "security/guard.py": "security/guard/__init__.py",
+}
 
 
 def git(*args: str) -> str:
@@ -135,8 +171,94 @@ def report(
         lines += [f"  {path}: a hunk of yours that did not apply to {path[:-4]}" for path in rejects]
     else:
         lines.append("No conflicts.")
+    lines += moved_report(entries, marked)
     lines.append("Then run the checks and commit. The template's CHANGELOG.md lists what changed.")
     return lines
+
+
+def package_dir() -> Path | None:
+    found = [path.parent.parent for path in Path("src").glob("*/tools/__init__.py")]
+    return found[0] if len(found) == 1 else None
+
+
+def moved_report(entries: list[tuple[str, str]], marked: list[str]) -> list[str]:
+    """Files at the template's old paths: left there, or removed by this update with the user's changes."""
+    package = package_dir()
+    if package is None:
+        return []
+    deleted = {path for code, path in entries if "D" in code}
+    lines = []
+    tools_init = f"{package}/tools/__init__.py"
+    if tools_init in marked:
+        lines.append(
+            f"  {tools_init}: modules in tools/ are now found without MODULES; take the template's side "
+            "(the part after =======), your modules are served all the same"
+        )
+    for old, new in MOVED.items():
+        path, moved_to = f"{package}/{old}", package / new
+        if not moved_to.exists():
+            continue
+        if Path(path).exists() and old.startswith("tools/"):
+            lines.append(
+                f"  {path}: served in place of the sample {new}; keep it as your own tool, or delete it to "
+                "serve the template's sample"
+            )
+        elif Path(path).exists():
+            lines.append(f"  {path}: left at its old path, now {new}; move what is yours there, delete it")
+        elif path in deleted and changed_by_user(path, package.name):
+            sample = old.startswith("tools/") and old.endswith(".py")
+            keep = (
+                f", or keep yours as a tool of your own with `git checkout HEAD -- {path}` (a module in tools/ "
+                "with a sample's name is served in its place)"
+                if sample
+                else ""
+            )
+            lines.append(
+                f"  {path}: removed by this update (now {new}) although it had changes of yours, which are not "
+                f"in {new}: see `git diff HEAD -- {path}` and carry them over{keep}"
+            )
+    if lines:
+        lines.insert(0, 'Moved by the template (CHANGELOG.md, "Moved files"):')
+    return lines
+
+
+def changed_by_user(path: str, package: str) -> bool:
+    """Whether the last commit's `path` differs from what the template it was made from rendered there.
+
+    Unknown (no template history, or a rendered .jinja file) counts as changed: better said than lost.
+    """
+    try:
+        mine = subprocess.run(["git", "show", f"HEAD:./{path}"], capture_output=True, check=True).stdout
+        answers = git("show", f"HEAD:./{ANSWERS}")
+        commit = re.search(r"^_commit: *(\S+)", answers, re.MULTILINE)
+        if commit is None:
+            return True
+        names = (
+            subprocess.run(
+                ["git", "-C", str(TEMPLATE), "ls-tree", "-r", "--name-only", commit.group(1), "template/src"],
+                capture_output=True,
+                check=True,
+            )
+            .stdout.decode()
+            .splitlines()
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return True
+    for name in names:
+        if rendered_name(name, package) == path:
+            old = subprocess.run(
+                ["git", "-C", str(TEMPLATE), "show", f"{commit.group(1)}:{name}"],
+                capture_output=True,
+                check=False,
+            )
+            return old.returncode != 0 or old.stdout != mine
+    return True
+
+
+def rendered_name(name: str, package: str) -> str:
+    """A template path as rendered, when its conditions hold: `{% if ... %}x{% endif %}` becomes x."""
+    name = re.sub(r"\{\{ *package_name *\}\}", package, name.removeprefix("template/"))
+    return re.sub(r"\{%.*?%\}", "", name)
 
 
 def main(argv: list[str]) -> int:

@@ -35,7 +35,7 @@ from lock_probe.settings import Settings
 scratch = Path(tempfile.mkdtemp())
 settings = Settings(_env_file=None, transport="stdio", security_events_url="memory://",
                     data_dir=scratch / "data", files_root=scratch / "data" / "files")
-modules, tools.MODULES = tools.MODULES, ()
+modules, tools.tool_modules = tools.tool_modules(), list
 guard = build_guard(settings, open_services(settings))  # the real guard, with no tools yet
 out = {}
 for module in modules:

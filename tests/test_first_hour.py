@@ -213,14 +213,11 @@ def test_a_transport_the_project_lacks_is_refused_readably(rendered: Callable[[s
 def broken_tool(project: Path) -> Iterator[Callable[[str], None]]:
     _, package = package_of(project)
     tools = project / "src" / package / "tools"
-    init = (tools / "__init__.py").read_text()
 
     def install(source: str) -> None:
-        (tools / "__init__.py").write_text(init)
         add_tool_module(project, "broken", source)
 
     yield install
-    (tools / "__init__.py").write_text(init)
     (tools / "broken.py").unlink(missing_ok=True)
 
 

@@ -34,14 +34,10 @@ def register(guard: Guard, settings: Settings) -> None:
 @contextmanager
 def unlocked_tool(project: Path) -> Iterator[None]:
     """Add a tool the lock does not know, and take it out again (the rendered project is shared)."""
-    _, package = package_of(project)
-    init = project / "src" / package / "tools" / "__init__.py"
-    original = init.read_text()
     module = add_tool_module(project, "sneaky", UNLOCKED_TOOL)
     try:
         yield
     finally:
-        init.write_text(original)
         module.unlink()
 
 

@@ -5,7 +5,7 @@ What is real, and what is the test's own:
   test server is on loopback, which is exactly what the policy refuses, so none may ever be reached.
 - The success path and the redirect corpus need a server the fetcher may reach. The product has no
   setting or mode for that. Instead the test adds its own tool module the documented way (a module
-  with `register(guard, settings)` appended to `tools.MODULES`), which builds a `Fetcher` with an
+  with `register(guard, settings)`, added to what `tools.tool_modules()` finds), which builds a `Fetcher` with an
   explicit allow-list of the two test server addresses, the test CA, and a resolver for made-up names.
   The guard, the policy code, the pinned transport and the tool are the product's own.
 """
@@ -330,7 +330,8 @@ from {package}.server.build import build_server
 from {package}.settings import load_settings
 import fetch_test_tool
 
-tools.MODULES = (*tools.MODULES, fetch_test_tool)
+found = tools.tool_modules
+tools.tool_modules = lambda: [*found(), fetch_test_tool]  # as if it were a module in tools/
 build_server(load_settings(env_file=None, transport="stdio")).run("stdio")
 '''
 

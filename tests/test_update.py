@@ -144,9 +144,7 @@ def user_edits(project: Path, venv: Venv | None = None) -> str:
     """What a user does in a year: a tool module, a README line, settings in .env and in a tracked file."""
     _, package = package_of(project)
     tools = project / "src" / package / "tools"
-    (tools / "greet.py").write_text(NEW_TOOL)
-    edit(tools / "__init__.py", "from . import about", "from . import about, greet")
-    edit(tools / "__init__.py", "MODULES = (about,", "MODULES = (about, greet,")
+    (tools / "greet.py").write_text(NEW_TOOL)  # served as it is: no list to edit (README)
     if venv:  # a new tool goes into the tool manifest lock after review, as the README says
         venv.install(project)
         command, _ = package_of(project)
@@ -181,9 +179,8 @@ def test_update_keeps_user_edits_and_marks_the_conflict_inline(
 
     update(project, conflict="inline")
 
-    # The user's tool, and its registration, survive.
+    # The user's tool survives, and is still served (the lock `check` compares below names it).
     assert (project / "src" / package / "tools" / "greet.py").read_text() == NEW_TOOL
-    assert "MODULES = (about, greet," in (project / "src" / package / "tools" / "__init__.py").read_text()
     # Both sides changed the README line: the documented markers, the user's line first.
     readme = (project / "README.md").read_text()
     for marker in CONFLICT_MARKERS:
@@ -605,3 +602,170 @@ def test_readme_documents_every_question() -> None:
     for migration in config["_migrations"]:
         if "version" in migration:  # the others run on every update (hooks/after_update.py)
             assert f"## {migration['version']}" in changelog and "Migration:" in changelog
+
+
+# ---- updating a project of the last release to the new layout (the moves of 0.2.0) -----------------
+
+# The commit before "Layout, pure moves": the layout every project generated until then has.
+LAST_RELEASE = "1545a07"
+OWN_TOOL = '''"""A tool of our own that uses the template's helper modules by their old paths."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from ..security.guard import Guard
+from ..security.paths import split_relative
+from ..security.private import private_directory
+from ..security.urls import EgressPolicy, UrlRefusedError
+from ..settings import Settings
+
+
+def register(guard: Guard, settings: Settings) -> None:
+    policy = EgressPolicy()
+    private_directory(settings.data_dir / "links")
+
+    @guard.tool(read_only=True)
+    async def check_link(url: Annotated[str, Field(max_length=200)]) -> str:
+        """Say whether the fetch policy lets a URL through, and where our reports live."""
+        try:
+            policy.check_url(url)
+        except UrlRefusedError as refused:
+            return refused.message
+        return f"allowed; reports at {settings.reports_url}, {len(split_relative('a/b'))} parts"
+'''
+OWN_TEST = '''"""Our own test, written against the old layout."""
+
+from pathlib import Path
+
+from {package}.security.paths import PathRefusedError, split_relative
+from {package}.security.private import private_directory
+from {package}.security.urls import EgressPolicy, UrlRefusedError
+
+
+def test_old_paths(tmp_path: Path) -> None:
+    private_directory(tmp_path / "ours")
+    assert (tmp_path / "ours").stat().st_mode & 0o777 == 0o700
+    assert split_relative("a/b") == ("a", "b")
+    try:
+        EgressPolicy().check_url("https://127.0.0.1/")
+    except UrlRefusedError as refused:
+        assert refused.rule == "address"
+    try:
+        split_relative("..")
+    except PathRefusedError as refused:
+        assert "'..'" in refused.reason
+'''
+
+
+@pytest.fixture(scope="module")
+def layout_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git copy of the template: 0.1.0 is the last release's tree, 0.2.0 today's working tree."""
+    repo = tmp_path_factory.mktemp("layout-repo")
+    tar = tmp_path_factory.mktemp("archive") / "last-release.tar"
+    archived = run(
+        ["git", "archive", "-o", str(tar), LAST_RELEASE, "copier.yml", "hooks", "template", "README.md",
+         "CHANGELOG.md", "tool-locks"],
+        cwd=TEMPLATE_ROOT,
+    )
+    assert archived.returncode == 0, f"needs the template's history (git fetch --unshallow): {archived.stderr}"
+    shutil.unpack_archive(tar, repo)
+    git(repo, "init", "--quiet", "--initial-branch=main")
+    git(repo, "add", "--all", "--force")
+    git(repo, "commit", "--quiet", "-m", "the last release")
+    git(repo, "tag", "0.1.0")
+    for top in ("copier.yml", "hooks", "template", "README.md", "CHANGELOG.md", "tool-locks"):
+        target = repo / top
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    for rel in working_tree_files():
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(TEMPLATE_ROOT / rel, repo / rel)
+    git(repo, "add", "--all", "--force")
+    git(repo, "commit", "--quiet", "-m", "0.2.0: the new layout")
+    git(repo, "tag", "0.2.0")
+    return repo
+
+
+def resolve_for_the_template(path: Path) -> None:
+    """Resolve inline conflicts the way the README says for a template file: keep the template's side."""
+    kept, side = [], "both"
+    for line in path.read_text().splitlines(keepends=True):
+        if line.startswith("<<<<<<< before updating"):
+            side = "ours"
+        elif line.startswith("=======") and side == "ours":
+            side = "theirs"
+        elif line.startswith(">>>>>>> after updating"):
+            side = "both"
+        elif side != "ours":
+            kept.append(line)
+    path.write_text("".join(kept))
+
+
+def test_a_project_of_the_last_release_updates_to_the_new_layout(
+    layout_repo: Path, tmp_path: Path, venv: Venv
+) -> None:
+    answers = {"project_name": "Acme Layout", "transport": "stdio", "sample_tools": ["fetch", "files"]}
+    project = render({**BASE, **answers}, tmp_path / "p", vcs_ref="0.1.0", src=layout_repo)
+    command, package = package_of(project)
+    src = project / "src" / package
+    # A year of the user's work, the old way: own tool modules in MODULES, an edited sample, own settings.
+    (src / "tools" / "greet.py").write_text(NEW_TOOL)
+    (src / "tools" / "linkcheck.py").write_text(OWN_TOOL)
+    edit(src / "tools" / "__init__.py", "from . import about,", "from . import about, greet, linkcheck,")
+    edit(src / "tools" / "__init__.py", "MODULES = (about,", "MODULES = (about, greet, linkcheck,")
+    edit(src / "tools" / "files.py", "MAX_LISTED = 500", "MAX_LISTED = 200  # ours: shorter listings")
+    (src / "tool_settings.py").write_text(USER_TOOL_SETTINGS)
+    (project / "tests" / "test_linkcheck.py").write_text(OWN_TEST.format(package=package))
+    with (project / ".env").open("a") as handle:
+        handle.write("MCP_REPORTS_URL=https://reports.internal.example\n")
+    venv.install(project)
+    locked = venv.run(venv.bin(command), "check", "--update-lock", cwd=project)
+    assert locked.returncode == 0, locked.stdout + locked.stderr
+    git(project, "add", "--all")
+    git(project, "commit", "--quiet", "-m", "our tools")
+
+    said = cli_update(project, "--conflict", "inline")
+
+    status = {line[3:]: line[:2] for line in git(project, "status", "--porcelain").splitlines()}
+    rel = f"src/{package}"
+    # Merged: the user's own modules, settings and test are untouched; the moved modules are at their new
+    # paths, and the old paths of the helper modules are re-exports now.
+    assert (src / "tools" / "greet.py").read_text() == NEW_TOOL
+    assert (src / "tools" / "linkcheck.py").read_text() == OWN_TOOL
+    assert (src / "tool_settings.py").read_text() == USER_TOOL_SETTINGS
+    assert (project / "tests" / "test_linkcheck.py").read_text() == OWN_TEST.format(package=package)
+    for path in ("samples/files.py", "samples/fetch.py", "security/toolkit/paths.py", "answers.py"):
+        assert (src / path).is_file(), path
+    for old, new in (("paths", "toolkit.paths"), ("private", "toolkit.private"), ("urls", "toolkit.urls")):
+        assert f"from .{new} import *" in (src / "security" / f"{old}.py").read_text()
+    # Conflicted: the registration list of tools/__init__.py, which the template rewrote as discovery.
+    assert status[f"{rel}/tools/__init__.py"] == "UU"
+    assert "MODULES = (about, greet, linkcheck, fetch, files)" in (src / "tools" / "__init__.py").read_text()
+    # The edited sample moved: Copier removes it from tools/ with the user's change, without a conflict,
+    # and unedited moved files go quietly; the report names the edited one, and what to do.
+    assert status[f"{rel}/tools/files.py"] == " D" and status[f"{rel}/tools/fetch.py"] == " D"
+    assert "MAX_LISTED = 500" in (src / "samples" / "files.py").read_text()
+    assert f"  {rel}/tools/__init__.py: conflict markers" in said
+    assert f"  {rel}/tools/__init__.py: modules in tools/ are now found without MODULES" in said
+    assert f"  {rel}/tools/files.py: removed by this update (now samples/files.py) although it had changes" in said
+    assert f"git checkout HEAD -- {rel}/tools/files.py" in said
+    assert "tools/fetch.py" not in said and "server.py" not in said, said
+
+    # Resolved as the README says: the template's side of tools/__init__.py, and the edited sample kept
+    # as a tool of the user's (it replaces the sample of the same name).
+    resolve_for_the_template(src / "tools" / "__init__.py")
+    git(project, "checkout", "HEAD", "--", f"{rel}/tools/files.py")
+    venv.install(project)
+    tests = venv.run(venv.python, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", cwd=project)
+    assert tests.returncode == 0, tests.stdout[-4000:] + tests.stderr[-2000:]
+    # The old import paths work (the user's tool is served, lock unchanged), and `check` names each one.
+    check = venv.run(venv.bin(command), "check", cwd=project)
+    assert check.returncode == 0, check.stdout + check.stderr
+    for old, new in (("paths", "toolkit.paths"), ("private", "toolkit.private"), ("urls", "toolkit.urls")):
+        for path, source in ((f"{rel}/tools/linkcheck.py", OWN_TOOL), ("tests/test_linkcheck.py", OWN_TEST)):
+            line = next(n for n, text in enumerate(source.splitlines(), 1) if f"security.{old} import" in text)
+            moved = f"imports {package}.security.{old}, which moved to {package}.security.{new} (re-exported"
+            assert f"  WARNING  {path}:{line} {moved}" in check.stdout, (path, old, check.stdout)
+    assert f"WARNING  {rel}/tools/files.py is served in place of the sample samples/files.py" in check.stdout

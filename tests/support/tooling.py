@@ -43,17 +43,10 @@ def refusals_for(events: list[dict[str, Any]], tool: str) -> list[dict[str, Any]
 
 
 def add_tool_module(project: Path, module: str, source: str) -> Path:
-    """Do what the README's "Writing tools, resources and prompts safely" says: a module in tools/, in MODULES."""
+    """Do what the README's "Writing tools, resources and prompts safely" says: drop a module in tools/."""
     _, package = package_of(project)
-    tools = project / "src" / package / "tools"
-    path = tools / f"{module}.py"
+    path = project / "src" / package / "tools" / f"{module}.py"
     path.write_text(source)
-    init = tools / "__init__.py"
-    text = init.read_text()
-    text = re.sub(r"^from \. import (.+)$", rf"from . import \1, {module}", text, count=1, flags=re.MULTILINE)
-    text = re.sub(r"^MODULES = \((.+?),?\)$", rf"MODULES = (\1, {module})", text, count=1, flags=re.MULTILINE)
-    init.write_text(text)
-    assert f", {module})" in text, text
     return path
 
 

@@ -1,7 +1,7 @@
 """Render a project and add tool modules to it the way its README tells users to.
 
-"Writing tools, resources and prompts safely": put a module in src/<package>/tools/, add it to MODULES in
-tools/__init__.py (`tooling.add_tool_module` does exactly that). Tests that need test-only tools
+"Writing tools, resources and prompts safely": put a module in src/<package>/tools/, and it is served
+(`tooling.add_tool_module` does exactly that). Tests that need test-only tools
 (a slow tool, a tool with huge output) get a project of their own with `project_with_tools`.
 """
 

@@ -124,6 +124,7 @@ def security_report(
     errors: list[str] = []
     warnings: list[str] = []
     facts = [f"transport: {settings.transport}"]
+    warnings.extend(importlib.import_module(f"{__package__}.upgrade_checks").upgrade_warnings())
     _audit_store_report(settings, errors, facts, offline=offline)
     if settings.transport == "http":
         credentials = importlib.import_module(f"{__package__}.security.perimeter.credentials")
@@ -258,7 +259,8 @@ def _scratch(settings: Settings, *, offline: bool = False) -> Iterator[Settings]
         update: dict[str, object] = {"data_dir": Path(scratch, "data"), "security_events_url": "memory://"}
         if offline:
             update["rate_limit_storage"] = "memory://"
-        if not settings.files_root.exists():
+        files_root = getattr(settings, "files_root", None)  # the files sample's (samples/settings.py)
+        if files_root is not None and not files_root.exists():
             update["files_root"] = Path(scratch, "files")
         yield settings.model_copy(update=update)
 
@@ -306,7 +308,7 @@ def _key_counts(settings: Settings, scheme: str) -> str:
 
 def _sandbox_report(settings: Settings, warnings: list[str], facts: list[str]) -> None:
     sandbox = importlib.import_module(f"{__package__}.security.toolkit.sandbox")
-    box = sandbox.Sandbox(sandbox.Limits(), settings.sandbox_python)
+    box = sandbox.Sandbox(sandbox.Limits(), getattr(settings, "sandbox_python", ""))
     try:
         box.probe()
     except sandbox.SandboxUnavailableError as exc:

@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from . import answers
+from .samples.settings import SampleSettings, absent_sample
 from .tool_settings import ToolSettings
 
 ENV_PREFIX = "MCP_"
@@ -41,8 +42,9 @@ def _split_commas(value: Any) -> Any:
     return value
 
 
-class Settings(ToolSettings, BaseSettings):
-    """The template's settings, plus your own fields from tool_settings.py (which updates never touch)."""
+class Settings(ToolSettings, SampleSettings, BaseSettings):
+    """The template's settings, plus the selected samples' (samples/settings.py) and your own fields from
+    tool_settings.py (which updates never touch)."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -138,24 +140,8 @@ class Settings(ToolSettings, BaseSettings):
     anomaly_refusal_threshold: int = Field(default=20, ge=2)
     anomaly_max_principals: int = Field(default=10_000, ge=10, le=1_000_000)
 
-    # Sample tools
-    files_root: Path = Path("data/files")
+    # Where the notes and records samples keep their databases, and HTTP its default audit trail
     data_dir: Path = Path("data")
-    fetch_allow_http_hosts: CommaList = Field(default_factory=list)
-    fetch_max_bytes: int = Field(default=1_048_576, ge=1_024, le=64 * 1_048_576)
-    fetch_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
-    fetch_rate_limit: str = "30/minute"
-    upstream_url: str = "https://api.example.com"
-    upstream_api_key: SecretStr = SecretStr("")
-    upstream_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
-    upstream_rate_limit: str = "60/minute"
-    sandbox_python: str = ""
-    sandbox_rate_limit: str = "10/minute"
-    sandbox_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
-    sandbox_cpu_seconds: int = Field(default=5, ge=1, le=300)
-    sandbox_memory_mb: int = Field(default=256, ge=32, le=16_384)
-    sandbox_max_processes: int = Field(default=32, ge=1, le=4_096)
-    sandbox_max_output_bytes: int = Field(default=65_536, ge=1_024, le=10_485_760)
 
     _split = field_validator(
         "oauth_required_scopes",
@@ -163,7 +149,6 @@ class Settings(ToolSettings, BaseSettings):
         "trusted_origins",
         "allowed_hosts",
         "trusted_proxies",
-        "fetch_allow_http_hosts",
         mode="before",
     )(_split_commas)
 
@@ -195,13 +180,7 @@ class Settings(ToolSettings, BaseSettings):
             )
         return algorithms
 
-    @field_validator(
-        "rate_limit",
-        "fetch_rate_limit",
-        "upstream_rate_limit",
-        "sandbox_rate_limit",
-        "security_events_per_source",
-    )
+    @field_validator("rate_limit", "security_events_per_source")
     @classmethod
     def _parse_rate_limit(cls, value: str) -> str:
         from limits import parse_many
@@ -236,13 +215,6 @@ class Settings(ToolSettings, BaseSettings):
                     'python -c "import secrets; print(secrets.token_hex(32))"'
                 )
         return value
-
-    @field_validator("upstream_url")
-    @classmethod
-    def _upstream_is_http(cls, value: str) -> str:
-        if not value.startswith(("https://", "http://")) or "@" in value.split("/", 3)[2]:
-            raise ValueError("write the base URL as https://host[:port][/path], with no credentials in it")
-        return value.rstrip("/")
 
     @field_validator("alert_webhook_url")
     @classmethod
@@ -324,7 +296,7 @@ def misspelled_variables(environ: Mapping[str, str]) -> list[tuple[str, str]]:
     found = []
     for name in sorted(environ):
         upper = name.upper()
-        if upper.startswith(ENV_PREFIX) and upper not in known:
+        if upper.startswith(ENV_PREFIX) and upper not in known and not absent_sample(upper):
             close = difflib.get_close_matches(upper, known, n=1, cutoff=MISSPELLING_CUTOFF)
             if close:
                 found.append((name, close[0]))
@@ -350,10 +322,13 @@ def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Set
                 (field if field.startswith(ENV_PREFIX) else ENV_PREFIX + field) if field else "settings"
             )
             message = error["msg"].removeprefix("Value error, ")
+            sample = absent_sample(variable)
             if error["type"] == "extra_forbidden" and variable in RETIRED_NAMES:
                 problems.append(_renamed(variable, "rename it in .env (copier update's migration does)"))
                 continue
-            if error["type"] == "extra_forbidden":
+            if error["type"] == "extra_forbidden" and sample:
+                message = f"a setting of the {sample} sample, which this project does not have; remove it"
+            elif error["type"] == "extra_forbidden":
                 known = [ENV_PREFIX + name.upper() for name in Settings.model_fields]
                 close = difflib.get_close_matches(variable, known, n=1)
                 hint = f"did you mean {close[0]}? " if close else ""

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..refusal import RefusedError
+
 MAX_PATH_CHARS = 1024
 MAX_COMPONENTS = 32
 MAX_NAME_BYTES = 255
@@ -34,11 +36,14 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
 
 
-class PathRefusedError(Exception):
-    """The path is refused; `reason` is short, safe to show and never contains the root."""
+class PathRefusedError(RefusedError):
+    """The path is refused; `reason` is short, safe to show and never contains the root.
+
+    The guard answers it as "Path refused: <reason>." with an `input_validation_failed` event.
+    """
 
     def __init__(self, reason: str) -> None:
-        super().__init__(reason)
+        super().__init__(f"Path refused: {reason}.", event="input_validation_failed", reason=reason)
         self.reason = reason
 
 

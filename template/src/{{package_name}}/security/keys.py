@@ -1,0 +1,3 @@
+"""Moved to security/identity/keys.py; re-exported here only until the next release (see `check`)."""
+
+from .identity.keys import *  # noqa: F403

@@ -1,0 +1,3 @@
+"""Moved to security/identity/principal.py; re-exported here only until the next release (see `check`)."""
+
+from .identity.principal import *  # noqa: F403

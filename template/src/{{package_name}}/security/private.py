@@ -1,0 +1,3 @@
+"""Moved to security/toolkit/private.py; re-exported here only until the next release (see `check`)."""
+
+from .toolkit.private import *  # noqa: F403
