@@ -16,8 +16,8 @@ from mcp.types import (
 
 from .. import __version__, answers
 from ..security.guard import Guard, handle_set_level
-from ..security.request_state import RequestStateAudit, request_state_security
-from ..security.text import INSTRUCTIONS
+from ..security.guard.request_state import RequestStateAudit, request_state_security
+from ..security.guard.text import INSTRUCTIONS
 from ..settings import Settings
 from ..tools import register_tools
 from .operations import subscribe_anomaly_detection

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from .. import answers
 from ..security.guard import Guard, current_call
-from ..security.text import INSTRUCTIONS
+from ..security.guard.text import INSTRUCTIONS
 from ..settings import Settings
 
 

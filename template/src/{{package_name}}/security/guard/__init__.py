@@ -69,7 +69,9 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from ..audit.events import AuditUnavailableError, SecurityEvents, Severity
-from ..content import (
+from ..identity.principal import LOCAL_USER, Principal
+from ..limits import PRINCIPAL_COUNTED, RateLimiter, RateLimitUnavailableError
+from .content import (
     DEFAULT_MAX_BINARY_BYTES,
     ContentGuard,
     ContentRefusedError,
@@ -77,13 +79,11 @@ from ..content import (
     ResourceOutput,
     ToolOutput,
 )
-from ..content import media_types as _media_types
-from ..identity.principal import LOCAL_USER, Principal
-from ..limits import PRINCIPAL_COUNTED, RateLimiter, RateLimitUnavailableError
-from ..schema import ArgumentsCheck, with_keywords
-from ..subscriptions import MAX_PER_SESSION as MAX_SUBSCRIPTIONS
-from ..subscriptions import Subscriptions, session_of
-from ..text import cap, fence, strip_controls
+from .content import media_types as _media_types
+from .rules import ArgumentsCheck, with_keywords
+from .subscriptions import MAX_PER_SESSION as MAX_SUBSCRIPTIONS
+from .subscriptions import Subscriptions, session_of
+from .text import cap, fence, strip_controls
 
 P = ParamSpec("P")
 # What a guarded function may return: text, or content blocks checked by security/content.py.

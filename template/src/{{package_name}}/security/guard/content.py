@@ -30,7 +30,7 @@ from mcp.types import (
     TextResourceContents,
 )
 
-from .audit.redact import Redactor
+from ..audit.redact import Redactor
 from .text import cap, fence
 
 Part = str | ContentBlock | Image | Audio

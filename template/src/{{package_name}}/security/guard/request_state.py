@@ -17,8 +17,8 @@ from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.request_state import RequestStateSecurity
 from mcp.shared.exceptions import MCPError
 
-from .audit.events import AuditUnavailableError, SecurityEvents
-from .identity.principal import LOCAL_USER, Principal
+from ..audit.events import AuditUnavailableError, SecurityEvents
+from ..identity.principal import LOCAL_USER, Principal
 
 REFUSED_REASON = "invalid_request_state"
 
