@@ -91,7 +91,9 @@ def build_server(settings: Settings, services: Services | None = None) -> Guarde
         subscriptions=False,
         log_level=settings.log_level,
         request_state_security=request_state_security(
-            settings.request_state_key_list, settings.request_state_ttl_seconds
+            settings.request_state_key_list,
+            settings.request_state_ttl_seconds,
+            stdio=settings.transport == "stdio",
         ),
     )
     server.guard = guard
@@ -105,7 +107,7 @@ def build_server(settings: Settings, services: Services | None = None) -> Guarde
     # Outside the SDK's request-state boundary (the first of its middleware), so its refusals are audited.
     chain = server._lowlevel_server.middleware
     boundary = next(i for i, mw in enumerate(chain) if isinstance(mw, RequestStateBoundary))
-    chain.insert(boundary, RequestStateAudit(services.events))
+    chain.insert(boundary, RequestStateAudit(services.events, stdio=settings.transport == "stdio"))
 
     # logging/setLevel (initialize era): the least severe level a tool's Notify.log sends to that session.
     lowlevel.add_request_handler("logging/setLevel", SetLevelRequestParams, handle_set_level)

@@ -9,7 +9,7 @@ reversed, hex, base64; as single bytes or UTF-16: `Redactor.secret_in_bytes`). A
 check withholds the whole result with a short refusal, never a silently altered file. Text parts (an
 embedded resource's text too) are fenced or capped like a text result, sharing one
 `MCP_MAX_RESULT_CHARS` budget; the guard then sanitises every text as usual. Plain `str` results
-never come here: they keep the text path in security/guard.py.
+never come here: they keep the text path (security/guard/results.py).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from mcp.types import (
 )
 
 from ..audit.redact import Redactor
+from ..refusal import RefusedError
 from .text import cap, fence
 
 Part = str | ContentBlock | Image | Audio
@@ -71,13 +72,16 @@ _SIGNATURES: dict[str, tuple[bytes, ...]] = {
 _RIFF = {"image/webp": b"WEBP", "audio/wav": b"WAVE"}
 
 
-class ContentRefusedError(Exception):
-    """A result part the guard will not send; the message is for the caller (short, no data)."""
+class ContentRefusedError(RefusedError):
+    """A result part the guard will not send; the message is for the caller (short, no data).
+
+    The item failed, not the request: the guard answers it as a failure of the tool, resource or prompt.
+    """
+
+    event = "tool_execution_failed"
 
     def __init__(self, message: str, **details: Any) -> None:
-        super().__init__(message)
-        self.public_message = message
-        self.details = details
+        super().__init__(message, **details)
 
 
 def media_types(declared: Sequence[str] | None) -> frozenset[str]:
