@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mcp.server.mcpserver.resources import FunctionResource, ResourceTemplate
 from mcp.shared.uri_template import UriTemplate
+from pydantic import BaseModel
 
 from .arguments import check_completers, item_arguments, show_sdk
 from .catalogue import Completer, Kind, Policy
@@ -44,48 +46,63 @@ def resource(
     A resource that returns bytes is sent as a blob of `mime_type`, which must be one of
     `media_types` (default: `DEFAULT_MEDIA_TYPES` in security/guard/content.py), which checks it.
     """
-    allowed = allowed_types(media_types)
+    declared = Policy(
+        kind="resource",
+        name="",
+        key=uri,
+        fn=_unregistered,
+        arguments=BaseModel,
+        scopes=frozenset(scopes),
+        rate_limit=guard.limiter.parse(rate_limit) if rate_limit else None,
+        per_caller=per_caller,
+        timeout=timeout,
+        untrusted_output=untrusted_output,
+        media_types=allowed_types(media_types),
+        mime_type=mime_type,
+        completers=dict(complete or {}),
+    )
 
     def register(fn: ResourceFn) -> ResourceFn:
-        item = name or fn.__name__
-        arguments = item_arguments("resource", item, fn)
-        variables = set(UriTemplate.parse(uri).variable_names)
-        if variables != set(arguments.model_fields):
-            raise TypeError(
-                f"resource {item!r}: the URI variables {sorted(variables)} must be the function's "
-                f"parameters {sorted(arguments.model_fields)}"
-            )
-        kind: Kind = "resource_template" if variables else "resource"
-        check_completers(kind, item, complete, arguments)
-        policy = Policy(
-            kind=kind,
-            name=item,
-            key=uri,
-            fn=fn,
-            arguments=arguments,
-            scopes=frozenset(scopes),
-            rate_limit=guard.limiter.parse(rate_limit) if rate_limit else None,
-            per_caller=per_caller,
-            timeout=timeout,
-            untrusted_output=untrusted_output,
-            media_types=allowed,
-            mime_type=mime_type,
-            completers=dict(complete or {}),
-        )
-        guarded = guard.results.wrap(fn, policy)
-        show_sdk(guarded, fn)  # resolved hints: the SDK validates calls outside the author's module
-        described: dict[str, Any] = {
-            "name": item,
-            "title": title,
-            "description": description or inspect.getdoc(fn),
-            "mime_type": mime_type,
-        }
-        if kind == "resource":
-            guard.catalogue.add(policy, FunctionResource.from_function(guarded, uri=uri, **described))
-        else:
-            guard.catalogue.add(
-                policy, ResourceTemplate.from_function(guarded, uri_template=uri, **described)
-            )
+        _register(guard, fn, name or fn.__name__, declared, title=title, description=description)
         return fn
 
     return register
+
+
+async def _unregistered() -> str:  # the function of a policy not yet given one
+    raise NotImplementedError
+
+
+def _register(
+    guard: Guard,
+    fn: Callable[..., Any],
+    item: str,
+    declared: Policy,
+    *,
+    title: str | None,
+    description: str | None,
+) -> None:
+    """Complete the declared policy with what fn gives (name, kind, arguments); serve fn under it."""
+    uri = declared.key
+    arguments = item_arguments("resource", item, fn)
+    variables = set(UriTemplate.parse(uri).variable_names)
+    if variables != set(arguments.model_fields):
+        raise TypeError(
+            f"resource {item!r}: the URI variables {sorted(variables)} must be the function's "
+            f"parameters {sorted(arguments.model_fields)}"
+        )
+    kind: Kind = "resource_template" if variables else "resource"
+    check_completers(kind, item, declared.completers, arguments)
+    policy = replace(declared, kind=kind, name=item, fn=fn, arguments=arguments)
+    guarded = guard.results.wrap(fn, policy)
+    show_sdk(guarded, fn)  # resolved hints: the SDK validates calls outside the author's module
+    described: dict[str, Any] = {
+        "name": item,
+        "title": title,
+        "description": description or inspect.getdoc(fn),
+        "mime_type": policy.mime_type,
+    }
+    if kind == "resource":
+        guard.catalogue.add(policy, FunctionResource.from_function(guarded, uri=uri, **described))
+    else:
+        guard.catalogue.add(policy, ResourceTemplate.from_function(guarded, uri_template=uri, **described))

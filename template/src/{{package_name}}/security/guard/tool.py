@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from mcp.server.mcpserver import Context
@@ -66,62 +66,107 @@ def tool(
     ...; security/guard/rules.py) to the published schema; the guard enforces them too.
     `@input_key("name")` on the resolver names its question on the wire.
     """
-    allowed = allowed_types(media_types)
+    declared = _Declared(
+        scopes=frozenset(scopes),
+        read_only=read_only,
+        destructive=destructive,
+        idempotent=idempotent,
+        open_world=open_world,
+        untrusted_output=untrusted_output,
+        callers_own_data=callers_own_data,
+        rate_limit=rate_limit,
+        per_caller=per_caller,
+        timeout=timeout,
+        title=title,
+        confirm_message=confirm_message,
+        media_types=allowed_types(media_types),
+        schema_keywords=schema_keywords,
+    )
 
     def register(fn: ToolFn[P, R]) -> ToolFn[P, R]:
-        tool_name = name or fn.__name__
-        if not inspect.iscoroutinefunction(fn):
-            raise TypeError(f"tool {tool_name!r} must be async so its timeout can cancel it")
-        arguments = arguments_model(tool_name, fn, resolvers=True)
-        schema = arguments.model_json_schema()
-        check_bounded(tool_name, schema)
-        arguments_check = None
-        if schema_keywords is not None:
-            schema, arguments_check = with_keywords(tool_name, schema, schema_keywords)
-        policy = Policy(
-            kind="tool",
-            name=tool_name,
-            key=tool_name,
-            fn=fn,
-            arguments=arguments,
-            scopes=frozenset(scopes),
-            rate_limit=guard.limiter.parse(rate_limit) if rate_limit else None,
-            per_caller=per_caller,
-            timeout=timeout,
-            untrusted_output=untrusted_output,
-            callers_own_data=callers_own_data,
-            media_types=allowed,
-            arguments_check=arguments_check,
-        )
-        notify = notify_parameter(fn)
-        redact = guard.results.redact_text(policy)
-        guarded = guard.results.wrap(fn, policy, _preparing(tool_name, destructive, notify, redact))
-        if destructive:
-            with_confirmation(guarded, fn, tool_name, confirm_message)
-        elif notify is not None:
-            show_sdk(guarded, fn)
-        annotations = ToolAnnotations(
-            title=title,
-            read_only_hint=read_only,
-            destructive_hint=destructive,
-            idempotent_hint=idempotent,
-            open_world_hint=open_world,
-        )
-        served = Tool.from_function(
-            guarded,
-            name=tool_name,
-            title=title,
-            description=inspect.getdoc(fn),
-            annotations=annotations,
-            structured_output=False,
-        )
-        # The question keys exist once the SDK has planned the tool's resolvers.
-        policy = replace(policy, input_keys=input_keys(tool_name, served.resolver_plans))
-        # Publish our schema: bounded fields and additionalProperties: false.
-        guard.catalogue.add(policy, served.model_copy(update={"parameters": schema}))
+        _register(guard, fn, name or fn.__name__, declared)
         return fn
 
     return register
+
+
+@dataclass(frozen=True, slots=True)
+class _Declared:
+    """What `@guard.tool(...)` was given, besides the name."""
+
+    scopes: frozenset[str]
+    read_only: bool
+    destructive: bool
+    idempotent: bool
+    open_world: bool
+    untrusted_output: str | None
+    callers_own_data: bool
+    rate_limit: str | None
+    per_caller: bool
+    timeout: float | None
+    title: str | None
+    confirm_message: str | None
+    media_types: frozenset[str]
+    schema_keywords: Mapping[str, Any] | None
+
+
+def _register(guard: Guard, fn: Callable[..., Awaitable[Any]], tool_name: str, declared: _Declared) -> None:
+    """Check fn, build its policy and the SDK's Tool, and add both to the catalogue."""
+    if not inspect.iscoroutinefunction(fn):
+        raise TypeError(f"tool {tool_name!r} must be async so its timeout can cancel it")
+    arguments = arguments_model(tool_name, fn, resolvers=True)
+    schema = arguments.model_json_schema()
+    check_bounded(tool_name, schema)
+    arguments_check = None
+    if declared.schema_keywords is not None:
+        schema, arguments_check = with_keywords(tool_name, schema, declared.schema_keywords)
+    policy = Policy(
+        kind="tool",
+        name=tool_name,
+        key=tool_name,
+        fn=fn,
+        arguments=arguments,
+        scopes=declared.scopes,
+        rate_limit=guard.limiter.parse(declared.rate_limit) if declared.rate_limit else None,
+        per_caller=declared.per_caller,
+        timeout=declared.timeout,
+        untrusted_output=declared.untrusted_output,
+        callers_own_data=declared.callers_own_data,
+        media_types=declared.media_types,
+        arguments_check=arguments_check,
+    )
+    served = Tool.from_function(
+        _guarded(guard, fn, policy, declared),
+        name=tool_name,
+        title=declared.title,
+        description=inspect.getdoc(fn),
+        annotations=ToolAnnotations(
+            title=declared.title,
+            read_only_hint=declared.read_only,
+            destructive_hint=declared.destructive,
+            idempotent_hint=declared.idempotent,
+            open_world_hint=declared.open_world,
+        ),
+        structured_output=False,
+    )
+    # The question keys exist once the SDK has planned the tool's resolvers.
+    policy = replace(policy, input_keys=input_keys(tool_name, served.resolver_plans))
+    # Publish our schema: bounded fields and additionalProperties: false.
+    guard.catalogue.add(policy, served.model_copy(update={"parameters": schema}))
+
+
+def _guarded(
+    guard: Guard, fn: Callable[..., Awaitable[Any]], policy: Policy, declared: _Declared
+) -> Callable[..., Awaitable[Any]]:
+    """The function the SDK calls, with the signature the SDK should see."""
+    notify = notify_parameter(fn)
+    prepare = _preparing(policy.name, declared.destructive, notify, guard.results.redact_text(policy))
+    guarded = guard.results.wrap(fn, policy, prepare)
+    if declared.destructive:
+        with_confirmation(guarded, fn, policy.name, declared.confirm_message)
+    elif notify is not None:
+        show_sdk(guarded, fn)
+    return guarded
 
 
 def _preparing(
