@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 from limits import RateLimitItem
@@ -68,6 +69,7 @@ class Catalogue:
     def __init__(self) -> None:
         self._policies: dict[tuple[Kind, str], Policy] = {}
         self._tools: dict[str, Policy] = {}  # the same tool policies by name
+        self.tools_by_name: Mapping[str, Policy] = MappingProxyType(self._tools)
         self._served: dict[Kind, dict[str, Any]] = {
             k: {} for k in ("tool", "resource", "resource_template", "prompt")
         }
@@ -91,10 +93,6 @@ class Catalogue:
     def policies(self) -> Iterator[Policy]:
         """Every item's policy, in the order registered."""
         return iter(self._policies.values())
-
-    @property
-    def tools_by_name(self) -> Mapping[str, Policy]:
-        return self._tools
 
     def tool_names(self) -> list[str]:
         return sorted(self._served["tool"])
