@@ -97,7 +97,7 @@ PROBES = (
     from pydantic import Field
 
     from ..security.guard import Guard, ToolRefusedError
-    from ..security.keys import raw_keys
+    from ..security.identity.keys import raw_keys
     from ..settings import Settings
 
     Which = Literal["api", "admin", "upstream"]

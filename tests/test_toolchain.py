@@ -146,7 +146,7 @@ def test_build_context_keeps_secrets_out(rendered: Callable[[str], Path], tmp_pa
         "README.md",
         "tools.lock.json",
         f"src/{package}/cli.py",
-        f"src/{package}/server.py",
+        f"src/{package}/server/build.py",
     ):
         assert needed in files, needed
     leaked = [
