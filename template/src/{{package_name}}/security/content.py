@@ -3,7 +3,7 @@
 from .guard.content import (
     DEFAULT_MAX_BINARY_BYTES,
     DEFAULT_MEDIA_TYPES,
-    ContentGuard,
+    ContentCheck,
     ContentRefusedError,
     Part,
     PromptOutput,
@@ -12,9 +12,12 @@ from .guard.content import (
     media_types,
 )
 
+ContentGuard = ContentCheck  # the old name
+
 __all__ = [
     "DEFAULT_MAX_BINARY_BYTES",
     "DEFAULT_MEDIA_TYPES",
+    "ContentCheck",
     "ContentGuard",
     "ContentRefusedError",
     "Part",

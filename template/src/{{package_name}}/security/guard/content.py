@@ -102,7 +102,7 @@ def _looks_like(mime_type: str, data: bytes) -> bool:
     return signatures is None or data.startswith(signatures)
 
 
-class ContentGuard:
+class ContentCheck:
     """Checks the non-text results of one server's tools, resources and prompts."""
 
     def __init__(self, redactor: Redactor, max_result_chars: int, max_binary_bytes: int) -> None:
@@ -146,7 +146,7 @@ class _Check:
     """One result being checked: the text budget and binary bytes it has used so far."""
 
     def __init__(
-        self, guard: ContentGuard, item: str, untrusted_output: str | None, allowed: frozenset[str]
+        self, guard: ContentCheck, item: str, untrusted_output: str | None, allowed: frozenset[str]
     ) -> None:
         self._guard = guard
         self._item = item

@@ -45,7 +45,8 @@ class Notify:
         self._redact = redact
         self._call = call
 
-    def _admit(self) -> bool:
+    def _counted_in(self) -> bool:
+        """Count one more notification of this call; False once the call has sent its most."""
         if self._call.notifications >= MAX_NOTIFICATIONS_PER_CALL:
             self._call.notifications_dropped += 1
             return False
@@ -60,7 +61,7 @@ class Notify:
         numbers = [progress] if total is None else [progress, total]
         if not all(isinstance(n, int | float) and math.isfinite(n) for n in numbers):
             raise ValueError("progress and total must be finite numbers")
-        if self._admit():
+        if self._counted_in():
             text = None if message is None else self._text(message)
             await self._context.report_progress(progress, total, text)
 
@@ -69,7 +70,7 @@ class Notify:
         if level not in _LOG_LEVELS:
             raise ValueError(f"unknown log level {level!r}; use one of {', '.join(_LOG_LEVELS)}")
         ctx = self._context.request_context
-        if level not in _levels_for(ctx) or not self._admit():
+        if level not in _levels_for(ctx) or not self._counted_in():
             return
         params = LoggingMessageNotificationParams(level=level, data=self._text(message))
         await ctx.session.send_notification(

@@ -26,7 +26,7 @@ from ..limits import RateLimitUnavailableError
 from ..refusal import RefusedError
 from .call import CallInfo, current_call
 from .catalogue import Kind, Policy
-from .content import ContentGuard, ContentRefusedError
+from .content import ContentCheck, ContentRefusedError
 from .text import cap, fence
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class Results:
     def __init__(self, redactor: Redactor, max_chars: int, max_binary_bytes: int) -> None:
         self._redactor = redactor
         self._max_chars = max_chars
-        self._content = ContentGuard(redactor, max_chars, max_binary_bytes)
+        self._content = ContentCheck(redactor, max_chars, max_binary_bytes)
 
     def finish(self, result: Any, policy: Policy) -> Any:
         """A function's result, before the SDK sees it: text fenced or capped, content blocks checked."""
