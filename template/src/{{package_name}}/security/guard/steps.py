@@ -1,14 +1,14 @@
 """The guard's checks, one small function each: return, or raise `Refused`. pipeline.py orders them.
 
 Every step reads the request (`Call`); the first ones find what it names (`known_*`), so the later
-ones may rely on `call.policy`, and those after `authenticated` on `call.principal`.
+ones may rely on `call.policy`, and those after `authenticated` on `call.principal` (the casts only
+tell the type checker so).
 """
 
 from __future__ import annotations
 
-import typing
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from limits import RateLimitItem
 from mcp.types import INVALID_PARAMS, INVALID_REQUEST
@@ -25,14 +25,6 @@ from .results import SHAPES
 
 def _params(call: Call) -> Mapping[str, Any]:
     return call.ctx.params or {}
-
-
-def _policy(call: Call) -> Policy:
-    return typing.cast(Policy, call.policy)  # set by the known_* step before
-
-
-def _principal(call: Call) -> Principal:
-    return typing.cast(Principal, call.principal)  # checked by authenticated before
 
 
 async def known_tool(call: Call) -> None:
@@ -107,7 +99,7 @@ async def known_reference(call: Call) -> None:
 
 async def safe_template_values(call: Call) -> None:
     if call.refused is not None:
-        name = _policy(call).name
+        name = cast(Policy, call.policy).name
         raise Refused(
             "input_validation_failed",
             "medium",
@@ -129,7 +121,7 @@ async def authenticated(call: Call) -> None:
 
 
 async def authorised(call: Call) -> None:
-    policy, principal = _policy(call), _principal(call)
+    policy, principal = cast(Policy, call.policy), cast(Principal, call.principal)
     if not principal.has_scopes(policy.scopes):
         missing = sorted(policy.scopes - principal.scopes)
         raise Refused(
@@ -143,7 +135,7 @@ async def authorised(call: Call) -> None:
 
 
 async def valid_arguments(call: Call) -> None:
-    policy = _policy(call)
+    policy = cast(Policy, call.policy)
     try:
         policy.arguments.model_validate(call.arguments)
     except ValidationError as exc:
@@ -153,7 +145,7 @@ async def valid_arguments(call: Call) -> None:
 
 async def schema_rules(call: Call) -> None:
     """The cross-field rules a tool published with `schema_keywords` (rules.py)."""
-    policy = _policy(call)
+    policy = cast(Policy, call.policy)
     broken = policy.arguments_check(call.arguments) if policy.arguments_check is not None else []
     if broken:
         message = f"Invalid arguments for {policy.name}: breaks the schema rule {'; '.join(broken[:10])}"
@@ -162,7 +154,7 @@ async def schema_rules(call: Call) -> None:
 
 async def bounded_value(call: Call) -> None:
     """completion/complete: an argument of the item, and a value no longer than that argument's bound."""
-    policy, argument = _policy(call), call.arguments
+    policy, argument = cast(Policy, call.policy), call.arguments
     name = argument.get("name") if isinstance(argument, dict) else None
     value = argument.get("value") if isinstance(argument, dict) else None
     bound = max_length(policy.arguments, name) if isinstance(name, str) else None
@@ -174,7 +166,7 @@ async def bounded_value(call: Call) -> None:
 
 async def within_limits(call: Call) -> None:
     """The principal's rate limit (unless the HTTP perimeter counted it), then the item's own."""
-    policy, principal = _policy(call), _principal(call)
+    policy, principal = cast(Policy, call.policy), cast(Principal, call.principal)
     if not call.counted:
         await _take(call, call.shared.principal_limit, ("principal", principal.id), "per-client")
     if policy.rate_limit is not None:
@@ -215,7 +207,7 @@ async def _take(
 
 async def below_in_flight_cap(call: Call) -> None:
     most = call.shared.max_in_flight
-    if call.shared.in_flight.of(_principal(call).id) >= most:
+    if call.shared.in_flight.of(cast(Principal, call.principal).id) >= most:
         message = f"Too many calls in flight ({most}); wait for one to finish."
         raise Refused("rate_limit_exceeded", "medium", INVALID_REQUEST, message, reason="in_flight")
 
@@ -225,7 +217,7 @@ async def audit_store_up(call: Call) -> None:
     try:
         await call.shared.events.ensure_available()
     except AuditUnavailableError:
-        not_run = SHAPES[_policy(call).kind].not_run
+        not_run = SHAPES[cast(Policy, call.policy).kind].not_run
         message = f"The audit trail is unavailable, so {not_run}; try again later."
         raise Refused(
             "tool_execution_failed", "critical", INVALID_REQUEST, message, reason="audit_unavailable"
