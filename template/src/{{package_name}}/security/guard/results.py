@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from mcp.server.context import HandlerResult
@@ -44,6 +44,8 @@ class Shape:
     busy: str  # the answer while the audit trail or the rate limiter is down
     error_result: bool  # tools answer a failure with an error result; the others with a JSON-RPC error
     not_run: str  # what the audit-store check says did not happen
+    # Raised on untouched by the function the SDK calls: the guard answers them (execution.py), or the SDK.
+    passed_on: tuple[type[BaseException], ...] = (AuditUnavailableError, RateLimitUnavailableError)
 
     def error(self, code: int, message: str) -> Exception:
         """What the function the SDK calls raises: the SDK turns it into this kind's error answer."""
@@ -52,38 +54,26 @@ class Shape:
 
 _BUSY = "The server cannot {} right now; try again later."
 TOOL = Shape(
-    "tool_called",
-    "tool_execution_failed",
-    "tool_execution_failed",
-    "input_validation_failed",
-    _BUSY.format("run tools"),
-    True,
-    "tools are not run",
+    done="tool_called",
+    failed_event="tool_execution_failed",
+    failed="tool_execution_failed",
+    malformed="input_validation_failed",
+    busy=_BUSY.format("run tools"),
+    error_result=True,
+    not_run="tools are not run",
 )
 READ = Shape(
-    "resource_read",
-    "resource_read_failed",
-    "failed",
-    "failed",
-    _BUSY.format("answer"),
-    False,
-    "nothing is read",
+    done="resource_read",
+    failed_event="resource_read_failed",
+    failed="failed",
+    malformed="failed",
+    busy=_BUSY.format("answer"),
+    error_result=False,
+    not_run="nothing is read",
+    passed_on=(AuditUnavailableError, RateLimitUnavailableError, MCPError),
 )
-GET = Shape(
-    "prompt_retrieved",
-    "prompt_retrieval_failed",
-    "failed",
-    "failed",
-    _BUSY.format("answer"),
-    False,
-    "nothing is read",
-)
+GET = replace(READ, done="prompt_retrieved", failed_event="prompt_retrieval_failed")
 SHAPES: dict[Kind, Shape] = {"tool": TOOL, "resource": READ, "resource_template": READ, "prompt": GET}
-# Raised on untouched: the guard answers them itself (execution.py), or the SDK does.
-_PASSED_ON: dict[bool, tuple[type[BaseException], ...]] = {
-    True: (AuditUnavailableError, RateLimitUnavailableError),
-    False: (AuditUnavailableError, RateLimitUnavailableError, MCPError),
-}
 
 
 def error_result(message: str) -> CallToolResult:
@@ -126,7 +116,6 @@ class Results:
         """The function the SDK calls: `prepare` the arguments, run fn, finish its result; refusals and
         failures become short answers of the policy's kind, recorded on the call."""
         shape = SHAPES[policy.kind]
-        passed_on = _PASSED_ON[shape.error_result]
 
         @functools.wraps(fn)
         async def guarded(*args: Any, **kwargs: Any) -> Any:
@@ -141,7 +130,7 @@ class Results:
                 call.details = {"reason": refusal.message, **refusal.details}
                 code = INTERNAL_ERROR if item_failed else INVALID_PARAMS
                 raise shape.error(code, refusal.message) from None
-            except passed_on:
+            except shape.passed_on:
                 raise
             except Exception as exc:
                 call.outcome = shape.failed
