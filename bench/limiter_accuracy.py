@@ -23,6 +23,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import redis
+
 from limiter_support import RawHttp, machine, post_request, project, workdir, write_subsection
 from support import Server, Venv, read_env_file, running_server
 from support.redis import RedisServer

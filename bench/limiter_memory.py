@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import psutil
+
 from limiter_support import RawHttp, machine, post_request, project, workdir, write_subsection
 from support import read_env_file, running_server
 

@@ -50,7 +50,7 @@ DOC = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- bench/run.py: start -->", "<!-- bench/run.py: end -->"
 sys.path.insert(0, str(ROOT / "tests"))
 
-from support import (
+from support import (  # noqa: E402 (tests/ is on sys.path from here)
     ANSWER_SETS,
     SAMPLE_TOOLS_READY,
     Server,
@@ -336,7 +336,8 @@ def cold_start_once(command: list[str], cwd: Path) -> tuple[float, float]:
     process = subprocess.Popen(
         command, cwd=cwd, env=clean_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
     )
-    assert process.stdin and process.stdout
+    if process.stdin is None or process.stdout is None:
+        raise RuntimeError("Popen gave no pipes")
     process.stdin.write(json.dumps(INITIALIZE).encode() + b"\n")
     process.stdin.flush()
     line = process.stdout.readline()
@@ -359,7 +360,7 @@ def bench_cold_start(venv: Venv, project: Path, count: int) -> dict[str, list[fl
         "sdk": [venv.python, str(BENCH / "bare_server.py"), "stdio"],
     }
     times: dict[str, list[float]] = {f"{name} {kind}": [] for name in commands for kind in ("wall", "cpu")}
-    for name, argv in commands.items():  # warm the page cache and the bytecode caches
+    for argv in commands.values():  # warm the page cache and the bytecode caches
         cold_start_once(argv, project)
     for _ in range(count):
         for name, argv in commands.items():
@@ -536,17 +537,17 @@ def machine() -> str:
         memory = f"{kib / 1024 / 1024:.0f} GiB"
     load = " ".join(f"{value:.1f}" for value in os.getloadavg())
     wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False).stdout
-    versions = subprocess.run(
+    versions = [*subprocess.run(
         [str(RESULTS / "venv" / "bin" / "python"), "-c",
          "from importlib.metadata import version as v; print(v('mcp'), v('uvicorn'), v('starlette'))"],
         capture_output=True, text=True, check=False,
-    ).stdout.split() + ["?", "?", "?"]
+    ).stdout.split(), "?", "?", "?"]
     return (
         f"{os.cpu_count()} cores ({cpu}), {memory} memory, {platform.system()} {platform.release()}; "
         f"load average {load} at the start (the machine is shared: figures from one run are comparable "
         f"with each other, less so with another run's). Python {platform.python_version()}, "
         f"mcp {versions[0]}, uvicorn {versions[1]}, starlette {versions[2]} (in the servers' venv), "
-        f"{(wrk_version.split() or ['wrk'])[0]} {(wrk_version.split() + ['', ''])[1]}."
+        f"{(wrk_version.split() or ['wrk'])[0]} {[*wrk_version.split(), '', ''][1]}."
     )
 
 

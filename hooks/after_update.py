@@ -2,19 +2,25 @@
 
 Copier's own closing message cannot know whether anything changed or what conflicted, so this script
 looks: files with conflict markers (`--conflict inline`) and `*.rej` files (`--conflict rej`) are listed
-by name; an update that changed nothing says so.
+by name; an update that changed nothing says so. It looks on disk as well as in `git status`: a file that
+.gitignore hides (`.env.example.rej` under an old `.env.*` rule) is a conflict all the same. It also
+compares the answers with the files: an answer edited by hand in .copier-answers.yml changes no file.
 
     python after_update.py <version from> <version to>      # in the project, after the update
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 ANSWERS = ".copier-answers.yml"
 MARKERS = (b"<<<<<<< before updating", b">>>>>>> after updating")
+# Not the project's files: tools, caches, what the server writes.
+SKIPPED = {".git", ".venv", "node_modules", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache", "data"}
+LARGEST_SCANNED = 1_000_000  # bytes
 
 
 def git(*args: str) -> str:
@@ -50,9 +56,69 @@ def has_markers(path: Path) -> bool:
         return False
 
 
-def report(entries: list[tuple[str, str]], version_from: str, version_to: str) -> list[str]:
+def on_disk(root: Path = Path()) -> list[str]:
+    """Every *.rej file and every file with conflict markers under `root`, ignored by git or not."""
+    found = []
+    for folder, directories, files in os.walk(root):
+        directories[:] = sorted(d for d in directories if d not in SKIPPED)
+        for name in sorted(files):
+            path = Path(folder, name)
+            if path.is_symlink():
+                continue
+            small = path.stat().st_size <= LARGEST_SCANNED
+            if name.endswith(".rej") or (small and has_markers(path)):
+                found.append(path.relative_to(root).as_posix())
+    return found
+
+
+# What each answer leaves in pyproject.toml (the dependencies it adds), to tell a hand-edited answer.
+ANSWER_MARKS = {
+    ("transport", "stdio"): ("uvicorn", False),  # stdio only: no HTTP server
+    ("transport", "http"): ("uvicorn", True),
+    ("transport", "both"): ("uvicorn", True),
+    ("auth", "oauth"): ("pyjwt", True),
+    ("auth", "api_key"): ("pyjwt", False),
+}
+
+
+def answers(root: Path = Path()) -> dict[str, str]:
+    """The plain `key: value` lines of the answers file (all that this check needs)."""
+    try:
+        lines = (root / ANSWERS).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return {}
+    pairs = (line.split(":", 1) for line in lines if ":" in line and not line.startswith((" ", "-", "#")))
+    return {key.strip(): value.strip().strip("'\"") for key, value in pairs}
+
+
+def answer_mismatches(root: Path = Path()) -> list[str]:
+    """Answers the files do not match (edited by hand, so Copier rendered nothing for them)."""
+    given = answers(root)
+    try:
+        pyproject = (root / "pyproject.toml").read_text(encoding="utf-8")
+    except OSError:
+        return []
+    if given.get("transport") == "stdio":
+        given.pop("auth", None)  # not asked for stdio
+    found = []
+    for (key, value), (dependency, expected) in ANSWER_MARKS.items():
+        if given.get(key) == value and (f'"{dependency}' in pyproject) != expected:
+            state = "depends on" if not expected else "does not depend on"
+            found.append(
+                f"  {ANSWERS} says {key}: {value}, but pyproject.toml {state} {dependency}: the answer was "
+                f"edited by hand and no file changed. Restore it (`git checkout {ANSWERS}`), then run "
+                f"`copier update --trust --defaults --data {key}={value}`"
+            )
+    return found
+
+
+def report(
+    entries: list[tuple[str, str]], version_from: str, version_to: str, conflicts: list[str] | None = None
+) -> list[str]:
+    """The report, from `git status` (entries) and the conflicts found on disk."""
     changed = [path for _, path in entries if path != ANSWERS]
-    rejects = sorted(path for _, path in entries if path.endswith(".rej"))
+    changed += [path for path in conflicts or [] if path not in changed]
+    rejects = sorted(path for path in changed if path.endswith(".rej"))
     marked = sorted(path for path in changed if not path.endswith(".rej") and has_markers(Path(path)))
     where = f"template {version_from} -> {version_to}"
     if not changed and not rejects:
@@ -74,13 +140,21 @@ def report(entries: list[tuple[str, str]], version_from: str, version_to: str) -
 
 
 def main(argv: list[str]) -> int:
-    version_from, version_to = (argv + ["?", "?"])[:2]
+    version_from, version_to = [*argv, "?", "?"][:2]
+    conflicts = on_disk()
     try:
         entries = status()
     except (OSError, subprocess.CalledProcessError):
-        print("Updated. Review `git diff`; resolve conflict markers or *.rej files, then commit.")
-        return 0
-    print("\n".join(report(entries, version_from, version_to)))
+        if not conflicts:
+            print("Updated. Review `git diff`; resolve conflict markers or *.rej files, then commit.")
+            return 0
+        entries = []
+    lines = report(entries, version_from, version_to, conflicts)
+    mismatches = answer_mismatches()
+    if mismatches:
+        lines = [line for line in lines if not line.startswith("Nothing changed")]
+        lines += ["The answers do not match the files:", *mismatches]
+    print("\n".join(lines))
     return 0
 
 

@@ -26,13 +26,30 @@ def assignment(name: str) -> re.Pattern[str]:
     return re.compile(rf"^(?P<lead>\s*(?:#\s*)?(?:export\s+)?){re.escape(name)}(?P<rest>\s*=.*)$")
 
 
+def has_value(rest: str) -> bool:
+    """`= value` (after the name) holds something other than nothing, quotes or a comment."""
+    value = rest.strip().removeprefix("=").split(" #")[0].strip().strip("'\"")
+    return bool(value)
+
+
 def rename_in(text: str, renames: dict[str, str]) -> tuple[str, list[str]]:
     lines = text.splitlines(keepends=True)
     changes: list[str] = []
     for old, new in renames.items():
         old_line, new_line = assignment(old), assignment(new)
-        new_is_set = any((m := new_line.match(line)) and "#" not in m["lead"] for line in lines)
+        # Set means a value: an empty `NEW=` line (a copied .env.example) must not win over a real old value.
+        new_is_set = any(
+            (m := new_line.match(line)) and "#" not in m["lead"] and has_value(m["rest"]) for line in lines
+        )
+        old_has_value = any(
+            (m := old_line.match(line)) and "#" not in m["lead"] and has_value(m["rest"]) for line in lines
+        )
         for index, line in enumerate(lines):
+            match = new_line.match(line)
+            if match and old_has_value and not new_is_set and "#" not in match["lead"]:
+                lines[index] = f"# empty; the value of {old} is renamed to {new} instead: {line.strip()}\n"
+                changes.append(f"commented out the empty {new} ({old} has a value)")
+                continue
             match = old_line.match(line)
             if not match:
                 continue

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "template"
 sys.path.insert(0, str(ROOT / "tests"))
 
-from support import ANSWER_SETS, render, set_task_env  # noqa: E402
+from support import ANSWER_SETS, render, set_task_env  # noqa: E402 (tests/ is on sys.path from here)
 
 TAG = re.compile(r"\{%[^%]*%\}")
 

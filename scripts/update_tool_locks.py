@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from support import BASE, clean_env, make_venv, render, set_task_env
+from support import BASE, clean_env, make_venv, render, set_task_env  # noqa: E402 (tests/ is on sys.path from here)
 
 TOOLS = ["fetch", "files", "notes", "records", "sandbox", "upstream"]
 SCRIPT = """

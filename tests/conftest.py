@@ -12,6 +12,8 @@ from support import ANSWER_SETS, Venv, make_venv, render, set_task_env
 
 # Tests render without locking: the lock is slow and proven once, in test_readme.
 set_task_env("MCP_TEMPLATE_SKIP_LOCK", "1")
+# ... and without installing pre-commit's git hooks (their first run fetches the hooks from the network).
+set_task_env("MCP_TEMPLATE_SKIP_HOOKS", "1")
 
 
 @pytest.fixture(scope="session")

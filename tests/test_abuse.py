@@ -18,15 +18,17 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+
 from support import (
     MCP_HEADERS,
     Server,
     Venv,
+    eventually,
     http_client,
     jsonrpc,
+    post_mcp_async,
     read_env_file,
     running_server,
-    start_server,
     text_of,
 )
 from support.tools import project_with_tools
@@ -72,13 +74,8 @@ async def call_tool(
     http: httpx2.AsyncClient, server: Server, key: str | None, name: str, arguments: dict[str, Any] | None = None,
     address: str | None = None,
 ) -> httpx2.Response:
-    headers = dict(MCP_HEADERS)
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    if address:
-        headers["X-Forwarded-For"] = address
     body = jsonrpc("tools/call", {"name": name, "arguments": arguments or {}})
-    return await http.post(server.url, json=body, headers=headers)
+    return await post_mcp_async(http, server, body, key, address)
 
 
 async def burst(count: int, make: Any) -> list[httpx2.Response]:
@@ -259,15 +256,14 @@ async def call_in_flight(server: Server, project: Path, tag: str, seconds: int
                                                       {"seconds": seconds, "tag": tag})
 
         group.start_soon(call)
+        started = project / "data" / "markers" / f"{tag}.started"
         with anyio.fail_after(10):
-            while not (project / "data" / "markers" / f"{tag}.started").exists():
-                await anyio.sleep(0.05)
+            await eventually(started.exists)
         yield outcome
 
 
 async def test_sigterm_lets_the_call_in_flight_finish_and_exits_0(venv: Venv, project: Path) -> None:
-    server = start_server(venv, project, server_env(project, MCP_SHUTDOWN_GRACE_SECONDS="20"))
-    try:
+    with running_server(venv, project, server_env(project, MCP_SHUTDOWN_GRACE_SECONDS="20")) as server:
         async with call_in_flight(server, project, "sigterm", 2) as outcome:
             server.process.send_signal(signal.SIGTERM)
             await anyio.sleep(0.5)
@@ -282,16 +278,13 @@ async def test_sigterm_lets_the_call_in_flight_finish_and_exits_0(venv: Venv, pr
         returncode = await anyio.to_thread.run_sync(lambda: server.process.wait(timeout=30))
         assert returncode == 0, server.log()
         assert "Traceback" not in server.log()
-    finally:
-        server.stop()
 
 
 async def test_one_ctrl_c_delivered_twice_still_lets_the_call_in_flight_finish(venv: Venv, project: Path) -> None:
     # `uv run ... serve` without a terminal (a supervisor, a CI job, a test harness stopping a process
     # group) passes the group's Ctrl-C on to the server again 200 ms later. uvicorn would take the second
     # one as "force quit" and cut the call short; it is the same Ctrl-C.
-    server = start_server(venv, project, server_env(project, MCP_SHUTDOWN_GRACE_SECONDS="20"))
-    try:
+    with running_server(venv, project, server_env(project, MCP_SHUTDOWN_GRACE_SECONDS="20")) as server:
         async with call_in_flight(server, project, "twice", 2) as outcome:
             server.process.send_signal(signal.SIGINT)
             await anyio.sleep(0.2)
@@ -300,13 +293,10 @@ async def test_one_ctrl_c_delivered_twice_still_lets_the_call_in_flight_finish(v
         returncode = await anyio.to_thread.run_sync(lambda: server.process.wait(timeout=30))
         assert returncode == 130, server.log()
         assert "Traceback" not in server.log(), server.log()
-    finally:
-        server.stop()
 
 
 async def test_ctrl_c_pressed_again_later_still_forces_the_exit(venv: Venv, project: Path) -> None:
-    server = start_server(venv, project, server_env(project, MCP_SHUTDOWN_GRACE_SECONDS="20"))
-    try:
+    with running_server(venv, project, server_env(project, MCP_SHUTDOWN_GRACE_SECONDS="20")) as server:
         async with call_in_flight(server, project, "forced", 60):
             server.process.send_signal(signal.SIGINT)
             await anyio.sleep(1.5)
@@ -317,31 +307,26 @@ async def test_ctrl_c_pressed_again_later_still_forces_the_exit(venv: Venv, proj
         assert time.monotonic() - started < 10, server.log()
         assert returncode != 0
         assert not (project / "data" / "markers" / "forced.finished").exists()
-    finally:
-        server.stop()
 
 
 async def test_a_second_ctrl_c_while_the_stopped_server_exits_is_quiet(venv: Venv, project: Path) -> None:
     # A user presses Ctrl-C twice, or `uv run` forwards the terminal's Ctrl-C again 200 ms later: the
     # second one lands after uvicorn has stopped. It must not end the exit with a traceback.
-    server = start_server(venv, project, server_env(project))
-    try:
+    with running_server(venv, project, server_env(project)) as server:
         server.process.send_signal(signal.SIGINT)
         with anyio.fail_after(30):
-            while "Finished server process" not in server.log() and server.process.poll() is None:
-                await anyio.sleep(0.001)
+            await eventually(
+                lambda: "Finished server process" in server.log() or server.process.poll() is not None, 0.001
+            )
             while server.process.poll() is None:
                 server.process.send_signal(signal.SIGINT)
                 await anyio.sleep(0.002)
         assert server.process.returncode == 130, server.log()
         assert "Traceback" not in server.log() and "KeyboardInterrupt" not in server.log(), server.log()
-    finally:
-        server.stop()
 
 
 async def test_sigterm_cancels_what_outlives_the_grace_period_and_exits_0(venv: Venv, project: Path) -> None:
-    server = start_server(venv, project, server_env(project, MCP_SHUTDOWN_GRACE_SECONDS="1"))
-    try:
+    with running_server(venv, project, server_env(project, MCP_SHUTDOWN_GRACE_SECONDS="1")) as server:
         async with call_in_flight(server, project, "overdue", 60) as outcome:
             started = time.monotonic()
             server.process.send_signal(signal.SIGTERM)
@@ -352,5 +337,3 @@ async def test_sigterm_cancels_what_outlives_the_grace_period_and_exits_0(venv: 
         assert time.monotonic() - started < 10
         assert (project / "data" / "markers" / "overdue.cancelled").exists()
         assert not (project / "data" / "markers" / "overdue.finished").exists()
-    finally:
-        server.stop()

@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+
 from support import (
     MCP_HEADERS,
     Server,
@@ -233,7 +234,7 @@ async def test_pagination_returns_every_event_once_while_events_keep_arriving(
     tool_key, admin = keys(server)
     for i in range(30):
         post_mcp(server, call(id=2000 + i), tool_key)
-    stop = anyio.Event()
+    stop, arriving = anyio.Event(), anyio.Event()
     written = 0
 
     async def keep_writing() -> None:
@@ -242,12 +243,13 @@ async def test_pagination_returns_every_event_once_while_events_keep_arriving(
             while not stop.is_set() and written < 100:  # bounded, so the pager can catch up
                 await http.post(server.url, json=call(id=3000 + written), timeout=30)
                 written += 1
+                if written >= 5:
+                    arriving.set()
 
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(keep_writing)
         with anyio.fail_after(30):
-            while written < 5:  # paging starts while events are arriving
-                await anyio.sleep(0.01)
+            await arriving.wait()  # paging starts while events are arriving
         # Small pages, following next_cursor until it is null, while events keep arriving.
         seen = await anyio.to_thread.run_sync(functools.partial(all_events, server, admin, limit=7))
         stop.set()
@@ -336,6 +338,7 @@ async def test_sqlite_keeps_every_acknowledged_event_across_sigkill(
     db = tmp_path / "events.db"
     victim = start_server(venv, project, server_env(project, db), log_dir=tmp_path)
     acked: set[str] = set()
+    enough_acked = anyio.Event()
     next_id = iter(range(10_000, 100_000))
 
     async def burst() -> None:
@@ -350,13 +353,14 @@ async def test_sqlite_keeps_every_acknowledged_event_across_sigkill(
                     return  # the server is gone
                 assert body["id"] == request_id
                 acked.add(str(request_id))
+                if len(acked) >= 300:
+                    enough_acked.set()
 
     async with anyio.create_task_group() as tasks:
         for _ in range(16):
             tasks.start_soon(burst)
         with anyio.fail_after(60):
-            while len(acked) < 300:
-                await anyio.sleep(0.01)
+            await enough_acked.wait()
         victim.process.kill()  # SIGKILL in the middle of the burst
     victim.process.wait(timeout=10)
     with running_server(venv, project, server_env(project, db), log_dir=tmp_path) as again:

@@ -14,7 +14,8 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-from support import MCP_HEADERS, Server, Venv, package_of, post_mcp, read_env_file, running_server
+
+from support import MCP_HEADERS, Server, Venv, package_of, post_mcp, read_env_file, running_server, wait_for
 from support.redis import RedisServer, start_redis
 from test_audit import HIGH_LIMITS, all_events, call, env_keys, get_events
 
@@ -77,7 +78,7 @@ async def test_paging_the_shared_stream_while_both_replicas_write(
 ) -> None:
     first, second = replicas
     tool_key, admin = env_keys(project)
-    stop = anyio.Event()
+    stop, arriving = anyio.Event(), anyio.Event()
     written = 0
 
     async def keep_writing(server: Server) -> None:
@@ -87,13 +88,14 @@ async def test_paging_the_shared_stream_while_both_replicas_write(
             while not stop.is_set() and written < 100:  # bounded, so the pager can catch up
                 await http.post(server.url, json=call(id=7000 + written))
                 written += 1
+                if written >= 5:
+                    arriving.set()
 
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(keep_writing, first)
         tasks.start_soon(keep_writing, second)
         with anyio.fail_after(30):
-            while written < 5:  # paging starts while events are arriving
-                await anyio.sleep(0.01)
+            await arriving.wait()  # paging starts while events are arriving
         # Small pages, following next_cursor until it is null, while events keep arriving.
         seen = await anyio.to_thread.run_sync(functools.partial(all_events, first, admin, limit=4))
         stop.set()
@@ -103,7 +105,7 @@ async def test_paging_the_shared_stream_while_both_replicas_write(
     assert [e["id"] for e in all_events(second, admin)][: len(ids)] == ids
 
 
-async def test_tools_fail_closed_while_redis_is_down_and_recover(
+def test_tools_fail_closed_while_redis_is_down_and_recover(
     project: Path, venv: Venv, tmp_path: Path
 ) -> None:
     redis_server = start_redis(tmp_path / "redis")
@@ -126,9 +128,8 @@ async def test_tools_fail_closed_while_redis_is_down_and_recover(
             ready = httpx2.get(server.base + "/health?ready", timeout=30)
             assert ready.status_code == 503 and ready.json()["checks"]["audit"] == "unavailable"
             redis_server.start()
-            with anyio.fail_after(30):
-                while post_mcp(server, call(id=3), tool_key).json()["result"]["isError"]:
-                    await anyio.sleep(0.2)
+            wait_for(lambda: not post_mcp(server, call(id=3), tool_key).json()["result"]["isError"], 30,
+                     "tools to run again once Redis is back", interval=0.2)
             stored = all_events(server, admin)
             log = server.log()
         assert "2" not in tool_calls(stored), "a tool ran while its event could not be stored"

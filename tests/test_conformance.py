@@ -14,19 +14,28 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from mcp.types import PromptReference
 
-from support import BASE, TEMPLATE_ROOT, Server, Venv, free_port, http_client, read_env_file, render, running_server
-from support import text_of
+from support import (
+    BASE,
+    TEMPLATE_ROOT,
+    Server,
+    Venv,
+    free_port,
+    http_client,
+    read_env_file,
+    running_server,
+    text_of,
+)
 from support.conformance_fixtures import CONTENT_SOURCE, QUESTIONS, SOURCE, STREAMS_SOURCE
 from support.node import run_node_tool
+from support.projects import installed_project
 from support.proxy import running_proxy
-from support.tooling import add_tool_module, all_events
+from support.tooling import all_events
 
 BASELINE = TEMPLATE_ROOT / "tests" / "conformance-expected-failures.yml"
 ERAS = ("2026-07-28", "2025-11-25")
@@ -115,12 +124,13 @@ MUST_PASS = {
 def proxied(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
     answers = {**BASE, "project_name": "Acme Conformance", "transport": "both", "auth": "api_key",
                "sample_tools": []}
-    project = render(answers, tmp_path_factory.mktemp("conformance-project") / "project")
-    add_tool_module(project, "conformance_fixtures", SOURCE)
-    add_tool_module(project, "conformance_content", CONTENT_SOURCE)  # s5e: images, audio, blobs
-    add_tool_module(project, "conformance_questions", QUESTIONS)  # s5d: elicitation, sampling, roots
-    add_tool_module(project, "conformance_streams", STREAMS_SOURCE)
-    venv.install(project)
+    modules = {
+        "conformance_fixtures": SOURCE,
+        "conformance_content": CONTENT_SOURCE,  # s5e: images, audio, blobs
+        "conformance_questions": QUESTIONS,  # s5d: elicitation, sampling, roots
+        "conformance_streams": STREAMS_SOURCE,
+    }
+    project = installed_project(venv, tmp_path_factory.mktemp("conformance-project"), answers, modules)
     env = read_env_file(project)
     proxy_port = free_port()
     # No MCP_TRUSTED_ORIGINS: the suite's requests carry the proxy's own origin, which is same-origin.
@@ -258,7 +268,7 @@ def test_content_passes_went_through_the_guard(suite_run: tuple[str, int, str, d
     _, _, _, checks = suite_run
     server, _ = proxied
     assert "Embedded resource content for testing." in json.dumps(checks["prompts-get-embedded-resource"])
-    assert {"mimeType": "image/png", "hasData": True} == checks["tools-call-image"][0]["details"]
+    assert checks["tools-call-image"][0]["details"] == {"mimeType": "image/png", "hasData": True}
     admin = server.env["MCP_ADMIN_API_KEYS"].split(",")[0]
     trail = all_events(server, admin)
     called = {e["tool"] for e in trail if e["event"] == "tool_called"}

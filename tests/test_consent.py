@@ -27,8 +27,9 @@ from mcp.server.request_state import AESGCMRequestStateCodec
 from mcp.shared.exceptions import MCPError
 from mcp.types import ElicitResult
 
-from support import BASE, Server, Venv, free_port, package_of, read_env_file, render, running_server, text_of
+from support import BASE, Server, Venv, free_port, package_of, read_env_file, running_server, text_of
 from support.node import run_node_tool
+from support.projects import installed_project, serving_with_issuer
 from support.proxy import running_proxy
 from support.redis import running_redis
 from support.tooling import Issuer, User, all_events, mcp_over_http
@@ -43,9 +44,7 @@ TTL = 4.0
 def project(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Path:
     answers = {**BASE, "project_name": "Acme Consent", "transport": "both", "auth": "oauth",
                "sample_tools": ["notes"]}
-    rendered = render(answers, tmp_path_factory.mktemp("consent") / "project")
-    venv.install(rendered)
-    return rendered
+    return installed_project(venv, tmp_path_factory.mktemp("consent"), answers)
 
 
 class Replicas:
@@ -128,7 +127,7 @@ async def test_bad_request_states_are_refused_and_audited(replicas: Replicas) ->
         state = await _first_round(client, note)
         tampered = state[:-6] + ("AAAAAA" if not state.endswith("AAAAAA") else "BBBBBB")
         attempts = {"tampered": tampered, "foreign": foreign}
-        for name, bad in attempts.items():
+        for bad in attempts.values():
             with pytest.raises(MCPError, match="Invalid or expired requestState"):
                 await _retry(client, note, bad)
     async with mcp_over_http(replicas.url, bob, elicitation_callback=User("accept")) as client:
@@ -229,15 +228,10 @@ def test_get_and_delete_without_a_session_answer_405(replicas: Replicas) -> None
 
 @pytest.fixture(scope="module")
 def bounded(project: Path, venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Issuer]]:
-    base = tmp_path_factory.mktemp("bounded")
-    port = free_port()
-    with Issuer(audience=f"http://127.0.0.1:{port}/mcp") as issuer:
-        env = {**read_env_file(project), **issuer.settings(), "MCP_DATA_DIR": str(base),
-               "MCP_RATE_LIMIT": "100000/minute", "MCP_MAX_SESSIONS_PER_PRINCIPAL": "2",
-               "MCP_MAX_SESSIONS": "3", "MCP_SESSION_IDLE_TIMEOUT_SECONDS": "3",
-               "MCP_SESSION_MAX_STREAMS": "1", "MCP_SESSION_STREAM_IDLE_SECONDS": "1"}
-        with running_server(venv, project, env, port=port, log_dir=base) as server:
-            yield server, issuer
+    limits = {"MCP_MAX_SESSIONS_PER_PRINCIPAL": "2", "MCP_MAX_SESSIONS": "3", "MCP_SESSION_IDLE_TIMEOUT_SECONDS": "3",
+              "MCP_SESSION_MAX_STREAMS": "1", "MCP_SESSION_STREAM_IDLE_SECONDS": "1"}
+    with serving_with_issuer(venv, project, tmp_path_factory.mktemp("bounded"), **limits) as served:
+        yield served
 
 
 def test_sessions_are_capped_per_principal_and_overall_and_expire(bounded: tuple[Server, Issuer]) -> None:
@@ -278,20 +272,16 @@ def test_streams_are_capped_per_session_and_close_when_idle(bounded: tuple[Serve
 async def test_sessions_off_means_stateless_and_consent_refused_clearly(
     project: Path, venv: Venv, tmp_path: Path
 ) -> None:
-    port = free_port()
-    with Issuer(audience=f"http://127.0.0.1:{port}/mcp") as issuer:
-        env = {**read_env_file(project), **issuer.settings(), "MCP_DATA_DIR": str(tmp_path),
-               "MCP_SESSIONS": "false"}
-        with running_server(venv, project, env, port=port, log_dir=tmp_path) as server:
-            token = issuer.token("gina", BOTH)
-            opened = await anyio.to_thread.run_sync(lambda: initialize(server.url, token))
-            assert opened.status_code == 200 and "mcp-session-id" not in opened.headers
-            note = await add_note(server.url, token, "stateless", mode="legacy")
-            user = User("accept")
-            async with mcp_over_http(server.url, token, mode="legacy", elicitation_callback=user) as client:
-                refused = await client.call_tool("delete_note", {"note_id": note})
-            assert refused.is_error and "cannot ask" in text_of(refused)
-            assert user.asked == []
+    with serving_with_issuer(venv, project, tmp_path, MCP_SESSIONS="false") as (server, issuer):
+        token = issuer.token("gina", BOTH)
+        opened = await anyio.to_thread.run_sync(lambda: initialize(server.url, token))
+        assert opened.status_code == 200 and "mcp-session-id" not in opened.headers
+        note = await add_note(server.url, token, "stateless", mode="legacy")
+        user = User("accept")
+        async with mcp_over_http(server.url, token, mode="legacy", elicitation_callback=user) as client:
+            refused = await client.call_tool("delete_note", {"note_id": note})
+        assert refused.is_error and "cannot ask" in text_of(refused)
+        assert user.asked == []
 
 
 def test_the_servers_own_origin_is_not_cross_origin(replicas: Replicas) -> None:

@@ -6,16 +6,16 @@ result over MCP_MAX_BINARY_BYTES are each refused whole, in band, with a message
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from mcp.shared.exceptions import MCPError
 from mcp.types import BlobResourceContents, EmbeddedResource, ImageContent, TextContent
-from support import BASE, Server, Venv, http_client, read_env_file, render, running_server, text_of
-from support.tooling import add_tool_module, all_events
+
+from support import BASE, Server, Venv, http_client, read_env_file, running_server, text_of
+from support.projects import installed_project
+from support.tooling import all_events
 
 pytestmark = pytest.mark.anyio
 
@@ -41,7 +41,7 @@ from pydantic import Field
 from ..security.guard import Guard
 from ..settings import Settings
 
-PNG = base64.b64decode("%(png)s")
+PNG = base64.b64decode("{png}")
 SVG = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
 
 
@@ -111,15 +111,13 @@ def register(guard: Guard, settings: Settings) -> None:
             UserMessage(image(PNG)),
             UserMessage("Review the file above."),
         ]
-''' % {"png": PNG}
+'''.replace("{png}", PNG)
 
 
 @pytest.fixture(scope="module")
 def served(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     answers = {**BASE, "project_name": "Acme Media", "transport": "http", "auth": "api_key", "sample_tools": []}
-    project = render(answers, tmp_path_factory.mktemp("media") / "project")
-    add_tool_module(project, "media", MEDIA)
-    venv.install(project)
+    project = installed_project(venv, tmp_path_factory.mktemp("media"), answers, {"media": MEDIA})
     logs = tmp_path_factory.mktemp("media-logs")
     env = {**read_env_file(project), "MCP_DATA_DIR": str(logs), "MCP_RATE_LIMIT": "100000/minute",
            "MCP_MAX_BINARY_BYTES": str(MAX_BINARY)}

@@ -18,7 +18,17 @@ from typing import Any
 
 import httpx2
 import pytest
-from support import MCP_HEADERS, Server, Venv, jsonrpc, post_mcp, read_env_file, running_server
+
+from support import (
+    MCP_HEADERS,
+    Server,
+    Venv,
+    jsonrpc,
+    post_mcp,
+    post_mcp_async,
+    read_env_file,
+    running_server,
+)
 from support.perimeter import SECURITY_HEADERS, EventWatch
 
 pytestmark = pytest.mark.anyio
@@ -65,10 +75,8 @@ async def flood(server: Server, count: int, *, concurrency: int = 16, spread: bo
 
     async def worker(client: httpx2.AsyncClient) -> None:
         for index in queue:
-            headers = {**MCP_HEADERS, "Authorization": f"Bearer {WRONG_KEY}"}
-            if spread:
-                headers["X-Forwarded-For"] = f"10.{index >> 16}.{(index >> 8) & 255}.{index & 255}"
-            response = await client.post(server.url, json=CALL, headers=headers)
+            address = f"10.{index >> 16}.{(index >> 8) & 255}.{index & 255}" if spread else None
+            response = await post_mcp_async(client, server, CALL, WRONG_KEY, address)
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
 
     async with httpx2.AsyncClient(timeout=30) as client:
@@ -106,7 +114,7 @@ async def test_each_window_ends_with_its_aggregate_and_no_refusal_goes_uncounted
     env = env_of(project, tmp_path / "events.db", **UNLIMITED, MCP_SECURITY_EVENTS_PER_SOURCE="10/second")
     with running_server(venv, project, env, log_dir=tmp_path) as server:
         assert await flood(server, 400, concurrency=4) == {401: 400}
-        time.sleep(2.5)  # the last window's timer writes its aggregate
+        await asyncio.sleep(2.5)  # the last window's timer writes its aggregate
         events = stored(server, admin, event="authentication_failed")
         aggregates = stored(server, admin, event="events_aggregated")
     folded = sum(a["details"]["folded"]["authentication_failed"] for a in aggregates)
@@ -178,7 +186,7 @@ def closed_by_server(sock: socket.socket, within: float) -> bool:
         return True
 
 
-async def test_slowloris_connections_are_capped_timed_out_and_an_honest_client_is_answered(
+def test_slowloris_connections_are_capped_timed_out_and_an_honest_client_is_answered(
     project: Path, venv: Venv, tmp_path: Path
 ) -> None:
     tool_key, _ = keys(project)
@@ -254,7 +262,7 @@ def server(project: Path, venv: Venv, tmp_path_factory: pytest.TempPathFactory) 
         yield running
 
 
-async def test_content_length_with_transfer_encoding_is_400_and_closes_the_connection(
+def test_content_length_with_transfer_encoding_is_400_and_closes_the_connection(
     server: Server, project: Path
 ) -> None:
     tool_key, _ = keys(project)
@@ -280,7 +288,7 @@ async def test_content_length_with_transfer_encoding_is_400_and_closes_the_conne
     ]
 
 
-async def test_a_malformed_request_gets_400_with_security_headers_and_an_event(server: Server) -> None:
+def test_a_malformed_request_gets_400_with_security_headers_and_an_event(server: Server) -> None:
     watch = EventWatch(server)
     answer = raw_exchange(server, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nNo colon here\r\n\r\n")
     head = answer.split(b"\r\n\r\n", 1)[0].decode().lower()
@@ -294,7 +302,7 @@ async def test_a_malformed_request_gets_400_with_security_headers_and_an_event(s
 # ---- 8: a blocked address still admits valid keys --------------------------------------------------------
 
 
-async def test_a_valid_key_is_admitted_from_a_blocked_address_while_bad_ones_stay_refused(
+def test_a_valid_key_is_admitted_from_a_blocked_address_while_bad_ones_stay_refused(
     project: Path, venv: Venv, tmp_path: Path
 ) -> None:
     tool_key, admin = keys(project)
@@ -325,7 +333,7 @@ async def test_a_valid_key_is_admitted_from_a_blocked_address_while_bad_ones_sta
 @pytest.mark.parametrize(
     "host", ["localhost:1.evil.example", "127.0.0.1:80@evil.example", "localhost:", "localhost:8x"]
 )
-async def test_a_host_with_a_port_that_is_not_a_number_is_421(server: Server, project: Path, host: str) -> None:
+def test_a_host_with_a_port_that_is_not_a_number_is_421(server: Server, project: Path, host: str) -> None:
     tool_key, _ = keys(project)
     response = post_mcp(server, CALL, tool_key, headers={"Host": host})
     assert response.status_code == 421, (host, response.status_code)
@@ -334,7 +342,7 @@ async def test_a_host_with_a_port_that_is_not_a_number_is_421(server: Server, pr
 
 
 @pytest.mark.parametrize("position", ["123-4", "99999999999999999999", "1-2.3-4"])
-async def test_a_well_formed_cursor_of_no_position_here_is_400_naming_it(
+def test_a_well_formed_cursor_of_no_position_here_is_400_naming_it(
     server: Server, project: Path, position: str
 ) -> None:
     _, admin = keys(project)

@@ -19,9 +19,20 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp.types import LoggingMessageNotificationParams
 
-from support import (BASE, MCP_HEADERS, Server, Venv, jsonrpc, post_mcp, read_env_file, render, running_server,
-                     stdio_params, text_of)
-from support.tooling import add_tool_module, all_events, mcp_over_http
+from support import (
+    BASE,
+    MCP_HEADERS,
+    Server,
+    Venv,
+    jsonrpc,
+    post_mcp,
+    read_env_file,
+    running_server,
+    stdio_params,
+    text_of,
+)
+from support.projects import installed_project
+from support.tooling import all_events, mcp_over_http
 
 pytestmark = pytest.mark.anyio
 SECOND = "second-principal-" + secrets.token_hex(16)
@@ -80,10 +91,7 @@ def register(guard: Guard, settings: Settings) -> None:
 @pytest.fixture(scope="module")
 def project(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Path:
     answers = {**BASE, "project_name": "Acme Notify", "transport": "both", "auth": "api_key", "sample_tools": []}
-    project: Path = render(answers, tmp_path_factory.mktemp("notify") / "project")
-    add_tool_module(project, "reporter", REPORTER)
-    venv.install(project)
-    return project
+    return installed_project(venv, tmp_path_factory.mktemp("notify"), answers, {"reporter": REPORTER})
 
 
 @pytest.fixture(scope="module")
@@ -206,10 +214,12 @@ def test_replay_is_bound_to_the_session(served: Server) -> None:
 
 async def test_a_session_subscribes_to_a_guarded_resource_and_hears_of_its_change(served: Server) -> None:
     heard: list[str] = []
+    told = anyio.Event()
 
     async def on_message(message: Any) -> None:
         if getattr(message, "method", None) == "notifications/resources/updated":
             heard.append(str(message.params.uri))
+            told.set()
 
     async with mcp_over_http(served.url, key(served), mode="legacy", message_handler=on_message) as client:
         await client.subscribe_resource("notes://board")
@@ -217,8 +227,7 @@ async def test_a_session_subscribes_to_a_guarded_resource_and_hears_of_its_chang
             await client.subscribe_resource("notes://nowhere")
         assert text_of(await client.call_tool("edit_board", {})) == "told 1"
         with anyio.fail_after(5):
-            while not heard:
-                await anyio.sleep(0.05)
+            await told.wait()
         await client.unsubscribe_resource("notes://board")
         assert text_of(await client.call_tool("edit_board", {})) == "told 0"
     assert heard == ["notes://board"]
@@ -274,7 +283,7 @@ def test_the_replay_buffer_bounds_its_entries_too(project: Path, venv: Venv) -> 
     """Events without content (priming events, answers too large to keep) still count: no endless list."""
     script = (
         "import asyncio\n"
-        "from acme_notify.transport.http.replay import ENTRY_BYTES, SessionReplay\n"
+        "from acme_notify.transport.http.session_manager import ENTRY_BYTES, SessionReplay\n"
         "async def main():\n"
         "    store = SessionReplay(4096)\n"
         "    for _ in range(10_000):\n"

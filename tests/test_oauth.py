@@ -26,7 +26,19 @@ from mcp.client.auth import TokenStorage
 from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 
-from support import TEMPLATE_ROOT, Server, Venv, free_port, http_client, jsonrpc, post_mcp, read_env_file, start_server, text_of
+from support import (
+    TEMPLATE_ROOT,
+    Server,
+    Venv,
+    free_port,
+    http_client,
+    jsonrpc,
+    post_mcp,
+    read_env_file,
+    running_server,
+    start_server,
+    text_of,
+)
 from support.oauth_server import AuthServer, SigningKey, b64url
 from support.perimeter import EventWatch, assert_security_headers, security_events
 
@@ -37,18 +49,15 @@ TOOL_SCOPES = ["notes:read", "notes:write"]  # the oauth answer set has the note
 
 @pytest.fixture(scope="module")
 def auth_server() -> Iterator[AuthServer]:
-    server = AuthServer().start()
-    yield server
-    server.stop()
+    with AuthServer() as server:
+        yield server
 
 
 def start_oauth_server(venv: Venv, project: Path, auth: AuthServer) -> Server:
     port = free_port()
     env = {
         **read_env_file(project),
-        "MCP_OAUTH_ISSUER": auth.issuer,
-        "MCP_OAUTH_JWKS_URL": auth.jwks_url,
-        "MCP_RESOURCE_URL": f"http://127.0.0.1:{port}/mcp",
+        **auth.settings(f"http://127.0.0.1:{port}/mcp"),
         "MCP_OAUTH_REQUIRED_SCOPES": REQUIRED_SCOPE,
         "MCP_SECURITY_EVENTS_URL": "memory://",
         "MCP_RATE_LIMIT": "10000/minute",
@@ -61,8 +70,10 @@ def start_oauth_server(venv: Venv, project: Path, auth: AuthServer) -> Server:
 @pytest.fixture(scope="module")
 def server(rendered: Callable[[str], Path], venv: Venv, auth_server: AuthServer) -> Iterator[Server]:
     server = start_oauth_server(venv, rendered("oauth"), auth_server)
-    yield server
-    server.stop()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 class MemoryStorage(TokenStorage):
@@ -279,20 +290,16 @@ def test_unreachable_jwks_refuses_tokens(rendered: Callable[[str], Path], venv: 
     port = free_port()
     env: dict[str, Any] = {
         **read_env_file(project),
-        "MCP_OAUTH_ISSUER": auth_server.issuer,
+        **auth_server.settings(f"http://127.0.0.1:{port}/mcp"),
         "MCP_OAUTH_JWKS_URL": f"http://127.0.0.1:{free_port()}/jwks.json",  # nothing listens there
-        "MCP_RESOURCE_URL": f"http://127.0.0.1:{port}/mcp",
         "MCP_SECURITY_EVENTS_URL": "memory://",
     }
-    server = start_server(venv, project, env, port=port)
-    try:
+    with running_server(venv, project, env, port=port) as server:
         watch = EventWatch(server)
         response = post_mcp(server, jsonrpc("tools/list"), auth_server.mint(server.url))
         assert response.status_code == 401
         [event] = watch.new()
         assert event["details"]["reason"] == "jwks_unavailable"
-    finally:
-        server.stop()
 
 
 def test_an_oauth_render_has_no_tool_key_and_says_what_clients_need(rendered: Callable[[str], Path]) -> None:

@@ -31,7 +31,7 @@ from support import (
     package_of,
     post_mcp,
     read_env_file,
-    start_server,
+    running_server,
     text_of,
 )
 from support.node import NODE_BIN, node_env
@@ -101,18 +101,16 @@ def project(rendered: Callable[[str], Path]) -> Path:
 
 @pytest.fixture(scope="module")
 def server(project: Path, venv: Venv, oidc: OidcProvider, ports: dict[str, int]) -> Iterator[Server]:
-    server = start_server(venv, project, oauth_env(project, oidc, ports["main"]), port=ports["main"])
-    yield server
-    server.stop()
+    with running_server(venv, project, oauth_env(project, oidc, ports["main"]), port=ports["main"]) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def introspecting(project: Path, venv: Venv, oidc: OidcProvider, ports: dict[str, int]) -> Iterator[Server]:
     port = ports["introspection"]
     env = oauth_env(project, oidc, port, **introspection_env(oidc))
-    server = start_server(venv, project, env, port=port)
-    yield server
-    server.stop()
+    with running_server(venv, project, env, port=port) as server:
+        yield server
 
 
 def challenge_of(response: httpx2.Response) -> str:
@@ -314,14 +312,11 @@ def test_introspection_endpoint_down_refuses_opaque_tokens(
     other_port = free_port()
     env = oauth_env(project, oidc, other_port, **introspection_env(oidc, down))
     env["MCP_RESOURCE_URL"] = resource(port)
-    server = start_server(venv, project, env, port=other_port)
-    try:
+    with running_server(venv, project, env, port=other_port) as server:
         watch = EventWatch(server)
         response = post_mcp(server, jsonrpc("tools/list"), token)
         assert response.status_code == 401
         assert [e["details"]["reason"] for e in watch.new()] == ["introspection_unavailable"]
-    finally:
-        server.stop()
 
 
 CHECK_CASES: dict[str, tuple[Callable[[OidcProvider], dict[str, str]], int, str]] = {

@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 import yaml
@@ -28,7 +29,18 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from prometheus_client.parser import text_string_to_metric_families
-from support import MCP_HEADERS, Server, Venv, free_port, jsonrpc, read_env_file, running_server
+
+from support import (
+    MCP_HEADERS,
+    Server,
+    Venv,
+    eventually,
+    jsonrpc,
+    post_mcp_async,
+    read_env_file,
+    running_server,
+    wait_for,
+)
 from support.perimeter import EventWatch, security_events
 
 pytestmark = pytest.mark.anyio
@@ -73,7 +85,7 @@ class Receiver:
         received = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 received.paths.append(self.path)
                 received.bodies.append(body)
@@ -96,16 +108,6 @@ class Receiver:
     def __exit__(self, *exc: object) -> None:
         self.http.shutdown()
         self.http.server_close()
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 20, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # ---- helpers -----------------------------------------------------------------------------------------
@@ -140,12 +142,7 @@ async def post(
     http: httpx2.AsyncClient, server: Server, key: str | None, method: str, params: dict[str, Any],
     address: str | None = None,
 ) -> httpx2.Response:
-    headers = dict(MCP_HEADERS)
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    if address:
-        headers["X-Forwarded-For"] = address
-    return await http.post(server.url, json=jsonrpc(method, params), headers=headers)
+    return await post_mcp_async(http, server, jsonrpc(method, params), key, address)
 
 
 async def call(http: httpx2.AsyncClient, server: Server, key: str | None, tool: str,
@@ -367,10 +364,10 @@ async def test_webhook_gets_client_blocked_without_the_credential(watched_server
         for _ in range(3):
             response = await call(http, watched_server, WRONG_KEY, "whoami", address="203.0.113.9")
             assert response.status_code == 401
-    blocked = wait_for(
-        lambda: [a for a in alerts(webhook) if a["event"] == "client_blocked" and a["identifier"] == "203.0.113.9"],
-        what="the client_blocked alert",
-    )
+    with anyio.fail_after(20):  # the client_blocked alert
+        blocked = await eventually(
+            lambda: [a for a in alerts(webhook) if a["event"] == "client_blocked" and a["identifier"] == "203.0.113.9"]
+        )
     assert webhook.paths[0] == "/hooks/security"
     assert blocked[0]["severity"] == "high"
     stored = [e for e in security_events(watched_server) if e["id"] == blocked[0]["id"]]
@@ -412,7 +409,7 @@ def test_dead_webhook_changes_nothing_for_clients(venv: Venv, project: Path) -> 
             assert ok.status_code == 200 and not ok.json()["result"]["isError"]
             wait_for(lambda: value(scrape(server), "mcp_alerts_total", result="failed") >= 1, 30, "the failure count")
             assert "alert webhook failed after 4 attempts" in server.log()
-            assert "/hook" not in "\n".join(l for l in server.log().splitlines() if "alert webhook" in l)
+            assert "/hook" not in "\n".join(line for line in server.log().splitlines() if "alert webhook" in line)
             assert server.process.poll() is None
     finally:
         silent.close()
@@ -483,7 +480,8 @@ async def test_anomaly_rules_fire_on_bursts_and_stay_quiet_when_steady(watched_s
                  and e["identifier"] == principal_of(server, KEYS[key])]
         assert quiet == [], quiet
     # High-severity anomalies page like any other serious event.
-    wait_for(lambda: [a for a in alerts(webhook) if a["id"] == refusals[0]["id"]], what="the refusal_burst alert")
+    with anyio.fail_after(20):  # the refusal_burst alert
+        await eventually(lambda: [a for a in alerts(webhook) if a["id"] == refusals[0]["id"]])
 
 
 async def test_spans_reach_an_otlp_receiver(watched_server: Server, collector: Receiver) -> None:
@@ -505,8 +503,9 @@ async def test_spans_reach_an_otlp_receiver(watched_server: Server, collector: R
                         found.append((span.name, attributes, resource))
         return found
 
-    wait_for(lambda: any(name == "tools/call zz-made-up-tool-name" or name == "tools/call _unknown"
-                         for name, _, _ in spans()), what="the spans")
+    with anyio.fail_after(20):  # the spans
+        await eventually(lambda: any(name == "tools/call zz-made-up-tool-name" or name == "tools/call _unknown"
+                                     for name, _, _ in spans()))
     names = [name for name, _, _ in spans()]
     assert "tools/call whoami" in names and "tools/call add_note" in names
     assert "tools/call _unknown" in names

@@ -340,16 +340,9 @@ def test_check_fails_on_oauth_without_issuer_audience_or_jwks(rendered: Callable
     for variable in ("MCP_OAUTH_ISSUER", "MCP_OAUTH_JWKS_URL", "MCP_RESOURCE_URL", "MCP_OAUTH_AUDIENCE"):
         assert variable in output
     # `check` asks the issuer for its metadata: a real one on loopback (plain http is allowed there).
-    auth = AuthServer().start()
-    try:
-        sound = {
-            "MCP_OAUTH_ISSUER": auth.issuer,
-            "MCP_OAUTH_JWKS_URL": auth.jwks_url,
-            "MCP_RESOURCE_URL": "https://mcp.example.com/mcp",
-        }
+    with AuthServer() as auth:
+        sound = auth.settings("https://mcp.example.com/mcp")
         code, output = check(venv, project, tmp_path, **sound)
-    finally:
-        auth.stop()
     assert code == 0, output
     assert "authentication: oauth" in output
     plain = {**sound, "MCP_OAUTH_ISSUER": "http://auth.example.com",

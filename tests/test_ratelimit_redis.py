@@ -13,6 +13,7 @@ import anyio
 import httpx2
 import pytest
 from mcp import Client
+
 from support import MCP_HEADERS, Server, Venv, jsonrpc, read_env_file, running_server, stdio_params, text_of
 from support.redis import RedisServer
 from support.tools import project_with_tools

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -52,18 +53,25 @@ def test_first_line_installs_uv_on_a_plain_python_with_pip(tmp_path: Path) -> No
 async def test_top_readme_blocks_run_as_written_on_debians_python(tmp_path: Path) -> None:
     """Every runnable block, in order, in one terminal, on the system Python (PEP 668) with no uv on PATH."""
     debian = Path("/usr/bin/python3")
-    refused = subprocess.run([str(debian), "-m", "pip", "install", "--user", "uv"], capture_output=True, text=True,
-                             env=clean_env({"HOME": str(tmp_path)}), timeout=120, check=False)
-    assert "externally-managed-environment" in refused.stderr, "this test needs Debian's python3 (PEP 668)"
+    with anyio.fail_after(120):
+        refused = await anyio.run_process([str(debian), "-m", "pip", "install", "--user", "uv"],
+                                          env=clean_env({"HOME": str(tmp_path)}), check=False)
+    assert b"externally-managed-environment" in refused.stderr, "this test needs Debian's python3 (PEP 668)"
     home = tmp_path / "home"
     home.mkdir()
-    env = clean_env({"TEMPLATE": str(clean_clone(tmp_path / "template")), "HOME": str(home), "PATH": "/usr/bin:/bin",
-                     "UV_CACHE_DIR": uv_cache(), "UV_PYTHON_PREFERENCE": "only-system",
+    template = await anyio.to_thread.run_sync(clean_clone, tmp_path / "template")
+    env = clean_env({"TEMPLATE": str(template), "HOME": str(home), "PATH": "/usr/bin:/bin",
+                     "UV_CACHE_DIR": await anyio.to_thread.run_sync(uv_cache), "UV_PYTHON_PREFERENCE": "only-system",
                      # Runtime files outside the checkout, so the update block finds it clean (issue 12 item 9
                      # makes .gitignore cover what the server writes; until then serve dirties the tree).
                      "MCP_DATA_DIR": str(tmp_path / "data"), "MCP_FILES_ROOT": str(tmp_path / "data" / "files")})
     env.pop("MCP_TEMPLATE_SKIP_LOCK", None)  # the real thing: the task locks with uv
     terminal = Terminal(tmp_path, env, tmp_path)
+
+    def call_whoami(port: int) -> None:
+        key = read_env_file(tmp_path / "acme-tools")["MCP_API_KEYS"]
+        anyio.from_thread.run(whoami, f"http://127.0.0.1:{port}/mcp", key)
+
     ran = 0
     for block in blocks(README):
         if block.lang not in EXECUTED or block.skip is not None:
@@ -71,15 +79,11 @@ async def test_top_readme_blocks_run_as_written_on_debians_python(tmp_path: Path
         ran += 1
         if block.starts_server:
             port = free_port()
-
-            def call_whoami() -> None:
-                key = read_env_file(tmp_path / "acme-tools")["MCP_API_KEYS"]
-                anyio.from_thread.run(whoami, f"http://127.0.0.1:{port}/mcp", key)
-
-            code, log = await anyio.to_thread.run_sync(lambda: terminal.serve(block.body, port, while_up=call_whoami))
+            serve = functools.partial(terminal.serve, block.body, port, while_up=functools.partial(call_whoami, port))
+            _, log = await anyio.to_thread.run_sync(serve)
             assert "Application shutdown complete" in log and "Traceback" not in log, log
         else:
-            result = await anyio.to_thread.run_sync(lambda: terminal.run(block.body))
+            result = await anyio.to_thread.run_sync(terminal.run, block.body)
             assert result.returncode == 0, f"README line {block.line}:\n{result.stdout}{result.stderr}"
     assert ran >= 2
     project = tmp_path / "acme-tools"

@@ -29,9 +29,18 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import get_default_environment
 from mcp.client.streamable_http import streamable_http_client
 
-from support import (ANSWER_SETS, TEMPLATE_ROOT, Venv, free_port, jsonrpc, package_of, read_env_file, render,
-                     running_server)
-from support import claude_code
+from support import (
+    ANSWER_SETS,
+    TEMPLATE_ROOT,
+    Venv,
+    claude_code,
+    free_port,
+    jsonrpc,
+    package_of,
+    read_env_file,
+    render,
+    running_server,
+)
 from support.node import NODE_BIN, node_env
 from support.oidc import OidcProvider
 from support.readme import EXECUTED, Terminal, blocks, convention_problems, shell_text

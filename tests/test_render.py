@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import py_compile
 import re
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from support import ANSWER_SETS, Venv
+from support import ANSWER_SETS, Venv, package_of
 
 JINJA_LEFT = re.compile(r"\{\{-?\s*[A-Za-z_(]|\{%-?\s*[a-z]|\{#")
 PORTABLE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -113,3 +115,31 @@ def test_env_example_documents_every_setting(project: Path, venv: Venv) -> None:
         if line and not line.startswith("#")
     }
     assert fields == example, f"missing from .env.example: {fields - example}; unknown: {example - fields}"
+
+
+def test_hostile_answers_land_as_data(rendered: Callable[[str], Path], venv: Venv) -> None:
+    """Issue 27 items 1-3: each answer reads back exactly from every syntax it lands in, and runs nothing."""
+    project = rendered("hostile")
+    answers = ANSWER_SETS["hostile"]
+    command, package = package_of(project)
+    meta = tomllib.loads((project / "pyproject.toml").read_text())["project"]
+    assert meta["description"] == answers["description"]
+    assert meta["authors"] == [{"name": answers["author_name"], "email": answers["author_email"]}]
+    script = f"import {package}, {package}.answers as p; print(repr({package}.__doc__)); print(p.PROJECT_NAME)"
+    imported = venv.run(venv.python, "-c", script, cwd=project)
+    assert imported.returncode == 0, imported.stderr
+    doc, name = imported.stdout.splitlines()
+    assert " ".join(ast.literal_eval(doc).split()) == f"{answers['project_name']}: {answers['description']}"
+    assert name == answers["project_name"]
+    assert not (project / "PWNED").exists()
+    # Comments stay comments: the name is on comment lines only.
+    for file in ("Dockerfile", ".env.example"):
+        lines = [line for line in (project / file).read_text().splitlines() if "Hostile" in line]
+        assert lines and all(line.startswith("# ") for line in lines), (file, lines)
+    # Markdown shows the text as typed: no HTML, no link, no code span.
+    readme = (project / "README.md").read_text()
+    assert readme.startswith('# Acme "Hostile" \\\\ Tools \\<b\\>\\*ü\\*\\</b\\> \\`x\\` \\# $HOME\n')
+    assert "[link](" not in (project / "SECURITY.md").read_text()
+    checked = venv.run(venv.bin(command), "check", "--offline", cwd=project)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert answers["project_name"] in checked.stdout

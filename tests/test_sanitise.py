@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from mcp.shared.exceptions import MCPError
+
 from support import (
     BASE,
     Server,
@@ -30,12 +31,12 @@ from support import (
     make_venv,
     package_of,
     post_mcp,
-    render,
     running_server,
     text_of,
     uv,
 )
 from support.perimeter import digest_of, security_events
+from support.projects import installed_project
 from support.tooling import raw_stdio
 
 pytestmark = pytest.mark.anyio
@@ -169,13 +170,8 @@ PROBES = (
 
 @pytest.fixture(scope="module")
 def project(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from support.tooling import add_tool_module
-
     answers = {**BASE, "project_name": "Acme Sanitise", "transport": "both", "auth": "api_key", "sample_tools": []}
-    project = render(answers, tmp_path_factory.mktemp("sanitise") / "project")
-    add_tool_module(project, "probes", PROBES)
-    venv.install(project)
-    return project
+    return installed_project(venv, tmp_path_factory.mktemp("sanitise"), answers, {"probes": PROBES})
 
 
 def keygen(venv: Venv, project: Path, *args: str) -> subprocess.CompletedProcess[str]:

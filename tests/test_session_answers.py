@@ -1,4 +1,4 @@
-"""Answers in an initialize-era session (session_answers.py): JSON when a request has nothing to say
+"""Answers in an initialize-era session (session_manager.py): JSON when a request has nothing to say
 before its response, the SDK's SSE stream when it asks, notifies, or takes longer than a moment."""
 
 from __future__ import annotations

@@ -16,7 +16,17 @@ import anyio
 import httpx2
 import pytest
 
-from support import MCP_HEADERS, Server, Venv, http_client, jsonrpc, post_mcp, read_env_file, running_server, text_of
+from support import (
+    MCP_HEADERS,
+    Server,
+    Venv,
+    http_client,
+    jsonrpc,
+    post_mcp,
+    read_env_file,
+    running_server,
+    text_of,
+)
 from support.perimeter import security_events
 
 pytestmark = pytest.mark.anyio

@@ -16,22 +16,21 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp.types import PromptReference, ResourceTemplateReference
+
 from support import (
     BASE,
     MCP_HEADERS,
     Server,
     Venv,
-    free_port,
     http_client,
     jsonrpc,
-    post_mcp,
     package_of,
+    post_mcp,
     read_env_file,
-    render,
-    running_server,
     stdio_params,
 )
-from support.tooling import Issuer, add_tool_module, all_events, raw_stdio, readme_tool_example
+from support.projects import installed_project, serving_with_issuer
+from support.tooling import Issuer, all_events, raw_stdio, readme_tool_example
 
 pytestmark = pytest.mark.anyio
 
@@ -87,22 +86,18 @@ PLANTED = "planted-value-7f3a9c"
 @pytest.fixture(scope="module")
 def project(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Path:
     answers = {**BASE, "project_name": "Acme Surfaces", "transport": "both", "auth": "oauth", "sample_tools": []}
-    project = render(answers, tmp_path_factory.mktemp("surfaces") / "project")
-    add_tool_module(project, "customers", readme_tool_example(project, "### Resources, resource templates and prompts"))
-    add_tool_module(project, "probes", PROBES)
-    venv.install(project)
-    return project
+    modules = {
+        "customers": lambda project: readme_tool_example(project, "### Resources, resource templates and prompts"),
+        "probes": PROBES,
+    }
+    return installed_project(venv, tmp_path_factory.mktemp("surfaces"), answers, modules)
 
 
 @pytest.fixture(scope="module")
 def served(project: Path, venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Issuer]]:
-    port = free_port()
-    base = tmp_path_factory.mktemp("surfaces-http")
-    with Issuer(audience=f"http://127.0.0.1:{port}/mcp") as issuer:
-        env = {**read_env_file(project), **issuer.settings(), "MCP_DATA_DIR": str(base),
-               "MCP_RATE_LIMIT": "100000/minute", "MCP_MAX_RESULT_CHARS": "1000"}
-        with running_server(venv, project, env, port=port, log_dir=base) as server:
-            yield server, issuer
+    with serving_with_issuer(venv, project, tmp_path_factory.mktemp("surfaces-http"),
+                             MCP_MAX_RESULT_CHARS="1000") as served:
+        yield served
 
 
 def events(server: Server, **filters: str) -> list[dict[str, Any]]:
@@ -296,7 +291,7 @@ async def test_http_resources_and_prompts_check_scopes(served: tuple[Server, Iss
         assert answer.json() == {"error": "insufficient_scope",
                                  "message": f"{item} needs scope {scope}; ask for it and retry."}
     async with http_client(server.url, token) as client:
-        latest = await client.read_resource("reports://latest")
+        await client.read_resource("reports://latest")
     # One event per refusal: the guard never saw these requests.
     denied = [e for e in events(server, event="authorization_denied") if e["identifier"] == "user:outsider"]
     assert [e["tool"] for e in denied] == ["customer", "support_reply", "support_reply"], denied

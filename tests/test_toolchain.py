@@ -24,6 +24,7 @@ import anyio
 import pytest
 import yaml
 from docker.utils.build import exclude_paths
+
 from support import (
     ANSWER_SETS,
     BASE,
@@ -165,10 +166,10 @@ def read_only_root(data_dir: Path, visible: list[Path], uid: str, gid: str) -> l
         if entry.name in {"proc", "dev", "tmp", "sys", "data"}:
             continue
         if entry.is_symlink():
-            args += ["--symlink", os.readlink(entry), str(entry)]
+            args += ["--symlink", str(entry.readlink()), str(entry)]
         elif entry.is_dir():
             args += ["--ro-bind", str(entry), str(entry)]
-    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]  # noqa: S108 - the sandbox's own, empty /tmp
     for path in visible:  # the installed project lives under /tmp here; in the image it is /app/.venv
         args += ["--ro-bind", str(path), str(path)]
     args += ["--bind", str(data_dir), "/data", "--remount-ro", "/"]
@@ -337,7 +338,7 @@ def test_docker_and_ci_are_optional(tmp_path: Path) -> None:
         assert not (project / absent).exists(), absent
     assert "docker" not in (project / "README.md").read_text().lower()
     assert "Dockerfile" not in (project / "SECURITY.md").read_text()
-    assert ".pre-commit-config.yaml" in os.listdir(project)
+    assert (project / ".pre-commit-config.yaml").is_file()
 
 
 # ---- packaging -----------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
+
 from support import Server, Venv, http_client, read_env_file, running_server, text_of
 from support.tooling import all_events, refusals_for
 

@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client
+
 from support import (
     BASE,
     Server,
@@ -19,11 +20,11 @@ from support import (
     jsonrpc,
     post_mcp,
     read_env_file,
-    render,
     running_server,
     stdio_params,
     text_of,
 )
+from support.projects import installed_project, serving_with_issuer
 from support.tooling import Issuer, User, all_events, mcp_over_http
 
 pytestmark = pytest.mark.anyio
@@ -32,21 +33,14 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture(scope="module")
 def notes_project(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Path:
     answers = {**BASE, "project_name": "Acme Notes", "transport": "both", "auth": "oauth", "sample_tools": ["notes"]}
-    project = render(answers, tmp_path_factory.mktemp("notes") / "project")
-    venv.install(project)
-    return project
+    return installed_project(venv, tmp_path_factory.mktemp("notes"), answers)
 
 
 @pytest.fixture(scope="module")
 def notes_http(notes_project: Path, venv: Venv, tmp_path_factory: pytest.TempPathFactory
                ) -> Iterator[tuple[Server, Issuer]]:
-    port = free_port()
-    base = tmp_path_factory.mktemp("notes-http")
-    with Issuer(audience=f"http://127.0.0.1:{port}/mcp") as issuer:
-        env = {**read_env_file(notes_project), **issuer.settings(), "MCP_DATA_DIR": str(base),
-               "MCP_RATE_LIMIT": "100000/minute"}
-        with running_server(venv, notes_project, env, port=port, log_dir=base) as server:
-            yield server, issuer
+    with serving_with_issuer(venv, notes_project, tmp_path_factory.mktemp("notes-http")) as served:
+        yield served
 
 
 async def test_stdio_delete_asks_the_user_and_obeys_the_answer(notes_project: Path, venv: Venv, tmp_path: Path) -> None:

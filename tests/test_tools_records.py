@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
+
 from support import Server, Venv, http_client, read_env_file, running_server, text_of
 from support.tooling import all_events, refusals_for
 
@@ -85,7 +86,7 @@ INERT_VALUES = [
 
 
 def assert_clean(text: str) -> None:
-    for leak in (*FORBIDDEN, "Traceback", "sqlite3.", "/tmp"):
+    for leak in (*FORBIDDEN, "Traceback", "sqlite3.", "/tmp"):  # noqa: S108 - text that must not leak
         assert leak not in text, (leak, text)
 
 

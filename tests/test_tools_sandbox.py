@@ -194,8 +194,8 @@ for directory in ["/dev/shm", "/tmp", "", "/dev", "/proc"]:
     is_error, text = await run_python(server, code)
     assert not is_error, text
     assert "FILLED" not in text and text.count("refused") == 5, text
-    assert "/dev/shm refused No space left on device" in text, text
-    assert "/tmp refused No space left on device" in text, text
+    assert "/dev/shm refused No space left on device" in text, text  # noqa: S108 - the sandbox's own output
+    assert "/tmp refused No space left on device" in text, text  # noqa: S108 - the sandbox's own output
     assert "/ refused Read-only file system" in text and "/dev refused Read-only file system" in text, text
     await assert_healthy(server)
 
@@ -219,8 +219,8 @@ print("seccomp", [line for line in open("/proc/self/status") if line.startswith(
     await assert_healthy(server)
 
 
-async def test_refuses_when_bwrap_drops_the_syscall_filter(project: Path, venv: Venv) -> None:
-    # A bwrap that silently ignores --seccomp: the start-up probe sees no filter and refuses to run code.
+def bwrap_without_seccomp() -> Path:
+    """A directory holding a `bwrap` that silently ignores --seccomp and runs the real one."""
     real_bwrap = shutil.which("bwrap")
     assert real_bwrap
     # The sandbox user must be able to run it: a world-readable directory, not pytest's private tmp_path.
@@ -232,12 +232,20 @@ async def test_refuses_when_bwrap_drops_the_syscall_filter(project: Path, venv: 
         f"del args[i:i + 2]\nos.execv({real_bwrap!r}, [{real_bwrap!r}, *args])\n"
     )
     fake.chmod(0o755)
-    env = {**read_env_file(project), **SETTINGS, "PATH": f"{directory}:/usr/bin:/bin"}
-    with running_server(venv, project, env) as unfiltered:
-        is_error, text = await run_python(unfiltered, "print('must not run')")
-        assert is_error and "without its syscall filter" in text, text
-        assert "must not run" not in text
-    shutil.rmtree(directory)
+    return directory
+
+
+async def test_refuses_when_bwrap_drops_the_syscall_filter(project: Path, venv: Venv) -> None:
+    # A bwrap that silently ignores --seccomp: the start-up probe sees no filter and refuses to run code.
+    directory = await anyio.to_thread.run_sync(bwrap_without_seccomp)
+    try:
+        env = {**read_env_file(project), **SETTINGS, "PATH": f"{directory}:/usr/bin:/bin"}
+        with running_server(venv, project, env) as unfiltered:
+            is_error, text = await run_python(unfiltered, "print('must not run')")
+            assert is_error and "without its syscall filter" in text, text
+            assert "must not run" not in text
+    finally:
+        await anyio.to_thread.run_sync(shutil.rmtree, directory)
 
 
 async def test_refuses_when_the_sandbox_cannot_be_capped(project: Path, venv: Venv) -> None:

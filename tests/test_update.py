@@ -36,8 +36,8 @@ GIT = [
 ]
 OLD_NAMES = {"security_events_url": "audit_url", "SECURITY_EVENTS_URL": "AUDIT_URL"}
 # Lines of README.md.jinja that 0.2.0 changes (the user changes the same rendered line: a conflict).
-README_OLD = "\n{{ description }}\n"
-README_NEW = "\n{{ description }} Kept up to date with `copier update`.\n"
+README_OLD = "\n{{ markdown_text(description) }}\n"
+README_NEW = "\n{{ markdown_text(description) }} Kept up to date with `copier update`.\n"
 USER_README_LINE = "Internal tools for the Acme support team."
 CONFLICT_MARKERS = ("<<<<<<< before updating", "=======", ">>>>>>> after updating")
 NEW_TOOL = '''"""A tool the user wrote after generating the project."""
@@ -76,6 +76,7 @@ def working_tree_files() -> list[Path]:
         "--",
         "copier.yml",
         "hooks",
+        "includes",
         "template",
         "README.md",
         "CHANGELOG.md",
@@ -223,8 +224,14 @@ def test_update_keeps_user_edits_and_marks_the_conflict_inline(
         "api_key",
     )
     assert git(project, "rev-list", "--count", "HEAD") == commits
-    # The migrated .env is valid for the new version, and the user's lock still matches: `check` passes.
+    # `check` refuses the unresolved conflict (issue 27 item 9), and nothing else: the migrated .env is valid
+    # for the new version and the user's lock still matches. Once the conflict is resolved, it passes.
     command, _ = package_of(project)
+    check = venv.run(venv.bin(command), "check", cwd=project)
+    assert check.returncode == 1 and "ERROR    README.md: conflict markers" in check.stdout, check.stdout
+    assert check.stdout.count("ERROR") == 1, check.stdout
+    start, end = readme.index("<<<<<<< before updating\n"), readme.index(">>>>>>> after updating\n")
+    (project / "README.md").write_text(readme[:start] + ours + readme[end + len(">>>>>>> after updating\n") :])
     check = venv.run(venv.bin(command), "check", cwd=project)
     assert check.returncode == 0, check.stdout + check.stderr
 

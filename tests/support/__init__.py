@@ -16,11 +16,12 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
@@ -28,6 +29,11 @@ from mcp.client.streamable_http import streamable_http_client
 TEMPLATE_ROOT = Path(__file__).resolve().parents[2]
 
 BASE = {"project_name": "Acme Tools", "author_name": "Test", "author_email": "test@example.com"}
+HOSTILE_TEXT = {
+    "project_name": 'Acme "Hostile" \\ Tools <b>*ü*</b> `x` # $HOME',
+    "description": 'A """docstring""" breaker"""; __import__("os").system("touch PWNED"); """ \\N{x} ends: "',
+    "author_name": 'Zoë "Z" O\'Brien \\ [link](https://example.com)',
+}
 # Each answer set has its own package name, so all of them can share one virtual environment.
 # SAMPLE_TOOLS_READY lists the sample tool modules that exist so far (issue 6 adds the rest).
 SAMPLE_TOOLS_READY: list[str] = ["fetch", "files", "notes", "records", "sandbox", "upstream"]
@@ -40,6 +46,9 @@ ANSWER_SETS: dict[str, dict[str, Any]] = {
     "http_none": {**BASE, "project_name": "Acme Bare", "transport": "http", "auth": "api_key", "sample_tools": []},
     # With notes: its tools need scopes that are not required (notes:read, notes:write), for step-up.
     "oauth": {**BASE, "project_name": "Acme Oauth", "transport": "http", "auth": "oauth", "sample_tools": ["notes"]},
+    # Answers are data in every syntax they land in (issue 27): quotes, backslashes, a docstring breaker,
+    # Markdown and HTML, non-ASCII. The project must still lint, type-check, pass its tests and `check`.
+    "hostile": {**BASE, **HOSTILE_TEXT, "transport": "both", "auth": "api_key", "sample_tools": ["notes"]},
 }
 
 
@@ -141,6 +150,18 @@ def read_env_file(project: Path) -> dict[str, str]:
     return values
 
 
+def stop_process(process: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+    """Ask `process` to stop with `sig`; kill it if it has not after `timeout` seconds. Its exit code."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+    return process.returncode
+
+
 @dataclass
 class Server:
     """A rendered project's HTTP server, running as its own process."""
@@ -163,14 +184,7 @@ class Server:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        return self.process.returncode
+        return stop_process(self.process, sig, timeout)
 
 
 def start_server(
@@ -220,6 +234,29 @@ def wait_until_up(server: Server, timeout: float = 30, verify: Any = False) -> N
     raise RuntimeError(f"server did not answer /health within {timeout}s:\n{server.log()}")
 
 
+def wait_for(check: Callable[[], Any], timeout: float = 20, what: str = "condition", interval: float = 0.1) -> Any:
+    """check()'s first truthy answer, asked every `interval` seconds; AssertionError after `timeout`.
+    For sync tests waiting on another process's state."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def eventually(check: Callable[[], Any], interval: float = 0.05) -> Any:
+    """check()'s first truthy answer, asked every `interval` seconds for as long as the caller's cancel scope
+    lets it (`with anyio.fail_after(10): await eventually(...)`). For what another process does (a file it
+    writes, a line in its log, its exit, a request it sends to a receiver thread): nothing on this event
+    loop could set an anyio.Event for it. check() must be quick (a stat, a small read, a poll()): it runs on
+    the event loop."""
+    while not (found := check()):  # noqa: ASYNC110 - another process's state: no Event to wait on
+        await anyio.sleep(interval)
+    return found
+
+
 @contextlib.contextmanager
 def running_server(venv: Venv, project: Path, env: Mapping[str, str], **kwargs: Any) -> Iterator[Server]:
     server = start_server(venv, project, env, **kwargs)
@@ -235,9 +272,11 @@ async def http_client(url: str, token: str | None = None, *, mode: str = "auto",
     """The SDK's client over Streamable HTTP. mode "auto" speaks 2026-07-28 to our server; "legacy" the
     initialize handshake and 2025-11-25, as most clients in the field still do."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with httpx2.AsyncClient(headers=headers, timeout=30, **http_kwargs) as http:
-        async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:
-            yield client
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=30, **http_kwargs) as http,
+        Client(streamable_http_client(url, http_client=http), mode=mode) as client,
+    ):
+        yield client
 
 
 def stdio_params(venv: Venv, project: Path, env: Mapping[str, str] | None = None) -> StdioServerParameters:
@@ -270,3 +309,15 @@ def post_mcp(server: Server, body: dict[str, Any], token: str | None = None,
         all_headers["Authorization"] = f"Bearer {token}"
     all_headers.update(headers or {})
     return httpx2.post(server.url, json=body, headers=all_headers, timeout=30, **kwargs)
+
+
+async def post_mcp_async(http: httpx2.AsyncClient, server: Server, body: dict[str, Any], token: str | None = None,
+                         address: str | None = None) -> httpx2.Response:
+    """post_mcp on the test's async client. `address`: the client address to claim in X-Forwarded-For (the
+    server honours it when it trusts 127.0.0.1 as its proxy)."""
+    headers = dict(MCP_HEADERS)
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    if address:
+        headers["X-Forwarded-For"] = address
+    return await http.post(server.url, json=body, headers=headers)

@@ -71,7 +71,7 @@ async def list_tools(options: dict[str, list[str]], positional: list[str]) -> li
         raise SystemExit(f"transport {transport!r}: this stand-in knows stdio and http")
     env = {**os.environ, **dict(item.split("=", 1) for item in options["env"])}
     # Claude Code starts the server in the directory it was started in, passing its own environment on.
-    params = StdioServerParameters(command=positional[1], args=positional[2:], env=env, cwd=os.getcwd())
+    params = StdioServerParameters(command=positional[1], args=positional[2:], env=env, cwd=Path.cwd())
     async with Client(params) as client:
         return [tool.name for tool in (await client.list_tools()).tools]
 

@@ -67,6 +67,16 @@ class AuthServer:
         self._httpd.shutdown()
         self._httpd.server_close()
 
+    def __enter__(self) -> AuthServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def settings(self, resource_url: str) -> dict[str, str]:
+        """What a rendered server at `resource_url` needs to take this server's tokens."""
+        return {"MCP_OAUTH_ISSUER": self.issuer, "MCP_OAUTH_JWKS_URL": self.jwks_url, "MCP_RESOURCE_URL": resource_url}
+
     def metadata(self) -> dict[str, Any]:
         return {
             "issuer": self.issuer,

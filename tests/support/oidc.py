@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urljoin, urlparse
 
 import httpx2
 
+from . import stop_process
 from .node import NODE_BIN, node_env, node_tool
 
 SCRIPT = Path(__file__).with_name("oidc_provider.mjs")
@@ -73,12 +74,8 @@ class OidcProvider:
         return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        if self.process is not None:
+            stop_process(self.process)
 
     @property
     def jwks_url(self) -> str:

@@ -21,6 +21,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from support import stop_process
+
 HOP_BY_HOP = {
     b"connection",
     b"keep-alive",
@@ -119,12 +121,7 @@ def running_proxy(port: int, upstream: str | Sequence[str], headers: dict[str, s
             time.sleep(0.05)
         yield f"http://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process)
 
 
 def main() -> None:

@@ -52,15 +52,14 @@ def _serve(args: argparse.Namespace) -> int:
         k: v for k, v in (("transport", args.transport), ("host", args.host), ("port", args.port)) if v
     }
     settings = _load(**overrides)
-    from .server.tracing import configure_tracing
-
-    configure_tracing(os.environ)  # the standard OTEL_* variables; off unless an endpoint is set
     if settings.transport == "http":
-        importlib.import_module(f"{__package__}.transport.http.app").serve_http(settings)
+        importlib.import_module(f"{__package__}.transport.http.app").serve_http(settings, os.environ)
         return 0
     from .server.build import build_server, freeze_startup_objects
+    from .server.observability import configure_tracing, served_names
 
     server = build_server(settings)
+    configure_tracing(os.environ, served_names(server.guard))  # the standard OTEL_* variables; off by default
     freeze_startup_objects()
     server.run("stdio")
     return 0
@@ -206,7 +205,7 @@ def security_report(
     errors.extend(f"{problem}; review the change, then run {_LOCK_FIX}" for problem in problems)
     facts.append(f"served: {count(current)} ({'match' if not problems else 'differ from'} {lock})")
     facts.extend(
-        importlib.import_module(f"{__package__}.server.operations").operations_facts(settings, os.environ)
+        importlib.import_module(f"{__package__}.server.observability").operations_facts(settings, os.environ)
     )
     return errors, warnings, facts
 
@@ -331,19 +330,29 @@ def _check(args: argparse.Namespace) -> int:
     if args.update_lock:
         return _update_lock(settings, args.lock, offline=args.offline)
     errors, warnings, facts = security_report(settings, args.lock, offline=args.offline)
+    # The project's files (.env's mode, update conflicts, stale keys): `serve` does not look at them.
+    from .project_checks import project_problems
+
+    file_errors, file_warnings = project_problems(settings)
+    warnings += file_warnings
     print(f"{answers.PROJECT_NAME}: security report")
     for fact in facts:
         print(f"  ok       {fact}")
     for warning in warnings:
         print(f"  WARNING  {warning}")
-    for error in errors:
+    for error in file_errors + errors:
         print(f"  ERROR    {error}")
-    print(_verdict(errors, args.lock, offline=args.offline))
-    return 1 if errors else 0
+    print(_verdict(errors, args.lock, offline=args.offline, file_errors=file_errors))
+    return 1 if errors or file_errors else 0
 
 
-def _verdict(errors: list[str], lock: Path, *, offline: bool = False) -> str:
+def _verdict(errors: list[str], lock: Path, *, offline: bool = False, file_errors: Sequence[str] = ()) -> str:
     """The last line of the report: what `serve` will do with these errors."""
+    if not errors and file_errors:
+        return (
+            f"{len(file_errors)} error(s) in the project's files: `serve` still starts; check (and CI) "
+            "fail until they are fixed"
+        )
     if not errors and offline:
         return "configuration is valid offline (no other server was contacted; see the facts above)"
     if not errors:

@@ -299,6 +299,20 @@ def _secure_url(url: str) -> bool:
     return parts.scheme == "https" or (parts.scheme == "http" and host in ("127.0.0.1", "localhost", "::1"))
 
 
+# Settings a template update renamed: old name -> new name. `copier update` renames them in .env and
+# .env.example (hooks/migrate_settings.py); anywhere else (an orchestrator, a compose file, a stdio client's
+# `env`) the old name would be silently ignored, so it is refused, naming the new one.
+RETIRED_NAMES = {"MCP_AUDIT_URL": "MCP_SECURITY_EVENTS_URL"}
+
+
+def _field_of(name: str) -> str:
+    return name.upper().removeprefix(ENV_PREFIX).lower()
+
+
+def _renamed(name: str, where: str) -> str:
+    return f"{name} was renamed {RETIRED_NAMES[name]}: {where}"
+
+
 # How alike (difflib's ratio) an unknown MCP_* name in the environment must be to one of ours to be taken
 # for a misspelling of it. Clients' own variables (MCP_TIMEOUT, MCP_TOOL_TIMEOUT, ...) stay below it.
 MISSPELLING_CUTOFF = 0.85
@@ -319,7 +333,11 @@ def misspelled_variables(environ: Mapping[str, str]) -> list[tuple[str, str]]:
 
 def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
     """Read settings, refusing invalid values, any unknown MCP_* name in .env, and an unknown MCP_* variable
-    in the environment that looks like a misspelling of a setting; other programs' MCP_* are ignored."""
+    in the environment that is a retired name or looks like a misspelling of a setting; other programs'
+    MCP_* are ignored."""
+    for name in sorted(os.environ):
+        if name.upper() in RETIRED_NAMES and _field_of(name) not in Settings.model_fields:
+            raise SettingsError(_renamed(name.upper(), "rename it where it is set (the environment)"))
     for name, setting in misspelled_variables(os.environ):
         raise SettingsError(f"unknown setting {name}: did you mean {setting}? (see .env.example)")
     try:
@@ -332,6 +350,9 @@ def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Set
                 (field if field.startswith(ENV_PREFIX) else ENV_PREFIX + field) if field else "settings"
             )
             message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden" and variable in RETIRED_NAMES:
+                problems.append(_renamed(variable, "rename it in .env (copier update's migration does)"))
+                continue
             if error["type"] == "extra_forbidden":
                 known = [ENV_PREFIX + name.upper() for name in Settings.model_fields]
                 close = difflib.get_close_matches(variable, known, n=1)

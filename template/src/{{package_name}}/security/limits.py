@@ -20,6 +20,8 @@ from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimite
 from limits.aio.strategies import RateLimiter as RateLimiterStrategy
 from limits.storage import storage_from_string
 
+from ..server.sdk import MEMORY_STORAGE_METHODS, MEMORY_STORAGE_STATE
+
 # Set on an HTTP request's state once the perimeter has counted it against its principal,
 # so the guard does not count the same request twice.
 PRINCIPAL_COUNTED = "principal_rate_limited"
@@ -96,6 +98,7 @@ class _MemoryStorage(MemoryStorage):
     lives at most one window plus a second.
     """
 
+    relies_on = MEMORY_STORAGE_METHODS + MEMORY_STORAGE_STATE  # limits' internals (server/sdk.py)
     SWEEP_SECONDS = 1.0
     _last_sweep = 0.0
 
@@ -108,7 +111,7 @@ class _MemoryStorage(MemoryStorage):
     async def incr(self, key: str, expiry: float, amount: int = 1) -> int:
         """Upstream's fixed-window count, without its asyncio.Lock per key: nothing under that lock
         awaits, so no other task could interleave anyway, and the lock (with its dict) was most of the
-        memory a client address costs (docs/benchmarks.md)."""
+        memory a client address costs (the template's docs/benchmarks.md)."""
         await self.get(key)
         await self._MemoryStorage__schedule_expiry()
         self.storage[key] += amount
@@ -118,8 +121,9 @@ class _MemoryStorage(MemoryStorage):
 
     async def _MemoryStorage__expire_events(self) -> None:  # the upstream sweep
         """Upstream's sweep, without its worker-thread hop per key: the bisect takes microseconds, the
-        hop made a request for that key wait for a thread switch, up to 5 ms (docs/benchmarks.md).
-        With no await inside, no request runs while it does, so it needs none of the key locks."""
+        hop made a request for that key wait for a thread switch, up to 5 ms (the template's
+        docs/benchmarks.md). With no await inside, no request runs while it does, so it needs none of the key
+        locks."""
         now = time.time()
         for key, events in list(self.events.items()):
             kept = events[: bisect.bisect_left(events, -now, key=lambda event: -event.expiry)]

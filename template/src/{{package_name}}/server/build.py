@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import gc
-from typing import Any, NoReturn
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NoReturn, cast
 
 from mcp.server import MCPServer
-from mcp.server.request_state import RequestStateBoundary
+from mcp.server.context import ServerMiddleware, ServerRequestContext
 from mcp.types import (
     CompleteRequestParams,
+    Completion,
+    CompletionArgument,
+    CompletionContext,
+    PromptReference,
+    ResourceTemplateReference,
     SetLevelRequestParams,
     SubscribeRequestParams,
     UnsubscribeRequestParams,
@@ -20,22 +26,50 @@ from ..security.guard.request_state import RequestStateAudit, request_state_secu
 from ..security.guard.text import INSTRUCTIONS
 from ..settings import Settings
 from ..tools import register_tools
-from .operations import subscribe_anomaly_detection
+from . import sdk
+from .observability import subscribe_anomaly_detection
 from .services import Services, open_services
-from .tracing import SERVED_NAMES
 
-__all__ = ["INSTRUCTIONS", "GuardedServer", "build_guard", "build_server"]
+__all__ = ["GuardedServer", "build_guard", "build_server"]
 
 _ELSEWHERE = (
     "register {what} with @guard.{decorator}(...) in a module in tools/ (listed in tools/__init__.py), "
     "not on the server"
 )
+# The completion handler never reads its request context (see _completer).
+_NO_CONTEXT = cast(ServerRequestContext[Any, Any], None)
 
 
 class GuardedServer(MCPServer):
     """An MCPServer serving only the guard's tools, resources and prompts: adding one another way fails."""
 
-    guard: Guard  # the HTTP perimeter asks it which scopes a request needs
+    def __init__(self, guard: Guard, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.guard = guard  # the HTTP perimeter asks it which scopes a request needs
+
+    def serve_guarded(self) -> None:
+        """What the constructor takes no argument for (upstream ask: `prompts=`, `resource_templates=`)."""
+        guard = self.guard
+        for template in guard.resource_templates():
+            # The SDK builds the same template again from the guard's function (pydantic's validate_call
+            # keeps it as `raw_function`), so it is served exactly as the guard built it.
+            super().resource(
+                template.uri_template,
+                name=template.name,
+                title=template.title,
+                description=template.description,
+                mime_type=template.mime_type,
+            )(template.fn.raw_function)  # type: ignore[attr-defined]
+        for prompt in guard.prompts():
+            super().add_prompt(prompt)
+        super().completion()(_completer(guard))  # type: ignore[no-untyped-call]
+        # logging/setLevel (initialize era): the least severe level Notify.log sends to that session.
+        sdk.add_request_handler(self, "logging/setLevel", SetLevelRequestParams, handle_set_level)
+        # resources/subscribe (initialize era): per session, bounded; guard.resource_updated notifies.
+        sdk.add_request_handler(self, "resources/subscribe", SubscribeRequestParams, guard.handle_subscribe)
+        sdk.add_request_handler(
+            self, "resources/unsubscribe", UnsubscribeRequestParams, guard.handle_unsubscribe
+        )
 
     def add_tool(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError(_ELSEWHERE.format(what="tools", decorator="tool"))
@@ -59,6 +93,20 @@ class GuardedServer(MCPServer):
         raise TypeError("give guard.prompt / guard.resource a complete={argument: function} instead")
 
 
+def _completer(guard: Guard) -> Callable[..., Awaitable[Completion]]:
+    """The guard's completion handler in the shape of MCPServer.completion() (it reads only the params)."""
+
+    async def complete(
+        ref: PromptReference | ResourceTemplateReference,
+        argument: CompletionArgument,
+        context: CompletionContext | None,
+    ) -> Completion:
+        params = CompleteRequestParams.model_construct(ref=ref, argument=argument, context=context)
+        return (await guard.handle_completion(_NO_CONTEXT, params)).completion
+
+    return complete
+
+
 def build_guard(settings: Settings, services: Services) -> Guard:
     guard = Guard(
         services.events,
@@ -74,18 +122,22 @@ def build_guard(settings: Settings, services: Services) -> Guard:
     return guard
 
 
-def build_server(settings: Settings, services: Services | None = None) -> GuardedServer:
+def build_server(
+    settings: Settings, services: Services | None = None, *, outermost: Sequence[ServerMiddleware[Any]] = ()
+) -> GuardedServer:
+    """The MCP server over the guard. `outermost`: middleware around everything (the HTTP app's metrics)."""
     services = services or open_services(settings)
     guard = build_guard(settings, services)
+    stdio = settings.transport == "stdio"  # a request without an HTTP request is the local user's
     destructive = [t.name for t in guard.tools() if t.annotations and t.annotations.destructive_hint]
     subscribe_anomaly_detection(settings, services.events, destructive)
     server = GuardedServer(
+        guard,
         answers.PROJECT_NAME,
         version=__version__,
         instructions=INSTRUCTIONS,
         tools=guard.tools(),
         resources=guard.resources(),
-        middleware=[guard.middleware],
         # No subscriptions/listen (2026-07-28): what is served is fixed when the server is built, so no
         # list ever changes, and a listen stream would be one more stream held open for nothing.
         subscriptions=False,
@@ -93,46 +145,31 @@ def build_server(settings: Settings, services: Services | None = None) -> Guarde
         request_state_security=request_state_security(
             settings.request_state_key_list,
             settings.request_state_ttl_seconds,
-            stdio=settings.transport == "stdio",
+            stdio=stdio,
         ),
     )
-    server.guard = guard
-    # The guard's templates and prompts, through the managers (the server's own methods refuse them).
-    for template in guard.resource_templates():
-        server._resource_manager._templates[template.uri_template] = template
-    for prompt in guard.prompts():
-        server._prompt_manager.add_prompt(prompt)
-    lowlevel = server._lowlevel_server
-    lowlevel.add_request_handler("completion/complete", CompleteRequestParams, guard.handle_completion)
-    # Outside the SDK's request-state boundary (the first of its middleware), so its refusals are audited.
-    chain = server._lowlevel_server.middleware
-    boundary = next(i for i, mw in enumerate(chain) if isinstance(mw, RequestStateBoundary))
-    chain.insert(boundary, RequestStateAudit(services.events, stdio=settings.transport == "stdio"))
+    sdk.check(server)  # before anything relies on what it checks
+    server.serve_guarded()
 
-    # logging/setLevel (initialize era): the least severe level a tool's Notify.log sends to that session.
-    lowlevel.add_request_handler("logging/setLevel", SetLevelRequestParams, handle_set_level)
-    # resources/subscribe (initialize era): per session, bounded; updates come from guard.resource_updated.
-    lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, guard.handle_subscribe)
-    lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, guard.handle_unsubscribe)
-    guard.check_serves_only_guarded({tool.name for tool in server._tool_manager.list_tools()})
-    guard.check_serves_only_guarded_surfaces(
-        {str(r.uri) for r in server._resource_manager.list_resources()},
-        {t.uri_template for t in server._resource_manager.list_templates()},
-        {p.name for p in server._prompt_manager.list_prompts()},
-    )
-    SERVED_NAMES.update(
-        (tool.name for tool in guard.tools()),
-        (prompt.name for prompt in server._prompt_manager.list_prompts()),
-    )
+    # The MCP-level chain, outermost first: every message passes each layer in this order (the HTTP
+    # perimeter around it is build_app's, transport/http/app.py).
+    spans, boundary = sdk.builtin_middleware(server)  # what MCPServer put there
+    server.middleware[:] = [
+        *outermost,  # 1 (HTTP, metrics on) each message's duration and outcome (security/audit/metrics.py)
+        spans,  # 2 the SDK's OpenTelemetry span per message (exported when configured: observability.py)
+        RequestStateAudit(services.events, stdio=stdio),  # 3 an event for each requestState 4 refuses
+        boundary,  # 4 the SDK's requestState boundary: unseals what comes back, seals what goes out
+        guard.middleware,  # 5 the guard: who may call what, limits, audit (security/guard/pipeline.py)
+    ]
     return server
 
 
 def freeze_startup_objects() -> None:
     """Hide what start-up built (the SDK's and our validators, modules) from the cycle collector.
 
-    They live as long as the process, yet each full collection walked them all: about 60 ms with the
-    event loop stopped, which showed as the p99 latency (docs/benchmarks.md). Frozen, a collection walks
-    only what requests create. `main` paused the collector during start-up; this resumes it. The few
+    They live as long as the process, yet each full collection walked them all: about 60 ms with the event
+    loop stopped, which showed as the p99 latency (the template's docs/benchmarks.md). Frozen, a collection
+    walks only what requests create. `main` paused the collector during start-up; this resumes it. The few
     thousand objects of start-up garbage frozen with them weigh less than collecting them would cost.
     """
     gc.freeze()

@@ -71,7 +71,7 @@ class SecurityEvent:
 
     def to_dict(self) -> dict[str, Any]:
         # Written out: dataclasses.asdict deep-copied `details` field by field, a sixth of an event's
-        # cost (docs/benchmarks.md). Its values are plain JSON that nothing downstream changes.
+        # cost (the template's docs/benchmarks.md). Its values are plain JSON that nothing downstream changes.
         return {
             "id": self.id,
             "timestamp": self.timestamp,

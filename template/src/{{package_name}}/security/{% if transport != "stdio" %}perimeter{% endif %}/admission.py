@@ -7,7 +7,7 @@ from mcp.server.transport_security import RequestBodyLimitMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..audit.events import SecurityEvents
-from ..identity.principal import Principal
+from ..identity.principal import principal_in
 from ..limits import PRINCIPAL_COUNTED, Decision, RateLimiter, RateLimitUnavailableError
 from .common import authenticated, client_address, refusal, refuse_unless_authenticated, send_json
 
@@ -128,9 +128,8 @@ class PrincipalRateLimit:
         self.events = events
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        state = scope.get("state") or {}
-        principal = state.get("principal")
-        if scope["type"] != "http" or not isinstance(principal, Principal):
+        principal = principal_in(scope)
+        if scope["type"] != "http" or principal is None:
             await self.app(scope, receive, send)
             return
         try:
@@ -141,7 +140,7 @@ class PrincipalRateLimit:
         if not decision.allowed:
             await _too_many(send, self.events, principal.id, self.item, decision, "per-client", scope["path"])
             return
-        state[PRINCIPAL_COUNTED] = True
+        scope["state"][PRINCIPAL_COUNTED] = True
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

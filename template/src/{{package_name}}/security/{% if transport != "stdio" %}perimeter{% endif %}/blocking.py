@@ -5,7 +5,7 @@ MCP_AUTH_BLOCK_SECONDS (one `client_blocked` event of high severity). While bloc
 that does not authenticate is answered 429; a valid credential is still served, so one guesser
 behind a NAT or a proxy cannot lock out everyone there. Keys are 256-bit: a guesser who tries a
 million keys a second for a century finds one with a chance below 10^-60, blocked or not, so
-admitting valid keys gives nothing away (docs/security.md). Failures and blocks are counted in
+admitting valid keys gives nothing away (the template's docs/security.md). Failures and blocks are counted in
 the rate-limit storage, so replicas sharing MCP_RATE_LIMIT_STORAGE share them too.
 """
 

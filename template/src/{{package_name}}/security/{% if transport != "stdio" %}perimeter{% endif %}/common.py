@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from mcp.server.auth.provider import AccessToken
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..identity.principal import Principal
+from ..identity.principal import principal_in
 
 
 class CredentialRejectedError(Exception):
@@ -84,7 +84,7 @@ async def status_of(app: ASGIApp, scope: Scope, receive: Receive, send: Send) ->
 
 
 def authenticated(scope: Scope) -> bool:
-    return isinstance((scope.get("state") or {}).get("principal"), Principal)
+    return principal_in(scope) is not None
 
 
 async def refuse_unless_authenticated(

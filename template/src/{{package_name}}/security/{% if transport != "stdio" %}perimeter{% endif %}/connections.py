@@ -37,16 +37,17 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from ...server.sdk import H11_METHODS, H11_STATE, UVICORN_SERVER_METHODS, UVICORN_SERVER_STATE
 from ..audit.events import AuditUnavailableError, SecurityEvents
 from .headers import BASE_HEADERS, HSTS
 
 FD_RESERVE = 64  # descriptors kept for the audit store, the limiter, sandboxes, logs
 ACCEPT_FAILED = "socket.accept() out of system resource"  # asyncio's message (selector_events.py)
-_SAME_INTERRUPT_SECONDS = 1.0  # a second SIGINT this soon after the first is the same Ctrl-C (GuardedServer)
+_SAME_INTERRUPT_SECONDS = 1.0  # a second SIGINT this soon after the first is the same Ctrl-C
 log = logging.getLogger(__name__)
 
 
-class ConnectionGuard:
+class ConnectionLimits:
     """The shared state and settings of every guarded connection of one server."""
 
     def __init__(
@@ -153,15 +154,16 @@ class ConnectionGuard:
         )
 
     def server(self, config: uvicorn.Config) -> uvicorn.Server:
-        """uvicorn's server, with this guard watching its event loop's accept() failures, and one Ctrl-C
+        """uvicorn's server, with these limits watching its event loop's accept() failures, and one Ctrl-C
         delivered twice counted once."""
-        guard = self
+        limits = self
 
-        class GuardedServer(uvicorn.Server):
+        class GuardedUvicorn(uvicorn.Server):
+            relies_on = UVICORN_SERVER_METHODS + UVICORN_SERVER_STATE  # uvicorn's internals (server/sdk.py)
             _first_interrupt = -math.inf
 
             async def serve(self, sockets: list[socket.socket] | None = None) -> None:
-                guard.watch_accept_failures(asyncio.get_running_loop())
+                limits.watch_accept_failures(asyncio.get_running_loop())
                 await super().serve(sockets)
 
             def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -176,21 +178,24 @@ class ConnectionGuard:
                         self._first_interrupt = now
                 super().handle_exit(sig, frame)
 
-        return GuardedServer(config)
+        return GuardedUvicorn(config)
 
     def protocol(self) -> type[H11Protocol]:
-        """The uvicorn protocol class to pass as `http=`, bound to this guard."""
-        guard = self
+        """The uvicorn protocol class to pass as `http=`, bound to these limits."""
+        limits = self
 
         class GuardedH11Protocol(_GuardedH11Protocol):
             pass
 
-        GuardedH11Protocol.guard = guard
+        GuardedH11Protocol.limits = limits
         return GuardedH11Protocol
 
 
 class _GuardedH11Protocol(H11Protocol):
-    guard: ConnectionGuard
+    """uvicorn's h11 protocol with the deadlines, caps and audited 400s of ConnectionLimits."""
+
+    relies_on = H11_METHODS + H11_STATE  # uvicorn's internals (server/sdk.py)
+    limits: ConnectionLimits
     _address = ""
     _admitted = False
     _deadline: asyncio.TimerHandle | None = None
@@ -199,18 +204,18 @@ class _GuardedH11Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._address = self.client[0] if self.client else "unknown"
-        refused = self.guard.admit(self._address)
+        refused = self.limits.admit(self._address)
         if refused is not None:
             self._refuse_connection(refused)
             return
         self._admitted = True
-        self._start_deadline("headers", self.guard.header_timeout)
+        self._start_deadline("headers", self.limits.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_deadline()
         if self._admitted:
             self._admitted = False
-            self.guard.release(self._address)
+            self.limits.release(self._address)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -220,10 +225,10 @@ class _GuardedH11Protocol(H11Protocol):
         state = self.conn.their_state
         if state is h11.IDLE and self.conn.trailing_data[0]:  # a request has begun: headers have a deadline
             if self._reading != "headers":
-                self._start_deadline("headers", self.guard.header_timeout)
+                self._start_deadline("headers", self.limits.header_timeout)
         elif state is h11.SEND_BODY:
             if self._reading != "body":
-                self._start_deadline("body", self.guard.body_timeout)
+                self._start_deadline("body", self.limits.body_timeout)
         elif self._reading is not None:
             self._stop_deadline()
 
@@ -241,7 +246,7 @@ class _GuardedH11Protocol(H11Protocol):
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
             (b"connection", b"close"),
-            *self.guard.error_headers,
+            *self.limits.error_headers,
         ]
         try:
             output = self.conn.send(h11.Response(status_code=400, headers=headers, reason=b"Bad Request"))
@@ -251,7 +256,7 @@ class _GuardedH11Protocol(H11Protocol):
         except h11.LocalProtocolError:
             pass  # a response had already begun: just close
         self.transport.close()
-        self.guard.record(
+        self.limits.record(
             "http_error", "low", self._address, status=400, reason="malformed HTTP request", detail=msg[:100]
         )
 
@@ -259,25 +264,25 @@ class _GuardedH11Protocol(H11Protocol):
         body = b'{"error":"too_many_connections","message":"Too many open connections; retry shortly."}'
         head = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n"
         head += b"retry-after: 5\r\ncontent-length: " + str(len(body)).encode() + b"\r\n"
-        head += b"".join(name + b": " + value + b"\r\n" for name, value in self.guard.error_headers)
+        head += b"".join(name + b": " + value + b"\r\n" for name, value in self.limits.error_headers)
         self.transport.write(head + b"\r\n" + body)
         self.transport.close()
         if why == "address":
-            self.guard.record(
+            self.limits.record(
                 "client_blocked",
                 "medium",
                 self._address,
                 reason="too many connections from this address",
-                limit=self.guard.max_per_address,
+                limit=self.limits.max_per_address,
             )
         else:
-            self.guard.record(
+            self.limits.record(
                 "http_error",
                 "high",
                 self._address,
                 status=503,
                 reason="server connection cap reached",
-                limit=self.guard.connection_cap(),
+                limit=self.limits.connection_cap(),
             )
 
     def _start_deadline(self, reading: str, seconds: float) -> None:
@@ -297,13 +302,13 @@ class _GuardedH11Protocol(H11Protocol):
             return
         if reading == "headers" and self.conn.our_state is h11.IDLE:
             try:
-                headers = [(b"content-length", b"0"), (b"connection", b"close"), *self.guard.error_headers]
+                headers = [(b"content-length", b"0"), (b"connection", b"close"), *self.limits.error_headers]
                 self.transport.write(self.conn.send(h11.Response(status_code=408, headers=headers)) or b"")
             except h11.LocalProtocolError:
                 pass
         self.transport.close()
-        limit = self.guard.header_timeout if reading == "headers" else self.guard.body_timeout
-        self.guard.record(
+        limit = self.limits.header_timeout if reading == "headers" else self.limits.body_timeout
+        self.limits.record(
             "http_error",
             "low",
             self._address,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..audit.events import SecurityEvents
+from ..identity.principal import principal_in
 from .common import client_address, status_of
 
 RECORDED_ELSEWHERE = frozenset({401, 403, 413, 429, 503})
@@ -26,11 +27,11 @@ class HttpErrorAudit:
             return
         status = await status_of(self.app, scope, receive, send)
         if status >= 400 and status not in RECORDED_ELSEWHERE:
-            principal = scope.get("state", {}).get("principal")
+            principal = principal_in(scope)
             await self.events.record(
                 "http_error",
                 "low" if status < 500 else "high",
-                getattr(principal, "id", None) or client_address(scope),
+                principal.id if principal is not None else client_address(scope),
                 status=status,
                 method=scope.get("method", ""),
                 path=scope.get("path", "")[:200],

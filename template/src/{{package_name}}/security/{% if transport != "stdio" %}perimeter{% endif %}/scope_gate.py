@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..audit.events import SecurityEvents
 from ..guard import Target
-from ..identity.principal import Principal
+from ..identity.principal import principal_in
 from .auth import bearer_challenge
 from .common import client_address, refusal, replay_body, send_json
 
@@ -48,9 +48,9 @@ class ScopeGate:
         self.path = path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        principal = scope.get("state", {}).get("principal") if scope["type"] == "http" else None
+        principal = principal_in(scope) if scope["type"] == "http" else None
         if (
-            not isinstance(principal, Principal)
+            principal is None
             or scope["method"] != "POST"
             or scope["path"] != self.path
             or principal.has_scopes(self.used)

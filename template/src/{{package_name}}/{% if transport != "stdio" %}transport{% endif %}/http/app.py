@@ -4,7 +4,7 @@
 5 Host/Origin (DNS rebinding)  6 body size  7 pre-auth rate limit per address
 8 block after repeated auth failures  9 audit of the MCP app's own HTTP refusals
 10 bearer authentication  11 rate limit per principal  12 (OAuth only) 403 insufficient_scope for a
-call whose scopes the token lacks (asks the guard)  13 MCP guard (in server.py)
+call whose scopes the token lacks (asks the guard)  13 the MCP-level chain (server/build.py).
 Inside them all, Sessions gives initialize-era clients a session (so consent can ask them) and
 answers GET /mcp without one with 405; SingleExchange answers a stateless JSON request without the
 SDK's per-request task.
@@ -14,26 +14,25 @@ from __future__ import annotations
 
 import logging
 import signal
-import time
+from collections.abc import Mapping
 from types import FrameType
 
-import anyio
-from mcp.server import MCPServer
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from ...security.audit.events import AuditUnavailableError
+from ...security.audit.metrics import Metrics
+from ...security.guard import Guard
 from ...security.perimeter import credentials
 from ...security.perimeter.admission import BodyLimit, ClientRateLimit, PrincipalRateLimit
 from ...security.perimeter.audit_failure import AuditFailureResponse
 from ...security.perimeter.auth import BearerAuth
 from ...security.perimeter.blocking import AuthFailureBlock
 from ...security.perimeter.common import AccessLogWithoutQuery
-from ...security.perimeter.connections import ConnectionGuard
+from ...security.perimeter.connections import ConnectionLimits
 from ...security.perimeter.framing import AmbiguousFraming
 from ...security.perimeter.headers import SecurityHeadersMiddleware
 from ...security.perimeter.http_errors import HttpErrorAudit
@@ -41,79 +40,58 @@ from ...security.perimeter.jsonrpc_errors import CleanJsonRpcErrors
 from ...security.perimeter.origin import HostGate, OriginGate, cors, default_allowed_hosts, transport_security
 from ...security.perimeter.scope_gate import ScopeGate
 from ...security.perimeter.tls import tls_problems, uvicorn_options
-from ...server.build import build_server, freeze_startup_objects
+from ...server.build import GuardedServer, build_server, freeze_startup_objects
+from ...server.observability import configure_tracing, served_names
 from ...server.services import Services, open_services
 from ...settings import Settings, SettingsError
-from . import events_api
-from .metrics_api import install_metrics
-from .session_answers import SessionManager
+from . import admin
+from .session_manager import SessionManager
 from .sessions import NoSessions, Sessions
 from .stateless import SingleExchange
 from .streaming import NotifyingRequests
 
 
-def build_app(settings: Settings, services: Services | None = None) -> ASGIApp:
+def build_app(
+    settings: Settings, services: Services | None = None, *, environ: Mapping[str, str] | None = None
+) -> ASGIApp:
+    """The MCP server behind its HTTP perimeter. `environ`: configure tracing from it (serve_http)."""
     problems = credentials.credential_problems(settings)
     if problems:
         raise SettingsError("the HTTP server cannot start:\n  " + "\n  ".join(problems))
     services = services or open_services(settings)
-    server = build_server(settings, services)
-
-    readiness = _Readiness(services)
-
-    @server.custom_route("/health", methods=["GET"])  # type: ignore[untyped-decorator]
-    async def health(request: Request) -> Response:
-        """Liveness; with ?ready, readiness: do the rate-limit and audit stores answer? Nothing else."""
-        if "ready" not in request.query_params:
-            return JSONResponse({"status": "ok"})
-        checks = await readiness.checks()
-        ready = all(value == "ok" for value in checks.values())
-        return JSONResponse(
-            {"status": "ready" if ready else "not_ready", "checks": checks}, 200 if ready else 503
-        )
-
-    server.custom_route(events_api.PATH, methods=["GET"])(events_api.events_endpoint(services.events))
-    if settings.metrics_enabled:
-        install_metrics(server, services, readiness.checks)
-
-    if settings.log_level != "DEBUG":
-        # The SDK logs "Terminating session: None" at INFO after every stateless request: noise that
-        # cost a fifth of the throughput (docs/benchmarks.md). Its warnings and errors still show.
-        logging.getLogger("mcp.server.streamable_http").setLevel(logging.WARNING)
+    metrics = (
+        Metrics(services.alerts.counts if services.alerts else None) if settings.metrics_enabled else None
+    )
+    server = build_server(settings, services, outermost=[metrics.middleware] if metrics else [])
+    if environ is not None:
+        configure_tracing(environ, served_names(server.guard))
     allowed_hosts = settings.allowed_hosts or default_allowed_hosts(settings.host, settings.port)
     security = transport_security(allowed_hosts, settings.trusted_origins)
-    mcp_app = server.streamable_http_app(
-        stateless_http=True,
-        json_response=True,
-        max_request_body_size=settings.max_body_bytes,
-        transport_security=security,
-        host=settings.host,
-    )
+    mcp_app = _mcp_app(server, settings, security)
     used = server.guard.scopes_used()
     metadata, metadata_url = credentials.metadata_routes(settings, used)
-    mcp_app.router.routes.extend(metadata)
+    mcp_app.router.routes.extend([*admin.routes(server, services, metrics), *metadata])
+    app = _sessions(mcp_app, server, settings, services, security)
+    app = _perimeter(app, server.guard, settings, services, security, used, metadata_url)
+    return _FlushAggregatesAtShutdown(app, services)
+
+
+def _perimeter(
+    app: ASGIApp,
+    guard: Guard,
+    settings: Settings,
+    services: Services,
+    security: TransportSecuritySettings,
+    used: frozenset[str],
+    metadata_url: str | None,
+) -> ASGIApp:
+    """The onion of the module docstring, wrapped innermost first (layers 12 to 1)."""
     advertised = frozenset(credentials.challenge_scopes(settings, used))
     required = frozenset(settings.oauth_required_scopes)
-
-    # A 2026-07-28 request that asks for progress or log lines gets an answer that can carry them.
-    streamed = NotifyingRequests(mcp_app, server.session_manager)
-    stateless = SingleExchange(CleanJsonRpcErrors(streamed), server.session_manager)
-    app: ASGIApp = NoSessions(stateless)
-    if settings.sessions:
-        sessions = Sessions(
-            stateless,
-            _session_manager(server, settings, security),
-            services.events,
-            per_principal=settings.max_sessions_per_principal,
-            max_streams=settings.session_max_streams,
-            stream_idle_seconds=settings.session_stream_idle_seconds,
-        )
-        stateless.initialize = sessions.open  # an initialize that accepts SSE opens a session
-        app = sessions
     if credentials.STEP_UP:
         app = ScopeGate(
             app,
-            server.guard.surface_for,
+            guard.surface_for,
             used,
             services.events,
             resource_metadata_url=metadata_url,
@@ -141,7 +119,48 @@ def build_app(settings: Settings, services: Services | None = None) -> ASGIApp:
     app = SecurityHeadersMiddleware(app, tls=settings.tls_enabled)
     if settings.trusted_proxies:
         app = ProxyHeadersMiddleware(app, trusted_hosts=settings.trusted_proxies)  # type: ignore[arg-type,assignment]
-    return _FlushAggregatesAtShutdown(app, services)
+    return app
+
+
+def _mcp_app(server: GuardedServer, settings: Settings, security: TransportSecuritySettings) -> Starlette:
+    """The SDK's Streamable HTTP app: stateless, JSON answers (the fast path; sessions are _sessions')."""
+    if settings.log_level != "DEBUG":
+        # The SDK logs "Terminating session: None" at INFO after every stateless request: noise that
+        # cost a fifth of the throughput (the template's docs/benchmarks.md). Its warnings and errors
+        # still show.
+        logging.getLogger("mcp.server.streamable_http").setLevel(logging.WARNING)
+    return server.streamable_http_app(
+        stateless_http=True,
+        json_response=True,
+        max_request_body_size=settings.max_body_bytes,
+        transport_security=security,
+        host=settings.host,
+    )
+
+
+def _sessions(
+    mcp_app: ASGIApp,
+    server: GuardedServer,
+    settings: Settings,
+    services: Services,
+    security: TransportSecuritySettings,
+) -> ASGIApp:
+    """Inside the perimeter: the stateless fast paths, and (MCP_SESSIONS) initialize-era sessions."""
+    # A 2026-07-28 request that asks for progress or log lines gets an answer that can carry them.
+    streamed = NotifyingRequests(mcp_app, server.session_manager)
+    stateless = SingleExchange(CleanJsonRpcErrors(streamed), server.session_manager)
+    if not settings.sessions:
+        return NoSessions(stateless)
+    sessions = Sessions(
+        stateless,
+        _session_manager(server, settings, security),
+        services.events,
+        per_principal=settings.max_sessions_per_principal,
+        max_streams=settings.session_max_streams,
+        stream_idle_seconds=settings.session_stream_idle_seconds,
+    )
+    stateless.initialize = sessions.open  # an initialize that accepts SSE opens a session
+    return sessions
 
 
 class _FlushAggregatesAtShutdown:
@@ -169,13 +188,13 @@ class _FlushAggregatesAtShutdown:
 
 
 def _session_manager(
-    server: MCPServer, settings: Settings, security: TransportSecuritySettings
+    server: GuardedServer, settings: Settings, security: TransportSecuritySettings
 ) -> StreamableHTTPSessionManager:
     """The SDK's stateful manager for initialize-era sessions: SSE answers, so a call can ask the user;
-    with replay, each session keeps its newest events for a client that reconnects (replay.py); without
-    it, a request with nothing to say first is answered as JSON (session_answers.py)."""
+    with replay, each session keeps its newest events for a client that reconnects; without it, a
+    request with nothing to say first is answered as JSON (both in session_manager.py)."""
     return SessionManager(
-        app=server._lowlevel_server,
+        app=server.session_manager.app,
         json_response=False,
         stateless=False,
         security_settings=security,
@@ -186,32 +205,9 @@ def _session_manager(
     )
 
 
-class _Readiness:
-    """Pings the stores at most once a second: /health is not rate limited, so it must stay cheap."""
-
-    def __init__(self, services: Services, max_age: float = 1.0) -> None:
-        self._pings = (("rate_limit", services.limiter.ping), ("audit", services.events.store.ping))
-        self._max_age = max_age
-        self._checked_at = -max_age
-        self._checks: dict[str, str] = {}
-
-    async def checks(self) -> dict[str, str]:
-        if time.monotonic() - self._checked_at < self._max_age:
-            return self._checks
-        checks = {}
-        for name, ping in self._pings:
-            try:
-                with anyio.fail_after(3):
-                    await ping()
-                checks[name] = "ok"
-            except Exception:  # noqa: BLE001 - any failure means "not ready"; details stay in the log
-                checks[name] = "unavailable"
-        self._checks, self._checked_at = checks, time.monotonic()
-        return checks
-
-
-def serve_http(settings: Settings) -> None:
-    """Run the perimeter with uvicorn: TLS (and mutual TLS) when configured, graceful shutdown on SIGTERM.
+def serve_http(settings: Settings, environ: Mapping[str, str]) -> None:
+    """Run the perimeter with uvicorn: TLS (and mutual TLS) when configured, graceful shutdown on SIGTERM;
+    tracing as the OTEL_* variables of `environ` ask (server/observability.py).
 
     On SIGTERM uvicorn stops accepting connections, lets requests in flight finish for up to
     MCP_SHUTDOWN_GRACE_SECONDS, closes the SDK session manager, then raises SIGTERM again for
@@ -225,8 +221,8 @@ def serve_http(settings: Settings) -> None:
     if problems:
         raise SettingsError("the HTTP server cannot start:\n  " + "\n  ".join(problems))
     services = open_services(settings)
-    app = build_app(settings, services)
-    guard = ConnectionGuard(
+    app = build_app(settings, services, environ=environ)
+    limits = ConnectionLimits(
         services.events,
         max_connections=settings.max_connections,
         max_per_address=settings.max_connections_per_address,
@@ -245,7 +241,7 @@ def serve_http(settings: Settings) -> None:
         server_header=False,
         date_header=False,
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
-        http=guard.protocol(),  # h11 with read deadlines and connection caps (connections.py)
+        http=limits.protocol(),  # h11 with read deadlines and connection caps (connections.py)
         **uvicorn_options(settings),
     )
     logging.getLogger("uvicorn.access").addFilter(AccessLogWithoutQuery())
@@ -253,7 +249,7 @@ def serve_http(settings: Settings) -> None:
     # Set before the event loop starts, so asyncio keeps its own SIGINT handler out of the way: uvicorn
     # hands SIGINT back to this one when it has stopped.
     signal.signal(signal.SIGINT, _interrupt_once)
-    guard.server(config).run()
+    limits.server(config).run()
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:

@@ -25,8 +25,9 @@ from mcp_types import INVALID_REQUEST, ErrorData, JSONRPCError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ...security.audit.events import SecurityEvents
-from ...security.identity.principal import Principal
+from ...security.identity.principal import principal_in
 from ...security.perimeter.common import client_address, refusal, send_json
+from ...server import sdk
 
 _SESSION_HEADER = MCP_SESSION_ID_HEADER.encode()
 # Byte for byte what the SDK answers for an unknown session id, so a refusal tells nothing more.
@@ -79,8 +80,6 @@ class Sessions(NoSessions):
     ) -> None:
         if manager.stateless or manager.json_response:
             raise ValueError("Sessions needs a stateful manager that answers with SSE streams")
-        if not hasattr(manager, "_server_instances"):
-            raise RuntimeError("this mcp version keeps its sessions elsewhere: update sessions.py")
         super().__init__(stateless, path)
         self.manager = manager
         self.events = events
@@ -98,9 +97,8 @@ class Sessions(NoSessions):
         await super().__call__(scope, receive, send)
 
     def _live(self) -> Container[str]:
-        # The SDK's open sessions (it forgets one on DELETE, idle timeout or crash); mcp is pinned and
-        # __init__ checks the attribute is there.
-        return self.manager._server_instances
+        # The SDK's open sessions (it forgets one on DELETE, idle timeout or crash).
+        return sdk.live_session_ids(self.manager)
 
     async def open(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve an initialize request with a new session (SingleExchange calls this)."""
@@ -221,9 +219,9 @@ class Sessions(NoSessions):
 
 
 def _principal(scope: Scope) -> str:
-    principal = scope.get("state", {}).get("principal")
+    principal = principal_in(scope)
     # Authentication runs first and sets it; "" can only own what an unauthenticated caller opened: nothing.
-    return principal.id if isinstance(principal, Principal) else ""
+    return principal.id if principal is not None else ""
 
 
 async def _not_found(send: Send) -> None:

@@ -1,13 +1,13 @@
 """Stateless JSON requests answered in their own task, through the SDK's single-exchange driver.
 
-In stateless mode the SDK builds a transport, a dispatcher and a server task for every POST, then
-passes the request through memory streams to that task and the answer back: about a third of the
-CPU of a request (docs/benchmarks.md). A stateless JSON POST that carries one JSON-RPC request needs
-none of it, so `SingleExchange` hands it to `serve_one`, the SDK's driver for exactly that (the one
-its 2026-07-28 entry uses), with the same connection, context and metadata the SDK's stateless path
-builds. Everything else (GET, DELETE, notifications, batches, bodies that do not parse, refused
-headers, newer protocol revisions) goes to the SDK's own app unchanged, which answers it as before;
-an `initialize` from a client that accepts SSE goes to `initialize` (sessions.py) when sessions are on.
+In stateless mode the SDK builds a transport, a dispatcher and a server task for every POST, then passes the
+request through memory streams to that task and the answer back: about a third of the CPU of a request (the
+template's docs/benchmarks.md). A stateless JSON POST that carries one JSON-RPC request needs none of it, so
+`SingleExchange` hands it to `serve_one`, the SDK's driver for exactly that (the one its 2026-07-28 entry
+uses), with the same connection, context and metadata the SDK's stateless path builds. Everything else (GET,
+DELETE, notifications, batches, bodies that do not parse, refused headers, newer protocol revisions) goes to
+the SDK's own app unchanged, which answers it as before; an `initialize` from a client that accepts SSE goes
+to `initialize` (sessions.py) when sessions are on.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ...security.perimeter.common import replay_body
+from ...server import sdk
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +58,6 @@ class SingleExchange:
     def __init__(self, app: ASGIApp, manager: StreamableHTTPSessionManager, path: str = "/mcp") -> None:
         if not (manager.stateless and manager.json_response):
             raise ValueError("SingleExchange serves only stateless_http=True, json_response=True")
-        if not hasattr(manager, "_lifespan_state"):  # read in _answer: refuse to start, not to answer
-            raise RuntimeError(
-                "this mcp version keeps its lifespan state elsewhere: update single_exchange.py"
-            )
         self.app = app
         self._manager = manager
         self._path = path
@@ -111,8 +108,7 @@ class SingleExchange:
         )
         connection = Connection.from_envelope(version, None, None)
         # The manager entered the server's lifespan once at start-up; every request shares its state.
-        # The SDK keeps no public handle on it (mcp is pinned; __init__ checks that it is there).
-        lifespan_state = self._manager._lifespan_state
+        lifespan_state = sdk.lifespan_state(self._manager)
         try:
             result = await serve_one(
                 self._manager.app,

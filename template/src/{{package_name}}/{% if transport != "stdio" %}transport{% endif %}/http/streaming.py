@@ -9,13 +9,13 @@ notification is sent before the result. Every other request takes the JSON path 
 
 from __future__ import annotations
 
-from mcp.server._streamable_http_modern import handle_modern_request
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp_types import LOG_LEVEL_META_KEY
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ...security.perimeter.common import replay_body
+from ...server import sdk
 
 _VERSION = b"mcp-protocol-version"
 # What a request body holds when it asks for notifications (a cheap test before any parsing; a false
@@ -24,9 +24,10 @@ _ASKS = (b'"progressToken"', f'"{LOG_LEVEL_META_KEY}"'.encode())
 
 
 class NotifyingRequests:
+    """ASGI layer: a 2026-07-28 POST that asks for notifications and accepts SSE goes to the SDK's own
+    single-exchange entry in its SSE mode; everything else passes through unchanged."""
+
     def __init__(self, app: ASGIApp, manager: StreamableHTTPSessionManager, path: str = "/mcp") -> None:
-        if not hasattr(manager, "_lifespan_state"):  # read per request: refuse to start, not to answer
-            raise RuntimeError("this mcp version keeps its lifespan state elsewhere: update notifying.py")
         self.app = app
         self.manager = manager
         self.path = path
@@ -49,8 +50,8 @@ class NotifyingRequests:
             await self.app(scope, replay, send)
             return
         manager = self.manager
-        await handle_modern_request(
-            manager.app, manager.security_settings, False, manager._lifespan_state, scope, replay, send
+        await sdk.handle_modern_request(
+            manager.app, manager.security_settings, False, sdk.lifespan_state(manager), scope, replay, send
         )
 
     def _modern_sse_post(self, scope: Scope) -> bool:

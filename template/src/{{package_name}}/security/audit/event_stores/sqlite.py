@@ -10,6 +10,11 @@ land behind it and it completes: the next insert starts the WAL from zero, which
 back (a PASSIVE checkpoint alone, racing the writers, never caught up, and the WAL grew by ~18 KiB per
 event). Only if that one cannot complete does a TRUNCATE wait for it.
 Anonymous events (refusals before authentication) are counted and pruned apart from the others.
+
+Cost stays flat as the file grows: pruning finds aged rows through the timestamp index and the oldest
+rows through the class index (never a scan of the table under the write lock), and a filtered page reads
+at most MAX_SCAN rows, on a connection of its own that never takes the write lock, then hands back a
+cursor, as the memory and Redis stores do.
 """
 
 from __future__ import annotations
@@ -21,11 +26,13 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import anyio.to_thread
 
 from ...toolkit.private import private_database
 from ..events import (
+    MAX_SCAN,
     SEVERITY_RANK,
     EventPage,
     EventQuery,
@@ -54,6 +61,29 @@ CREATE TABLE IF NOT EXISTS security_events (
 CREATE INDEX IF NOT EXISTS security_events_timestamp ON security_events (timestamp);
 """
 _INDEX = "CREATE INDEX IF NOT EXISTS security_events_class ON security_events (anonymous, seq)"
+# Named, so that the planner cannot pick the class index and walk every row of a class (at 1M rows that
+# held the write lock for ~400 ms per prune; through this index the delete takes well under a millisecond).
+_AGED = (
+    "DELETE FROM security_events INDEXED BY security_events_timestamp"
+    " WHERE timestamp < ? AND anonymous = ? AND seq < ?"
+)
+# A page reads at most MAX_SCAN rows: the position MAX_SCAN rows on (found by walking the primary key)
+# bounds a range of rows that are then filtered. Filters that are not asked for are NULL.
+_BOUNDS = {
+    True: "SELECT seq FROM security_events WHERE seq < :after ORDER BY seq DESC LIMIT 1 OFFSET :skip",
+    False: "SELECT seq FROM security_events WHERE seq > :after ORDER BY seq LIMIT 1 OFFSET :skip",
+}
+_FILTERS = (
+    " AND (:rank IS NULL OR severity_rank >= :rank) AND (:event IS NULL OR event = :event)"
+    " AND (:since IS NULL OR timestamp >= :since)"
+)
+_COLUMNS = (
+    "SELECT seq, id, timestamp, event, severity, identifier, tool, request_id, details FROM security_events"
+)
+_PAGES = {
+    True: _COLUMNS + " WHERE seq < :after AND seq >= :bound" + _FILTERS + " ORDER BY seq DESC LIMIT :limit",
+    False: _COLUMNS + " WHERE seq > :after AND seq <= :bound" + _FILTERS + " ORDER BY seq LIMIT :limit",
+}
 _PRUNE_EVERY = 1_000
 # Retention is in days: looking for aged rows once a minute is precise enough. Each look held the write
 # lock for 3-5 ms (a write transaction on the maintenance connection), once per 1,000 events.
@@ -103,6 +133,10 @@ class SqliteEventStore:
             # A checkpoint writes the WAL back with fsync: never on the event loop (see _checkpoint).
             self._fast.execute("PRAGMA wal_autocheckpoint=0")
             self._fast.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
+            # Reads: WAL lets them run beside the writers, so a query never holds up a call.
+            self._reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._reader.execute("PRAGMA query_only=ON")
+            self._read_lock = threading.Lock()
         except (sqlite3.Error, OSError) as exc:
             raise EventStoreConfigError(
                 f"MCP_SECURITY_EVENTS_URL: cannot open the SQLite audit store ({type(exc).__name__}: {exc}); "
@@ -110,8 +144,8 @@ class SqliteEventStore:
             ) from None
 
     async def append(self, event: SecurityEvent, *, anonymous: bool = False) -> None:
-        # An insert without fsync takes tens of microseconds: cheaper on the event loop than a hop to a
-        # worker thread per event (docs/benchmarks.md). Only when another writer holds the database
+        # An insert without fsync takes tens of microseconds: cheaper on the event loop than a hop to a worker
+        # thread per event (the template's docs/benchmarks.md). Only when another writer holds the database
         # does the write wait in a thread.
         if self._lock.acquire(blocking=False):
             try:
@@ -147,7 +181,7 @@ class SqliteEventStore:
                 self._prune()
         # First the bulk of the copy and its fsync (tens of milliseconds) while inserts go on: a PASSIVE
         # checkpoint never blocks writers. It held the write lock before, and every call that wrote an
-        # event meanwhile waited for it: the p99 latency (docs/benchmarks.md).
+        # event meanwhile waited for it: the p99 latency (the template's docs/benchmarks.md).
         with contextlib.closing(sqlite3.connect(self._path, isolation_level=None)) as bulk:
             bulk.execute("PRAGMA wal_checkpoint(PASSIVE)")
         # Then under the write lock: inserts meanwhile wait in a worker thread (see append), so the
@@ -189,10 +223,7 @@ class SqliteEventStore:
         # never sees positions restart after a quiet spell longer than the retention.
         newest = self._db.execute("SELECT MAX(seq) FROM security_events").fetchone()[0] or 0
         for anonymous, cap in self._caps.items():
-            aged = self._db.execute(
-                "DELETE FROM security_events WHERE anonymous = ? AND timestamp < ? AND seq < ?",
-                (int(anonymous), cutoff, newest),
-            )
+            aged = self._db.execute(_AGED, (cutoff, int(anonymous), newest))
             self._rows[anonymous] = max(0, self._rows[anonymous] - aged.rowcount)
             over = self._rows[anonymous] - cap
             if over > 0:
@@ -215,40 +246,25 @@ class SqliteEventStore:
         return await anyio.to_thread.run_sync(self._query, query)
 
     def _query(self, query: EventQuery) -> EventPage:
-        sql = "SELECT seq, id, timestamp, event, severity, identifier, tool, request_id, details"
-        if query.newest_first:
-            sql += " FROM security_events WHERE seq < ?"
-            params: list[object] = [row_position(query.after) if query.after else 2**63 - 1]
-        else:
-            sql += " FROM security_events WHERE seq > ?"
-            params = [row_position(query.after)]
-        if query.severity:
-            sql += " AND severity_rank >= ?"
-            params.append(SEVERITY_RANK[query.severity])
-        if query.event:
-            sql += " AND event = ?"
-            params.append(query.event)
-        if query.since:
-            sql += " AND timestamp >= ?"
-            params.append(_timestamp(query.since))
-        sql += " ORDER BY seq DESC LIMIT ?" if query.newest_first else " ORDER BY seq LIMIT ?"
-        params.append(query.limit)
-        with self._lock:
-            rows = self._db.execute(sql, params).fetchall()
-        events = [
-            SecurityEvent(
-                id=row[1],
-                timestamp=row[2],
-                event=row[3],
-                severity=row[4],
-                identifier=row[5],
-                tool=row[6],
-                request_id=row[7],
-                details=json.loads(row[8]),
-            )
-            for row in rows
-        ]
-        return EventPage(events, str(rows[-1][0]) if len(rows) == query.limit else None)
+        """One page: the next MAX_SCAN rows at most (by position), filtered; a cursor when more remain."""
+        newest = query.newest_first
+        after = row_position(query.after) if query.after or not newest else 2**63 - 1
+        with self._read_lock:
+            bound = self._reader.execute(_BOUNDS[newest], {"after": after, "skip": MAX_SCAN - 1}).fetchone()
+            page = {
+                "after": after,
+                "bound": bound[0] if bound else (0 if newest else 2**63 - 1),
+                "rank": SEVERITY_RANK[query.severity] if query.severity else None,
+                "event": query.event,
+                "since": _timestamp(query.since) if query.since else None,
+                "limit": query.limit,
+            }
+            rows = self._reader.execute(_PAGES[newest], page).fetchall()
+        events = [_event(row) for row in rows]
+        if len(rows) == query.limit:
+            return EventPage(events, str(rows[-1][0]))
+        # A short page: more to read only if the scan stopped at its bound, not at the end of the table.
+        return EventPage(events, str(bound[0]) if bound else None)
 
     async def ping(self) -> None:
         await anyio.to_thread.run_sync(self._ping)
@@ -262,6 +278,8 @@ class SqliteEventStore:
     async def aclose(self) -> None:
         with self._lock:
             self._closed = True
+            with self._read_lock:
+                self._reader.close()
             self._fast.close()
             self._db.close()
 
@@ -269,3 +287,16 @@ class SqliteEventStore:
 def _timestamp(moment: datetime) -> str:
     # The same form as SecurityEvent.timestamp, so that text comparison is time comparison.
     return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _event(row: tuple[Any, ...]) -> SecurityEvent:
+    return SecurityEvent(
+        id=row[1],
+        timestamp=row[2],
+        event=row[3],
+        severity=row[4],
+        identifier=row[5],
+        tool=row[6],
+        request_id=row[7],
+        details=json.loads(row[8]),
+    )

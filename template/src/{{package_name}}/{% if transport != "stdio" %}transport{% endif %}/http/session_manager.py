@@ -1,16 +1,26 @@
-"""A session's answers: JSON when a request has nothing to say before its response, SSE otherwise.
+"""Initialize-era sessions: the SDK's stateful manager, with replay per session and JSON-first answers.
 
-The SDK's stateful transport answers every request of a session with an SSE stream, so that a tool can
-ask the user (elicitation), report progress or log before it answers. The stream costs about as much
-CPU as the rest of the request (docs/benchmarks.md): sse_starlette runs four tasks per answer, and the
-events pass through two more memory streams. Most requests (ping, lists, most tool calls) send nothing
-but their response, and the protocol lets the server choose per request: JSON or SSE, and the client
-must read both. So `AnswerFirstTransport` dispatches the request, then waits for the first message for
-it: its response is answered as JSON; anything else (a question, a notification), or no message within
-ANSWER_WAIT_SECONDS (a long call then gets the stream's headers and keep-alive pings, as proxies
-expect), starts the SDK's SSE stream with that message first (after its priming event when the
-session keeps events for replay, replay.py). Everything else (notifications, responses, initialize)
-is the SDK's own code path.
+Replay (SEP-1699): a client whose SSE answer broke off resumes it. With replay on, each SSE answer of a
+session starts with a priming event (an id, no data, and the reconnection delay), every event carries an
+id, and a client that lost the stream reconnects with GET and `Last-Event-ID` to receive what it missed,
+the answer included. A server may also end a stream
+on purpose mid-call (`close_sse_stream`) and let the client poll.
+
+Each session has its own buffer: an event id resolves only in the session that produced it, and a
+session answers only the principal that opened it (sessions.py), so nobody can replay another's
+events. The buffer holds the newest events up to MCP_SESSION_REPLAY_BYTES and goes with its session.
+
+JSON-first answers: JSON when a request has nothing to say before its response, SSE otherwise. The SDK's
+stateful transport answers every request of a session with an SSE stream, so that a tool can ask the user
+(elicitation), report progress or log before it answers. The stream costs about as much CPU as the rest of the
+request (the template's docs/benchmarks.md): sse_starlette runs four tasks per answer, and the events pass
+through two more memory streams. Most requests (ping, lists, most tool calls) send nothing but their response,
+and the protocol lets the server choose per request: JSON or SSE, and the client must read both. So
+`AnswerFirstTransport` dispatches the request, then waits for the first message for it: its response is
+answered as JSON; anything else (a question, a notification), or no message within ANSWER_WAIT_SECONDS (a long
+call then gets the stream's headers and keep-alive pings, as proxies expect), starts the SDK's SSE stream with
+that message first (after its priming event when the session keeps events for replay, above). Everything else
+(notifications, responses, initialize) is the SDK's own code path.
 """
 
 from __future__ import annotations
@@ -18,7 +28,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from http import HTTPStatus
+from typing import Any
 
 import anyio
 import pydantic_core
@@ -28,16 +40,22 @@ from mcp.server.streamable_http import (
     CONTENT_TYPE_SSE,
     MCP_SESSION_ID_HEADER,
     REQUEST_STREAM_BUFFER_SIZE,
+    EventCallback,
+    EventId,
     EventMessage,
+    EventStore,
     SSEEvent,
     StreamableHTTPServerTransport,
+    StreamId,
     check_accept_headers,
 )
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp_types import (
     DEFAULT_NEGOTIATED_VERSION,
     INTERNAL_ERROR,
     JSONRPCError,
+    JSONRPCMessage,
     JSONRPCRequest,
     JSONRPCResponse,
     jsonrpc_message_adapter,
@@ -47,20 +65,71 @@ from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
-from .replay import ReplayingSessionManager
+from ...server.sdk import SESSION_MANAGER_METHODS, SESSION_MANAGER_STATE, TRANSPORT_METHODS, TRANSPORT_STATE
 
 logger = logging.getLogger(__name__)
 
 # Long enough for nearly every answer, short enough that a slow call's stream starts long before a
 # proxy's read timeout or the stream's first keep-alive ping (15 s).
 ANSWER_WAIT_SECONDS = 1.0
+RETRY_MS = 1_000  # the reconnection delay suggested to clients in the priming event
+ENTRY_BYTES = 64  # what one buffered event counts for besides its message (id, stream, bookkeeping)
 
 
-class SessionManager(ReplayingSessionManager):
-    """The sessions of replay.py, answering through AnswerFirstTransport."""
+class SessionReplay(EventStore):
+    """One session's newest events, at most `max_bytes` of serialised messages."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._events: OrderedDict[EventId, tuple[StreamId, JSONRPCMessage | None, int]] = OrderedDict()
+        self._bytes = 0
+        self._next = 0
+
+    async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
+        self._next += 1
+        event_id = str(self._next)
+        size = 0 if message is None else len(message.model_dump_json(by_alias=True, exclude_none=True))
+        if size > self.max_bytes:
+            message, size = None, 0  # too large to keep: its id is known, its content is not replayed
+        size += ENTRY_BYTES  # every entry costs something, so the count of entries is bounded too
+        self._events[event_id] = (stream_id, message, size)
+        self._bytes += size
+        while self._bytes > self.max_bytes:
+            _, (_, _, dropped) = self._events.popitem(last=False)
+            self._bytes -= dropped
+        return event_id
+
+    async def replay_events_after(
+        self, last_event_id: EventId, send_callback: EventCallback
+    ) -> StreamId | None:
+        if last_event_id not in self._events:
+            return None  # unknown here, or evicted: nothing to replay
+        stream_id = self._events[last_event_id][0]
+        after = False
+        for event_id, (stream, message, _) in list(self._events.items()):
+            if after and stream == stream_id and message is not None:
+                await send_callback(EventMessage(message, event_id))
+            after = after or event_id == last_event_id
+        return stream_id
+
+
+class SessionManager(StreamableHTTPSessionManager):
+    """The SDK's stateful manager: every new session gets a SessionReplay of its own (none with 0 bytes)
+    and answers through AnswerFirstTransport."""
+
+    relies_on = SESSION_MANAGER_METHODS + SESSION_MANAGER_STATE  # the SDK's private members (server/sdk.py)
+
+    def __init__(self, *, replay_bytes: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs, retry_interval=RETRY_MS if replay_bytes else None)
+        self.replay_bytes = replay_bytes
 
     def _admit_session(self, requestor: AuthorizationContext | None) -> StreamableHTTPServerTransport | None:
-        transport = super()._admit_session(requestor)
+        # The SDK hands each new transport the manager's event_store (synchronously, here): one per session.
+        self.event_store = SessionReplay(self.replay_bytes) if self.replay_bytes else None
+        try:
+            transport = super()._admit_session(requestor)
+        finally:
+            self.event_store = None
         if transport is not None:
             # The SDK builds the transport itself; this subclass adds behaviour only, no state.
             transport.__class__ = AnswerFirstTransport
@@ -68,6 +137,10 @@ class SessionManager(ReplayingSessionManager):
 
 
 class AnswerFirstTransport(StreamableHTTPServerTransport):
+    """A session's transport that answers a request as JSON when its first message is its response."""
+
+    relies_on = TRANSPORT_METHODS + TRANSPORT_STATE  # the SDK's private members (server/sdk.py)
+
     async def _handle_post_request(
         self, scope: Scope, request: Request, receive: Receive, send: Send
     ) -> None:
