@@ -39,7 +39,7 @@ from support.tooling import all_events
 
 BASELINE = TEMPLATE_ROOT / "tests" / "conformance-expected-failures.yml"
 ERAS = ("2026-07-28", "2025-11-25")
-# s5e: content through the guard (security/content.py) and a schema with 2020-12 rules (schema_keywords).
+# s5e: content through the guard (security/guard/content.py) and a schema with 2020-12 rules (schema_keywords).
 S5E_CONTENT = {
     "tools-call-image",
     "tools-call-audio",

@@ -296,7 +296,7 @@ def register(guard: Guard, settings: Settings) -> None:
 
 
 # ---- s5e: content fixtures (images, audio, embedded resources, blobs), a module of their own ---------
-# Registered as tools/conformance_content.py: every binary part passes security/content.py (MIME type
+# Registered as tools/conformance_content.py: every binary part passes security/guard/content.py (MIME type
 # allowed, valid base64, signature, MCP_MAX_BINARY_BYTES, no configured secret), every text is fenced
 # or capped and sanitised, exactly as for a user's tool.
 CONTENT_SOURCE = '''"""Content fixtures of the MCP conformance suite (test-only)."""

@@ -51,7 +51,10 @@ def served(guard: Guard) -> Manifest:
             "annotations": annotations,
             "scopes": sorted(guard.policies[tool.name].scopes),
         }
-    for (kind, key), policy in guard.surfaces.items():
+    for policy in guard.catalogue.policies():
+        kind, key = policy.kind, policy.key
+        if kind == "tool":
+            continue
         if kind == "prompt":
             prompt = next(p for p in guard.prompts() if p.name == key)
             out["prompts"][key] = {

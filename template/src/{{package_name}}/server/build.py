@@ -22,8 +22,8 @@ from mcp.types import (
 
 from .. import __version__, answers
 from ..security.guard import Guard, handle_set_level
-from ..security.request_state import RequestStateAudit, request_state_security
-from ..security.text import INSTRUCTIONS
+from ..security.guard.request_state import RequestStateAudit, request_state_security
+from ..security.guard.text import INSTRUCTIONS
 from ..settings import Settings
 from ..tools import register_tools
 from . import sdk
@@ -128,6 +128,7 @@ def build_server(
     """The MCP server over the guard. `outermost`: middleware around everything (the HTTP app's metrics)."""
     services = services or open_services(settings)
     guard = build_guard(settings, services)
+    stdio = settings.transport == "stdio"  # a request without an HTTP request is the local user's
     destructive = [t.name for t in guard.tools() if t.annotations and t.annotations.destructive_hint]
     subscribe_anomaly_detection(settings, services.events, destructive)
     server = GuardedServer(
@@ -142,7 +143,9 @@ def build_server(
         subscriptions=False,
         log_level=settings.log_level,
         request_state_security=request_state_security(
-            settings.request_state_key_list, settings.request_state_ttl_seconds
+            settings.request_state_key_list,
+            settings.request_state_ttl_seconds,
+            stdio=stdio,
         ),
     )
     sdk.check(server)  # before anything relies on what it checks
@@ -154,9 +157,9 @@ def build_server(
     server.middleware[:] = [
         *outermost,  # 1 (HTTP, metrics on) each message's duration and outcome (security/audit/metrics.py)
         spans,  # 2 the SDK's OpenTelemetry span per message (exported when configured: observability.py)
-        RequestStateAudit(services.events),  # 3 an event for each requestState the boundary refuses
+        RequestStateAudit(services.events, stdio=stdio),  # 3 an event for each requestState 4 refuses
         boundary,  # 4 the SDK's requestState boundary: unseals what comes back, seals what goes out
-        guard.middleware,  # 5 the guard: who may call what, limits, audit (security/guard.py)
+        guard.middleware,  # 5 the guard: who may call what, limits, audit (security/guard/pipeline.py)
     ]
     return server
 

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from .. import answers
 from ..security.guard import Guard, current_call
-from ..security.text import INSTRUCTIONS
+from ..security.guard.text import INSTRUCTIONS
 from ..settings import Settings
 
 
@@ -30,7 +30,7 @@ def register(guard: Guard, settings: Settings) -> None:
         return f"{answers.PROJECT_NAME}\n{INSTRUCTIONS}"
 
     async def tool_names(typed: str) -> list[str]:
-        return [name for name in sorted(guard.policies) if name.startswith(typed)]
+        return [name for name in guard.tool_names() if name.startswith(typed)]
 
     @guard.prompt(title="Use tools safely", complete={"tool": tool_names})
     async def use_tools_safely(tool: Annotated[str, Field(max_length=64)] = "") -> str:

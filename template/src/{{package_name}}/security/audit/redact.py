@@ -10,7 +10,7 @@ A configured secret is also found when it is disguised in a way anyone can undo:
 base64 (standard or URL-safe, at any alignment, so `base64("Bearer <key>")` too), URL encoding, HTML
 entities, reversed, or split by whitespace. The forms are worked out once, at start-up; a result is
 searched in two views (whitespace removed; and URL- and entity-decoded), and only a hit pays for the
-exact removal. Results for the model go through `Redactor.result` (security/guard.py).
+exact removal. Results for the model go through `Redactor.result` (security/guard/execution.py).
 """
 
 from __future__ import annotations

@@ -18,17 +18,18 @@ import anyio
 from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
 
+from ...server.sdk import connection
+
 MAX_PER_SESSION = 100
 log = logging.getLogger(__name__)
 
 
 def session_of(ctx: ServerRequestContext[Any, Any]) -> Connection | None:
     """The connection of a session that outlives this request: stdio, or an HTTP session; else None."""
-    # The SDK keeps no public handle on the request's connection (mcp is pinned).
-    connection = getattr(ctx.session, "_connection", None)
-    if not isinstance(connection, Connection):
+    session = connection(ctx.session)
+    if not isinstance(session, Connection):
         return None
-    return connection if ctx.request is None or connection.session_id is not None else None
+    return session if ctx.request is None or session.session_id is not None else None
 
 
 class Subscriptions:

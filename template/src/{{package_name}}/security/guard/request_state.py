@@ -17,32 +17,32 @@ from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.request_state import RequestStateSecurity
 from mcp.shared.exceptions import MCPError
 
-from .audit.events import AuditUnavailableError, SecurityEvents
-from .identity.principal import LOCAL_USER, Principal
+from ..audit.events import AuditUnavailableError, SecurityEvents
+from .request import caller, client_address
 
 REFUSED_REASON = "invalid_request_state"
 
 
-def principal_of(ctx: ServerRequestContext[Any, Any]) -> str | None:
-    """The principal the HTTP perimeter authenticated, or the local user on stdio."""
-    request = ctx.request
-    if request is None:
-        return LOCAL_USER.id
-    principal = getattr(getattr(request, "state", None), "principal", None)
-    return principal.id if isinstance(principal, Principal) else None
+def request_state_security(keys: list[str], ttl: float, *, stdio: bool) -> RequestStateSecurity:
+    """Shared keys when configured; else a key of this process only (one replica, or stdio).
 
-
-def request_state_security(keys: list[str], ttl: float) -> RequestStateSecurity:
-    """Shared keys when configured; else a key of this process only (one replica, or stdio)."""
+    The state is bound to the caller the guard sees (`request.caller`): the local user only on stdio.
+    """
     ring: list[str | bytes] = list(keys) or [os.urandom(32)]
-    return RequestStateSecurity(keys=ring, ttl=ttl, bind_principal=principal_of)
+
+    def bound_to(ctx: ServerRequestContext[Any, Any]) -> str | None:
+        principal = caller(ctx.request, stdio=stdio)
+        return principal.id if principal is not None else None
+
+    return RequestStateSecurity(keys=ring, ttl=ttl, bind_principal=bound_to)
 
 
 class RequestStateAudit:
     """Server middleware outside the SDK's request-state boundary: audits the retries it refuses."""
 
-    def __init__(self, events: SecurityEvents) -> None:
+    def __init__(self, events: SecurityEvents, *, stdio: bool) -> None:
         self.events = events
+        self._stdio = stdio
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         try:
@@ -56,13 +56,14 @@ class RequestStateAudit:
     async def _record(self, ctx: ServerRequestContext[Any, Any]) -> None:
         params = ctx.params or {}
         target = params.get("name") if ctx.method != "resources/read" else params.get("uri")
-        client = getattr(getattr(ctx.request, "client", None), "host", None) or "stdio"
+        principal = caller(ctx.request, stdio=self._stdio)
+        client = client_address(ctx.request, stdio=self._stdio)
         # Refused either way; a store failure is itself logged at critical level by SecurityEvents.
         with contextlib.suppress(AuditUnavailableError):
             await self.events.record(
                 "input_validation_failed",
                 "high",
-                principal_of(ctx) or client,
+                principal.id if principal is not None else client,
                 tool=str(target)[:100] if ctx.method == "tools/call" else None,
                 request_id=None if ctx.request_id is None else str(ctx.request_id),
                 reason=REFUSED_REASON,

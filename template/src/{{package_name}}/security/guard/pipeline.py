@@ -1,0 +1,146 @@
+"""The order of the guard's checks, in one place: for each MCP method, the steps a request passes.
+
+Each step is a small function of the request (`Call`) that returns, or raises `Refused`. The first
+refusal is answered by `refuse()`, the one place that writes its security event and shapes the answer:
+an error result for tools/call (the model reads it), a JSON-RPC error for the other methods, nothing
+for a request sent as a notification. A request that passes every step runs through execution.py.
+
+    tools/call            TOOLS_CALL, then execution.run
+    resources/read        RESOURCES_READ, then execution.run
+    prompts/get           PROMPTS_GET, then execution.run
+    completion/complete   COMPLETE, then the guard's handler (handlers.py)
+    resources/(un)subscribe  SUBSCRIBE, then the guard's handler (initialize era only)
+    initialize            nothing
+    anything else         OTHER; an unknown method is recorded
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.shared.exceptions import MCPError
+from mcp.types import METHOD_NOT_FOUND
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+
+from ..audit.events import AuditUnavailableError
+from .execution import run
+from .request import Call, Refused, Shared, identify
+from .results import error_result
+from .steps import (
+    audit_store_up,
+    authenticated,
+    authorised,
+    below_in_flight_cap,
+    bounded_value,
+    known_prompt,
+    known_reference,
+    known_resource,
+    known_tool,
+    safe_template_values,
+    schema_rules,
+    sent_with_an_id,
+    valid_arguments,
+    within_limits,
+    within_principal_limit,
+)
+
+Step = Callable[[Call], Awaitable[None]]
+Answer = Literal["result", "error", "none"]
+Proceed = Callable[[Call, CallNext], Awaitable[HandlerResult]]
+
+# fmt: off
+TOOLS_CALL     = (known_tool, authenticated, authorised, valid_arguments, schema_rules,
+                  within_limits, below_in_flight_cap, audit_store_up)
+RESOURCES_READ = (known_resource, safe_template_values, authenticated, authorised, valid_arguments,
+                  within_limits, below_in_flight_cap, audit_store_up)
+PROMPTS_GET    = (known_prompt, authenticated, authorised, valid_arguments,
+                  within_limits, below_in_flight_cap, audit_store_up)
+COMPLETE       = (known_reference, authenticated, authorised, bounded_value, within_principal_limit)
+SUBSCRIBE      = (known_resource, safe_template_values, authenticated, authorised, within_principal_limit)
+OTHER          = (within_principal_limit,)
+NOTIFICATION   = (sent_with_an_id,)  # a request without an id is never run: always refused
+# fmt: on
+
+
+async def forward(call: Call, call_next: CallNext) -> HandlerResult:
+    return await call_next(call.ctx)
+
+
+async def forward_known(call: Call, call_next: CallNext) -> HandlerResult:
+    """Pass the request on; a method the server does not have is recorded."""
+    try:
+        return await call_next(call.ctx)
+    except MCPError as exc:
+        if exc.code != METHOD_NOT_FOUND:
+            raise
+    method = call.shared.redactor.text(call.ctx.method, 100)
+    refused = Refused(
+        "input_validation_failed",
+        "low",
+        METHOD_NOT_FOUND,
+        "Method not found",
+        reason="unknown method",
+        method=method,
+    )
+    return await refuse(call, refused, "error")
+
+
+Route = tuple[tuple[Step, ...], Answer, Proceed]
+ROUTES: dict[str, Route] = {
+    "tools/call": (TOOLS_CALL, "result", run),
+    "resources/read": (RESOURCES_READ, "error", run),
+    "prompts/get": (PROMPTS_GET, "error", run),
+    "completion/complete": (COMPLETE, "error", forward),
+    "resources/subscribe": (SUBSCRIBE, "error", forward),
+    "resources/unsubscribe": (SUBSCRIBE, "error", forward),
+    "initialize": ((), "error", forward_known),
+}
+_OTHER: Route = (OTHER, "error", forward_known)
+_NOTIFICATION: Route = (NOTIFICATION, "none", forward)
+_SUBSCRIPTIONS = ("resources/subscribe", "resources/unsubscribe")
+
+
+async def handle(shared: Shared, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """Every inbound message: the method's steps in order, then the request itself."""
+    method = ctx.method
+    if ctx.request_id is None:
+        if method.startswith("notifications/"):
+            return await call_next(ctx)
+        route = _NOTIFICATION
+    elif method in _SUBSCRIPTIONS and ctx.protocol_version not in HANDSHAKE_PROTOCOL_VERSIONS:
+        route = _OTHER  # 2026-07-28 removed them: the SDK's "method not found"
+    else:
+        route = ROUTES.get(method, _OTHER)
+    steps, answer, proceed = route
+    call = identify(shared, ctx)
+    try:
+        for step in steps:
+            await step(call)
+    except Refused as refused:
+        return await refuse(call, refused, answer)
+    return await proceed(call, call_next)
+
+
+async def refuse(call: Call, refused: Refused, answer: Answer) -> HandlerResult:
+    """Write the refusal's one security event, then answer it in the method's shape."""
+    message = refused.message
+    item = call.policy.name if call.policy is not None and refused.named else None
+    try:
+        await call.shared.events.record(
+            refused.event,
+            refused.severity,
+            call.identifier,
+            tool=item,
+            request_id=call.request_id,
+            **refused.details,
+        )
+    except AuditUnavailableError:
+        # Refused either way; the store failure itself was logged at critical level.
+        message += " (The audit trail is unavailable.)"
+    if answer == "result":
+        return error_result(message)
+    if answer == "none":
+        return None
+    raise MCPError(refused.code, message, refused.data)

@@ -1,0 +1,185 @@
+"""`@guard.tool(...)`: register an async function as a tool, with its policy and the SDK's Tool."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.tools import Tool
+from mcp.types import ToolAnnotations
+
+from .arguments import arguments_model, check_bounded, notify_parameter, show_sdk
+from .call import CallInfo
+from .catalogue import Policy
+from .consent import CONFIRMATION, check_confirmed, input_keys, with_confirmation
+from .content import ToolOutput
+from .content import media_types as allowed_types
+from .notify import Notify
+from .results import Prepare
+from .rules import with_keywords
+
+if TYPE_CHECKING:
+    from .core import Guard
+
+P = ParamSpec("P")
+# What a guarded tool may return: text, or content blocks checked by content.py.
+R = TypeVar("R", bound=ToolOutput)
+ToolFn = Callable[P, Awaitable[R]]
+
+
+def tool(
+    guard: Guard,
+    *,
+    scopes: tuple[str, ...] = (),
+    read_only: bool,
+    destructive: bool = False,
+    idempotent: bool = False,
+    open_world: bool = False,
+    untrusted_output: str | None = None,
+    callers_own_data: bool = False,
+    rate_limit: str | None = None,
+    per_caller: bool = True,
+    timeout: float | None = None,
+    name: str | None = None,
+    title: str | None = None,
+    confirm_message: str | None = None,
+    media_types: Sequence[str] | None = None,
+    schema_keywords: Mapping[str, Any] | None = None,
+) -> Callable[[ToolFn[P, R]], ToolFn[P, R]]:
+    """Register an async tool that returns text, or MCP content blocks (images, audio, resources).
+
+    `untrusted_output` names where results come from; they are then fenced as data.
+    Every result is sanitised (security/audit/redact.py): configured secrets are removed in any encoding,
+    and so is credential-shaped text (`token=...`, `Bearer ...`) unless `callers_own_data=True` declares
+    that the output is the caller's own data (their files, their notes), where such text is content.
+    `destructive=True` makes the guard ask the user first through MCP elicitation
+    (`confirm_message`, formatted with the arguments, is the question); without a yes it does not run.
+    A parameter annotated `Annotated[T, Resolve(fn)]` is filled by the SDK (sampling, roots, a question
+    of the tool's own), only from a client that declared the capability; it is not an argument.
+    Content blocks are checked by security/guard/content.py: `media_types` lists the MIME types the
+    tool's images, audio and embedded resources may have (default: `DEFAULT_MEDIA_TYPES` there).
+    `schema_keywords` adds JSON Schema 2020-12 rules between arguments (`allOf`, `if`/`then`/`else`,
+    ...; security/guard/rules.py) to the published schema; the guard enforces them too.
+    `@input_key("name")` on the resolver names its question on the wire.
+    """
+    declared = _Declared(
+        scopes=frozenset(scopes),
+        read_only=read_only,
+        destructive=destructive,
+        idempotent=idempotent,
+        open_world=open_world,
+        untrusted_output=untrusted_output,
+        callers_own_data=callers_own_data,
+        rate_limit=rate_limit,
+        per_caller=per_caller,
+        timeout=timeout,
+        title=title,
+        confirm_message=confirm_message,
+        media_types=allowed_types(media_types),
+        schema_keywords=schema_keywords,
+    )
+
+    def register(fn: ToolFn[P, R]) -> ToolFn[P, R]:
+        _register(guard, fn, name or fn.__name__, declared)
+        return fn
+
+    return register
+
+
+@dataclass(frozen=True, slots=True)
+class _Declared:
+    """What `@guard.tool(...)` was given, besides the name."""
+
+    scopes: frozenset[str]
+    read_only: bool
+    destructive: bool
+    idempotent: bool
+    open_world: bool
+    untrusted_output: str | None
+    callers_own_data: bool
+    rate_limit: str | None
+    per_caller: bool
+    timeout: float | None
+    title: str | None
+    confirm_message: str | None
+    media_types: frozenset[str]
+    schema_keywords: Mapping[str, Any] | None
+
+
+def _register(guard: Guard, fn: Callable[..., Awaitable[Any]], tool_name: str, declared: _Declared) -> None:
+    """Check fn, build its policy and the SDK's Tool, and add both to the catalogue."""
+    if not inspect.iscoroutinefunction(fn):
+        raise TypeError(f"tool {tool_name!r} must be async so its timeout can cancel it")
+    arguments = arguments_model(tool_name, fn, resolvers=True)
+    schema = arguments.model_json_schema()
+    check_bounded(tool_name, schema)
+    arguments_check = None
+    if declared.schema_keywords is not None:
+        schema, arguments_check = with_keywords(tool_name, schema, declared.schema_keywords)
+    policy = Policy(
+        kind="tool",
+        name=tool_name,
+        key=tool_name,
+        fn=fn,
+        arguments=arguments,
+        scopes=declared.scopes,
+        rate_limit=guard.limiter.parse(declared.rate_limit) if declared.rate_limit else None,
+        per_caller=declared.per_caller,
+        timeout=declared.timeout,
+        untrusted_output=declared.untrusted_output,
+        callers_own_data=declared.callers_own_data,
+        media_types=declared.media_types,
+        arguments_check=arguments_check,
+    )
+    served = Tool.from_function(
+        _guarded(guard, fn, policy, declared),
+        name=tool_name,
+        title=declared.title,
+        description=inspect.getdoc(fn),
+        annotations=ToolAnnotations(
+            title=declared.title,
+            read_only_hint=declared.read_only,
+            destructive_hint=declared.destructive,
+            idempotent_hint=declared.idempotent,
+            open_world_hint=declared.open_world,
+        ),
+        structured_output=False,
+    )
+    # The question keys exist once the SDK has planned the tool's resolvers.
+    policy = replace(policy, input_keys=input_keys(tool_name, served.resolver_plans))
+    # Publish our schema: bounded fields and additionalProperties: false.
+    guard.catalogue.add(policy, served.model_copy(update={"parameters": schema}))
+
+
+def _guarded(
+    guard: Guard, fn: Callable[..., Awaitable[Any]], policy: Policy, declared: _Declared
+) -> Callable[..., Awaitable[Any]]:
+    """The function the SDK calls, with the signature the SDK should see."""
+    notify = notify_parameter(fn)
+    prepare = _preparing(policy.name, declared.destructive, notify, guard.results.redact_text(policy))
+    guarded = guard.results.wrap(fn, policy, prepare)
+    if declared.destructive:
+        with_confirmation(guarded, fn, policy.name, declared.confirm_message)
+    elif notify is not None:
+        show_sdk(guarded, fn)
+    return guarded
+
+
+def _preparing(
+    tool: str, destructive: bool, notify: str | None, redact: Callable[[str], str]
+) -> Prepare | None:
+    """What runs before the tool: the user's confirmation checked, its Notify built from the SDK's Context."""
+    if not destructive and notify is None:
+        return None
+
+    def prepare(call: CallInfo, kwargs: dict[str, Any]) -> None:
+        if destructive:
+            check_confirmed(tool, kwargs.pop(CONFIRMATION, None))
+        if notify is not None:  # the SDK filled it with its Context
+            kwargs[notify] = Notify(typing.cast(Context, kwargs[notify]), redact, call)
+
+    return prepare
