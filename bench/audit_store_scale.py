@@ -64,7 +64,9 @@ def fill(path: Path, rows: int) -> None:
             (
                 (
                     f"e{n}",
-                    (start + timedelta(milliseconds=n)).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+                    (start + timedelta(milliseconds=n))
+                    .isoformat(timespec="microseconds")
+                    .replace("+00:00", "Z"),
                     "tool_called" if n % 7 else "authorization_denied",
                     "high" if n % 1_000 == 0 else "low",
                     2 if n % 1_000 == 0 else 0,

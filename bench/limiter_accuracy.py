@@ -28,8 +28,9 @@ from limiter_support import RawHttp, machine, post_request, project, workdir, wr
 from support import Server, Venv, read_env_file, running_server
 from support.redis import RedisServer
 
-BODY = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                   "params": {"name": "whoami", "arguments": {}}}).encode()
+BODY = json.dumps(
+    {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "whoami", "arguments": {}}}
+).encode()
 
 
 def key(case: str, index: int) -> str:
@@ -42,8 +43,15 @@ def servers(venv: Venv, dest: Path, env: dict[str, str], count: int, log_dir: Pa
         yield [stack.enter_context(running_server(venv, dest, env, log_dir=log_dir)) for _ in range(count)]
 
 
-def run_case(ports: list[int], clients: int, per_client: int, headers_of: object, allowed_status: int,
-             limit: int, connections: int) -> dict[str, float]:
+def run_case(
+    ports: list[int],
+    clients: int,
+    per_client: int,
+    headers_of: object,
+    allowed_status: int,
+    limit: int,
+    connections: int,
+) -> dict[str, float]:
     requests: list[tuple[int, bytes]] = []
     owner: list[int] = []
     for client in range(clients):
@@ -91,18 +99,33 @@ def main() -> int:
             "MCP_LOG_LEVEL": "WARNING",
         }
         cases = {
-            "principals": (clients, args.per_client, lambda c: {"Authorization": f"Bearer {keys[c]}"}, 200, limit),
+            "principals": (
+                clients,
+                args.per_client,
+                lambda c: {"Authorization": f"Bearer {keys[c]}"},
+                200,
+                limit,
+            ),
             "shared key": (clients, 2, lambda c: {"Authorization": f"Bearer {keys[-1]}"}, 200, limit),
-            "addresses": (clients, args.per_client, lambda c: {
-                "Authorization": "Bearer mcp_wrong-key-0123456789abcdef",
-                "X-Forwarded-For": f"10.9.{c >> 8}.{c & 255}"}, 401, limit),
+            "addresses": (
+                clients,
+                args.per_client,
+                lambda c: {
+                    "Authorization": "Bearer mcp_wrong-key-0123456789abcdef",
+                    "X-Forwarded-For": f"10.9.{c >> 8}.{c & 255}",
+                },
+                401,
+                limit,
+            ),
         }
         redis_server = RedisServer(Path(tmp) / "redis")
         redis_server.start()
         try:
             for storage, replicas in (("memory://", 1), (redis_server.url, 2)):
                 label = "memory, 1 server" if replicas == 1 else "Redis, 2 replicas"
-                with servers(venv, dest, {**base, "MCP_RATE_LIMIT_STORAGE": storage}, replicas, Path(tmp)) as running:
+                with servers(
+                    venv, dest, {**base, "MCP_RATE_LIMIT_STORAGE": storage}, replicas, Path(tmp)
+                ) as running:
                     ports = [server.port for server in running]
                     for name, (n, per, headers_of, ok, lim) in cases.items():
                         if name == "shared key":
@@ -114,9 +137,11 @@ def main() -> int:
                         else:
                             figures = run_case(ports, n, per, headers_of, ok, lim, clients)
                         worst = max(worst, int(figures["over"]), int(figures["under"]))
-                        line = (f"| {label} | {name} | {figures['requests']:.0f} | {figures['expected']:.0f} | "
-                                f"{figures['admitted']:.0f} | {figures['over']:.0f} | {figures['under']:.0f} | "
-                                f"{figures['rate']:,.0f} |")
+                        line = (
+                            f"| {label} | {name} | {figures['requests']:.0f} | {figures['expected']:.0f} | "
+                            f"{figures['admitted']:.0f} | {figures['over']:.0f} | {figures['under']:.0f} | "
+                            f"{figures['rate']:,.0f} |"
+                        )
                         print(line)
                         rows.append(line)
                 if replicas == 1:

@@ -25,8 +25,9 @@ from limiter_support import RawHttp, machine, post_request, project, workdir, wr
 from support import read_env_file, running_server
 
 BUDGET_MB = 50
-BODY = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                   "params": {"name": "whoami", "arguments": {}}}).encode()
+BODY = json.dumps(
+    {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "whoami", "arguments": {}}}
+).encode()
 
 
 def address(index: int, wave: int) -> str:
@@ -49,7 +50,9 @@ async def send(port: int, addresses: list[str], connections: int) -> tuple[dict[
     return counts, elapsed
 
 
-def measure(venv, dest, env, tmp: str, clients: int, connections: int) -> tuple[float, float, float, dict[int, int]]:
+def measure(
+    venv, dest, env, tmp: str, clients: int, connections: int
+) -> tuple[float, float, float, dict[int, int]]:
     """One round on a fresh server: RSS after one client, after `clients` addresses, requests/s."""
     # A shared machine can take half a minute to import the server: wait up to two.
     with running_server(venv, dest, env, log_dir=Path(tmp), ready_kwargs={"timeout": 120}) as server:
@@ -61,8 +64,10 @@ def measure(venv, dest, env, tmp: str, clients: int, connections: int) -> tuple[
         counts, elapsed = asyncio.run(send(server.port, [address(i, 0) for i in range(clients)], connections))
         time.sleep(1)
         many = rss_mb(pid)
-        print(f"after {clients:,} clients: RSS {many:.1f} MB  growth {many - one_client:.1f} MB  "
-              f"statuses {counts}  ({clients / elapsed:,.0f} requests/s)")
+        print(
+            f"after {clients:,} clients: RSS {many:.1f} MB  growth {many - one_client:.1f} MB  "
+            f"statuses {counts}  ({clients / elapsed:,.0f} requests/s)"
+        )
         return one_client, many, clients / elapsed, counts
 
 
@@ -70,22 +75,34 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=100_000)
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=3, help="fresh servers, one after another (a shared machine)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="fresh servers, one after another (a shared machine)"
+    )
     args = parser.parse_args()
-    rows = ["| round | RSS after 1 client (MB) | RSS after the addresses (MB) | growth (MB) | requests/s |",
-            "|---|---|---|---|---|"]
+    rows = [
+        "| round | RSS after 1 client (MB) | RSS after the addresses (MB) | growth (MB) | requests/s |",
+        "|---|---|---|---|---|",
+    ]
     growths = []
     with workdir() as tmp:
         venv, dest = project(Path(tmp))
-        env = {**read_env_file(dest), "MCP_TRUSTED_PROXIES": "127.0.0.1", "MCP_RATE_LIMIT": "100/hour",
-               "MCP_LOG_LEVEL": "WARNING"}
+        env = {
+            **read_env_file(dest),
+            "MCP_TRUSTED_PROXIES": "127.0.0.1",
+            "MCP_RATE_LIMIT": "100/hour",
+            "MCP_LOG_LEVEL": "WARNING",
+        }
         for round_ in range(1, args.rounds + 1):
             one_client, many, rate, _ = measure(venv, dest, env, tmp, args.clients, args.connections)
             growths.append(many - one_client)
-            rows.append(f"| {round_} | {one_client:.1f} | {many:.1f} | {many - one_client:.1f} | {rate:,.0f} |")
+            rows.append(
+                f"| {round_} | {one_client:.1f} | {many:.1f} | {many - one_client:.1f} | {rate:,.0f} |"
+            )
     worst = max(growths)
     verdict = "PASS" if worst < BUDGET_MB else "FAIL"
-    print(f"{verdict}: growth {', '.join(f'{g:.1f}' for g in growths)} MB (budget {BUDGET_MB} MB, worst counts)")
+    print(
+        f"{verdict}: growth {', '.join(f'{g:.1f}' for g in growths)} MB (budget {BUDGET_MB} MB, worst counts)"
+    )
     write_subsection(
         "Memory with 100,000 client addresses",
         f"`uv run python bench/limiter_memory.py` on {machine()}.\n\n"
@@ -93,7 +110,8 @@ def main() -> int:
         "`MCP_RATE_LIMIT=100/hour` (so no address's state expires during the run); each "
         f"request has its own `X-Forwarded-For` address and a wrong key (401), so each creates per-address "
         f"limiter state and one audit event. {args.clients:,} addresses, 1 request each, a fresh server per "
-        "round (the machine is shared: every round is shown).\n\n" + "\n".join(rows)
+        "round (the machine is shared: every round is shown).\n\n"
+        + "\n".join(rows)
         + f"\n\nBudget: growth below {BUDGET_MB} MB in the worst round: **{verdict}**.\n\n"
         "A failing address holds one counter: its authentication failures (for blocking), in a fixed window. "
         "The pre-authentication limit per address counts only what ends neither authenticated nor as a failed "

@@ -27,7 +27,13 @@ def project(workdir: Path) -> tuple[Venv, Path]:
     """Render "Acme Bench" (its own package name) and install it into a venv (MCP_TEMPLATE_TEST_VENV reuses one)."""
     set_task_env("MCP_TEMPLATE_SKIP_LOCK", "1")
     venv = make_venv(Path(os.environ.get("MCP_TEMPLATE_TEST_VENV") or workdir / "venv"))
-    answers = {**BASE, "project_name": "Acme Bench", "transport": "http", "auth": "api_key", "sample_tools": []}
+    answers = {
+        **BASE,
+        "project_name": "Acme Bench",
+        "transport": "http",
+        "auth": "api_key",
+        "sample_tools": [],
+    }
     dest = render(answers, workdir / "project")
     venv.install(dest)
     return venv, dest
@@ -59,10 +65,16 @@ def write_subsection(title: str, body: str) -> None:
         text = text.rstrip("\n") + f"\n\n## {SECTION}\n\n"
     head, _, rest = text.partition(f"## {SECTION}\n")
     next_section = re.search(r"^## ", rest, flags=re.MULTILINE)
-    section, tail = (rest[: next_section.start()], rest[next_section.start():]) if next_section else (rest, "")
+    section, tail = (
+        (rest[: next_section.start()], rest[next_section.start() :]) if next_section else (rest, "")
+    )
     block = f"### {title}\n\n{body.strip()}\n\n"
     pattern = re.compile(rf"^### {re.escape(title)}\n.*?(?=^### |\Z)", flags=re.MULTILINE | re.DOTALL)
-    section = pattern.sub(lambda _: block, section) if pattern.search(section) else section.rstrip("\n") + "\n\n" + block
+    section = (
+        pattern.sub(lambda _: block, section)
+        if pattern.search(section)
+        else section.rstrip("\n") + "\n\n" + block
+    )
     DOCS.parent.mkdir(parents=True, exist_ok=True)
     DOCS.write_text(head + f"## {SECTION}\n" + "\n" + section.strip("\n") + "\n\n" + tail.lstrip("\n"))
     print(f"wrote {DOCS.relative_to(ROOT)}: ## {SECTION} / ### {title}")

@@ -72,7 +72,11 @@ INITIALIZE = {
     "jsonrpc": "2.0",
     "id": 1,
     "method": "initialize",
-    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "0"}},
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "bench", "version": "0"},
+    },
 }
 HEADERS = {
     "Content-Type": "application/json",
@@ -147,11 +151,15 @@ def compile_bytecode(python: str, *extra: Path) -> None:
     machine) every start would compile every module from source, and time that instead of the start."""
     site = subprocess.run(
         [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     subprocess.run(
         [python, "-m", "compileall", "-q", "-j", "0", site, *map(str, extra)],
-        check=False, capture_output=True, timeout=600,
+        check=False,
+        capture_output=True,
+        timeout=600,
     )
 
 
@@ -166,7 +174,9 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 
     raise RuntimeError(f"nothing listens on {port} after {timeout}s")
 
 
-def post(target: Target, body: dict[str, object], extra: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
+def post(
+    target: Target, body: dict[str, object], extra: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], str]:
     import httpx2
 
     headers = dict(HEADERS)
@@ -189,13 +199,15 @@ def start_with_own_audit(venv: Venv, project: Path, env: dict[str, str], databas
     """`serve` with a fresh SQLite audit file of its own (RESULTS/database), logging to RESULTS/logs."""
     path = RESULTS / database
     remove_database(path)
-    return start_server(venv, project, {**env, "MCP_SECURITY_EVENTS_URL": f"sqlite:///{path}"},
-                        log_dir=RESULTS / "logs")
+    return start_server(
+        venv, project, {**env, "MCP_SECURITY_EVENTS_URL": f"sqlite:///{path}"}, log_dir=RESULTS / "logs"
+    )
 
 
 @contextlib.contextmanager
-def http_targets(venv: Venv, project: Path, reference: tuple[str, Venv, Path] | None = None
-                 ) -> Iterator[dict[str, Target]]:
+def http_targets(
+    venv: Venv, project: Path, reference: tuple[str, Venv, Path] | None = None
+) -> Iterator[dict[str, Target]]:
     logs = RESULTS / "logs"
     logs.mkdir(exist_ok=True)
     env = read_env_file(project)
@@ -208,19 +220,27 @@ def http_targets(venv: Venv, project: Path, reference: tuple[str, Venv, Path] | 
     targets: dict[str, Target] = {}
     try:
         server = start_with_own_audit(venv, project, env, "events.db")
-        targets["template"] = Target("template", server.port, server.process, auth=f"Bearer {env['MCP_API_KEYS']}")
+        targets["template"] = Target(
+            "template", server.port, server.process, auth=f"Bearer {env['MCP_API_KEYS']}"
+        )
         # The same server without /metrics and its per-request counting: what metrics cost.
-        plain = start_with_own_audit(venv, project, {**env, "MCP_METRICS_ENABLED": "false"}, "events-no-metrics.db")
+        plain = start_with_own_audit(
+            venv, project, {**env, "MCP_METRICS_ENABLED": "false"}, "events-no-metrics.db"
+        )
         targets["template-no-metrics"] = Target(
             "template-no-metrics", plain.port, plain.process, auth=f"Bearer {env['MCP_API_KEYS']}"
         )
         if reference is not None:
             ref, ref_venv, ref_project = reference
             ref_env = read_env_file(ref_project)  # its own keys; the same settings as "template"
-            ref_env.update(MCP_RATE_LIMIT=env["MCP_RATE_LIMIT"], MCP_TRUSTED_ORIGINS=env["MCP_TRUSTED_ORIGINS"])
+            ref_env.update(
+                MCP_RATE_LIMIT=env["MCP_RATE_LIMIT"], MCP_TRUSTED_ORIGINS=env["MCP_TRUSTED_ORIGINS"]
+            )
             earlier = start_with_own_audit(ref_venv, ref_project, ref_env, "events-reference.db")
             name = REFERENCE.format(ref=ref)
-            targets[name] = Target(name, earlier.port, earlier.process, auth=f"Bearer {ref_env['MCP_API_KEYS']}")
+            targets[name] = Target(
+                name, earlier.port, earlier.process, auth=f"Bearer {ref_env['MCP_API_KEYS']}"
+            )
         for mode in ("default", "stateless"):
             port = free_port()
             with (logs / f"sdk-{mode}.log").open("wb") as log:
@@ -275,10 +295,24 @@ def cpu_seconds(process: subprocess.Popen[bytes]) -> float:
 def wrk(target: Target, body: dict[str, object], connections: int, seconds: float) -> dict[str, float]:
     """One wrk run; adds the server's CPU time per request (steadier than req/s on a shared machine)."""
     cpu_before = cpu_seconds(target.process)
-    env = dict(os.environ, BENCH_BODY=json.dumps({**body, "id": "__ID__"}), BENCH_AUTH=target.auth, BENCH_SESSION=target.session)
+    env = dict(
+        os.environ,
+        BENCH_BODY=json.dumps({**body, "id": "__ID__"}),
+        BENCH_AUTH=target.auth,
+        BENCH_SESSION=target.session,
+    )
     result = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(BENCH / "mcp.lua"),
-         target.url],
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(BENCH / "mcp.lua"),
+            target.url,
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -293,8 +327,14 @@ def wrk(target: Target, body: dict[str, object], connections: int, seconds: floa
     return data
 
 
-def bench_http(venv: Venv, project: Path, rounds: int, seconds: float, levels: tuple[int, ...],
-               reference: tuple[str, Venv, Path] | None = None) -> dict[tuple[str, str, int], Runs]:
+def bench_http(
+    venv: Venv,
+    project: Path,
+    rounds: int,
+    seconds: float,
+    levels: tuple[int, ...],
+    reference: tuple[str, Venv, Path] | None = None,
+) -> dict[tuple[str, str, int], Runs]:
     runs: dict[tuple[str, str, int], Runs] = {}
     with http_targets(venv, project, reference) as targets:
         for target in targets.values():  # warm up: imports, caches, first SQLite writes
@@ -334,7 +374,12 @@ def cold_start_once(command: list[str], cwd: Path) -> tuple[float, float]:
     """(wall seconds from spawn to the initialize answer, CPU seconds the process used up to it)."""
     started = time.perf_counter()
     process = subprocess.Popen(
-        command, cwd=cwd, env=clean_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        command,
+        cwd=cwd,
+        env=clean_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     if process.stdin is None or process.stdout is None:
         raise RuntimeError("Popen gave no pipes")
@@ -392,8 +437,19 @@ def bench_copier(count: int) -> tuple[list[float], list[float]]:
         cpu_before = children_cpu()
         started = time.perf_counter()
         subprocess.run(
-            [copier, "copy", "--trust", "--defaults", "--quiet", "--vcs-ref", "HEAD",
-             "--data", "project_name=Acme Copy", str(ROOT), str(dest)],
+            [
+                copier,
+                "copy",
+                "--trust",
+                "--defaults",
+                "--quiet",
+                "--vcs-ref",
+                "HEAD",
+                "--data",
+                "project_name=Acme Copy",
+                str(ROOT),
+                str(dest),
+            ],
             check=True,
             env=env,
             capture_output=True,
@@ -537,11 +593,21 @@ def machine() -> str:
         memory = f"{kib / 1024 / 1024:.0f} GiB"
     load = " ".join(f"{value:.1f}" for value in os.getloadavg())
     wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False).stdout
-    versions = [*subprocess.run(
-        [str(RESULTS / "venv" / "bin" / "python"), "-c",
-         "from importlib.metadata import version as v; print(v('mcp'), v('uvicorn'), v('starlette'))"],
-        capture_output=True, text=True, check=False,
-    ).stdout.split(), "?", "?", "?"]
+    versions = [
+        *subprocess.run(
+            [
+                str(RESULTS / "venv" / "bin" / "python"),
+                "-c",
+                "from importlib.metadata import version as v; print(v('mcp'), v('uvicorn'), v('starlette'))",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split(),
+        "?",
+        "?",
+        "?",
+    ]
     return (
         f"{os.cpu_count()} cores ({cpu}), {memory} memory, {platform.system()} {platform.release()}; "
         f"load average {load} at the start (the machine is shared: figures from one run are comparable "
@@ -557,8 +623,13 @@ def ratio_line(label: str, value: float, target: float, higher_is_better: bool =
     return f"| {label} | {value:.2f}{unit} | {sign} {target}{unit} | {'met' if met else 'NOT MET'} |"
 
 
-def report(runs: dict[tuple[str, str, int], Runs], levels: tuple[int, ...], cold: dict[str, list[float]],
-           copies: tuple[list[float], list[float]], args: argparse.Namespace) -> str:
+def report(
+    runs: dict[tuple[str, str, int], Runs],
+    levels: tuple[int, ...],
+    cold: dict[str, list[float]],
+    copies: tuple[list[float], list[float]],
+    args: argparse.Namespace,
+) -> str:
     med = statistics.median
     lines = [
         START,
@@ -591,10 +662,15 @@ def report(runs: dict[tuple[str, str, int], Runs], levels: tuple[int, ...], cold
         "- **sdk-stateless**: the same bare server in our mode (`stateless_http=True, json_response=True`), "
         "with the SDK's per-request INFO line off, as the template has it.",
         *(
-            [(f"- **{REFERENCE.format(ref=args.reference)}** (`--reference {args.reference}`): the template as "
-              f"of commit {args.reference}, rendered with the same answers and run with the same settings as "
-              "**template**, in the same rounds: what changed in the code, apart from the machine.")]
-            if args.reference else []
+            [
+                (
+                    f"- **{REFERENCE.format(ref=args.reference)}** (`--reference {args.reference}`): the template as "
+                    f"of commit {args.reference}, rendered with the same answers and run with the same settings as "
+                    "**template**, in the same rounds: what changed in the code, apart from the machine."
+                )
+            ]
+            if args.reference
+            else []
         ),
         "",
         "| method | connections | server | req/s | p50 ms | p99 ms | server CPU µs/request | failures |",
@@ -628,27 +704,48 @@ def report(runs: dict[tuple[str, str, int], Runs], levels: tuple[int, ...], cold
         # Initialize-era clients with a session, against the SDK's own sessions (the same SSE transport).
         session = runs[("template-session", method, busy)]
         default = runs[("sdk-default", method, busy)]
-        lines.append(ratio_line(f"{method} throughput, sessions / sdk-default", med(session.rps) / med(default.rps), 0.9))
+        lines.append(
+            ratio_line(
+                f"{method} throughput, sessions / sdk-default", med(session.rps) / med(default.rps), 0.9
+            )
+        )
         overhead = med(runs[("template", method, 1)].p99_ms) - med(runs[("sdk-stateless", method, 1)].p99_ms)
-        lines.append(ratio_line(f"{method} p99 overhead vs sdk-stateless (1 connection)", overhead, 2.0, False, " ms"))
+        lines.append(
+            ratio_line(f"{method} p99 overhead vs sdk-stateless (1 connection)", overhead, 2.0, False, " ms")
+        )
     for connections in levels:
-        on, off = runs[("template", "tools/call", connections)], runs[("template-no-metrics", "tools/call", connections)]
+        on, off = (
+            runs[("template", "tools/call", connections)],
+            runs[("template-no-metrics", "tools/call", connections)],
+        )
         lines.append(
             f"| tools/call metrics overhead, {connections} connection(s): CPU µs/request on - off "
             f"(throughput on / off {med(on.rps) / med(off.rps):.2f}) | {med(on.cpu_us) - med(off.cpu_us):.0f} µs "
             "| <= 50 µs | " + ("met" if med(on.cpu_us) - med(off.cpu_us) <= 50 else "NOT MET") + " |"
         )
     ours_cold, sdk_cold = med(cold["template wall"]), med(cold["sdk wall"])
-    lines.append(ratio_line("stdio cold start / sdk (wall time to the answer)", ours_cold / sdk_cold, 1.15, False))
     lines.append(
-        ratio_line("stdio cold start / sdk (process CPU time to the answer)",
-                   med(cold["template cpu"]) / med(cold["sdk cpu"]), 1.15, False)
+        ratio_line("stdio cold start / sdk (wall time to the answer)", ours_cold / sdk_cold, 1.15, False)
+    )
+    lines.append(
+        ratio_line(
+            "stdio cold start / sdk (process CPU time to the answer)",
+            med(cold["template cpu"]) / med(cold["sdk cpu"]),
+            1.15,
+            False,
+        )
     )
     lines.append(ratio_line("copier copy to a rendered project (wall)", med(copies[0]), 3.0, False, " s"))
     if args.reference:
         earlier = REFERENCE.format(ref=args.reference)
-        lines += ["", (f"Against **{earlier}**, in this run (CPU µs per request, and that target's ratio to "
-                       "sdk-stateless, requests per CPU-second):"), ""]
+        lines += [
+            "",
+            (
+                f"Against **{earlier}**, in this run (CPU µs per request, and that target's ratio to "
+                "sdk-stateless, requests per CPU-second):"
+            ),
+            "",
+        ]
         for method in ("ping", "tools/call"):
             for connections in levels:
                 now, then = runs[("template", method, connections)], runs[(earlier, method, connections)]
@@ -691,12 +788,16 @@ def write_doc(section: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="1 round of 1 s; 5 cold starts; 1 copy")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=2)
     parser.add_argument(
-        "--no-priority", action="store_true", help="do not raise the benchmark's priority (nice -10, needs root)"
+        "--no-priority",
+        action="store_true",
+        help="do not raise the benchmark's priority (nice -10, needs root)",
     )
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     parser.add_argument(

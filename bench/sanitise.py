@@ -79,7 +79,9 @@ def measure(repeat: int) -> list[tuple[str, int, float, float]]:
                     redactor.result(result, callers_own_data=own)
                 times[own] = (time.perf_counter() - began) / runs * 1e6
             rows.append((kind, size, times[False], times[True]))
-            print(f"{kind:28} {size:>7} chars: {times[False]:9.1f} us   callers_own_data: {times[True]:9.1f} us")
+            print(
+                f"{kind:28} {size:>7} chars: {times[False]:9.1f} us   callers_own_data: {times[True]:9.1f} us"
+            )
     return rows
 
 
@@ -97,9 +99,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=200)
     args = parser.parse_args()
     rows = measure(args.repeat)
-    table = "\n".join(
-        f"| {kind} | {size:,} | {full:,.0f} | {own:,.0f} |" for kind, size, full, own in rows
-    )
+    table = "\n".join(f"| {kind} | {size:,} | {full:,.0f} | {own:,.0f} |" for kind, size, full, own in rows)
     write_section(
         f"`uv run python bench/sanitise.py` on {machine()}.\n\n"
         f"Microseconds to sanitise one tools/call result (one text block), the redactor knowing "

@@ -23,7 +23,16 @@ from pathlib import Path
 ANSWERS = ".copier-answers.yml"
 MARKERS = (b"<<<<<<< before updating", b">>>>>>> after updating")
 # Not the project's files: tools, caches, what the server writes.
-SKIPPED = {".git", ".venv", "node_modules", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache", "data"}
+SKIPPED = {
+    ".git",
+    ".venv",
+    "node_modules",
+    "__pycache__",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".pytest_cache",
+    "data",
+}
 LARGEST_SCANNED = 1_000_000  # bytes
 TEMPLATE = Path(__file__).resolve().parent.parent  # the template repository (Copier's clone of it)
 SAMPLES = ("fetch", "fetch_transport", "files", "notes", "records", "sandbox", "upstream")

@@ -223,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         print("  Set MCP_OAUTH_ISSUER, MCP_OAUTH_JWKS_URL and MCP_RESOURCE_URL in .env")
         print("  (README.md has the settings for Keycloak, Entra ID, Auth0, Okta and Google).")
         print("  Clients need no key: they get an access token from your authorization server for")
-        print("  MCP_RESOURCE_URL (the server's 401 tells them where); the admin key is for /security/events.")
+        print(
+            "  MCP_RESOURCE_URL (the server's 401 tells them where); the admin key is for /security/events."
+        )
     print("  README.md shows how to connect Claude Desktop, VS Code, Cursor and the MCP Inspector.\n")
     return 0
 

@@ -51,7 +51,9 @@ json.dump(out, sys.stdout)
 
 def main() -> int:
     modules_dir = ROOT / "template" / "src" / "{{package_name}}" / "samples"
-    present = [t for t in TOOLS if any(p.name.endswith(f"{t}.py{{% endif %}}") for p in modules_dir.iterdir())]
+    present = [
+        t for t in TOOLS if any(p.name.endswith(f"{t}.py{{% endif %}}") for p in modules_dir.iterdir())
+    ]
     set_task_env("MCP_TEMPLATE_SKIP_LOCK", "1")
     with tempfile.TemporaryDirectory() as scratch:
         project = render(
@@ -63,7 +65,12 @@ def main() -> int:
         venv = make_venv(Path(scratch) / "venv")
         venv.install(project)
         result = subprocess.run(
-            [venv.python, "-c", SCRIPT], capture_output=True, text=True, check=True, cwd=scratch, timeout=300,
+            [venv.python, "-c", SCRIPT],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=scratch,
+            timeout=300,
             env=clean_env(),
         )
     for module, sections in json.loads(result.stdout).items():

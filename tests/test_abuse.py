@@ -36,7 +36,9 @@ from support.tools import project_with_tools
 pytestmark = pytest.mark.anyio
 
 LIMIT = 10
-KEYS = {name: f"mcp_test-{name}-key-0123456789abcdef" for name in ("burst", "other", "a", "b", "flight", "misc")}
+KEYS = {
+    name: f"mcp_test-{name}-key-0123456789abcdef" for name in ("burst", "other", "a", "b", "flight", "misc")
+}
 
 
 @pytest.fixture(scope="module")
@@ -66,12 +68,18 @@ def server(venv: Venv, project: Path) -> Iterator[Server]:
 
 
 def events(server: Server, name: str | None = None) -> list[dict[str, Any]]:
-    found = [json.loads(line) for line in server.log().splitlines() if line.startswith('{"logger":"security"')]
+    found = [
+        json.loads(line) for line in server.log().splitlines() if line.startswith('{"logger":"security"')
+    ]
     return [event for event in found if name is None or event["event"] == name]
 
 
 async def call_tool(
-    http: httpx2.AsyncClient, server: Server, key: str | None, name: str, arguments: dict[str, Any] | None = None,
+    http: httpx2.AsyncClient,
+    server: Server,
+    key: str | None,
+    name: str,
+    arguments: dict[str, Any] | None = None,
     address: str | None = None,
 ) -> httpx2.Response:
     body = jsonrpc("tools/call", {"name": name, "arguments": arguments or {}})
@@ -122,13 +130,15 @@ async def test_burst_of_3n_failed_logins_from_one_address_gets_exactly_n(server:
     address, bystander = "198.51.100.7", "198.51.100.8"
     async with httpx2.AsyncClient(timeout=30, limits=httpx2.Limits(max_connections=3 * LIMIT)) as http:
         responses = await burst(
-            3 * LIMIT, lambda: call_tool(http, server, "mcp_wrong-guess-0123456789abcdef", "whoami", address=address)
+            3 * LIMIT,
+            lambda: call_tool(http, server, "mcp_wrong-guess-0123456789abcdef", "whoami", address=address),
         )
         # The address is blocked, but a valid key from it is served: keys are 256-bit, so telling a
         # right key (200) from a wrong one (429) gives a guesser nothing (docs/security.md).
         valid_from_spent = await call_tool(http, server, KEYS["misc"], "whoami", address=address)
-        other_address = await call_tool(http, server, "mcp_wrong-guess-0123456789abcdef", "whoami",
-                                        address=bystander)
+        other_address = await call_tool(
+            http, server, "mcp_wrong-guess-0123456789abcdef", "whoami", address=bystander
+        )
         valid_elsewhere = await call_tool(http, server, KEYS["misc"], "whoami", address=bystander)
     assert Counter(response.status_code for response in responses) == {401: LIMIT, 429: 2 * LIMIT}
     assert tool_ok(valid_from_spent)
@@ -145,8 +155,12 @@ async def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(venv: Venv, pro
     with running_server(venv, project, server_env(project, MCP_TRUSTED_PROXIES="")) as direct:
         async with httpx2.AsyncClient(timeout=30, limits=httpx2.Limits(max_connections=3 * LIMIT)) as http:
             addresses = iter(f"203.0.113.{n}" for n in range(3 * LIMIT))
-            responses = await burst(3 * LIMIT, lambda: call_tool(
-                http, direct, "mcp_wrong-guess-0123456789abcdef", "whoami", address=next(addresses)))
+            responses = await burst(
+                3 * LIMIT,
+                lambda: call_tool(
+                    http, direct, "mcp_wrong-guess-0123456789abcdef", "whoami", address=next(addresses)
+                ),
+            )
         assert Counter(response.status_code for response in responses) == {401: LIMIT, 429: 2 * LIMIT}
         limited = events(direct, "client_blocked")
         assert limited and {e["identifier"] for e in limited} == {"127.0.0.1"}
@@ -154,8 +168,12 @@ async def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(venv: Venv, pro
 
 async def test_shared_tool_limit_counts_every_caller(server: Server) -> None:
     async with http_client(server.url, KEYS["a"]) as first, http_client(server.url, KEYS["b"]) as second:
-        results = [await first.call_tool("shared_quota", {}), await second.call_tool("shared_quota", {}),
-                   await first.call_tool("shared_quota", {}), await second.call_tool("shared_quota", {})]
+        results = [
+            await first.call_tool("shared_quota", {}),
+            await second.call_tool("shared_quota", {}),
+            await first.call_tool("shared_quota", {}),
+            await second.call_tool("shared_quota", {}),
+        ]
     assert [result.is_error for result in results] == [False, False, False, True]
     message = text_of(results[-1])
     assert "Rate limit reached (per-tool, 3 per 1 minute)" in message
@@ -242,8 +260,9 @@ async def test_health_reports_readiness_and_nothing_else(server: Server) -> None
 
 
 @contextlib.asynccontextmanager
-async def call_in_flight(server: Server, project: Path, tag: str, seconds: int
-                         ) -> AsyncIterator[dict[str, httpx2.Response]]:
+async def call_in_flight(
+    server: Server, project: Path, tag: str, seconds: int
+) -> AsyncIterator[dict[str, httpx2.Response]]:
     """A `slow` call of `seconds`, running when the block starts. A raw request: the MCP client would try
     to reach the stopped server again on exit. Its answer is under "response" when the block ends, unless
     the connection was cut."""
@@ -252,8 +271,9 @@ async def call_in_flight(server: Server, project: Path, tag: str, seconds: int
 
         async def call() -> None:
             with contextlib.suppress(httpx2.HTTPError):
-                outcome["response"] = await call_tool(http, server, KEYS["misc"], "slow",
-                                                      {"seconds": seconds, "tag": tag})
+                outcome["response"] = await call_tool(
+                    http, server, KEYS["misc"], "slow", {"seconds": seconds, "tag": tag}
+                )
 
         group.start_soon(call)
         started = project / "data" / "markers" / f"{tag}.started"
@@ -280,7 +300,9 @@ async def test_sigterm_lets_the_call_in_flight_finish_and_exits_0(venv: Venv, pr
         assert "Traceback" not in server.log()
 
 
-async def test_one_ctrl_c_delivered_twice_still_lets_the_call_in_flight_finish(venv: Venv, project: Path) -> None:
+async def test_one_ctrl_c_delivered_twice_still_lets_the_call_in_flight_finish(
+    venv: Venv, project: Path
+) -> None:
     # `uv run ... serve` without a terminal (a supervisor, a CI job, a test harness stopping a process
     # group) passes the group's Ctrl-C on to the server again 200 ms later. uvicorn would take the second
     # one as "force quit" and cut the call short; it is the same Ctrl-C.

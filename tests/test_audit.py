@@ -414,9 +414,11 @@ async def test_under_50_concurrent_clients_events_equal_decisions(
         # The last window's aggregate is written when that window ends (at most 3 s after the burst).
         events = all_events(server, admin)
         until = time.monotonic() + 15
-        while time.monotonic() < until and folded(events) + sum(
-            e["event"] == "authentication_failed" for e in events
-        ) < decisions["unauthenticated"]:
+        while (
+            time.monotonic() < until
+            and folded(events) + sum(e["event"] == "authentication_failed" for e in events)
+            < decisions["unauthenticated"]
+        ):
             await anyio.sleep(0.5)
             events = all_events(server, admin)
     assert sum(decisions.values()) > 100, statuses
@@ -427,7 +429,11 @@ async def test_under_50_concurrent_clients_events_equal_decisions(
     principals = {e["identifier"] for e in by_kind["tool_called"]}
     assert len(principals) == 1 and "127.0.0.1" not in principals
     authenticated = [e for e in events if e["identifier"] in principals and e["event"] != "anomaly_detected"]
-    assert {e["event"] for e in authenticated} <= {"tool_called", "input_validation_failed", "rate_limit_exceeded"}
+    assert {e["event"] for e in authenticated} <= {
+        "tool_called",
+        "input_validation_failed",
+        "rate_limit_exceeded",
+    }
     assert len(authenticated) == decisions["authenticated"], statuses  # never folded
     # Unauthenticated: a row each up to the budget per window, the rest counted in the aggregates.
     aggregates = by_kind.get("events_aggregated", [])

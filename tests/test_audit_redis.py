@@ -70,7 +70,10 @@ async def test_two_replicas_share_one_stream_and_serve_each_others_events(
     oldest_first = [e["id"] for e in all_events(second, admin)]
     newest_first = [e["id"] for e in all_events(first, admin, limit=5, order="desc")]
     assert newest_first == oldest_first[::-1]
-    assert get_events(first, admin, limit=1, order="desc").json()["events"][0]["event"] == "authentication_failed"
+    assert (
+        get_events(first, admin, limit=1, order="desc").json()["events"][0]["event"]
+        == "authentication_failed"
+    )
 
 
 async def test_paging_the_shared_stream_while_both_replicas_write(
@@ -105,9 +108,7 @@ async def test_paging_the_shared_stream_while_both_replicas_write(
     assert [e["id"] for e in all_events(second, admin)][: len(ids)] == ids
 
 
-def test_tools_fail_closed_while_redis_is_down_and_recover(
-    project: Path, venv: Venv, tmp_path: Path
-) -> None:
+def test_tools_fail_closed_while_redis_is_down_and_recover(project: Path, venv: Venv, tmp_path: Path) -> None:
     redis_server = start_redis(tmp_path / "redis")
     tool_key, admin = env_keys(project)
     try:
@@ -128,8 +129,12 @@ def test_tools_fail_closed_while_redis_is_down_and_recover(
             ready = httpx2.get(server.base + "/health?ready", timeout=30)
             assert ready.status_code == 503 and ready.json()["checks"]["audit"] == "unavailable"
             redis_server.start()
-            wait_for(lambda: not post_mcp(server, call(id=3), tool_key).json()["result"]["isError"], 30,
-                     "tools to run again once Redis is back", interval=0.2)
+            wait_for(
+                lambda: not post_mcp(server, call(id=3), tool_key).json()["result"]["isError"],
+                30,
+                "tools to run again once Redis is back",
+                interval=0.2,
+            )
             stored = all_events(server, admin)
             log = server.log()
         assert "2" not in tool_calls(stored), "a tool ran while its event could not be stored"

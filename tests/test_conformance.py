@@ -87,7 +87,8 @@ MUST_PASS = {
         "tools-call-with-progress",
         "server-stateless",
         "http-custom-header-server-validation",
-    } | S5E_CONTENT,
+    }
+    | S5E_CONTENT,
     "2025-11-25": {
         "server-initialize",
         "ping",
@@ -116,14 +117,20 @@ MUST_PASS = {
         "server-sse-polling",
         "resources-subscribe",  # per session, bounded, admitted like a read (guard.resource_updated)
         "resources-unsubscribe",
-    } | S5E_CONTENT,
+    }
+    | S5E_CONTENT,
 }
 
 
 @pytest.fixture(scope="module")
 def proxied(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
-    answers = {**BASE, "project_name": "Acme Conformance", "transport": "both", "auth": "api_key",
-               "sample_tools": []}
+    answers = {
+        **BASE,
+        "project_name": "Acme Conformance",
+        "transport": "both",
+        "auth": "api_key",
+        "sample_tools": [],
+    }
     modules = {
         "conformance_fixtures": SOURCE,
         "conformance_content": CONTENT_SOURCE,  # s5e: images, audio, blobs
@@ -144,8 +151,9 @@ def proxied(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
 
 
 @pytest.fixture(scope="module", params=ERAS)
-def suite_run(request: pytest.FixtureRequest, proxied: tuple[Server, str], tmp_path_factory: pytest.TempPathFactory
-              ) -> tuple[str, int, str, dict[str, list[dict[str, Any]]]]:
+def suite_run(
+    request: pytest.FixtureRequest, proxied: tuple[Server, str], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, int, str, dict[str, list[dict[str, Any]]]]:
     """One run of a revision's required server scenarios: (era, exit code, output, checks by scenario)."""
     era: str = request.param
     server, url = proxied
@@ -153,8 +161,18 @@ def suite_run(request: pytest.FixtureRequest, proxied: tuple[Server, str], tmp_p
     expected = out / "expected-failures.yml"
     expected.write_text(yaml.safe_dump({"server": baseline(era)["server"]}))
     result = run_node_tool(
-        "conformance", "server", "--url", url, "--requirements", era, "--expected-failures", str(expected),
-        "-o", str(out), cwd=out, timeout=600,
+        "conformance",
+        "server",
+        "--url",
+        url,
+        "--requirements",
+        era,
+        "--expected-failures",
+        str(expected),
+        "-o",
+        str(out),
+        cwd=out,
+        timeout=600,
     )
     checks: dict[str, list[dict[str, Any]]] = {}
     for path in sorted(out.glob("server-*/checks.json")):
@@ -170,8 +188,11 @@ def baseline(era: str) -> dict[str, list[str]]:
 
 
 def failed(checks: list[dict[str, Any]]) -> list[str]:
-    return [f"{c['id']}: {c['status']} {c.get('errorMessage') or ''}" for c in checks
-            if c["status"] not in ("SUCCESS", "INFO", "SKIPPED")]
+    return [
+        f"{c['id']}: {c['status']} {c.get('errorMessage') or ''}"
+        for c in checks
+        if c["status"] not in ("SUCCESS", "INFO", "SKIPPED")
+    ]
 
 
 def test_suite_passes_against_the_baseline(suite_run: tuple[str, int, str, dict[str, Any]]) -> None:
@@ -184,8 +205,10 @@ def test_suite_passes_against_the_baseline(suite_run: tuple[str, int, str, dict[
 def test_required_scenarios_pass_for_real(suite_run: tuple[str, int, str, dict[str, Any]]) -> None:
     """Each scenario of MUST_PASS ran at least one check, and every check succeeded."""
     era, _, output, checks = suite_run
-    problems = {scenario: failed(checks[scenario]) if checks.get(scenario) else ["did not run, or ran no check"]
-                for scenario in sorted(MUST_PASS[era])}
+    problems = {
+        scenario: failed(checks[scenario]) if checks.get(scenario) else ["did not run, or ran no check"]
+        for scenario in sorted(MUST_PASS[era])
+    }
     assert not {k: v for k, v in problems.items() if v}, f"{problems}\n{output[-3000:]}"
 
 
@@ -214,7 +237,9 @@ def test_fixture_passes_are_our_fixtures_answering(suite_run: tuple[str, int, st
         assert "untestable" not in check["details"]
 
 
-def test_dns_rebinding_refusal_is_a_4xx_from_our_gate(suite_run: tuple[str, int, str, dict[str, Any]]) -> None:
+def test_dns_rebinding_refusal_is_a_4xx_from_our_gate(
+    suite_run: tuple[str, int, str, dict[str, Any]],
+) -> None:
     _, _, _, checks = suite_run
     by_id = {c["id"]: c for c in checks["dns-rebinding-protection"]}
     rejected = by_id["localhost-host-rebinding-rejected"]["details"]
@@ -230,7 +255,9 @@ async def test_completion_completes_tool_names(proxied: tuple[Server, str]) -> N
     """
     server, _ = proxied
     async with http_client(server.url, server.env["MCP_API_KEYS"]) as client:
-        result = await client.complete(PromptReference(name="use_tools_safely"), {"name": "tool", "value": "who"})
+        result = await client.complete(
+            PromptReference(name="use_tools_safely"), {"name": "tool", "value": "who"}
+        )
         prompt = await client.get_prompt("use_tools_safely", {"tool": "whoami"})
     assert result.completion.values == ["whoami"]
     assert "whoami" in prompt.messages[0].content.text  # type: ignore[union-attr]
@@ -244,26 +271,38 @@ def test_question_passes_are_our_fixtures_answering(suite_run: tuple[str, int, s
         return json.dumps(next(c for c in checks[scenario] if c["id"] == check)["details"])
 
     if era == "2026-07-28":
-        assert "Hello, Alice!" in result_of("input-required-result-basic-elicitation", "sep-2322-elicitation-complete")
+        assert "Hello, Alice!" in result_of(
+            "input-required-result-basic-elicitation", "sep-2322-elicitation-complete"
+        )
         assert "The capital of France is Paris." in result_of(
-            "input-required-result-basic-sampling", "sep-2322-sampling-complete")
-        assert "file:///test/root" in result_of("input-required-result-basic-list-roots", "sep-2322-list-roots-complete")
-        assert "state-ok" in result_of("input-required-result-request-state", "sep-2322-request-state-complete")
+            "input-required-result-basic-sampling", "sep-2322-sampling-complete"
+        )
+        assert "file:///test/root" in result_of(
+            "input-required-result-basic-list-roots", "sep-2322-list-roots-complete"
+        )
+        assert "state-ok" in result_of(
+            "input-required-result-request-state", "sep-2322-request-state-complete"
+        )
         assert "Alice likes blue" in result_of("input-required-result-multi-round", "sep-2322-multi-round-r3")
-        assert "test context" in result_of("input-required-result-non-tool-request", "sep-2322-non-tool-complete")
+        assert "test context" in result_of(
+            "input-required-result-non-tool-request", "sep-2322-non-tool-complete"
+        )
         # Refused for the reason the expected-failures file gives: the unasked answer was asked again.
         ignored = result_of("input-required-result-ignore-extra-params", "sep-2322-ignore-unexpected-params")
         assert '"user_name"' in ignored and "input_required" in ignored, ignored
     else:
         assert "testuser" in result_of("tools-call-elicitation", "tools-call-elicitation")
-        assert "This is a test response from the client" in result_of("tools-call-sampling", "tools-call-sampling")
+        assert "This is a test response from the client" in result_of(
+            "tools-call-sampling", "tools-call-sampling"
+        )
 
 
 # ---- s5e: content and JSON Schema 2020-12 fixtures -------------------------------------------------
 
 
-def test_content_passes_went_through_the_guard(suite_run: tuple[str, int, str, dict[str, Any]],
-                                               proxied: tuple[Server, str]) -> None:
+def test_content_passes_went_through_the_guard(
+    suite_run: tuple[str, int, str, dict[str, Any]], proxied: tuple[Server, str]
+) -> None:
     """The content scenarios passed on our fixtures' answers, each one a guarded call in the audit trail."""
     _, _, _, checks = suite_run
     server, _ = proxied
@@ -272,8 +311,12 @@ def test_content_passes_went_through_the_guard(suite_run: tuple[str, int, str, d
     admin = server.env["MCP_ADMIN_API_KEYS"].split(",")[0]
     trail = all_events(server, admin)
     called = {e["tool"] for e in trail if e["event"] == "tool_called"}
-    assert {"test_image_content", "test_audio_content", "test_embedded_resource",
-            "test_multiple_content_types"} <= called
+    assert {
+        "test_image_content",
+        "test_audio_content",
+        "test_embedded_resource",
+        "test_multiple_content_types",
+    } <= called
     read = {e["tool"] for e in trail if e["event"] in ("resource_read", "prompt_retrieved")}
     assert {"static_binary", "test_prompt_with_embedded_resource", "test_prompt_with_image"} <= read
 
@@ -284,7 +327,9 @@ async def test_the_json_schema_rules_are_enforced(proxied: tuple[Server, str]) -
     server, _ = proxied
     async with http_client(server.url, server.env["MCP_API_KEYS"]) as client:
         tool = next(t for t in (await client.list_tools()).tools if t.name == "json_schema_2020_12_tool")
-        broken = await client.call_tool("json_schema_2020_12_tool", {"contactMethod": "phone", "email": "a@b.c"})
+        broken = await client.call_tool(
+            "json_schema_2020_12_tool", {"contactMethod": "phone", "email": "a@b.c"}
+        )
         kept = await client.call_tool("json_schema_2020_12_tool", {"contactMethod": "phone", "phone": "123"})
     assert tool.input_schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert tool.input_schema["properties"]["phone"]["anyOf"][0]["maxLength"] == 200  # still bounded
@@ -293,14 +338,18 @@ async def test_the_json_schema_rules_are_enforced(proxied: tuple[Server, str]) -
 
 
 def test_notification_and_stream_passes_are_our_fixtures_answering(
-        suite_run: tuple[str, int, str, dict[str, Any]]) -> None:
+    suite_run: tuple[str, int, str, dict[str, Any]],
+) -> None:
     """No fake pass for s5f's scenarios: Notify sent the lines, the SDK checked our header, the guard refused."""
     era, _, _, checks = suite_run
     details = {c["id"]: c.get("details") or {} for scenario in checks.values() for c in scenario}
     assert details["tools-call-with-progress"]["progressCount"] == 3
     if era == "2025-11-25":
         assert [log["data"] for log in details["tools-call-with-logging"]["logs"]] == [
-            "Tool execution started", "Tool processing data", "Tool execution completed"]
+            "Tool execution started",
+            "Tool processing data",
+            "Tool execution completed",
+        ]
         assert details["server-sse-disconnect-resume"]["receivedToolResponse"] is True
     else:
         refused = details["sep-2575-server-rejects-undeclared-capability"]["response"]["error"]

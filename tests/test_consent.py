@@ -42,8 +42,13 @@ TTL = 4.0
 
 @pytest.fixture(scope="module")
 def project(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    answers = {**BASE, "project_name": "Acme Consent", "transport": "both", "auth": "oauth",
-               "sample_tools": ["notes"]}
+    answers = {
+        **BASE,
+        "project_name": "Acme Consent",
+        "transport": "both",
+        "auth": "oauth",
+        "sample_tools": ["notes"],
+    }
     return installed_project(venv, tmp_path_factory.mktemp("consent"), answers)
 
 
@@ -63,13 +68,21 @@ def replicas(project: Path, venv: Venv, tmp_path_factory: pytest.TempPathFactory
     url = f"http://127.0.0.1:{proxy_port}/mcp"
     keys = f"{secrets.token_hex(32)},{secrets.token_hex(32)}"
     with running_redis(base) as redis, Issuer(audience=url) as issuer:
-        env = {**read_env_file(project), **issuer.settings(), "MCP_DATA_DIR": str(base),
-               "MCP_RATE_LIMIT": "100000/minute", "MCP_RATE_LIMIT_STORAGE": redis.url,
-               "MCP_SECURITY_EVENTS_URL": redis.url, "MCP_REQUEST_STATE_KEYS": keys,
-               "MCP_REQUEST_STATE_TTL_SECONDS": str(TTL)}
-        with (running_server(venv, project, env, log_dir=base) as one,
-              running_server(venv, project, env, log_dir=base) as two,
-              running_proxy(proxy_port, [one.base, two.base], {}, base / "proxy.log")):
+        env = {
+            **read_env_file(project),
+            **issuer.settings(),
+            "MCP_DATA_DIR": str(base),
+            "MCP_RATE_LIMIT": "100000/minute",
+            "MCP_RATE_LIMIT_STORAGE": redis.url,
+            "MCP_SECURITY_EVENTS_URL": redis.url,
+            "MCP_REQUEST_STATE_KEYS": keys,
+            "MCP_REQUEST_STATE_TTL_SECONDS": str(TTL),
+        }
+        with (
+            running_server(venv, project, env, log_dir=base) as one,
+            running_server(venv, project, env, log_dir=base) as two,
+            running_proxy(proxy_port, [one.base, two.base], {}, base / "proxy.log"),
+        ):
             yield Replicas([one, two], url, issuer, keys)
 
 
@@ -114,14 +127,21 @@ async def _first_round(client: Any, note: int) -> str:
 async def _retry(client: Any, note: int, state: str) -> Any:
     answers = {ASKED["key"]: ElicitResult(action="accept", content={"confirm": True})}
     return await client.session.call_tool(
-        "delete_note", {"note_id": note}, input_responses=answers, request_state=state, allow_input_required=True
+        "delete_note",
+        {"note_id": note},
+        input_responses=answers,
+        request_state=state,
+        allow_input_required=True,
     )
 
 
 async def test_bad_request_states_are_refused_and_audited(replicas: Replicas) -> None:
     alice, bob = replicas.issuer.token("alice", BOTH), replicas.issuer.token("bob", BOTH)
     note = await add_note(replicas.url, alice, "keep me")
-    before = {e["id"] for e in await anyio.to_thread.run_sync(lambda: replicas.events(event="input_validation_failed"))}
+    before = {
+        e["id"]
+        for e in await anyio.to_thread.run_sync(lambda: replicas.events(event="input_validation_failed"))
+    }
     foreign = AESGCMRequestStateCodec([os.urandom(32)]).seal(b'{"v":1}')
     async with mcp_over_http(replicas.url, alice, elicitation_callback=User("accept")) as client:
         state = await _first_round(client, note)
@@ -139,13 +159,19 @@ async def test_bad_request_states_are_refused_and_audited(replicas: Replicas) ->
             await _retry(client, note, state)  # expired
         assert "keep me" in text_of(await client.call_tool("list_notes", {}))
     events = await anyio.to_thread.run_sync(lambda: replicas.events(event="input_validation_failed"))
-    refused = [e for e in events if e["id"] not in before and e["details"].get("reason") == "invalid_request_state"]
+    refused = [
+        e for e in events if e["id"] not in before and e["details"].get("reason") == "invalid_request_state"
+    ]
     who = sorted(e["identifier"] for e in refused)
-    assert who == ["user:alice", "user:alice", "user:alice", "user:bob"], who  # OAuth principals are namespaced
+    assert who == ["user:alice", "user:alice", "user:alice", "user:bob"], (
+        who
+    )  # OAuth principals are namespaced
     assert all(e["severity"] == "high" and e["tool"] == "delete_note" for e in refused)
 
 
-async def test_a_fresh_state_from_the_same_principal_still_works_after_the_refusals(replicas: Replicas) -> None:
+async def test_a_fresh_state_from_the_same_principal_still_works_after_the_refusals(
+    replicas: Replicas,
+) -> None:
     """The refusals above are not a side effect of a broken consent path."""
     alice = replicas.issuer.token("alice", BOTH)
     note = await add_note(replicas.url, alice, "delete me")
@@ -158,19 +184,31 @@ async def test_a_fresh_state_from_the_same_principal_still_works_after_the_refus
 # ---- initialize-era clients: sessions -------------------------------------------------------------
 
 SSE_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-    "protocolVersion": "2025-11-25", "capabilities": {"elicitation": {}},
-    "clientInfo": {"name": "raw", "version": "1"}}}
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {"elicitation": {}},
+        "clientInfo": {"name": "raw", "version": "1"},
+    },
+}
 
 
 def initialize(url: str, token: str) -> httpx2.Response:
-    return httpx2.post(url, json=INITIALIZE, headers={**SSE_HEADERS, "Authorization": f"Bearer {token}"},
-                       timeout=30)
+    return httpx2.post(
+        url, json=INITIALIZE, headers={**SSE_HEADERS, "Authorization": f"Bearer {token}"}, timeout=30
+    )
 
 
 def in_session(url: str, token: str, session: str, method: str = "POST") -> httpx2.Response:
-    headers = {**SSE_HEADERS, "Authorization": f"Bearer {token}", "Mcp-Session-Id": session,
-               "Mcp-Protocol-Version": "2025-11-25"}
+    headers = {
+        **SSE_HEADERS,
+        "Authorization": f"Bearer {token}",
+        "Mcp-Session-Id": session,
+        "Mcp-Protocol-Version": "2025-11-25",
+    }
     if method == "GET":
         return httpx2.get(url, headers=headers, timeout=5)
     body = {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}
@@ -208,12 +246,19 @@ def test_a_session_belongs_to_the_principal_that_opened_it(replicas: Replicas) -
     for method in ("POST", "GET"):
         stolen = in_session(server.url, bob, session, method)
         # Exactly what an unknown id gets: the attempt learns nothing about alice's session.
-        assert (stolen.status_code, stolen.content) == (unknown.status_code, unknown.content) == (
-            404, unknown.content), stolen.text
+        assert (
+            (stolen.status_code, stolen.content)
+            == (unknown.status_code, unknown.content)
+            == (404, unknown.content)
+        ), stolen.text
     assert in_session(server.url, alice, session).status_code == 200
     events = replicas.events(event="authorization_denied")
-    mine = [e for e in events if e["identifier"] == "user:mallory" and  # OAuth principals are namespaced
-            e["details"].get("reason") == "session of another principal"]
+    mine = [
+        e
+        for e in events
+        if e["identifier"] == "user:mallory"  # OAuth principals are namespaced
+        and e["details"].get("reason") == "session of another principal"
+    ]
     assert sorted(e["details"]["method"] for e in mine) == ["GET", "POST"]
     assert all(session not in str(e) for e in mine)  # the id itself is never written down
 
@@ -227,9 +272,16 @@ def test_get_and_delete_without_a_session_answer_405(replicas: Replicas) -> None
 
 
 @pytest.fixture(scope="module")
-def bounded(project: Path, venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Issuer]]:
-    limits = {"MCP_MAX_SESSIONS_PER_PRINCIPAL": "2", "MCP_MAX_SESSIONS": "3", "MCP_SESSION_IDLE_TIMEOUT_SECONDS": "3",
-              "MCP_SESSION_MAX_STREAMS": "1", "MCP_SESSION_STREAM_IDLE_SECONDS": "1"}
+def bounded(
+    project: Path, venv: Venv, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Server, Issuer]]:
+    limits = {
+        "MCP_MAX_SESSIONS_PER_PRINCIPAL": "2",
+        "MCP_MAX_SESSIONS": "3",
+        "MCP_SESSION_IDLE_TIMEOUT_SECONDS": "3",
+        "MCP_SESSION_MAX_STREAMS": "1",
+        "MCP_SESSION_STREAM_IDLE_SECONDS": "1",
+    }
     with serving_with_issuer(venv, project, tmp_path_factory.mktemp("bounded"), **limits) as served:
         yield served
 
@@ -256,8 +308,12 @@ def test_streams_are_capped_per_session_and_close_when_idle(bounded: tuple[Serve
     server, issuer = bounded
     token = issuer.token("frank", BOTH)
     session = initialize(server.url, token).headers["mcp-session-id"]
-    headers = {**SSE_HEADERS, "Authorization": f"Bearer {token}", "Mcp-Session-Id": session,
-               "Mcp-Protocol-Version": "2025-11-25"}
+    headers = {
+        **SSE_HEADERS,
+        "Authorization": f"Bearer {token}",
+        "Mcp-Session-Id": session,
+        "Mcp-Protocol-Version": "2025-11-25",
+    }
     started = time.monotonic()
     with httpx2.stream("GET", server.url, headers=headers, timeout=10) as stream:
         assert stream.status_code == 200
@@ -303,6 +359,7 @@ def test_the_servers_own_origin_is_not_cross_origin(replicas: Replicas) -> None:
 
 # ---- the MCP Inspector CLI: a client without elicitation ------------------------------------------
 
+
 @pytest.mark.parametrize(("transport", "era"), [("http", "legacy"), ("http", "modern"), ("stdio", "legacy")])
 def test_inspector_cli_cannot_confirm_so_nothing_is_deleted(
     replicas: Replicas, project: Path, venv: Venv, tmp_path: Path, transport: str, era: str
@@ -319,8 +376,19 @@ def test_inspector_cli_cannot_confirm_so_nothing_is_deleted(
 
     def call(tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
         result = run_node_tool(
-            "inspector", "--cli", "--protocol-era", era, "--method", "tools/call", "--tool-name", tool,
-            "--tool-args-json", json.dumps(arguments), *target, cwd=project, timeout=120,
+            "inspector",
+            "--cli",
+            "--protocol-era",
+            era,
+            "--method",
+            "tools/call",
+            "--tool-name",
+            tool,
+            "--tool-args-json",
+            json.dumps(arguments),
+            *target,
+            cwd=project,
+            timeout=120,
             env={"HOME": str(tmp_path)},
         )
         answer: dict[str, Any] = json.loads(result.stdout)

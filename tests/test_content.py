@@ -116,11 +116,21 @@ def register(guard: Guard, settings: Settings) -> None:
 
 @pytest.fixture(scope="module")
 def served(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    answers = {**BASE, "project_name": "Acme Media", "transport": "http", "auth": "api_key", "sample_tools": []}
+    answers = {
+        **BASE,
+        "project_name": "Acme Media",
+        "transport": "http",
+        "auth": "api_key",
+        "sample_tools": [],
+    }
     project = installed_project(venv, tmp_path_factory.mktemp("media"), answers, {"media": MEDIA})
     logs = tmp_path_factory.mktemp("media-logs")
-    env = {**read_env_file(project), "MCP_DATA_DIR": str(logs), "MCP_RATE_LIMIT": "100000/minute",
-           "MCP_MAX_BINARY_BYTES": str(MAX_BINARY)}
+    env = {
+        **read_env_file(project),
+        "MCP_DATA_DIR": str(logs),
+        "MCP_RATE_LIMIT": "100000/minute",
+        "MCP_MAX_BINARY_BYTES": str(MAX_BINARY),
+    }
     with running_server(venv, project, env, log_dir=logs) as server:
         yield server
 
@@ -151,15 +161,18 @@ async def test_an_image_with_its_caption_comes_through(served: Server) -> None:
 async def test_a_blob_with_a_secret_is_refused_not_altered(served: Server, form: str) -> None:
     result = await call(served, "leaky_chart", {"form": form})
     assert result.is_error and [c.type for c in result.content] == ["text"]
-    assert text_of(result).endswith("leaky_chart returned image content that contains a configured secret; "
-                                    "the result was withheld.")
+    assert text_of(result).endswith(
+        "leaky_chart returned image content that contains a configured secret; the result was withheld."
+    )
     assert failures(served, "leaky_chart")[-1]["details"]["reason"] == "configured secret in binary content"
 
 
 async def test_a_type_the_tool_did_not_declare_is_refused(served: Server) -> None:
     result = await call(served, "vector_chart")
     assert result.is_error and "<svg" not in str(result.content)
-    assert "returned image content of type image/svg+xml, which it may not return (allowed: " in text_of(result)
+    assert "returned image content of type image/svg+xml, which it may not return (allowed: " in text_of(
+        result
+    )
     assert "media_types=" in text_of(result)
     details = failures(served, "vector_chart")[-1]["details"]
     assert (details["reason"], details["media_type"]) == ("media type not allowed", "image/svg+xml")
@@ -191,11 +204,15 @@ async def test_a_resource_blob_and_a_prompt_with_an_image_and_files(served: Serv
         prompt = await client.get_prompt("review_upload")
     blob = logo.contents[0]
     assert isinstance(blob, BlobResourceContents) and blob.blob == PNG and blob.mime_type == "image/png"
-    assert "page returned blob content of type text/html, which it may not return" in refused.value.error.message
+    assert (
+        "page returned blob content of type text/html, which it may not return" in refused.value.error.message
+    )
     upload, shot, image, ask = (m.content for m in prompt.messages)
     assert isinstance(upload, EmbeddedResource) and isinstance(shot, EmbeddedResource)
     text = upload.resource.text  # type: ignore[union-attr]
-    assert text.startswith('<untrusted-data source="an uploaded file">') and text.count("</untrusted-data>") == 1
+    assert (
+        text.startswith('<untrusted-data source="an uploaded file">') and text.count("</untrusted-data>") == 1
+    )
     assert shot.resource.blob == PNG  # type: ignore[union-attr]
     assert isinstance(image, ImageContent) and image.data == PNG
     assert ask.text.startswith("<untrusted-data")  # type: ignore[union-attr]

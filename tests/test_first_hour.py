@@ -40,7 +40,10 @@ from support.tooling import add_tool_module
 pytestmark = pytest.mark.anyio
 
 ANSWERS = {
-    **BASE, "project_name": "Acme Startup", "transport": "both", "auth": "api_key",
+    **BASE,
+    "project_name": "Acme Startup",
+    "transport": "both",
+    "auth": "api_key",
     "sample_tools": ["files", "notes", "records"],
 }
 # The variables Claude Code and the MCP Inspector document for themselves; a client may pass its whole
@@ -82,8 +85,9 @@ def project(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return project
 
 
-def run(venv: Venv, project: Path, *args: str, env: dict[str, str] | None = None,
-        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    venv: Venv, project: Path, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     command, _ = package_of(project)
     return venv.run(venv.bin(command), *args, cwd=cwd or project, env=env, timeout=120)
 
@@ -108,6 +112,7 @@ def copy_of(project: Path, dest: Path) -> Path:
 
 
 # --- item 4: check reports what serve will meet, and creates nothing ------------------------------
+
 
 def test_check_creates_no_file_and_leaves_the_audit_db_alone(
     rendered: Callable[[str], Path], venv: Venv, tmp_path: Path
@@ -134,8 +139,10 @@ def test_check_reports_audit_location_key_counts_and_sandbox(
     rendered: Callable[[str], Path], venv: Venv, tmp_path: Path
 ) -> None:
     project = copy_of(rendered("http_all"), tmp_path / "p")
-    env = {"MCP_API_KEYS": "mcp_first-key-0123456789abcdef,sha256:" + "a" * 64,
-           "MCP_ADMIN_API_KEYS": "mcp_admin-key-0123456789abcdef"}
+    env = {
+        "MCP_API_KEYS": "mcp_first-key-0123456789abcdef,sha256:" + "a" * 64,
+        "MCP_ADMIN_API_KEYS": "mcp_admin-key-0123456789abcdef",
+    }
     result = run(venv, project, "check", env=env, cwd=project)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"audit trail: SQLite file data/security-events.db (in {project})" in result.stdout
@@ -159,10 +166,13 @@ def test_an_unreadable_sandbox_python_names_the_setting(
     private.mkdir(parents=True)
     (tmp_path / "home").chmod(0o700)
     python = private / "python3"
-    shutil.copy2(os.path.realpath("/usr/bin/python3") if Path("/usr/bin/python3").exists() else sys.executable,
-                 python)
+    shutil.copy2(
+        os.path.realpath("/usr/bin/python3") if Path("/usr/bin/python3").exists() else sys.executable, python
+    )
     project = rendered("http_all")
-    result = run(venv, project, "check", env={"MCP_SANDBOX_PYTHON": str(python)}, cwd=copy_of(project, tmp_path / "p"))
+    result = run(
+        venv, project, "check", env={"MCP_SANDBOX_PYTHON": str(python)}, cwd=copy_of(project, tmp_path / "p")
+    )
     if os.geteuid() == 0:
         assert "WARNING  run_python is disabled" in result.stdout, result.stdout
         warning = next(line for line in result.stdout.splitlines() if "run_python is disabled" in line)
@@ -180,23 +190,40 @@ def test_unreachable_rate_limit_redis_fails_check_and_stops_serve(
     env = {**read_env_file(project), "MCP_RATE_LIMIT_STORAGE": url}  # Redis stopped: nothing listens
     checked = run(venv, project, "check", "--transport", "http", env=env)
     assert checked.returncode == 1
-    assert f"ERROR    MCP_RATE_LIMIT_STORAGE: cannot reach Redis at 127.0.0.1:{redis_server.port}" in checked.stdout
+    assert (
+        f"ERROR    MCP_RATE_LIMIT_STORAGE: cannot reach Redis at 127.0.0.1:{redis_server.port}"
+        in checked.stdout
+    )
     # `check --offline` (the rendered CI's, without the stores) contacts neither store, and says so.
-    offline = run(venv, project, "check", "--transport", "http", "--offline",
-                  env={**env, "MCP_SECURITY_EVENTS_URL": url})
+    offline = run(
+        venv,
+        project,
+        "check",
+        "--transport",
+        "http",
+        "--offline",
+        env={**env, "MCP_SECURITY_EVENTS_URL": url},
+    )
     assert offline.returncode == 0, offline.stdout + offline.stderr
     assert "(redis) (not contacted: --offline)" in offline.stdout
-    assert f"audit trail: Redis at 127.0.0.1:{redis_server.port}/0 (not contacted: --offline)" in offline.stdout
-    assert offline.stdout.rstrip().endswith("configuration is valid offline (no other server was contacted; "
-                                            "see the facts above)")
+    assert (
+        f"audit trail: Redis at 127.0.0.1:{redis_server.port}/0 (not contacted: --offline)" in offline.stdout
+    )
+    assert offline.stdout.rstrip().endswith(
+        "configuration is valid offline (no other server was contacted; see the facts above)"
+    )
     for transport in ("http", "stdio"):
         served = run(venv, project, "serve", "--transport", transport, "--port", str(free_port()), env=env)
         assert served.returncode == 2, served.stdout + served.stderr
-        assert served.stderr.startswith("acme-startup: MCP_RATE_LIMIT_STORAGE: cannot reach Redis"), served.stderr
+        assert served.stderr.startswith("acme-startup: MCP_RATE_LIMIT_STORAGE: cannot reach Redis"), (
+            served.stderr
+        )
         assert len(served.stderr.strip().splitlines()) == 1, served.stderr
 
 
-def test_a_transport_the_project_lacks_is_refused_readably(rendered: Callable[[str], Path], venv: Venv) -> None:
+def test_a_transport_the_project_lacks_is_refused_readably(
+    rendered: Callable[[str], Path], venv: Venv
+) -> None:
     project = rendered("http_all")
     for command in ("check", "serve"):
         result = run(venv, project, command, env={"MCP_TRANSPORT": "stdio"})
@@ -208,6 +235,7 @@ def test_a_transport_the_project_lacks_is_refused_readably(rendered: Callable[[s
 
 
 # --- item 5: start-up errors are one or two lines on every command --------------------------------
+
 
 @pytest.fixture
 def broken_tool(project: Path) -> Iterator[Callable[[str], None]]:
@@ -221,15 +249,22 @@ def broken_tool(project: Path) -> Iterator[Callable[[str], None]]:
     (tools / "broken.py").unlink(missing_ok=True)
 
 
-@pytest.mark.parametrize(("source", "says"), [
-    (UNBOUNDED_TOOL, "add Field(max_length=...)"), (SYNC_TOOL, "must be async"),
-])
+@pytest.mark.parametrize(
+    ("source", "says"),
+    [
+        (UNBOUNDED_TOOL, "add Field(max_length=...)"),
+        (SYNC_TOOL, "must be async"),
+    ],
+)
 def test_a_broken_tool_stops_every_command_in_two_lines(
     project: Path, venv: Venv, broken_tool: Callable[[str], None], source: str, says: str
 ) -> None:
     broken_tool(source)
     env = read_env_file(project)
-    for args in (("serve", "--transport", "stdio"), ("serve", "--transport", "http", "--port", str(free_port()))):
+    for args in (
+        ("serve", "--transport", "stdio"),
+        ("serve", "--transport", "http", "--port", str(free_port())),
+    ):
         result = run(venv, project, *args, env=env)
         assert result.returncode == 2, result.stdout + result.stderr
         lines = result.stderr.strip().splitlines()
@@ -254,6 +289,7 @@ def test_settings_errors_are_short_on_every_command(project: Path, venv: Venv) -
 
 # --- item 7: clients' own MCP_* variables do not stop a stdio server -------------------------------
 
+
 async def test_a_stdio_server_starts_with_a_clients_variables(project: Path, venv: Venv) -> None:
     async with Client(stdio_params(venv, project, CLIENT_VARIABLES)) as client:
         result = await client.call_tool("whoami", {})
@@ -264,9 +300,14 @@ def test_a_misspelled_setting_still_stops_stdio_and_an_unknown_name_in_env_file_
     project: Path, venv: Venv, tmp_path: Path
 ) -> None:
     for name, fix in (("MCP_RATE_LIMTI", "MCP_RATE_LIMIT"), ("MCP_API_KEY", "MCP_API_KEYS")):
-        result = run(venv, project, "serve", "--transport", "stdio", env={**CLIENT_VARIABLES, name: "5/minute"})
+        result = run(
+            venv, project, "serve", "--transport", "stdio", env={**CLIENT_VARIABLES, name: "5/minute"}
+        )
         assert result.returncode == 2
-        assert result.stderr.strip() == f"acme-startup: unknown setting {name}: did you mean {fix}? (see .env.example)"
+        assert (
+            result.stderr.strip()
+            == f"acme-startup: unknown setting {name}: did you mean {fix}? (see .env.example)"
+        )
     copy = copy_of(project, tmp_path / "p")
     with (copy / ".env").open("a") as env_file:
         env_file.write("MCP_TIMEOUT=30000\n")
@@ -275,6 +316,7 @@ def test_a_misspelled_setting_still_stops_stdio_and_an_unknown_name_in_env_file_
 
 
 # --- item 6: the Dockerfile's HEALTHCHECK with a public MCP_ALLOWED_HOSTS ----------------------------
+
 
 def dockerfile_settings(project: Path) -> tuple[dict[str, str], list[str]]:
     """The MCP_* values the image's ENV sets, and the HEALTHCHECK's exec-form command."""
@@ -300,15 +342,25 @@ def test_healthcheck_answers_with_a_public_host_allow_list(project: Path, venv: 
     data = tmp_path / "data"
     # The image's settings, with loopback for 0.0.0.0 (tests bind loopback only) and /data in a temp dir.
     env = {
-        **image_env, **read_env_file(project), "MCP_HOST": "127.0.0.1", "MCP_PORT": str(port),
-        "MCP_DATA_DIR": str(data), "MCP_FILES_ROOT": str(data / "files"),
+        **image_env,
+        **read_env_file(project),
+        "MCP_HOST": "127.0.0.1",
+        "MCP_PORT": str(port),
+        "MCP_DATA_DIR": str(data),
+        "MCP_FILES_ROOT": str(data / "files"),
         "MCP_ALLOWED_HOSTS": "mcp.example.com",  # what the README's container advice says to set
     }
     with running_server(venv, project, env, port=port, ready_kwargs=SLOW_START) as server:
         before = len(security_events(server))
         for _ in range(3):
-            probe = subprocess.run([venv.python, *healthcheck[1:]], env=clean_env({"MCP_PORT": str(port)}),
-                                   capture_output=True, text=True, timeout=30, check=False)
+            probe = subprocess.run(
+                [venv.python, *healthcheck[1:]],
+                env=clean_env({"MCP_PORT": str(port)}),
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
             assert probe.returncode == 0, probe.stderr
         for host in (f"10.42.0.7:{port}", "10.42.0.7", f"127.0.0.1:{port}"):  # an orchestrator's pod IP
             for path in ("/health", "/health?ready"):
@@ -323,43 +375,78 @@ def assert_other_paths_keep_the_host_check(server: Server, tool_key: str, admin_
     body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
     headers = {"Accept": "application/json, text/event-stream", "Mcp-Protocol-Version": "2025-11-25"}
     for host in ("10.42.0.7", "127.0.0.1", "evil.example"):
-        mcp = httpx2.post(server.url, json=body, timeout=10,
-                          headers={**headers, "Host": host, "Authorization": f"Bearer {tool_key}"})
+        mcp = httpx2.post(
+            server.url,
+            json=body,
+            timeout=10,
+            headers={**headers, "Host": host, "Authorization": f"Bearer {tool_key}"},
+        )
         assert mcp.status_code == 421, (host, mcp.status_code)
-        events = httpx2.get(server.base + "/security/events", timeout=10,
-                            headers={"Host": host, "Authorization": f"Bearer {admin_key}"})
+        events = httpx2.get(
+            server.base + "/security/events",
+            timeout=10,
+            headers={"Host": host, "Authorization": f"Bearer {admin_key}"},
+        )
         assert events.status_code == 421, (host, events.status_code)
-    public = httpx2.post(server.url, json=body, timeout=10,
-                         headers={**headers, "Host": "mcp.example.com", "Authorization": f"Bearer {tool_key}"})
+    public = httpx2.post(
+        server.url,
+        json=body,
+        timeout=10,
+        headers={**headers, "Host": "mcp.example.com", "Authorization": f"Bearer {tool_key}"},
+    )
     assert public.status_code == 200, public.text
     # Not a way around the Origin check either.
-    origin = httpx2.get(server.base + "/health", headers={"Host": "evil.example", "Origin": "https://evil.example"},
-                        timeout=10)
+    origin = httpx2.get(
+        server.base + "/health",
+        headers={"Host": "evil.example", "Origin": "https://evil.example"},
+        timeout=10,
+    )
     assert origin.status_code == 403
 
 
 # --- item 9: what the server writes is private, and git ignores it ---------------------------------
 
-async def test_runtime_files_are_private_and_ignored_by_git(project: Path, venv: Venv, tmp_path: Path) -> None:
+
+async def test_runtime_files_are_private_and_ignored_by_git(
+    project: Path, venv: Venv, tmp_path: Path
+) -> None:
     work = copy_of(project, tmp_path / "p")
-    assert subprocess.run(["git", "status", "--porcelain"], cwd=work, capture_output=True, text=True,
-                          check=True).stdout == ""
+    assert (
+        subprocess.run(
+            ["git", "status", "--porcelain"], cwd=work, capture_output=True, text=True, check=True
+        ).stdout
+        == ""
+    )
     env = {**read_env_file(work), "MCP_SECURITY_EVENTS_URL": "sqlite:///audit/events.db"}  # relocated
     with running_server(venv, work, env, ready_kwargs=SLOW_START, log_dir=tmp_path) as server:
         async with http_client(server.url, env["MCP_API_KEYS"]) as client:
-            for name, arguments in (("read_file", {"path": "welcome.txt"}), ("add_note", {"text": "hello"}),
-                                    ("list_notes", {}), ("query_records", {"table": "products"})):
+            for name, arguments in (
+                ("read_file", {"path": "welcome.txt"}),
+                ("add_note", {"text": "hello"}),
+                ("list_notes", {}),
+                ("query_records", {"table": "products"}),
+            ):
                 result = await client.call_tool(name, arguments)
                 assert not result.is_error, (name, text_of(result))
-        modes = {str(path.relative_to(work)): stat.S_IMODE(path.stat().st_mode)
-                 for root in (work / "data", work / "audit") for path in [root, *root.rglob("*")]}
+        modes = {
+            str(path.relative_to(work)): stat.S_IMODE(path.stat().st_mode)
+            for root in (work / "data", work / "audit")
+            for path in [root, *root.rglob("*")]
+        }
     # The audit store keeps its connections open, so its WAL and SHM files exist while it runs.
-    assert {"audit/events.db-wal", "audit/events.db-shm", "data/notes.db", "data/files/welcome.txt"} <= set(modes)
+    assert {"audit/events.db-wal", "audit/events.db-shm", "data/notes.db", "data/files/welcome.txt"} <= set(
+        modes
+    )
     for name, mode in modes.items():
         if (work / name).is_dir():
             assert mode == 0o700, (name, oct(mode))
         else:
             assert mode in (0o600, 0o400), (name, oct(mode))  # records.db is read-only: 0400
-    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=work,
-                            capture_output=True, text=True, check=True)
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert status.stdout == "", f"git would commit runtime files:\n{status.stdout}"

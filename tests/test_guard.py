@@ -10,7 +10,20 @@ from typing import Any
 
 import anyio
 import pytest
-from support import BASE, Server, Venv, free_port, http_client, jsonrpc, post_mcp, read_env_file, render, running_server, text_of
+
+from support import (
+    BASE,
+    Server,
+    Venv,
+    free_port,
+    http_client,
+    jsonrpc,
+    post_mcp,
+    read_env_file,
+    render,
+    running_server,
+    text_of,
+)
 from support.tooling import Issuer, add_tool_module, all_events, mcp_over_http, readme_tool_example
 
 pytestmark = pytest.mark.anyio
@@ -63,12 +76,18 @@ def project(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def served(project: Path, venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Issuer]]:
+def served(
+    project: Path, venv: Venv, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Server, Issuer]]:
     port = free_port()
     base = tmp_path_factory.mktemp("guard-http")
     with Issuer(audience=f"http://127.0.0.1:{port}/mcp") as issuer:
-        env = {**read_env_file(project), **issuer.settings(), "MCP_DATA_DIR": str(base),
-               "MCP_RATE_LIMIT": "100000/minute"}
+        env = {
+            **read_env_file(project),
+            **issuer.settings(),
+            "MCP_DATA_DIR": str(base),
+            "MCP_RATE_LIMIT": "100000/minute",
+        }
         with running_server(venv, project, env, port=port, log_dir=base) as server:
             yield server, issuer
 
@@ -90,11 +109,16 @@ def metadata_issuer() -> Iterator[Issuer]:
         yield issuer
 
 
-def test_the_lock_names_new_tools_and_a_changed_description(project: Path, venv: Venv,
-                                                             metadata_issuer: Issuer) -> None:
+def test_the_lock_names_new_tools_and_a_changed_description(
+    project: Path, venv: Venv, metadata_issuer: Issuer
+) -> None:
     issuer = metadata_issuer
-    env = {**read_env_file(project), **issuer.settings(), "MCP_RESOURCE_URL": "https://mcp.example/mcp",
-           "MCP_DATA_DIR": str(project / "data")}
+    env = {
+        **read_env_file(project),
+        **issuer.settings(),
+        "MCP_RESOURCE_URL": "https://mcp.example/mcp",
+        "MCP_DATA_DIR": str(project / "data"),
+    }
 
     def check(*args: str) -> tuple[int, str]:
         result = venv.run(venv.bin("acme-guard"), "check", *args, cwd=project, env=env, timeout=120)
@@ -106,9 +130,14 @@ def test_the_lock_names_new_tools_and_a_changed_description(project: Path, venv:
         assert f"tool {tool} is served but not in the lock" in output
     assert "check --update-lock" in output
     code, output = check("--update-lock")
-    assert code == 0 and "Wrote tools.lock.json (7 tools, 1 resource, 0 resource templates, 2 prompts)" in output, output
+    assert (
+        code == 0 and "Wrote tools.lock.json (7 tools, 1 resource, 0 resource templates, 2 prompts)" in output
+    ), output
     code, output = check()
-    assert code == 0 and "served: 7 tools, 1 resource, 0 resource templates, 2 prompts (match tools.lock.json)" in output, output
+    assert (
+        code == 0
+        and "served: 7 tools, 1 resource, 0 resource templates, 2 prompts (match tools.lock.json)" in output
+    ), output
 
     about = next((project / "src").glob("*/tools/about.py"))
     original = about.read_text()
@@ -138,8 +167,14 @@ async def test_validation_refuses_with_field_names_only(served: tuple[Server, Is
     server, issuer = served
     token = issuer.token("validator", "reports:read")
     before = len(events(server, event="input_validation_failed"))
-    for arguments in ({"month": "2024-13-01"}, {"month": "May"}, {}, {"month": "2024-05", "format": "pdf"},
-                      {"month": ["2024-05"]}, {"month": "'; DROP TABLE reports; --"}):
+    for arguments in (
+        {"month": "2024-13-01"},
+        {"month": "May"},
+        {},
+        {"month": "2024-05", "format": "pdf"},
+        {"month": ["2024-05"]},
+        {"month": "'; DROP TABLE reports; --"},
+    ):
         is_error, text = await call(server, token, "monthly_report", arguments)
         assert is_error and text.startswith("Invalid arguments for monthly_report: "), text
         assert "DROP" not in text and "pdf" not in text
@@ -154,9 +189,13 @@ async def test_scopes_the_tool_declares_are_enforced(served: tuple[Server, Issue
     assert refused.status_code == 403, refused.text
     assert 'error="insufficient_scope"' in refused.headers["www-authenticate"]
     assert "reports:read" in refused.headers["www-authenticate"].split('scope="')[1].split('"')[0]
-    assert any(e["identifier"] == "user:outsider" and e["tool"] == "monthly_report"
-               for e in events(server, event="authorization_denied"))
-    is_error, text = await call(server, issuer.token("insider", "reports:read"), "monthly_report", {"month": "2024-05"})
+    assert any(
+        e["identifier"] == "user:outsider" and e["tool"] == "monthly_report"
+        for e in events(server, event="authorization_denied")
+    )
+    is_error, text = await call(
+        server, issuer.token("insider", "reports:read"), "monthly_report", {"month": "2024-05"}
+    )
     assert not is_error and text == "report for 2024-05"
     audit = [e for e in events(server, event="tool_called") if e["identifier"] == "user:insider"]
     assert len(audit) == 1 and audit[0]["tool"] == "monthly_report" and audit[0]["details"]["outcome"] == "ok"
@@ -164,7 +203,9 @@ async def test_scopes_the_tool_declares_are_enforced(served: tuple[Server, Issue
 
 async def test_the_tools_own_refusal_reaches_the_model_and_the_audit(served: tuple[Server, Issuer]) -> None:
     server, issuer = served
-    is_error, text = await call(server, issuer.token("early", "reports:read"), "monthly_report", {"month": "2019-05"})
+    is_error, text = await call(
+        server, issuer.token("early", "reports:read"), "monthly_report", {"month": "2019-05"}
+    )
     assert is_error and text.endswith("Reports start in 2020-01.")
     assert any(e["identifier"] == "user:early" for e in events(server, event="input_validation_failed"))
 
@@ -178,7 +219,9 @@ async def test_the_per_tool_rate_limit_applies(served: tuple[Server, Issuer]) ->
     assert results[30].is_error and "Rate limit reached (per-tool" in text_of(results[30])
     assert any(e["identifier"] == "user:hasty" for e in events(server, event="rate_limit_exceeded"))
     # The limit is per caller: someone else is not affected.
-    is_error, _ = await call(server, issuer.token("patient", "reports:read"), "monthly_report", {"month": "2024-05"})
+    is_error, _ = await call(
+        server, issuer.token("patient", "reports:read"), "monthly_report", {"month": "2024-05"}
+    )
     assert not is_error
 
 
@@ -242,11 +285,14 @@ def test_every_tool_module_has_a_lock_fragment() -> None:
 
     tools_dir = TEMPLATE_ROOT / "template" / "src" / "{{package_name}}" / "samples"
     modules = ["about"] + [
-        name for name in ("fetch", "files", "notes", "records", "sandbox", "upstream")
+        name
+        for name in ("fetch", "files", "notes", "records", "sandbox", "upstream")
         if any(path.name.endswith(f"{name}.py{{% endif %}}") for path in tools_dir.iterdir())
     ]
     missing = [m for m in modules if not (TEMPLATE_ROOT / "tool-locks" / f"{m}.json").is_file()]
-    assert not missing, f"no tool-locks/ fragment for {missing}: run uv run python scripts/update_tool_locks.py"
+    assert not missing, (
+        f"no tool-locks/ fragment for {missing}: run uv run python scripts/update_tool_locks.py"
+    )
 
 
 # ---- questions of a tool's or a prompt's own (the README's "Questions" example) --------------------
@@ -268,7 +314,9 @@ class Shopper:
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])  # 2026-07-28: input-required results; legacy: mid-call
-async def test_a_tool_and_a_prompt_ask_the_user_in_both_eras(served: tuple[Server, Issuer], mode: str) -> None:
+async def test_a_tool_and_a_prompt_ask_the_user_in_both_eras(
+    served: tuple[Server, Issuer], mode: str
+) -> None:
     from mcp.shared.exceptions import MCPError
 
     server, issuer = served
@@ -292,35 +340,59 @@ async def test_the_question_has_its_own_key_and_counts_only_when_asked(served: t
 
     server, issuer = served
     small = {"size": ElicitResult(action="accept", content={"size": "small"})}
-    async with mcp_over_http(server.url, issuer.token("shopper", "orders:write"), elicitation_callback=Shopper()) as client:
+    async with mcp_over_http(
+        server.url, issuer.token("shopper", "orders:write"), elicitation_callback=Shopper()
+    ) as client:
         session = client.session
         first = await session.call_tool("order_shirt", SHIRT, allow_input_required=True)
         assert list(first.input_requests) == ["size"], first  # type: ignore[union-attr]
         # An answer nobody asked for (no sealed state saying the question was asked) is not used.
-        unasked = await session.call_tool("order_shirt", SHIRT, input_responses=small, allow_input_required=True)
+        unasked = await session.call_tool(
+            "order_shirt", SHIRT, input_responses=small, allow_input_required=True
+        )
         assert list(unasked.input_requests) == ["size"], unasked  # type: ignore[union-attr]
         extra = {**small, "colour": ElicitResult(action="accept", content={"colour": "blue"})}  # ignored
-        done = await session.call_tool("order_shirt", SHIRT, input_responses=extra,
-                                       request_state=first.request_state, allow_input_required=True)  # type: ignore[union-attr]
+        done = await session.call_tool(
+            "order_shirt",
+            SHIRT,
+            input_responses=extra,
+            request_state=first.request_state,
+            allow_input_required=True,
+        )  # type: ignore[union-attr]
         assert text_of(done) == "ordered a small red shirt"  # type: ignore[arg-type]
-    async with mcp_over_http(server.url, issuer.token("mallory", "orders:write"), elicitation_callback=Shopper()) as client:
+    async with mcp_over_http(
+        server.url, issuer.token("mallory", "orders:write"), elicitation_callback=Shopper()
+    ) as client:
         with pytest.raises(MCPError, match="Invalid or expired requestState"):  # bound to the principal
-            await client.session.call_tool("order_shirt", SHIRT, input_responses=small,
-                                           request_state=first.request_state, allow_input_required=True)  # type: ignore[union-attr]
+            await client.session.call_tool(
+                "order_shirt",
+                SHIRT,
+                input_responses=small,
+                request_state=first.request_state,
+                allow_input_required=True,
+            )  # type: ignore[union-attr]
 
 
-def test_answers_of_the_wrong_shape_are_a_protocol_error_without_a_traceback(served: tuple[Server, Issuer]) -> None:
+def test_answers_of_the_wrong_shape_are_a_protocol_error_without_a_traceback(
+    served: tuple[Server, Issuer],
+) -> None:
     server, issuer = served
-    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-            "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
-            "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}}
-    body = jsonrpc("tools/call", {"name": "order_shirt", "arguments": SHIRT, "inputResponses": {"size": 12345},
-                                  "_meta": meta})
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}},
+    }
+    body = jsonrpc(
+        "tools/call",
+        {"name": "order_shirt", "arguments": SHIRT, "inputResponses": {"size": 12345}, "_meta": meta},
+    )
     headers = {"Mcp-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "order_shirt"}
     answer = post_mcp(server, body, issuer.token("shopper", "orders:write"), headers=headers).json()
     assert answer["error"]["code"] == -32602, answer
     assert "inputResponses" in answer["error"]["message"] and "12345" not in str(answer)
     assert "order_shirt failed outside the tool" not in server.log()  # before: logged as a crash
     refused = events(server, event="input_validation_failed")
-    assert any(e["tool"] == "order_shirt" and e["details"].get("reason") == "malformed request parameters"
-               for e in refused), refused
+    assert any(
+        e["tool"] == "order_shirt" and e["details"].get("reason") == "malformed request parameters"
+        for e in refused
+    ), refused

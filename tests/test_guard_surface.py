@@ -143,7 +143,12 @@ def test_the_guard_exports_what_users_import_with_todays_signatures(
     assert found["coroutines"] == ["middleware", "resource_updated"]
     assert found["notify"] == ["info", "log", "progress", "warning"]
     # A tool's refusal: the message reaches the model, the event and details reach the audit trail.
-    assert found["refused"] == ["Not in this month.", "Not in this month.", "authorization_denied", {"rule": "month"}]
+    assert found["refused"] == [
+        "Not in this month.",
+        "Not in this month.",
+        "authorization_denied",
+        {"rule": "month"},
+    ]
     assert found["errors"] == [True, True]
     assert found["current_call"] == []
     assert found["input_key_keeps_the_function"] is True
@@ -155,5 +160,7 @@ def test_a_stdio_only_project_exports_the_same_surface(venv: Venv, rendered: Cal
     assert found["exported"] == sorted(PUBLIC_NAMES)
     assert found["members"] == GUARD_MEMBERS
     assert [found["tool"], found["resource"], found["prompt"]] == [
-        TOOL_PARAMETERS, RESOURCE_PARAMETERS, PROMPT_PARAMETERS
+        TOOL_PARAMETERS,
+        RESOURCE_PARAMETERS,
+        PROMPT_PARAMETERS,
     ]

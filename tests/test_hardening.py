@@ -203,7 +203,10 @@ def test_slowloris_connections_are_capped_timed_out_and_an_honest_client_is_answ
         watch = EventWatch(server)
         partial = b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
         slow_body = b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n{"
-        held = [held_connection(server.port, b"" if i % 3 == 0 else partial if i % 3 == 1 else slow_body) for i in range(150)]
+        held = [
+            held_connection(server.port, b"" if i % 3 == 0 else partial if i % 3 == 1 else slow_body)
+            for i in range(150)
+        ]
         try:
             time.sleep(0.5)
             # An honest client from another address is answered while the 150 are held.
@@ -271,8 +274,13 @@ def test_content_length_with_transfer_encoding_is_400_and_closes_the_connection(
     request = (
         b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + tool_key.encode() + b"\r\n"
         b"Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
-        b"Content-Length: " + str(len(body) + 200).encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
-        + f"{len(body):x}".encode() + b"\r\n" + body + b"\r\n0\r\n\r\n"
+        b"Content-Length: "
+        + str(len(body) + 200).encode()
+        + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + f"{len(body):x}".encode()
+        + b"\r\n"
+        + body
+        + b"\r\n0\r\n\r\n"
     )
     watch = EventWatch(server)
     answer = raw_exchange(server, request + smuggled)
@@ -316,7 +324,9 @@ def test_a_valid_key_is_admitted_from_a_blocked_address_while_bad_ones_stay_refu
     with running_server(venv, project, env, log_dir=tmp_path) as blocked:
         bad = [post_mcp(blocked, CALL, WRONG_KEY).status_code for _ in range(5)]
         good = post_mcp(blocked, CALL, tool_key)
-        admin_read = httpx2.get(blocked.base + "/security/events", headers={"Authorization": f"Bearer {admin}"})
+        admin_read = httpx2.get(
+            blocked.base + "/security/events", headers={"Authorization": f"Bearer {admin}"}
+        )
         still_bad = post_mcp(blocked, CALL, WRONG_KEY)
         no_key = post_mcp(blocked, CALL)
     assert bad == [401, 401, 401, 429, 429]
@@ -348,7 +358,9 @@ def test_a_well_formed_cursor_of_no_position_here_is_400_naming_it(
     _, admin = keys(project)
     cursor = base64.urlsafe_b64encode(position.encode()).decode().rstrip("=")
     response = httpx2.get(
-        server.base + "/security/events", params={"cursor": cursor}, headers={"Authorization": f"Bearer {admin}"}
+        server.base + "/security/events",
+        params={"cursor": cursor},
+        headers={"Authorization": f"Bearer {admin}"},
     )
     assert response.status_code == 400, response.text
     assert "cursor" in response.json()["message"]

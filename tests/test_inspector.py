@@ -21,7 +21,9 @@ def project(rendered: Callable[[str], Path]) -> Path:
 
 @pytest.fixture(scope="module")
 def http_server(project: Path, venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running_server(venv, project, read_env_file(project), log_dir=tmp_path_factory.mktemp("logs")) as server:
+    with running_server(
+        venv, project, read_env_file(project), log_dir=tmp_path_factory.mktemp("logs")
+    ) as server:
         yield server
 
 
@@ -42,8 +44,9 @@ def stdio_target(venv: Venv, project: Path) -> list[str]:
 
 
 def test_stdio_tools_list(project: Path, venv: Venv, tmp_path: Path) -> None:
-    code, answer, output = inspector("--method", "tools/list", *stdio_target(venv, project), cwd=project,
-                                     home=tmp_path)
+    code, answer, output = inspector(
+        "--method", "tools/list", *stdio_target(venv, project), cwd=project, home=tmp_path
+    )
     assert code == 0, output
     tools = {tool["name"]: tool for tool in answer["tools"]}
     assert "whoami" in tools
@@ -53,7 +56,13 @@ def test_stdio_tools_list(project: Path, venv: Venv, tmp_path: Path) -> None:
 
 def test_stdio_tools_call(project: Path, venv: Venv, tmp_path: Path) -> None:
     code, answer, output = inspector(
-        "--method", "tools/call", "--tool-name", "whoami", *stdio_target(venv, project), cwd=project, home=tmp_path
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "whoami",
+        *stdio_target(venv, project),
+        cwd=project,
+        home=tmp_path,
     )
     assert code == 0, output
     assert answer["isError"] is False
@@ -63,12 +72,20 @@ def test_stdio_tools_call(project: Path, venv: Venv, tmp_path: Path) -> None:
 def test_http_tools_list_and_call_with_bearer_key(http_server: Server, tmp_path: Path) -> None:
     key = http_server.env["MCP_API_KEYS"]
     header = ["--header", f"Authorization: Bearer {key}"]
-    code, listed, output = inspector(http_server.url, "--method", "tools/list", *header, cwd=tmp_path,
-                                     home=tmp_path)
+    code, listed, output = inspector(
+        http_server.url, "--method", "tools/list", *header, cwd=tmp_path, home=tmp_path
+    )
     assert code == 0, output
     assert "whoami" in [tool["name"] for tool in listed["tools"]]
     code, called, output = inspector(
-        http_server.url, "--method", "tools/call", "--tool-name", "whoami", *header, cwd=tmp_path, home=tmp_path
+        http_server.url,
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "whoami",
+        *header,
+        cwd=tmp_path,
+        home=tmp_path,
     )
     assert code == 0, output
     assert called["isError"] is False
@@ -76,9 +93,14 @@ def test_http_tools_list_and_call_with_bearer_key(http_server: Server, tmp_path:
     assert key not in output
 
 
-@pytest.mark.parametrize("header", [[], ["--header", "Authorization: Bearer mcp_wrong-key-00000000000000000000"]])
-def test_http_without_a_valid_key_gets_nothing(http_server: Server, tmp_path: Path, header: list[str]) -> None:
-    code, _, output = inspector(http_server.url, "--method", "tools/list", *header, cwd=tmp_path,
-                                     home=tmp_path)
+@pytest.mark.parametrize(
+    "header", [[], ["--header", "Authorization: Bearer mcp_wrong-key-00000000000000000000"]]
+)
+def test_http_without_a_valid_key_gets_nothing(
+    http_server: Server, tmp_path: Path, header: list[str]
+) -> None:
+    code, _, output = inspector(
+        http_server.url, "--method", "tools/list", *header, cwd=tmp_path, home=tmp_path
+    )
     assert code != 0, output
     assert "whoami" not in output

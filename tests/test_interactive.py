@@ -23,8 +23,12 @@ def copier_in_pty(dest: Path) -> pexpect.spawn:
     assert copier, "copier is a dev dependency of the template's tests"
     env = clean_env({"MCP_TEMPLATE_SKIP_LOCK": "1", "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"})
     return pexpect.spawn(
-        copier, ["copy", "--trust", "--vcs-ref", "HEAD", str(TEMPLATE_ROOT), str(dest)],
-        env=env, encoding="utf-8", timeout=60, dimensions=(50, 200),
+        copier,
+        ["copy", "--trust", "--vcs-ref", "HEAD", str(TEMPLATE_ROOT), str(dest)],
+        env=env,
+        encoding="utf-8",
+        timeout=60,
+        dimensions=(50, 200),
     )
 
 

@@ -65,7 +65,9 @@ async def test_http_with_the_key_from_env_lists_and_calls(http_server: Server) -
 
 
 @pytest.mark.parametrize("token", [None, "mcp_wrong-key-000000000000000000000000"])
-async def test_http_without_a_valid_key_is_401_and_no_tool_runs(http_server: Server, token: str | None) -> None:
+async def test_http_without_a_valid_key_is_401_and_no_tool_runs(
+    http_server: Server, token: str | None
+) -> None:
     before = len(tool_called_events(http_server))
     response = await anyio.to_thread.run_sync(
         lambda: post_mcp(http_server, jsonrpc("tools/call", {"name": "whoami", "arguments": {}}), token)

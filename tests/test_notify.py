@@ -90,7 +90,13 @@ def register(guard: Guard, settings: Settings) -> None:
 
 @pytest.fixture(scope="module")
 def project(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    answers = {**BASE, "project_name": "Acme Notify", "transport": "both", "auth": "api_key", "sample_tools": []}
+    answers = {
+        **BASE,
+        "project_name": "Acme Notify",
+        "transport": "both",
+        "auth": "api_key",
+        "sample_tools": [],
+    }
     return installed_project(venv, tmp_path_factory.mktemp("notify"), answers, {"reporter": REPORTER})
 
 
@@ -99,8 +105,11 @@ def served(project: Path, venv: Venv, tmp_path_factory: pytest.TempPathFactory) 
     logs = tmp_path_factory.mktemp("notify-logs")
     env = read_env_file(project)
     # A second principal, for the replay test.
-    env.update(MCP_API_KEYS=f"{env['MCP_API_KEYS']},{SECOND}", MCP_RATE_LIMIT="100000/minute",
-               MCP_SESSION_REPLAY_BYTES=str(REPLAY_BYTES))
+    env.update(
+        MCP_API_KEYS=f"{env['MCP_API_KEYS']},{SECOND}",
+        MCP_RATE_LIMIT="100000/minute",
+        MCP_SESSION_REPLAY_BYTES=str(REPLAY_BYTES),
+    )
     with running_server(venv, project, env, log_dir=logs) as server:
         yield server
 
@@ -109,8 +118,9 @@ def key(server: Server) -> str:
     return server.env["MCP_API_KEYS"].split(",")[0]
 
 
-async def chat(server: Server, mode: str, count: int = 3, level: Any = None, set_level: Any = None
-               ) -> tuple[str, list[LoggingMessageNotificationParams], list[tuple[float, Any, Any]]]:
+async def chat(
+    server: Server, mode: str, count: int = 3, level: Any = None, set_level: Any = None
+) -> tuple[str, list[LoggingMessageNotificationParams], list[tuple[float, Any, Any]]]:
     lines: list[LoggingMessageNotificationParams] = []
     progress: list[tuple[float, Any, Any]] = []
 
@@ -120,10 +130,14 @@ async def chat(server: Server, mode: str, count: int = 3, level: Any = None, set
     async def on_progress(done: float, total: Any, message: Any) -> None:
         progress.append((done, total, message))
 
-    async with mcp_over_http(server.url, key(server), mode=mode, logging_callback=on_log, log_level=level) as client:
+    async with mcp_over_http(
+        server.url, key(server), mode=mode, logging_callback=on_log, log_level=level
+    ) as client:
         if set_level:
             await client.set_logging_level(set_level)
-        result = await client.call_tool("chatty", {"secret": key(server), "count": count}, progress_callback=on_progress)
+        result = await client.call_tool(
+            "chatty", {"secret": key(server), "count": count}, progress_callback=on_progress
+        )
     return text_of(result), lines, progress
 
 
@@ -153,8 +167,11 @@ async def test_a_2026_request_that_did_not_ask_gets_no_log_lines(served: Server)
 async def test_a_call_sends_at_most_a_hundred_and_the_audit_counts_the_rest(served: Server) -> None:
     _, lines, progress = await chat(served, "legacy", count=250)
     assert len(lines) + len(progress) == 100
-    events = [e for e in all_events(served, served.env["MCP_ADMIN_API_KEYS"], event="tool_called")
-              if e["tool"] == "chatty" and e["details"].get("notifications_dropped")]
+    events = [
+        e
+        for e in all_events(served, served.env["MCP_ADMIN_API_KEYS"], event="tool_called")
+        if e["tool"] == "chatty" and e["details"].get("notifications_dropped")
+    ]
     assert events and events[-1]["details"]["notifications"] == 100
     assert events[-1]["details"]["notifications_dropped"] == 152  # 2 log lines + 250 progress - 100
 
@@ -171,12 +188,29 @@ async def test_a_missing_client_capability_is_refused_as_such_not_as_a_crash(ser
 
 
 def open_session(http: httpx2.Client, server: Server, token: str) -> str:
-    headers = {**MCP_HEADERS, "Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"}
-    answer = http.post(server.url, headers=headers, json=jsonrpc("initialize", {
-        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}))
+    headers = {
+        **MCP_HEADERS,
+        "Authorization": f"Bearer {token}",
+        "Accept": "application/json, text/event-stream",
+    }
+    answer = http.post(
+        server.url,
+        headers=headers,
+        json=jsonrpc(
+            "initialize",
+            {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "0"},
+            },
+        ),
+    )
     session = answer.headers["mcp-session-id"]
-    http.post(server.url, headers={**headers, "Mcp-Session-Id": session},
-              json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+    http.post(
+        server.url,
+        headers={**headers, "Mcp-Session-Id": session},
+        json={"jsonrpc": "2.0", "method": "notifications/initialized"},
+    )
     return session
 
 
@@ -184,8 +218,11 @@ def replay(http: httpx2.Client, server: Server, headers: dict[str, str], last_ev
     """What a GET with Last-Event-ID brings back (the stream ends once the replay is done)."""
     seen = ""
     try:
-        with http.stream("GET", server.url, headers={**headers, "Last-Event-ID": last_event_id,
-                                                     "Accept": "text/event-stream"}) as stream:
+        with http.stream(
+            "GET",
+            server.url,
+            headers={**headers, "Last-Event-ID": last_event_id, "Accept": "text/event-stream"},
+        ) as stream:
             for chunk in stream.iter_text():
                 seen += chunk
                 if '"id":7' in seen:
@@ -199,15 +236,28 @@ def test_replay_is_bound_to_the_session(served: Server) -> None:
     """A replays its own answer by Last-Event-ID; B, in its own session, gets nothing of A's."""
     session_headers: dict[str, str] = {}
     with httpx2.Client(timeout=httpx2.Timeout(10, read=3)) as http:
-        mine = {**MCP_HEADERS, **session_headers, "Authorization": f"Bearer {key(served)}",
-                "Mcp-Session-Id": open_session(http, served, key(served))}
-        answer = http.post(served.url, headers=mine, json=jsonrpc("tools/call", {
-            "name": "chatty", "arguments": {"secret": "marker-of-a", "count": 0}}, id=7))
+        mine = {
+            **MCP_HEADERS,
+            **session_headers,
+            "Authorization": f"Bearer {key(served)}",
+            "Mcp-Session-Id": open_session(http, served, key(served)),
+        }
+        answer = http.post(
+            served.url,
+            headers=mine,
+            json=jsonrpc(
+                "tools/call", {"name": "chatty", "arguments": {"secret": "marker-of-a", "count": 0}}, id=7
+            ),
+        )
         ids = [line[3:].strip() for line in answer.text.splitlines() if line.startswith("id:")]
         assert len(ids) >= 2 and "done" in answer.text, answer.text  # a priming event, then the answer
         assert '"text":"done"' in replay(http, served, mine, ids[0]).replace(" ", "")
-        theirs = {**MCP_HEADERS, **session_headers, "Authorization": f"Bearer {SECOND}",
-                  "Mcp-Session-Id": open_session(http, served, SECOND)}
+        theirs = {
+            **MCP_HEADERS,
+            **session_headers,
+            "Authorization": f"Bearer {SECOND}",
+            "Mcp-Session-Id": open_session(http, served, SECOND),
+        }
         seen = replay(http, served, theirs, ids[0])
     assert "marker-of-a" not in seen and "done" not in seen, seen
 
@@ -236,8 +286,12 @@ async def test_a_session_subscribes_to_a_guarded_resource_and_hears_of_its_chang
 
 async def test_subscribing_without_a_session_is_refused_with_the_fix(served: Server) -> None:
     # An initialize-era client that reads only JSON gets no session: there is nothing to notify.
-    answer = post_mcp(served, jsonrpc("resources/subscribe", {"uri": "notes://board"}), key(served),
-                      headers={"Accept": "application/json"})
+    answer = post_mcp(
+        served,
+        jsonrpc("resources/subscribe", {"uri": "notes://board"}),
+        key(served),
+        headers={"Accept": "application/json"},
+    )
     error = answer.json()["error"]
     assert error["code"] == -32600 and "MCP_SESSIONS" in error["message"], error
 
@@ -254,8 +308,9 @@ async def test_stdio_clients_get_the_same_sanitised_lines(project: Path, venv: V
         progress.append(done)
 
     async with Client(stdio_params(venv, project, env), logging_callback=on_log, mode="legacy") as client:
-        result = await client.call_tool("chatty", {"secret": env["MCP_API_KEYS"], "count": 2},
-                                        progress_callback=on_progress)
+        result = await client.call_tool(
+            "chatty", {"secret": env["MCP_API_KEYS"], "count": 2}, progress_callback=on_progress
+        )
     assert text_of(result) == "done" and progress == [0, 1]
     assert [line.level for line in lines] == ["warning", "info"]
     assert env["MCP_API_KEYS"] not in str(lines[0].data) and "\x1b" not in str(lines[0].data)
@@ -267,13 +322,22 @@ def test_the_replay_buffer_keeps_only_the_newest_bytes(served: Server) -> None:
     Only streamed answers are kept for replay (a bare answer is sent as JSON, complete or not at all).
     """
     with httpx2.Client(timeout=httpx2.Timeout(10, read=3)) as http:
-        headers = {**MCP_HEADERS, "Authorization": f"Bearer {key(served)}",
-                   "Mcp-Session-Id": open_session(http, served, key(served))}
-        small = http.post(served.url, headers=headers, json=jsonrpc("tools/call", {
-            "name": "big", "arguments": {"size": 100}}, id=7))
+        headers = {
+            **MCP_HEADERS,
+            "Authorization": f"Bearer {key(served)}",
+            "Mcp-Session-Id": open_session(http, served, key(served)),
+        }
+        small = http.post(
+            served.url,
+            headers=headers,
+            json=jsonrpc("tools/call", {"name": "big", "arguments": {"size": 100}}, id=7),
+        )
         small_ids = [line[3:].strip() for line in small.text.splitlines() if line.startswith("id:")]
-        large = http.post(served.url, headers=headers, json=jsonrpc("tools/call", {
-            "name": "big", "arguments": {"size": REPLAY_BYTES * 2}}, id=7))
+        large = http.post(
+            served.url,
+            headers=headers,
+            json=jsonrpc("tools/call", {"name": "big", "arguments": {"size": REPLAY_BYTES * 2}}, id=7),
+        )
         large_ids = [line[3:].strip() for line in large.text.splitlines() if line.startswith("id:")]
         assert "b" * 100 in replay(http, served, headers, small_ids[0])
         assert "bbbb" not in replay(http, served, headers, large_ids[0])

@@ -150,8 +150,10 @@ def test_401_points_to_the_resource_metadata(server: Server) -> None:
 
 def hs256_with_public_key(auth: AuthServer, audience: str) -> str:
     """The classic key-confusion attack: HMAC-sign with the issuer's public key as the secret."""
-    public_pem = auth.keys[0].private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    public_pem = (
+        auth.keys[0]
+        .private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     header = b64url(json.dumps({"alg": "HS256", "typ": "JWT", "kid": auth.keys[0].kid}).encode())
     payload = b64url(json.dumps(auth.claims(audience)).encode())
@@ -232,7 +234,9 @@ async def test_token_scopes_reach_the_guard_but_reserved_ones_grant_nothing(
     async with http_client(server.url, token) as client:
         result = await client.call_tool("whoami", {})
     assert "\nscopes: mcp:tools notes:read\nclient: test-client" in text_of(result)
-    admin = httpx2.get(server.base + "/security/events", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    admin = httpx2.get(
+        server.base + "/security/events", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
     assert admin.status_code == 403
 
 
@@ -250,8 +254,11 @@ def test_admin_key_still_reads_events_and_tokens_never_appear(server: Server) ->
     assert "eyJ" not in response.text  # no JWT (they all start with a base64 '{"')
     assert "eyJ" not in server.log()
     assert admin_key not in server.log()
-    assert all(event["event"] == "authentication_failed" for event in security_events(server)
-               if event["details"].get("reason") == "wrong_audience")
+    assert all(
+        event["event"] == "authentication_failed"
+        for event in security_events(server)
+        if event["details"].get("reason") == "wrong_audience"
+    )
 
 
 def test_key_rotation_is_followed_and_unknown_kids_refetch_at_most_once(
@@ -284,8 +291,9 @@ def test_key_rotation_is_followed_and_unknown_kids_refetch_at_most_once(
         server.stop()
 
 
-def test_unreachable_jwks_refuses_tokens(rendered: Callable[[str], Path], venv: Venv,
-                                         auth_server: AuthServer) -> None:
+def test_unreachable_jwks_refuses_tokens(
+    rendered: Callable[[str], Path], venv: Venv, auth_server: AuthServer
+) -> None:
     project = rendered("oauth")
     port = free_port()
     env: dict[str, Any] = {
@@ -309,9 +317,18 @@ def test_an_oauth_render_has_no_tool_key_and_says_what_clients_need(rendered: Ca
     assert env["MCP_ADMIN_API_KEYS"].startswith("mcp_")  # the admin surface keeps its key
     # The hook's closing message (the .env exists, so it only prints).
     out = subprocess.run(
-        [sys.executable, str(TEMPLATE_ROOT / "hooks" / "post_copy.py"), "--command=acme", "--transport=http",
-         "--auth=oauth"],
-        cwd=project, capture_output=True, text=True, timeout=60, check=True,
+        [
+            sys.executable,
+            str(TEMPLATE_ROOT / "hooks" / "post_copy.py"),
+            "--command=acme",
+            "--transport=http",
+            "--auth=oauth",
+        ],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
         env={**os.environ, "MCP_TEMPLATE_SKIP_LOCK": "1"},
     ).stdout
     assert "MCP_API_KEYS" not in out

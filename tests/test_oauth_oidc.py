@@ -148,8 +148,15 @@ def test_a_call_needing_a_scope_the_token_lacks_is_403_before_it_runs(
     # The same token still calls what it may, through SingleExchange and through the SDK's own path.
     listing = jsonrpc("tools/call", {"name": "list_notes", "arguments": {}})
     assert post_mcp(server, listing, token).status_code == 200
-    assert post_mcp(server, listing, token, headers={"Accept": "text/event-stream, application/json",
-                                                     "Mcp-Protocol-Version": "2025-06-18"}).status_code == 200
+    assert (
+        post_mcp(
+            server,
+            listing,
+            token,
+            headers={"Accept": "text/event-stream, application/json", "Mcp-Protocol-Version": "2025-06-18"},
+        ).status_code
+        == 200
+    )
 
 
 class Browser:
@@ -165,7 +172,9 @@ class Browser:
         self.query = self.oidc.authorize(url, REDIRECT_URI)
 
     async def callback(self) -> AuthorizationCodeResult:
-        return AuthorizationCodeResult(code=self.query["code"], state=self.query.get("state"), iss=self.query.get("iss"))
+        return AuthorizationCodeResult(
+            code=self.query["code"], state=self.query.get("state"), iss=self.query.get("iss")
+        )
 
 
 class MemoryStorage:
@@ -239,7 +248,13 @@ def test_typescript_sdk_client_signs_in_and_steps_up(server: Server, oidc: OidcP
     oidc.set_user("bob", decline_once=("notes:write",))
     script = Path(__file__).parent / "support" / "ts_oauth_client.mjs"
     result = subprocess.run(
-        [str(NODE_BIN / "node"), str(script), server.url, "add_note", json.dumps({"text": "from typescript"})],
+        [
+            str(NODE_BIN / "node"),
+            str(script),
+            server.url,
+            "add_note",
+            json.dumps({"text": "from typescript"}),
+        ],
         cwd=Path(__file__).parents[1],
         env=node_env(),
         capture_output=True,
@@ -284,7 +299,9 @@ def test_opaque_tokens_are_checked_by_introspection(introspecting: Server, oidc:
 
     valid = oidc.client_credentials("machine", server.url, "notes:read")
     assert valid["access_token"].count(".") == 0  # opaque
-    response = post_mcp(server, jsonrpc("tools/call", {"name": "whoami", "arguments": {}}), valid["access_token"])
+    response = post_mcp(
+        server, jsonrpc("tools/call", {"name": "whoami", "arguments": {}}), valid["access_token"]
+    )
     assert response.status_code == 200
     assert "principal: client:machine" in response.text and "scopes: notes:read" in response.text
     revoked = oidc.client_credentials("machine", server.url, "notes:read")["access_token"]
@@ -322,26 +339,42 @@ def test_introspection_endpoint_down_refuses_opaque_tokens(
 CHECK_CASES: dict[str, tuple[Callable[[OidcProvider], dict[str, str]], int, str]] = {
     "matching": (lambda o: {}, 0, "configuration is valid"),
     "issuer with a trailing slash": (
-        lambda o: {"MCP_OAUTH_ISSUER": o.issuer + "/"}, 1, "set MCP_OAUTH_ISSUER={issuer} exactly"
+        lambda o: {"MCP_OAUTH_ISSUER": o.issuer + "/"},
+        1,
+        "set MCP_OAUTH_ISSUER={issuer} exactly",
     ),
     "another JWKS URL": (
-        lambda o: {"MCP_OAUTH_JWKS_URL": o.issuer + "/keys.json"}, 1, "MCP_OAUTH_JWKS_URL is"
+        lambda o: {"MCP_OAUTH_JWKS_URL": o.issuer + "/keys.json"},
+        1,
+        "MCP_OAUTH_JWKS_URL is",
     ),
     "algorithm the keys cannot use": (
-        lambda o: {"MCP_OAUTH_ALGORITHMS": "ES256"}, 1, "can only be used with RS256"
+        lambda o: {"MCP_OAUTH_ALGORITHMS": "ES256"},
+        1,
+        "can only be used with RS256",
     ),
     "algorithm name nobody verifies": (
-        lambda o: {"MCP_OAUTH_ALGORITHMS": "RS256,Ed25519"}, 2, "MCP_OAUTH_ALGORITHMS: Ed25519: not a JWS"
+        lambda o: {"MCP_OAUTH_ALGORITHMS": "RS256,Ed25519"},
+        2,
+        "MCP_OAUTH_ALGORITHMS: Ed25519: not a JWS",
     ),
-    "made-up algorithm name": (lambda o: {"MCP_OAUTH_ALGORITHMS": "XYZ999"}, 2, "XYZ999: not a JWS algorithm"),
+    "made-up algorithm name": (
+        lambda o: {"MCP_OAUTH_ALGORITHMS": "XYZ999"},
+        2,
+        "XYZ999: not a JWS algorithm",
+    ),
     "introspection without client credentials": (
-        lambda o: {"MCP_OAUTH_INTROSPECTION_URL": o.introspection_url}, 1, "needs MCP_OAUTH_CLIENT_ID"
+        lambda o: {"MCP_OAUTH_INTROSPECTION_URL": o.introspection_url},
+        1,
+        "needs MCP_OAUTH_CLIENT_ID",
     ),
 }
 
 
 @pytest.mark.parametrize("case", list(CHECK_CASES))
-def test_check_asks_the_authorization_server(project: Path, venv: Venv, oidc: OidcProvider, case: str) -> None:
+def test_check_asks_the_authorization_server(
+    project: Path, venv: Venv, oidc: OidcProvider, case: str
+) -> None:
     change, code, expected = CHECK_CASES[case]
     env = {**oauth_env(project, oidc, 8000, **introspection_env(oidc)), **change(oidc)}
     if "introspection without" in case:

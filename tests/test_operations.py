@@ -45,10 +45,15 @@ from support.perimeter import EventWatch, security_events
 
 pytestmark = pytest.mark.anyio
 
-KEYS = {name: f"mcp_ops-{name}-key-0123456789abcdef" for name in ("calls", "rate", "steady", "refuse", "calm", "destroy")}
+KEYS = {
+    name: f"mcp_ops-{name}-key-0123456789abcdef"
+    for name in ("calls", "rate", "steady", "refuse", "calm", "destroy")
+}
 ADMIN = "mcp_ops-admin-key-0123456789abcdef"
 WRONG_KEY = "mcp_wrong-credential-SHOULD-NOT-LEAK-42"
-SANDBOX_PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else shutil.which("python3") or "python3"
+SANDBOX_PYTHON = (
+    "/usr/bin/python3" if Path("/usr/bin/python3").exists() else shutil.which("python3") or "python3"
+)
 SLOW_START = {"timeout": 120}  # the machine may be shared; start-up is not what these tests measure
 RULES = Path("monitoring/prometheus-alerts.yml")
 
@@ -139,14 +144,24 @@ def families(server: Server) -> set[str]:
 
 
 async def post(
-    http: httpx2.AsyncClient, server: Server, key: str | None, method: str, params: dict[str, Any],
+    http: httpx2.AsyncClient,
+    server: Server,
+    key: str | None,
+    method: str,
+    params: dict[str, Any],
     address: str | None = None,
 ) -> httpx2.Response:
     return await post_mcp_async(http, server, jsonrpc(method, params), key, address)
 
 
-async def call(http: httpx2.AsyncClient, server: Server, key: str | None, tool: str,
-               arguments: dict[str, Any] | None = None, address: str | None = None) -> httpx2.Response:
+async def call(
+    http: httpx2.AsyncClient,
+    server: Server,
+    key: str | None,
+    tool: str,
+    arguments: dict[str, Any] | None = None,
+    address: str | None = None,
+) -> httpx2.Response:
     return await post(http, server, key, "tools/call", {"name": tool, "arguments": arguments or {}}, address)
 
 
@@ -173,9 +188,12 @@ def test_metrics_needs_the_admin_key(metrics_server: Server) -> None:
     assert tool_key.status_code == 403 and "mcp_" not in tool_key.text
     assert [e["details"]["reason"] for e in watch.new("authentication_failed")] == ["missing_credential"]
     assert [e["details"]["path"] for e in watch.new("authorization_denied")] == ["/metrics"]
-    assert "mcp_server_operation_duration_seconds" in httpx2.get(
-        metrics_server.base + "/metrics", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30
-    ).text
+    assert (
+        "mcp_server_operation_duration_seconds"
+        in httpx2.get(
+            metrics_server.base + "/metrics", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30
+        ).text
+    )
 
 
 async def test_metrics_count_calls_refusals_and_a_block(metrics_server: Server) -> None:
@@ -186,7 +204,10 @@ async def test_metrics_count_calls_refusals_and_a_block(metrics_server: Server) 
         for name in ("no-such-tool", "another-unknown"):
             assert is_error(await call(http, metrics_server, KEYS["calls"], name))
         assert is_error(await call(http, metrics_server, KEYS["calls"], "add_note", {"text": ""}))
-        runs = [await call(http, metrics_server, KEYS["calls"], "run_python", {"code": "print(6 * 7)"}) for _ in "ab"]
+        runs = [
+            await call(http, metrics_server, KEYS["calls"], "run_python", {"code": "print(6 * 7)"})
+            for _ in "ab"
+        ]
         assert "42" in runs[0].json()["result"]["content"][0]["text"]
         assert is_error(runs[1]) and "Rate limit" in runs[1].json()["result"]["content"][0]["text"]
         for _ in range(3):  # MCP_AUTH_FAILURE_THRESHOLD failures block the address
@@ -203,7 +224,9 @@ async def test_metrics_count_calls_refusals_and_a_block(metrics_server: Server) 
         return value(after, metric, **labels) - value(before, metric, **labels)
 
     duration = "mcp_server_operation_duration_seconds_count"
-    assert delta(duration, mcp_method_name="tools/call", name="whoami", error_type="") == 4  # 1 from the blocked address
+    assert (
+        delta(duration, mcp_method_name="tools/call", name="whoami", error_type="") == 4
+    )  # 1 from the blocked address
     assert delta(duration, mcp_method_name="tools/call", name="_unknown", error_type="tool_error") == 2
     assert delta(duration, mcp_method_name="tools/call", name="add_note", error_type="tool_error") == 1
     assert delta(duration, mcp_method_name="tools/call", name="run_python", error_type="") == 1
@@ -266,7 +289,9 @@ def promtool() -> str:
 
 def test_alert_rules_pass_promtool_and_fire(project: Path, tmp_path: Path, metrics_server: Server) -> None:
     rules = project / RULES
-    checked = subprocess.run([promtool(), "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
+    checked = subprocess.run(
+        [promtool(), "check", "rules", str(rules)], capture_output=True, text=True, timeout=60
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     # Every metric a rule reads is one the server exposes (names drift otherwise, and alerts go silent).
     exposed = families(metrics_server) | {"mcp_alerts_total"}  # declared only when a webhook is set
@@ -286,27 +311,55 @@ def test_alert_rules_pass_promtool_and_fire(project: Path, tmp_path: Path, metri
             {
                 "interval": "1m",
                 "input_series": [
-                    {"series": 'mcp_security_events_total{job="mcp",event="client_blocked",severity="high"}',
-                     "values": "0 1 2 3 4 5 6 7 8 9 10"},
-                    {"series": 'mcp_store_up{job="mcp",instance="a",store="audit"}', "values": "1 1 0 0 0 0 0 0 0 0 0"},
+                    {
+                        "series": 'mcp_security_events_total{job="mcp",event="client_blocked",severity="high"}',
+                        "values": "0 1 2 3 4 5 6 7 8 9 10",
+                    },
+                    {
+                        "series": 'mcp_store_up{job="mcp",instance="a",store="audit"}',
+                        "values": "1 1 0 0 0 0 0 0 0 0 0",
+                    },
                     {"series": 'mcp_store_up{job="mcp",instance="a",store="rate_limit"}', "values": "1x10"},
-                    {"series": 'mcp_sandbox_runs_total{job="mcp",outcome="killed"}', "values": "0 2 4 6 8 10 12 14 16 18 20"},
-                    {"series": 'mcp_security_events_total{job="mcp",event="anomaly_detected",severity="high"}',
-                     "values": "0 0 0 0 0 0 0 0 1 1 1"},
-                    {"series": 'mcp_alerts_total{job="mcp",result="failed"}', "values": "0 0 0 0 0 0 0 0 0 2 2"},
+                    {
+                        "series": 'mcp_sandbox_runs_total{job="mcp",outcome="killed"}',
+                        "values": "0 2 4 6 8 10 12 14 16 18 20",
+                    },
+                    {
+                        "series": 'mcp_security_events_total{job="mcp",event="anomaly_detected",severity="high"}',
+                        "values": "0 0 0 0 0 0 0 0 1 1 1",
+                    },
+                    {
+                        "series": 'mcp_alerts_total{job="mcp",result="failed"}',
+                        "values": "0 0 0 0 0 0 0 0 0 2 2",
+                    },
                 ],
                 "alert_rule_test": [
-                    {"eval_time": "10m", "alertname": "MCPClientsBlockedRepeatedly",
-                     "exp_alerts": [{"exp_labels": {"job": "mcp", "severity": "page"}}]},
-                    {"eval_time": "10m", "alertname": "MCPAuditStoreUnavailable",
-                     "exp_alerts": [{"exp_labels": {"job": "mcp", "instance": "a", "severity": "page"}}]},
+                    {
+                        "eval_time": "10m",
+                        "alertname": "MCPClientsBlockedRepeatedly",
+                        "exp_alerts": [{"exp_labels": {"job": "mcp", "severity": "page"}}],
+                    },
+                    {
+                        "eval_time": "10m",
+                        "alertname": "MCPAuditStoreUnavailable",
+                        "exp_alerts": [{"exp_labels": {"job": "mcp", "instance": "a", "severity": "page"}}],
+                    },
                     {"eval_time": "10m", "alertname": "MCPRateLimitStoreUnavailable", "exp_alerts": []},
-                    {"eval_time": "10m", "alertname": "MCPSandboxFailures",
-                     "exp_alerts": [{"exp_labels": {"job": "mcp", "severity": "ticket"}}]},
-                    {"eval_time": "10m", "alertname": "MCPAnomalyDetected",
-                     "exp_alerts": [{"exp_labels": {"job": "mcp", "severity": "ticket"}}]},
-                    {"eval_time": "10m", "alertname": "MCPAlertWebhookFailing",
-                     "exp_alerts": [{"exp_labels": {"job": "mcp", "severity": "ticket"}}]},
+                    {
+                        "eval_time": "10m",
+                        "alertname": "MCPSandboxFailures",
+                        "exp_alerts": [{"exp_labels": {"job": "mcp", "severity": "ticket"}}],
+                    },
+                    {
+                        "eval_time": "10m",
+                        "alertname": "MCPAnomalyDetected",
+                        "exp_alerts": [{"exp_labels": {"job": "mcp", "severity": "ticket"}}],
+                    },
+                    {
+                        "eval_time": "10m",
+                        "alertname": "MCPAlertWebhookFailing",
+                        "exp_alerts": [{"exp_labels": {"job": "mcp", "severity": "ticket"}}],
+                    },
                     {"eval_time": "2m", "alertname": "MCPClientsBlockedRepeatedly", "exp_alerts": []},
                 ],
             }
@@ -314,7 +367,9 @@ def test_alert_rules_pass_promtool_and_fire(project: Path, tmp_path: Path, metri
     }
     test_file = tmp_path / "alerts.test.yml"
     test_file.write_text(yaml.safe_dump(unit))
-    tested = subprocess.run([promtool(), "test", "rules", str(test_file)], capture_output=True, text=True, timeout=60)
+    tested = subprocess.run(
+        [promtool(), "test", "rules", str(test_file)], capture_output=True, text=True, timeout=60
+    )
     assert tested.returncode == 0, tested.stdout + tested.stderr
 
 
@@ -359,19 +414,27 @@ def alerts(receiver: Receiver) -> list[dict[str, Any]]:
     return [json.loads(body) for body in receiver.bodies]
 
 
-async def test_webhook_gets_client_blocked_without_the_credential(watched_server: Server, webhook: Receiver) -> None:
+async def test_webhook_gets_client_blocked_without_the_credential(
+    watched_server: Server, webhook: Receiver
+) -> None:
     async with httpx2.AsyncClient(timeout=60) as http:
         for _ in range(3):
             response = await call(http, watched_server, WRONG_KEY, "whoami", address="203.0.113.9")
             assert response.status_code == 401
     with anyio.fail_after(20):  # the client_blocked alert
         blocked = await eventually(
-            lambda: [a for a in alerts(webhook) if a["event"] == "client_blocked" and a["identifier"] == "203.0.113.9"]
+            lambda: [
+                a
+                for a in alerts(webhook)
+                if a["event"] == "client_blocked" and a["identifier"] == "203.0.113.9"
+            ]
         )
     assert webhook.paths[0] == "/hooks/security"
     assert blocked[0]["severity"] == "high"
     stored = [e for e in security_events(watched_server) if e["id"] == blocked[0]["id"]]
-    assert stored and {k: v for k, v in stored[0].items() if k != "logger"} == blocked[0]  # the event as stored
+    assert (
+        stored and {k: v for k, v in stored[0].items() if k != "logger"} == blocked[0]
+    )  # the event as stored
     everything = b"".join(webhook.bodies).decode()
     for secret in (WRONG_KEY, ADMIN, *KEYS.values()):
         assert secret not in everything
@@ -396,7 +459,10 @@ def test_dead_webhook_changes_nothing_for_clients(venv: Venv, project: Path) -> 
             statuses = []
             for _ in range(4):
                 response = httpx2.post(
-                    server.url, json=body, headers={**headers, "Authorization": f"Bearer {WRONG_KEY}"}, timeout=30
+                    server.url,
+                    json=body,
+                    headers={**headers, "Authorization": f"Bearer {WRONG_KEY}"},
+                    timeout=30,
                 )
                 statuses.append(response.status_code)
             assert statuses == [401, 401, 401, 429]  # blocked as without a webhook
@@ -404,12 +470,22 @@ def test_dead_webhook_changes_nothing_for_clients(venv: Venv, project: Path) -> 
             pending = scrape(server)
             assert value(pending, "mcp_alerts_total", result="sent") == 0
             assert value(pending, "mcp_alerts_total", result="failed") == 0
-            ok = httpx2.post(server.url, json=body, headers={**MCP_HEADERS, "Authorization": f"Bearer {KEYS['calls']}"},
-                             timeout=30)
+            ok = httpx2.post(
+                server.url,
+                json=body,
+                headers={**MCP_HEADERS, "Authorization": f"Bearer {KEYS['calls']}"},
+                timeout=30,
+            )
             assert ok.status_code == 200 and not ok.json()["result"]["isError"]
-            wait_for(lambda: value(scrape(server), "mcp_alerts_total", result="failed") >= 1, 30, "the failure count")
+            wait_for(
+                lambda: value(scrape(server), "mcp_alerts_total", result="failed") >= 1,
+                30,
+                "the failure count",
+            )
             assert "alert webhook failed after 4 attempts" in server.log()
-            assert "/hook" not in "\n".join(line for line in server.log().splitlines() if "alert webhook" in line)
+            assert "/hook" not in "\n".join(
+                line for line in server.log().splitlines() if "alert webhook" in line
+            )
             assert server.process.poll() is None
     finally:
         silent.close()
@@ -418,19 +494,31 @@ def test_dead_webhook_changes_nothing_for_clients(venv: Venv, project: Path) -> 
 def anomalies(server: Server, rule: str, key: str) -> list[dict[str, Any]]:
     principal = principal_of(server, key)
     return [
-        e for e in security_events(server)
+        e
+        for e in security_events(server)
         if e["event"] == "anomaly_detected" and e["details"]["rule"] == rule and e["identifier"] == principal
     ]
 
 
 def principal_of(server: Server, key: str) -> str:
-    response = httpx2.post(server.url, json=jsonrpc("tools/call", {"name": "whoami", "arguments": {}}),
-                           headers={**MCP_HEADERS, "Authorization": f"Bearer {key}"}, timeout=30)
+    response = httpx2.post(
+        server.url,
+        json=jsonrpc("tools/call", {"name": "whoami", "arguments": {}}),
+        headers={**MCP_HEADERS, "Authorization": f"Bearer {key}"},
+        timeout=30,
+    )
     return response.json()["result"]["content"][0]["text"].split("\n")[0].removeprefix("principal: ")
 
 
-async def steady(http: httpx2.AsyncClient, server: Server, key: str, tool: str, arguments: dict[str, Any],
-                 per_window: int, windows: int) -> None:
+async def steady(
+    http: httpx2.AsyncClient,
+    server: Server,
+    key: str,
+    tool: str,
+    arguments: dict[str, Any],
+    per_window: int,
+    windows: int,
+) -> None:
     """`per_window` calls in each 2-second anomaly window, evenly spaced."""
     gap = float(ANOMALY["MCP_ANOMALY_WINDOW_SECONDS"]) / per_window
     for _ in range(per_window * windows):
@@ -439,8 +527,9 @@ async def steady(http: httpx2.AsyncClient, server: Server, key: str, tool: str, 
         await asyncio.sleep(max(0.0, gap - (time.monotonic() - started)))
 
 
-async def test_anomaly_rules_fire_on_bursts_and_stay_quiet_when_steady(watched_server: Server,
-                                                                       webhook: Receiver) -> None:
+async def test_anomaly_rules_fire_on_bursts_and_stay_quiet_when_steady(
+    watched_server: Server, webhook: Receiver
+) -> None:
     server = watched_server
     async with httpx2.AsyncClient(timeout=60) as http:
 
@@ -455,7 +544,9 @@ async def test_anomaly_rules_fire_on_bursts_and_stay_quiet_when_steady(watched_s
             await asyncio.gather(*(one() for _ in range(60)))
 
         async def refusal_burst() -> None:
-            await asyncio.gather(*(call(http, server, KEYS["refuse"], "add_note", {"text": ""}) for _ in range(30)))
+            await asyncio.gather(
+                *(call(http, server, KEYS["refuse"], "add_note", {"text": ""}) for _ in range(30))
+            )
 
         await asyncio.gather(
             rate_burst(),
@@ -476,8 +567,11 @@ async def test_anomaly_rules_fire_on_bursts_and_stay_quiet_when_steady(watched_s
     destructive = anomalies(server, "first_destructive_use", KEYS["destroy"])
     assert len(destructive) == 1 and destructive[0]["details"]["first_use_of"] == "delete_note"
     for key in ("steady", "calm"):
-        quiet = [e for e in security_events(server) if e["event"] == "anomaly_detected"
-                 and e["identifier"] == principal_of(server, KEYS[key])]
+        quiet = [
+            e
+            for e in security_events(server)
+            if e["event"] == "anomaly_detected" and e["identifier"] == principal_of(server, KEYS[key])
+        ]
         assert quiet == [], quiet
     # High-severity anomalies page like any other serious event.
     with anyio.fail_after(20):  # the refusal_burst alert
@@ -504,8 +598,12 @@ async def test_spans_reach_an_otlp_receiver(watched_server: Server, collector: R
         return found
 
     with anyio.fail_after(20):  # the spans
-        await eventually(lambda: any(name == "tools/call zz-made-up-tool-name" or name == "tools/call _unknown"
-                                     for name, _, _ in spans()))
+        await eventually(
+            lambda: any(
+                name == "tools/call zz-made-up-tool-name" or name == "tools/call _unknown"
+                for name, _, _ in spans()
+            )
+        )
     names = [name for name, _, _ in spans()]
     assert "tools/call whoami" in names and "tools/call add_note" in names
     assert "tools/call _unknown" in names

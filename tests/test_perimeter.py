@@ -103,8 +103,18 @@ def test_without_a_valid_key_is_401_with_one_event(server: Server, header: str |
 
 def test_a_session_id_is_no_credential(server: Server) -> None:
     # Stateless HTTP: there are no sessions to hijack, and every request is authenticated on its own.
-    with_key = post_mcp(server, jsonrpc("initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
-                                                      "clientInfo": {"name": "t", "version": "1"}}), OLD_KEY)
+    with_key = post_mcp(
+        server,
+        jsonrpc(
+            "initialize",
+            {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"},
+            },
+        ),
+        OLD_KEY,
+    )
     assert with_key.status_code == 200
     session = with_key.headers.get("mcp-session-id", "0123456789abcdef0123456789abcdef")
     watch = EventWatch(server)
@@ -117,7 +127,10 @@ def test_a_session_id_is_no_credential(server: Server) -> None:
 def test_a_key_in_the_query_string_is_refused_even_when_valid(server: Server, name: str) -> None:
     watch = EventWatch(server)
     response = httpx2.post(
-        server.url, params={name: OLD_KEY}, json=CALL, timeout=10,
+        server.url,
+        params={name: OLD_KEY},
+        json=CALL,
+        timeout=10,
         headers={"Accept": "application/json, text/event-stream", "Authorization": f"Bearer {OLD_KEY}"},
     )
     assert response.status_code == 401
@@ -146,8 +159,9 @@ def test_admin_and_tool_keys_each_open_only_their_own_surface(server: Server) ->
     watch = EventWatch(server)
     tool_on_admin = get(server, "/security/events", OLD_KEY)
     assert tool_on_admin.status_code == 403
-    assert 'error="insufficient_scope", error_description="insufficient scope", scope="admin"' in (
-        tool_on_admin.headers["www-authenticate"]
+    assert (
+        'error="insufficient_scope", error_description="insufficient scope", scope="admin"'
+        in (tool_on_admin.headers["www-authenticate"])
     )
     admin_on_tools = post_mcp(server, jsonrpc("tools/list"), ADMIN_KEY)
     assert admin_on_tools.status_code == 403
@@ -180,7 +194,13 @@ def test_preflight_from_a_trusted_origin_is_answered(server: Server) -> None:
     assert response.status_code == 200
     assert response.headers["access-control-allow-origin"] == TRUSTED
     allowed = {h.strip().lower() for h in response.headers["access-control-allow-headers"].split(",")}
-    assert {"authorization", "content-type", "mcp-protocol-version", "mcp-session-id", "last-event-id"} <= allowed
+    assert {
+        "authorization",
+        "content-type",
+        "mcp-protocol-version",
+        "mcp-session-id",
+        "last-event-id",
+    } <= allowed
     assert "access-control-allow-credentials" not in response.headers
     assert_security_headers(response)
 
@@ -192,8 +212,10 @@ def test_a_request_from_a_trusted_origin_exposes_the_session_header(server: Serv
     assert "mcp-session-id" in response.headers["access-control-expose-headers"].lower()
 
 
-@pytest.mark.parametrize("origin", ["https://evil.example.com", "null", "https://app.example.com.evil.com",
-                                    "http://app.example.com"])
+@pytest.mark.parametrize(
+    "origin",
+    ["https://evil.example.com", "null", "https://app.example.com.evil.com", "http://app.example.com"],
+)
 def test_an_untrusted_origin_is_403_with_one_event(server: Server, origin: str) -> None:
     for request in (
         lambda: httpx2.options(server.url, headers={"Origin": origin, **PREFLIGHT}, timeout=10),
@@ -205,8 +227,11 @@ def test_an_untrusted_origin_is_403_with_one_event(server: Server, origin: str) 
         assert "access-control-allow-origin" not in response.headers
         refused_once(server, watch, "untrusted_origin_blocked", origin=origin)
         assert_security_headers(response)
-    assert not [e for e in security_events(server) if e["event"] == "tool_called" and e["details"].get(
-        "client") == origin]
+    assert not [
+        e
+        for e in security_events(server)
+        if e["event"] == "tool_called" and e["details"].get("client") == origin
+    ]
 
 
 # ---- Host (DNS rebinding) ---------------------------------------------------------------------------
@@ -251,12 +276,17 @@ def test_forged_forwarded_for_is_ignored_without_trusted_proxies(project: Path, 
     env = base_env(project, MCP_AUTH_FAILURE_THRESHOLD="3")
     with running_server(venv, project, env) as server:
         statuses = [
-            post_mcp(server, CALL, "mcp_wrong-key-000000000000000000000",
-                     headers={"X-Forwarded-For": f"203.0.113.{n}"}).status_code
+            post_mcp(
+                server,
+                CALL,
+                "mcp_wrong-key-000000000000000000000",
+                headers={"X-Forwarded-For": f"203.0.113.{n}"},
+            ).status_code
             for n in range(5)
         ]
-        limited = post_mcp(server, CALL, "mcp_wrong-key-000000000000000000000",
-                           headers={"X-Forwarded-For": "198.51.100.1"})
+        limited = post_mcp(
+            server, CALL, "mcp_wrong-key-000000000000000000000", headers={"X-Forwarded-For": "198.51.100.1"}
+        )
         events = security_events(server)
     # Every forged address counted against the one socket address: the block held.
     assert statuses == [401, 401, 401, 429, 429]
@@ -286,8 +316,17 @@ def check(venv: Venv, project: Path, where: Path, **env: str) -> tuple[int, str]
     """`check` in a directory with no .env, so only the settings given here count."""
     command, _ = package_of(project)
     lock = str(project / "tools.lock.json")
-    result = venv.run(venv.bin(command), "check", "--transport", "http", "--lock", lock, cwd=where,
-                      env={"MCP_SECURITY_EVENTS_URL": "memory://", **env}, timeout=60)
+    result = venv.run(
+        venv.bin(command),
+        "check",
+        "--transport",
+        "http",
+        "--lock",
+        lock,
+        cwd=where,
+        env={"MCP_SECURITY_EVENTS_URL": "memory://", **env},
+        timeout=60,
+    )
     assert "Traceback" not in result.stderr
     return result.returncode, result.stdout + result.stderr
 
@@ -312,8 +351,9 @@ def test_check_passes_a_sound_configuration(project: Path, venv: Venv, tmp_path:
         ({**SOUND, "MCP_TLS_CERTFILE": "cert.pem"}, "MCP_TLS_KEYFILE"),
     ],
 )
-def test_check_fails_on_each_error(project: Path, venv: Venv, tmp_path: Path, env: dict[str, str],
-                                   expected: str) -> None:
+def test_check_fails_on_each_error(
+    project: Path, venv: Venv, tmp_path: Path, env: dict[str, str], expected: str
+) -> None:
     code, output = check(venv, project, tmp_path, **env)
     assert code != 0
     assert expected in output
@@ -332,8 +372,9 @@ def test_check_warns_about_a_wildcard_proxy(project: Path, venv: Venv, tmp_path:
     assert "WARNING" in output and "forge X-Forwarded-For" in output
 
 
-def test_check_fails_on_oauth_without_issuer_audience_or_jwks(rendered: Callable[[str], Path],
-                                                               venv: Venv, tmp_path: Path) -> None:
+def test_check_fails_on_oauth_without_issuer_audience_or_jwks(
+    rendered: Callable[[str], Path], venv: Venv, tmp_path: Path
+) -> None:
     project = rendered("oauth")
     code, output = check(venv, project, tmp_path)
     assert code != 0
@@ -345,8 +386,11 @@ def test_check_fails_on_oauth_without_issuer_audience_or_jwks(rendered: Callable
         code, output = check(venv, project, tmp_path, **sound)
     assert code == 0, output
     assert "authentication: oauth" in output
-    plain = {**sound, "MCP_OAUTH_ISSUER": "http://auth.example.com",
-             "MCP_OAUTH_JWKS_URL": "http://auth.example.com/jwks.json"}
+    plain = {
+        **sound,
+        "MCP_OAUTH_ISSUER": "http://auth.example.com",
+        "MCP_OAUTH_JWKS_URL": "http://auth.example.com/jwks.json",
+    }
     code, output = check(venv, project, tmp_path, **plain)
     assert code != 0
     assert "MCP_OAUTH_JWKS_URL must be an https:// URL" in output

@@ -59,12 +59,15 @@ def replicas(venv: Venv, project: Path, redis_server: RedisServer) -> Iterator[t
 
 async def post_call(http: httpx2.AsyncClient, server: Server, key: str) -> httpx2.Response:
     headers = {**MCP_HEADERS, "Authorization": f"Bearer {key}"}
-    return await http.post(server.url, json=jsonrpc("tools/call", {"name": "whoami", "arguments": {}}),
-                           headers=headers)
+    return await http.post(
+        server.url, json=jsonrpc("tools/call", {"name": "whoami", "arguments": {}}), headers=headers
+    )
 
 
 def security_events(server: Server, name: str) -> list[dict[str, Any]]:
-    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith('{"logger":"security"')]
+    lines = [
+        json.loads(line) for line in server.log().splitlines() if line.startswith('{"logger":"security"')
+    ]
     return [event for event in lines if event["event"] == name]
 
 
@@ -102,8 +105,10 @@ async def test_redis_down_means_refusals_then_service_returns(
     assert "result" not in down[0].text
     assert ready.status_code == 503
     assert ready.json()["checks"]["rate_limit"] == "unavailable"
-    assert any(e["details"].get("reason") == "storage_down" for e in security_events(replicas[0],
-                                                                                       "rate_limit_exceeded"))
+    assert any(
+        e["details"].get("reason") == "storage_down"
+        for e in security_events(replicas[0], "rate_limit_exceeded")
+    )
     # Redis is back (empty: it keeps nothing on disk here); the replicas reconnect by themselves.
     async with httpx2.AsyncClient(timeout=30) as http:
         statuses = []

@@ -50,8 +50,9 @@ TOKEN_PLACEHOLDER = '"<an access token from your authorization server>"'
 
 
 def pinned_inspector() -> str:
-    return json.loads((TEMPLATE_ROOT / "node_modules/@modelcontextprotocol/inspector/package.json").read_text())[
-        "version"]
+    return json.loads(
+        (TEMPLATE_ROOT / "node_modules/@modelcontextprotocol/inspector/package.json").read_text()
+    )["version"]
 
 
 @pytest.mark.parametrize("answers", ["both", "http_all", "stdio", "oauth"])
@@ -77,7 +78,9 @@ def test_every_answer_sets_runnable_blocks_are_among_those_executed(tmp_path: Pa
             if block.lang in EXECUTED and block.skip is None:
                 text = shell_text(block).replace(command, "SLUG").replace(package, "PKG")
                 # Shell blocks by command (a block of both lines' Inspector runs each one), Python as a whole.
-                runnable[name] |= {text} if block.lang == "python" else set(text.replace("\\\n", "").splitlines())
+                runnable[name] |= (
+                    {text} if block.lang == "python" else set(text.replace("\\\n", "").splitlines())
+                )
     executed = set().union(*(runnable[name] for name in RUN_AS_WRITTEN))
     for name, found in runnable.items():
         assert found <= executed, (name, found - executed)
@@ -97,8 +100,10 @@ class User:
         return (self.project / "README.md").read_text()
 
     def substitutions(self, port: int | None) -> dict[str, str]:
-        found = {f"{INSPECTOR}{pinned_inspector()}": str(NODE_BIN / "mcp-inspector"),
-                 f"/path/to/{self.command}": str(self.project)}
+        found = {
+            f"{INSPECTOR}{pinned_inspector()}": str(NODE_BIN / "mcp-inspector"),
+            f"/path/to/{self.command}": str(self.project),
+        }
         if port:
             found["127.0.0.1:8000"] = f"127.0.0.1:{port}"
         return found
@@ -126,7 +131,9 @@ class User:
                 outputs.append(log)
             else:
                 result = self.terminal.run(text)
-                (self.project / "call.py").unlink(missing_ok=True)  # the user's scratch file, not the project's
+                (self.project / "call.py").unlink(
+                    missing_ok=True
+                )  # the user's scratch file, not the project's
                 assert result.returncode == 0, where + result.stdout + result.stderr
                 outputs.append(result.stdout)
         return "\n".join(outputs)
@@ -148,7 +155,9 @@ def user(request: pytest.FixtureRequest, rendered: Callable[[str], Path], tmp_pa
     project = tmp_path / f"acme-{answers}"
     shutil.copytree(rendered(answers), project, symlinks=True)
     command, _ = package_of(project)
-    env = node_env({"HOME": str(tmp_path), "MCP_DATA_DIR": str(tmp_path / "data"), "UV_CACHE_DIR": uv_cache()})
+    env = node_env(
+        {"HOME": str(tmp_path), "MCP_DATA_DIR": str(tmp_path / "data"), "UV_CACHE_DIR": uv_cache()}
+    )
     claude_code.install(tmp_path / "bin")
     env["PATH"] = f"{tmp_path / 'bin'}:{env['PATH']}"
     env.pop("VIRTUAL_ENV", None)
@@ -156,8 +165,15 @@ def user(request: pytest.FixtureRequest, rendered: Callable[[str], Path], tmp_pa
 
 
 STDIO_REQUESTS: list[dict[str, Any]] = [
-    jsonrpc("initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
-                           "clientInfo": {"name": "a user's terminal", "version": "0"}}, id=1),
+    jsonrpc(
+        "initialize",
+        {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "a user's terminal", "version": "0"},
+        },
+        id=1,
+    ),
     {"jsonrpc": "2.0", "method": "notifications/initialized"},
     jsonrpc("tools/list", id=2),
 ]
@@ -165,8 +181,12 @@ STDIO_REQUESTS: list[dict[str, Any]] = [
 
 @pytest.mark.parametrize("user", ["both"], indirect=True)
 def test_the_both_readme_runs_as_written(user: User, venv: Venv) -> None:
-    with running_server(venv, user.project, {**read_env_file(user.project), "MCP_DATA_DIR": str(user.tmp / "bg")},
-                        log_dir=user.tmp) as server:
+    with running_server(
+        venv,
+        user.project,
+        {**read_env_file(user.project), "MCP_DATA_DIR": str(user.tmp / "bg")},
+        log_dir=user.tmp,
+    ) as server:
         joined = user.run_blocks(user.substitutions(server.port))
         key = read_env_file(user.project)["MCP_API_KEYS"].split(",")[0]
         http_configs_answer(user, server.port, key)
@@ -174,7 +194,9 @@ def test_the_both_readme_runs_as_written(user: User, venv: Venv) -> None:
     assert '"name":"whoami"' in joined.replace(" ", "")  # curl tools/list
     assert "principal: key:" in joined  # the Python script's call
     assert '"events":' in joined  # the audit trail, read with the admin key
-    assert joined.count("whoami") >= 5  # ... and both Inspector lines and both `claude mcp add` listed the tool
+    assert (
+        joined.count("whoami") >= 5
+    )  # ... and both Inspector lines and both `claude mcp add` listed the tool
 
 
 @pytest.mark.parametrize("user", ["stdio"], indirect=True)
@@ -184,7 +206,9 @@ def test_the_stdio_readme_runs_as_written(user: User) -> None:
     assert "security report" in joined  # `check` in "Run it" ...
     assert '"id": 2, "result": {"tools": [' in joined  # ... and `serve` answered tools/list on stdout
     assert "Added MCP server acme-stdio" in joined  # `claude mcp add ... -- uv run --directory ...`
-    assert all(joined.count(tool) >= 3 for tool in tools), joined  # serve, the Inspector and Claude Code listed
+    assert all(joined.count(tool) >= 3 for tool in tools), (
+        joined
+    )  # serve, the Inspector and Claude Code listed
     assert "alice:sha256:" in joined  # keygen --name
     stdio_configs_answer(user, tools)
 
@@ -203,14 +227,23 @@ def test_the_oauth_readme_runs_as_written(user: User, venv: Venv, oidc: OidcProv
     port = free_port()
     resource = f"http://127.0.0.1:{port}/mcp"
     # The user puts the README's recipe for oidc-provider into .env, with their issuer and URL.
-    recipe = user.readme.split("**node oidc-provider**", 1)[1].split("```dotenv\n", 1)[1].split("# only", 1)[0]
-    recipe = recipe.replace("https://auth.example.com", oidc.issuer).replace("https://mcp.example.com/mcp", resource)
+    recipe = (
+        user.readme.split("**node oidc-provider**", 1)[1].split("```dotenv\n", 1)[1].split("# only", 1)[0]
+    )
+    recipe = recipe.replace("https://auth.example.com", oidc.issuer).replace(
+        "https://mcp.example.com/mcp", resource
+    )
     with (user.project / ".env").open("a") as env_file:
         env_file.write(recipe)
     token = oidc.client_credentials("machine", resource, "notes:read notes:write")["access_token"]
     substitutions = {**user.substitutions(port), TOKEN_PLACEHOLDER: token}
-    with running_server(venv, user.project, {**read_env_file(user.project), "MCP_DATA_DIR": str(user.tmp / "bg")},
-                        port=port, log_dir=user.tmp) as server:
+    with running_server(
+        venv,
+        user.project,
+        {**read_env_file(user.project), "MCP_DATA_DIR": str(user.tmp / "bg")},
+        port=port,
+        log_dir=user.tmp,
+    ) as server:
         joined = user.run_blocks(substitutions)
         http_configs_answer(user, server.port, token)
     assert "security report" in joined and "not asked" not in joined  # `check` asked the issuer
@@ -224,13 +257,18 @@ def stdio_configs_answer(user: User, tools: set[str]) -> None:
     """Claude Desktop's, VS Code's and Cursor's stdio entries start the server from another directory."""
     uv = shutil.which("uv")
     assert uv, "uv is not on PATH"
-    configs = [config for config in user.client_configs() if "command" in config and "serve" in config["args"]]
+    configs = [
+        config for config in user.client_configs() if "command" in config and "serve" in config["args"]
+    ]
     assert len(configs) == 3, configs
     for config in configs:
         assert config["command"] == "uv"  # README: put the absolute path of uv here (Claude Desktop)
-        args = [arg.replace(f"/path/to/{user.command}", str(user.project)).replace("${workspaceFolder}",
-                                                                                      str(user.project))
-                for arg in config["args"]]
+        args = [
+            arg.replace(f"/path/to/{user.command}", str(user.project)).replace(
+                "${workspaceFolder}", str(user.project)
+            )
+            for arg in config["args"]
+        ]
         # The client's own small environment (as the SDK's client builds it), the config's env, and the
         # uv cache the test shares.
         env = {**get_default_environment(), **config.get("env", {}), "UV_CACHE_DIR": uv_cache()}
@@ -245,8 +283,10 @@ def http_configs_answer(user: User, port: int, secret: str) -> None:
     assert len(configs) == 2, configs
     for config in configs:
         url = config["url"].replace("127.0.0.1:8000", f"127.0.0.1:{port}")
-        headers = {name: re.sub(r"\$\{(input|env):[^}]+\}", secret, value)
-                   for name, value in config["headers"].items()}
+        headers = {
+            name: re.sub(r"\$\{(input|env):[^}]+\}", secret, value)
+            for name, value in config["headers"].items()
+        }
         assert "whoami" in run_client(url, headers), config
 
 

@@ -37,6 +37,7 @@ from mcp import Client
 from mcp.client.stdio import stdio_client
 from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, Notification, PromptReference, ResourceTemplateReference
+
 from support import (
     ANSWER_SETS,
     MCP_HEADERS,
@@ -213,7 +214,7 @@ class StdioTrail:
 
     def read(self) -> list[dict[str, Any]]:
         lines = security_lines(self.path.read_text(errors="replace"))
-        new, self.seen = lines[self.seen:], len(lines)
+        new, self.seen = lines[self.seen :], len(lines)
         return [event_row(line, line.get("stored", True)) for line in new]
 
 
@@ -227,7 +228,7 @@ class HttpTrail:
         stored = [e for e in all_events(self.server, self.admin) if e["id"] not in self.ids]
         self.ids |= {e["id"] for e in stored}
         lines = [line for line in security_lines(self.server.log()) if line.get("stored") is False]
-        unstored, self.unstored = lines[self.unstored:], len(lines)
+        unstored, self.unstored = lines[self.unstored :], len(lines)
         return [event_row(e, True) for e in stored] + [event_row(e, False) for e in unstored]
 
 
@@ -247,12 +248,19 @@ class Transcript:
                 await anyio.sleep(0.05)
         return found + await anyio.to_thread.run_sync(self.trail.read)
 
-    async def record(self, surface: str, refusal: str, request: Awaitable[Any], events: int = 0,
-                     within: float = 15) -> None:
+    async def record(
+        self, surface: str, refusal: str, request: Awaitable[Any], events: int = 0, within: float = 15
+    ) -> None:
         answer = await answer_of(request)
         found = await self.drain(events, within=within)
-        self.rows.append({"surface": surface, "refusal": refusal, "answer": answer,
-                          "events": sorted(found, key=lambda e: json.dumps(e, sort_keys=True))})
+        self.rows.append(
+            {
+                "surface": surface,
+                "refusal": refusal,
+                "answer": answer,
+                "events": sorted(found, key=lambda e: json.dumps(e, sort_keys=True)),
+            }
+        )
 
     async def setup(self, request: Awaitable[Any]) -> None:
         """A request that prepares a case (spends a budget); its answer and events are not recorded."""
@@ -262,8 +270,10 @@ class Transcript:
 
     def result(self) -> dict[str, dict[str, Any]]:
         """The transcript as the golden file holds it: by "surface / refusal class", sorted."""
-        return {f"{row['surface']} / {row['refusal']}": {"answer": row["answer"], "events": row["events"]}
-                for row in sorted(self.rows, key=lambda row: (row["surface"], row["refusal"]))}
+        return {
+            f"{row['surface']} / {row['refusal']}": {"answer": row["answer"], "events": row["events"]}
+            for row in sorted(self.rows, key=lambda row: (row["surface"], row["refusal"]))
+        }
 
 
 async def answer_of(request: Awaitable[Any]) -> dict[str, Any]:
@@ -273,7 +283,10 @@ async def answer_of(request: Awaitable[Any]) -> dict[str, Any]:
         return {"error": exc.error.code, "message": normal(exc.error.message)}
     if isinstance(result, httpx2.Response):
         body = result.json()
-        return {"status": result.status_code, "body": {k: normal(v) if isinstance(v, str) else v for k, v in body.items()}}
+        return {
+            "status": result.status_code,
+            "body": {k: normal(v) if isinstance(v, str) else v for k, v in body.items()},
+        }
     if isinstance(result, CallToolResult):
         return {"is_error": bool(result.is_error), "text": normal(text_of(result))}
     if result is None:
@@ -307,9 +320,13 @@ async def common_cases(t: Transcript, client: Client, legacy: Client, data: Path
     await t.record("tool", "unknown item", client.call_tool("no_such_tool", {}))
     await t.record("resource", "unknown item", client.read_resource("probe://nothing"))
     await t.record("prompt", "unknown item", client.get_prompt("no_such_prompt", {}))
-    await t.record("completion", "unknown item",
-                   client.complete(PromptReference(type="ref/prompt", name="no_such_prompt"),
-                                   {"name": "topic", "value": ""}))
+    await t.record(
+        "completion",
+        "unknown item",
+        client.complete(
+            PromptReference(type="ref/prompt", name="no_such_prompt"), {"name": "topic", "value": ""}
+        ),
+    )
     await t.record("subscription", "unknown item", subscribe(legacy, "probe://nothing"))
 
     # bad argument (a static resource has none to get wrong)
@@ -365,8 +382,14 @@ async def common_cases(t: Transcript, client: Client, legacy: Client, data: Path
         ("resource", "resources/read", {"uri": "probe://static"}),
         ("resource_template", "resources/read", {"uri": "item://a"}),
         ("prompt", "prompts/get", {"name": "probe_prompt", "arguments": {"topic": "a"}}),
-        ("completion", "completion/complete", {"ref": {"type": "ref/prompt", "name": "probe_prompt"},
-                                               "argument": {"name": "topic", "value": "a"}}),
+        (
+            "completion",
+            "completion/complete",
+            {
+                "ref": {"type": "ref/prompt", "name": "probe_prompt"},
+                "argument": {"name": "topic", "value": "a"},
+            },
+        ),
         ("subscription", "resources/subscribe", {"uri": "probe://static"}),
     ):
         await notify(legacy, method, params)
@@ -394,7 +417,9 @@ async def audit_down_cases(t: Transcript, client: Client, redis_server: RedisSer
     await anyio.sleep(1.2)  # past the window in which a failed store is not retried
 
 
-def principal_limit_requests(client: Client, legacy: Client) -> list[tuple[str, Callable[[], Awaitable[Any]]]]:
+def principal_limit_requests(
+    client: Client, legacy: Client
+) -> list[tuple[str, Callable[[], Awaitable[Any]]]]:
     return [
         ("tool", lambda: client.call_tool("probe_tool", {"word": "a"})),
         ("resource", lambda: client.read_resource("probe://static")),
@@ -412,8 +437,16 @@ def raw_requests() -> list[tuple[str, dict[str, Any]]]:
         ("resource", jsonrpc("resources/read", {"uri": "probe://static"})),
         ("resource_template", jsonrpc("resources/read", {"uri": "item://a"})),
         ("prompt", jsonrpc("prompts/get", {"name": "probe_prompt", "arguments": {"topic": "a"}})),
-        ("completion", jsonrpc("completion/complete", {"ref": {"type": "ref/prompt", "name": "probe_prompt"},
-                                                        "argument": {"name": "topic", "value": "a"}})),
+        (
+            "completion",
+            jsonrpc(
+                "completion/complete",
+                {
+                    "ref": {"type": "ref/prompt", "name": "probe_prompt"},
+                    "argument": {"name": "topic", "value": "a"},
+                },
+            ),
+        ),
         ("subscription", jsonrpc("resources/subscribe", {"uri": "probe://static"})),
     ]
 
@@ -421,20 +454,39 @@ def raw_requests() -> list[tuple[str, dict[str, Any]]]:
 # ---- coverage: every surface and refusal class is in the transcript, or here with the reason why not --
 
 SURFACES = ("tool", "resource", "resource_template", "prompt", "completion", "subscription")
-CLASSES = ("unknown item", "no principal", "missing scope", "bad argument", "broken schema rule",
-           "rate limit (per item)", "rate limit (per principal)", "in-flight cap", "audit store down", "timeout",
-           "request sent as a notification")
+CLASSES = (
+    "unknown item",
+    "no principal",
+    "missing scope",
+    "bad argument",
+    "broken schema rule",
+    "rate limit (per item)",
+    "rate limit (per principal)",
+    "in-flight cap",
+    "audit store down",
+    "timeout",
+    "request sent as a notification",
+)
 RUNS_NOTHING = ("completion", "subscription")
 NOT_APPLICABLE: dict[tuple[str, str, str], str] = {
     ("stdio", "*", "no principal"): "stdio's caller is always the local user",
     ("stdio", "*", "missing scope"): "the local user holds every scope",
     ("*", "resource", "bad argument"): "a static resource has no arguments",
     ("*", "resource_template", "unknown item"): "a URI no template matches is an unknown resource",
-    **{("*", surface, "broken schema rule"): "schema_keywords is for tools only"
-       for surface in SURFACES if surface != "tool"},
-    **{("*", surface, "rate limit (per item)"): "counted against the principal only" for surface in RUNS_NOTHING},
-    **{("*", surface, refusal): "checked only before a tool, a read or a prompt runs"
-       for surface in RUNS_NOTHING for refusal in ("in-flight cap", "audit store down")},
+    **{
+        ("*", surface, "broken schema rule"): "schema_keywords is for tools only"
+        for surface in SURFACES
+        if surface != "tool"
+    },
+    **{
+        ("*", surface, "rate limit (per item)"): "counted against the principal only"
+        for surface in RUNS_NOTHING
+    },
+    **{
+        ("*", surface, refusal): "checked only before a tool, a read or a prompt runs"
+        for surface in RUNS_NOTHING
+        for refusal in ("in-flight cap", "audit store down")
+    },
     ("*", "subscription", "timeout"): "a subscription runs no function of the author's",
 }
 
@@ -451,7 +503,12 @@ def check_coverage(transport: str, transcript: dict[str, dict[str, Any]]) -> Non
     for surface in SURFACES:
         for refusal in CLASSES:
             reason = not_applicable(transport, surface, refusal)
-            assert ((surface, refusal) in recorded) != (reason is not None), (transport, surface, refusal, reason)
+            assert ((surface, refusal) in recorded) != (reason is not None), (
+                transport,
+                surface,
+                refusal,
+                reason,
+            )
 
 
 # ---- the golden file ------------------------------------------------------------------------------
@@ -467,10 +524,14 @@ def compare(transport: str, found: dict[str, dict[str, Any]]) -> None:
         before = json.dumps(expected, indent=1, sort_keys=True).splitlines()
         after = json.dumps(found, indent=1, sort_keys=True).splitlines()
         # Enough context that each hunk shows the case it is in.
-        diff = "\n".join(difflib.unified_diff(before, after, f"{GOLDEN.name} [{transport}]", "this run", n=12,
-                                             lineterm=""))
-        pytest.fail(f"the {transport} refusal transcript changed (MCP_TEMPLATE_WRITE_TRANSCRIPT=1 rewrites it "
-                    f"after an intended change):\n{diff}", pytrace=False)
+        diff = "\n".join(
+            difflib.unified_diff(before, after, f"{GOLDEN.name} [{transport}]", "this run", n=12, lineterm="")
+        )
+        pytest.fail(
+            f"the {transport} refusal transcript changed (MCP_TEMPLATE_WRITE_TRANSCRIPT=1 rewrites it "
+            f"after an intended change):\n{diff}",
+            pytrace=False,
+        )
 
 
 # ---- fixtures and tests ---------------------------------------------------------------------------
@@ -479,8 +540,13 @@ def compare(transport: str, found: dict[str, dict[str, Any]]) -> None:
 @pytest.fixture(scope="module")
 def project(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Path:
     answers = {**ANSWER_SETS["both"], "project_name": "Acme Refusals"}
-    return project_with_tools(venv, tmp_path_factory.mktemp("refusals") / "project", name="refusal_probes",
-                              source=PROBES, answers=answers)
+    return project_with_tools(
+        venv,
+        tmp_path_factory.mktemp("refusals") / "project",
+        name="refusal_probes",
+        source=PROBES,
+        answers=answers,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -504,21 +570,30 @@ def key_entry(name: str, key: str, scopes: str = "") -> str:
 
 
 @contextlib.asynccontextmanager
-async def stdio_client_logging_to(venv: Venv, project: Path, env: dict[str, str], log: Path
-                                  ) -> AsyncIterator[Client]:
+async def stdio_client_logging_to(
+    venv: Venv, project: Path, env: dict[str, str], log: Path
+) -> AsyncIterator[Client]:
     with log.open("w") as errlog:
         # Handshake era: resources/subscribe exists there only. One process serves the whole transcript.
-        async with Client(stdio_client(stdio_params(venv, project, env), errlog=errlog), mode="legacy") as client:
+        async with Client(
+            stdio_client(stdio_params(venv, project, env), errlog=errlog), mode="legacy"
+        ) as client:
             yield client
 
 
-async def test_stdio_refusal_transcript(project: Path, venv: Venv, redis_server: RedisServer, tmp_path: Path
-                                        ) -> None:
+async def test_stdio_refusal_transcript(
+    project: Path, venv: Venv, redis_server: RedisServer, tmp_path: Path
+) -> None:
     data = tmp_path / "data"
     data.mkdir()
-    env = {**read_env_file(project), **SETTINGS, "MCP_RATE_LIMIT": STDIO_LIMIT, "MCP_TRANSPORT": "stdio",
-           "MCP_DATA_DIR": str(data),
-           "MCP_SECURITY_EVENTS_URL": redis_server.url.replace("/0", "/1")}
+    env = {
+        **read_env_file(project),
+        **SETTINGS,
+        "MCP_RATE_LIMIT": STDIO_LIMIT,
+        "MCP_TRANSPORT": "stdio",
+        "MCP_DATA_DIR": str(data),
+        "MCP_SECURITY_EVENTS_URL": redis_server.url.replace("/0", "/1"),
+    }
     log = tmp_path / "stderr.log"
     async with stdio_client_logging_to(venv, project, env, log) as client:
         t = Transcript(StdioTrail(log))
@@ -542,14 +617,25 @@ async def test_stdio_refusal_transcript(project: Path, venv: Venv, redis_server:
     compare("stdio", t.result())
 
 
-async def test_http_refusal_transcript(project: Path, venv: Venv, redis_server: RedisServer, tmp_path: Path
-                                       ) -> None:
+async def test_http_refusal_transcript(
+    project: Path, venv: Venv, redis_server: RedisServer, tmp_path: Path
+) -> None:
     keys = {name: secrets.token_urlsafe(32) for name in ("main", "narrow", "flood", "admin")}
-    env = {**read_env_file(project), **SETTINGS, "MCP_RATE_LIMIT": HTTP_LIMIT, "MCP_DATA_DIR": str(tmp_path),
-           "MCP_SECURITY_EVENTS_URL": redis_server.url,
-           "MCP_API_KEYS": ",".join([key_entry("main", keys["main"]), key_entry("flood", keys["flood"]),
-                                     key_entry("narrow", keys["narrow"], "other.scope")]),
-           "MCP_ADMIN_API_KEYS": keys["admin"]}
+    env = {
+        **read_env_file(project),
+        **SETTINGS,
+        "MCP_RATE_LIMIT": HTTP_LIMIT,
+        "MCP_DATA_DIR": str(tmp_path),
+        "MCP_SECURITY_EVENTS_URL": redis_server.url,
+        "MCP_API_KEYS": ",".join(
+            [
+                key_entry("main", keys["main"]),
+                key_entry("flood", keys["flood"]),
+                key_entry("narrow", keys["narrow"], "other.scope"),
+            ]
+        ),
+        "MCP_ADMIN_API_KEYS": keys["admin"],
+    }
     with running_server(venv, project, env, port=free_port(), log_dir=tmp_path) as server:
         t = Transcript(HttpTrail(server, keys["admin"]))
         await t.drain()

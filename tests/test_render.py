@@ -15,7 +15,14 @@ from support import ANSWER_SETS, Venv, package_of
 
 JINJA_LEFT = re.compile(r"\{\{-?\s*[A-Za-z_(]|\{%-?\s*[a-z]|\{#")
 PORTABLE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
-WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+WINDOWS_RESERVED = {
+    "con",
+    "prn",
+    "aux",
+    "nul",
+    *(f"com{i}" for i in range(10)),
+    *(f"lpt{i}" for i in range(10)),
+}
 
 
 def project_files(project: Path) -> list[Path]:
@@ -78,7 +85,15 @@ SHELL_MCP_VARIABLES = {
 
 def test_the_projects_own_tests_pass(project: Path, venv: Venv) -> None:
     result = venv.run(
-        venv.python, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", cwd=project, env=SHELL_MCP_VARIABLES
+        venv.python,
+        "-m",
+        "pytest",
+        "-q",
+        "-x",
+        "-p",
+        "no:cacheprovider",
+        cwd=project,
+        env=SHELL_MCP_VARIABLES,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
@@ -97,7 +112,9 @@ def test_env_file_is_private_and_untracked(rendered: Callable[[str], Path]) -> N
     env = project / ".env"
     assert env.stat().st_mode & 0o777 == 0o600
     answers = (project / ".copier-answers.yml").read_text()
-    key = next(line.split("=", 1)[1] for line in env.read_text().splitlines() if line.startswith("MCP_API_KEYS="))
+    key = next(
+        line.split("=", 1)[1] for line in env.read_text().splitlines() if line.startswith("MCP_API_KEYS=")
+    )
     assert key not in answers
     assert ".env" in (project / ".gitignore").read_text().splitlines()
 
@@ -105,13 +122,16 @@ def test_env_file_is_private_and_untracked(rendered: Callable[[str], Path]) -> N
 def test_env_example_documents_every_setting(project: Path, venv: Venv) -> None:
     package = next((project / "src").iterdir()).name
     listed = venv.run(
-        venv.python, "-c", f"from {package}.settings import Settings; print(' '.join(Settings.model_fields))",
+        venv.python,
+        "-c",
+        f"from {package}.settings import Settings; print(' '.join(Settings.model_fields))",
         cwd=project,
     )
     assert listed.returncode == 0, listed.stderr
     fields = {f"MCP_{name.upper()}" for name in listed.stdout.split()}
     example = {
-        line.split("=", 1)[0] for line in (project / ".env.example").read_text().splitlines()
+        line.split("=", 1)[0]
+        for line in (project / ".env.example").read_text().splitlines()
         if line and not line.startswith("#")
     }
     assert fields == example, f"missing from .env.example: {fields - example}; unknown: {example - fields}"
@@ -125,7 +145,9 @@ def test_hostile_answers_land_as_data(rendered: Callable[[str], Path], venv: Ven
     meta = tomllib.loads((project / "pyproject.toml").read_text())["project"]
     assert meta["description"] == answers["description"]
     assert meta["authors"] == [{"name": answers["author_name"], "email": answers["author_email"]}]
-    script = f"import {package}, {package}.answers as p; print(repr({package}.__doc__)); print(p.PROJECT_NAME)"
+    script = (
+        f"import {package}, {package}.answers as p; print(repr({package}.__doc__)); print(p.PROJECT_NAME)"
+    )
     imported = venv.run(venv.python, "-c", script, cwd=project)
     assert imported.returncode == 0, imported.stderr
     doc, name = imported.stdout.splitlines()

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
+
 from support import ANSWER_SETS, Venv, package_of
 
 ADAPTER = Path("server") / "sdk.py"

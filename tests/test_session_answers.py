@@ -14,8 +14,14 @@ import pytest
 
 from support import MCP_HEADERS, Server, Venv, jsonrpc, post_mcp, read_env_file, running_server
 
-INITIALIZE = jsonrpc("initialize", {"protocolVersion": "2025-11-25", "capabilities": {"elicitation": {}},
-                                    "clientInfo": {"name": "raw", "version": "1"}})
+INITIALIZE = jsonrpc(
+    "initialize",
+    {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {"elicitation": {}},
+        "clientInfo": {"name": "raw", "version": "1"},
+    },
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,18 +36,25 @@ def open_session(server: Server) -> dict[str, str]:
     opened = post_mcp(server, INITIALIZE, key)
     assert opened.status_code == 200, opened.text
     headers = {"Mcp-Session-Id": opened.headers["mcp-session-id"]}
-    assert post_mcp(server, {"jsonrpc": "2.0", "method": "notifications/initialized"}, key, headers).status_code == 202
+    assert (
+        post_mcp(server, {"jsonrpc": "2.0", "method": "notifications/initialized"}, key, headers).status_code
+        == 202
+    )
     return headers
 
 
 def events(raw: str) -> list[dict[str, Any]]:
-    return [json.loads(line[5:]) for line in raw.splitlines() if line.startswith("data:") and line[5:].strip()]
+    return [
+        json.loads(line[5:]) for line in raw.splitlines() if line.startswith("data:") and line[5:].strip()
+    ]
 
 
 def test_a_request_with_nothing_to_say_first_is_answered_as_json(server: Server) -> None:
     session = open_session(server)
-    for number, body in enumerate([jsonrpc("ping"), jsonrpc("tools/list"),
-                                   jsonrpc("tools/call", {"name": "whoami", "arguments": {}})], start=2):
+    for number, body in enumerate(
+        [jsonrpc("ping"), jsonrpc("tools/list"), jsonrpc("tools/call", {"name": "whoami", "arguments": {}})],
+        start=2,
+    ):
         response = post_mcp(server, {**body, "id": number}, server.env["MCP_API_KEYS"], session)
         assert response.status_code == 200, response.text
         assert response.headers["content-type"] == "application/json"  # the SDK alone: text/event-stream
@@ -54,7 +67,9 @@ def test_a_request_with_nothing_to_say_first_is_answered_as_json(server: Server)
 def test_a_question_streams_and_its_answer_comes_back(server: Server) -> None:
     """A destructive tool asks first: the call streams the question, the answer (a POST) reaches it."""
     key, session = server.env["MCP_API_KEYS"], open_session(server)
-    added = post_mcp(server, jsonrpc("tools/call", {"name": "add_note", "arguments": {"text": "x"}}, id=2), key, session)
+    added = post_mcp(
+        server, jsonrpc("tools/call", {"name": "add_note", "arguments": {"text": "x"}}, id=2), key, session
+    )
     note = int(added.json()["result"]["content"][0]["text"].split("#")[1].rstrip("."))
     headers = {**MCP_HEADERS, "Authorization": f"Bearer {key}", **session}
     call = jsonrpc("tools/call", {"name": "delete_note", "arguments": {"note_id": note}}, id=3)

@@ -100,7 +100,11 @@ def test_the_answer_carries_the_request_id_and_the_perimeter_headers(server: Ser
 
 def test_initialize_from_a_json_only_client_is_answered_without_a_session(server: Server) -> None:
     """A client that cannot read SSE could not be asked anything: it stays stateless (sessions are for SSE)."""
-    params = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}
+    params = {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "0"},
+    }
     response = post(server, jsonrpc("initialize", params), headers={"Accept": "application/json"})
     assert response.status_code == 200
     assert "mcp-session-id" not in response.headers
@@ -115,7 +119,9 @@ def test_initialize_from_a_json_only_client_is_answered_without_a_session(server
         (jsonrpc("resources/read", {"uri": "about://nothing-here"}), None),
     ],
 )
-def test_protocol_errors_are_json_rpc_errors_without_internals(server: Server, body: Any, code: int | None) -> None:
+def test_protocol_errors_are_json_rpc_errors_without_internals(
+    server: Server, body: Any, code: int | None
+) -> None:
     response = post(server, body)
     assert response.status_code == 200
     error = response.json()["error"]

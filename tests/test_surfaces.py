@@ -85,18 +85,29 @@ PLANTED = "planted-value-7f3a9c"
 
 @pytest.fixture(scope="module")
 def project(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    answers = {**BASE, "project_name": "Acme Surfaces", "transport": "both", "auth": "oauth", "sample_tools": []}
+    answers = {
+        **BASE,
+        "project_name": "Acme Surfaces",
+        "transport": "both",
+        "auth": "oauth",
+        "sample_tools": [],
+    }
     modules = {
-        "customers": lambda project: readme_tool_example(project, "### Resources, resource templates and prompts"),
+        "customers": lambda project: readme_tool_example(
+            project, "### Resources, resource templates and prompts"
+        ),
         "probes": PROBES,
     }
     return installed_project(venv, tmp_path_factory.mktemp("surfaces"), answers, modules)
 
 
 @pytest.fixture(scope="module")
-def served(project: Path, venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Issuer]]:
-    with serving_with_issuer(venv, project, tmp_path_factory.mktemp("surfaces-http"),
-                             MCP_MAX_RESULT_CHARS="1000") as served:
+def served(
+    project: Path, venv: Venv, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Server, Issuer]]:
+    with serving_with_issuer(
+        venv, project, tmp_path_factory.mktemp("surfaces-http"), MCP_MAX_RESULT_CHARS="1000"
+    ) as served:
         yield served
 
 
@@ -105,8 +116,13 @@ def events(server: Server, **filters: str) -> list[dict[str, Any]]:
 
 
 def stdio_env(project: Path, data: Path, **extra: str) -> dict[str, str]:
-    return {**read_env_file(project), "MCP_TRANSPORT": "stdio", "MCP_DATA_DIR": str(data),
-            "MCP_SECURITY_EVENTS_URL": "memory://", **extra}
+    return {
+        **read_env_file(project),
+        "MCP_TRANSPORT": "stdio",
+        "MCP_DATA_DIR": str(data),
+        "MCP_SECURITY_EVENTS_URL": "memory://",
+        **extra,
+    }
 
 
 # ---- the lock and build-time refusal -----------------------------------------------------------------
@@ -135,9 +151,14 @@ def test_the_lock_covers_resources_templates_and_prompts(project: Path, venv: Ve
     module = next((project / "src").glob("*/tools/customers.py"))
     original = module.read_text()
     edits = {
-        "prompt support_reply changed since the lock: text_sha256": ("Do not promise refunds.", "Promise refunds."),
-        "resource template customers://{email} changed since the lock: description":
-            ('"""One customer\'s record', '"""Every customer\'s record'),
+        "prompt support_reply changed since the lock: text_sha256": (
+            "Do not promise refunds.",
+            "Promise refunds.",
+        ),
+        "resource template customers://{email} changed since the lock: description": (
+            '"""One customer\'s record',
+            '"""Every customer\'s record',
+        ),
         "resource reports://latest changed since the lock: mime_type": ('"text/markdown"', '"text/html"'),
         "prompt support_reply changed since the lock: scopes": ('scopes=("support:write",)', "scopes=()"),
     }
@@ -189,11 +210,15 @@ except TypeError as exc:
 # ---- stdio ----------------------------------------------------------------------------------------
 
 
-async def test_stdio_reads_and_gets_are_audited_and_rate_limited(project: Path, venv: Venv, tmp_path: Path) -> None:
+async def test_stdio_reads_and_gets_are_audited_and_rate_limited(
+    project: Path, venv: Venv, tmp_path: Path
+) -> None:
     env = stdio_env(project, tmp_path, MCP_RATE_LIMIT="5/minute")
     reads = [jsonrpc("resources/read", {"uri": "reports://latest"}, id=i) for i in range(1, 4)]
-    gets = [jsonrpc("prompts/get", {"name": "support_reply", "arguments": {"topic": "billing"}}, id=i)
-            for i in range(4, 7)]
+    gets = [
+        jsonrpc("prompts/get", {"name": "support_reply", "arguments": {"topic": "billing"}}, id=i)
+        for i in range(4, 7)
+    ]
     more = [jsonrpc("resources/read", {"uri": "about://server"}, id=i) for i in range(7, 10)]
     answers, found, _ = raw_stdio(venv, project, env, reads + gets + more, answers=9)
     ok = [i for i in range(1, 10) if "result" in answers[i]]
@@ -209,11 +234,17 @@ async def test_stdio_reads_and_gets_are_audited_and_rate_limited(project: Path, 
     assert read["details"]["arguments"] == {"topic": "billing"}
 
 
-async def test_stdio_refusals_are_audited_without_traceback_or_echo(project: Path, venv: Venv, tmp_path: Path) -> None:
+async def test_stdio_refusals_are_audited_without_traceback_or_echo(
+    project: Path, venv: Venv, tmp_path: Path
+) -> None:
     env = stdio_env(project, tmp_path, MCP_RATE_LIMIT="1000/minute")
     messages = [
         # A tools/call without an id is a notification: nothing runs and it is not recorded as a call.
-        {"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "leave_mark", "arguments": {"tag": "n"}}},
+        {
+            "jsonrpc": "2.0",
+            "method": "tools/call",
+            "params": {"name": "leave_mark", "arguments": {"tag": "n"}},
+        },
         jsonrpc("resources/read", {"uri": "file:///etc/passwd"}, id=1),
         jsonrpc("prompts/get", {"name": "no_such_prompt"}, id=2),
         jsonrpc("no/such/method", {}, id=3),
@@ -226,7 +257,9 @@ async def test_stdio_refusals_are_audited_without_traceback_or_echo(project: Pat
     assert not (tmp_path / "mark-n").exists(), "a notification-shaped tools/call ran the tool"
     assert (tmp_path / "mark-r").exists()
     assert [e["event"] for e in found if e["event"] == "tool_called"] == ["tool_called"], found
-    ignored = [e for e in found if e["details"].get("reason", "").startswith("request sent as a notification")]
+    ignored = [
+        e for e in found if e["details"].get("reason", "").startswith("request sent as a notification")
+    ]
     assert len(ignored) == 1 and ignored[0]["details"]["requested"] == "leave_mark"
     assert "arguments" not in ignored[0]["details"]
 
@@ -243,23 +276,30 @@ async def test_stdio_refusals_are_audited_without_traceback_or_echo(project: Pat
     wire = json.dumps([answers[i] for i in (4, 5, 6)])
     assert PLANTED not in wire and "pydantic" not in wire.lower(), wire
     assert "Invalid arguments for support_reply: topic: string_too_long" in answers[4]["error"]["message"]
-    assert "Invalid arguments for leave_mark: tag: string_too_long" in answers[5]["result"]["content"][0]["text"]
+    assert (
+        "Invalid arguments for leave_mark: tag: string_too_long" in answers[5]["result"]["content"][0]["text"]
+    )
     assert answers[6]["error"]["code"] == -32602
 
 
 async def test_stdio_client_completes_through_the_guard(project: Path, venv: Venv, tmp_path: Path) -> None:
     params = stdio_params(venv, project, stdio_env(project, tmp_path))
     async with Client(params) as client:
-        done = await client.complete(PromptReference(type="ref/prompt", name="support_reply"),
-                                     {"name": "topic", "value": "b"})
+        done = await client.complete(
+            PromptReference(type="ref/prompt", name="support_reply"), {"name": "topic", "value": "b"}
+        )
         assert done.completion.values == ["billing", "bugs"]
-        tools = await client.complete(PromptReference(type="ref/prompt", name="use_tools_safely"),
-                                      {"name": "tool", "value": "lea"})
+        tools = await client.complete(
+            PromptReference(type="ref/prompt", name="use_tools_safely"), {"name": "tool", "value": "lea"}
+        )
         assert tools.completion.values == ["leave_mark"]
         for ref, argument in (
             (PromptReference(type="ref/prompt", name="support_reply"), {"name": "topic", "value": "b" * 41}),
             (PromptReference(type="ref/prompt", name="support_reply"), {"name": "nope", "value": ""}),
-            (ResourceTemplateReference(type="ref/resource", uri="file:///{path}"), {"name": "path", "value": ""}),
+            (
+                ResourceTemplateReference(type="ref/resource", uri="file:///{path}"),
+                {"name": "path", "value": ""},
+            ),
         ):
             with pytest.raises(MCPError) as refused:
                 await client.complete(ref, argument)
@@ -276,11 +316,22 @@ async def test_http_resources_and_prompts_check_scopes(served: tuple[Server, Iss
     # challenge before anything runs, naming what to ask for (the scope needed plus the token's own).
     for request, item, scope in (
         (jsonrpc("resources/read", {"uri": "customers://ada@example.com"}), "customer", "customers:read"),
-        (jsonrpc("prompts/get", {"name": "support_reply", "arguments": {"topic": "billing"}}), "support_reply",
-         "support:write"),
-        (jsonrpc("completion/complete", {"ref": {"type": "ref/prompt", "name": "support_reply"},
-                                         "argument": {"name": "topic", "value": "b"}}), "support_reply",
-         "support:write"),
+        (
+            jsonrpc("prompts/get", {"name": "support_reply", "arguments": {"topic": "billing"}}),
+            "support_reply",
+            "support:write",
+        ),
+        (
+            jsonrpc(
+                "completion/complete",
+                {
+                    "ref": {"type": "ref/prompt", "name": "support_reply"},
+                    "argument": {"name": "topic", "value": "b"},
+                },
+            ),
+            "support_reply",
+            "support:write",
+        ),
     ):
         answer = post_mcp(server, request, token)
         assert answer.status_code == 403, answer.text
@@ -288,14 +339,20 @@ async def test_http_resources_and_prompts_check_scopes(served: tuple[Server, Iss
         assert challenge.startswith('Bearer realm="mcp", error="insufficient_scope"'), challenge
         assert f'scope="{" ".join(sorted({scope, "reports:read"}))}"' in challenge, challenge
         assert 'resource_metadata="' in challenge, challenge
-        assert answer.json() == {"error": "insufficient_scope",
-                                 "message": f"{item} needs scope {scope}; ask for it and retry."}
+        assert answer.json() == {
+            "error": "insufficient_scope",
+            "message": f"{item} needs scope {scope}; ask for it and retry.",
+        }
     async with http_client(server.url, token) as client:
         await client.read_resource("reports://latest")
     # One event per refusal: the guard never saw these requests.
     denied = [e for e in events(server, event="authorization_denied") if e["identifier"] == "user:outsider"]
     assert [e["tool"] for e in denied] == ["customer", "support_reply", "support_reply"], denied
-    assert [e["details"]["missing_scopes"] for e in denied] == [["customers:read"], ["support:write"], ["support:write"]]
+    assert [e["details"]["missing_scopes"] for e in denied] == [
+        ["customers:read"],
+        ["support:write"],
+        ["support:write"],
+    ]
     async with http_client(server.url, issuer.token("agent", "customers:read support:write")) as client:
         record = await client.read_resource("customers://ada@example.com")
         prompt = await client.get_prompt("support_reply", {"topic": "billing"})
@@ -303,16 +360,26 @@ async def test_http_resources_and_prompts_check_scopes(served: tuple[Server, Iss
     assert text.startswith('<untrusted-data source="the customer database">') and "Ada Lovelace" in text
     assert "polite reply to a customer about billing" in getattr(prompt.messages[0].content, "text", "")
     mine = [e for e in events(server) if e["identifier"] == "user:agent"]
-    assert [(e["event"], e["tool"]) for e in mine] == [("resource_read", "customer"),
-                                                         ("prompt_retrieved", "support_reply")]
+    assert [(e["event"], e["tool"]) for e in mine] == [
+        ("resource_read", "customer"),
+        ("prompt_retrieved", "support_reply"),
+    ]
     assert mine[0]["details"]["arguments"] == {"email": "ada@example.com"}
 
 
-async def test_http_bounds_traversal_limits_cap_fence_timeout_and_masking(served: tuple[Server, Issuer]) -> None:
+async def test_http_bounds_traversal_limits_cap_fence_timeout_and_masking(
+    served: tuple[Server, Issuer],
+) -> None:
     server, issuer = served
     async with http_client(server.url, issuer.token("prober", "customers:read support:write")) as client:
-        for uri in ("customers://..%2F..%2Fetc%2Fpasswd@x", "customers://%2e%2e@x", "customers://a%252e%252e@x",
-                    "customers://a%00b@x", "customers://" + "a" * 300 + "@x", "customers://not-an-address"):
+        for uri in (
+            "customers://..%2F..%2Fetc%2Fpasswd@x",
+            "customers://%2e%2e@x",
+            "customers://a%252e%252e@x",
+            "customers://a%00b@x",
+            "customers://" + "a" * 300 + "@x",
+            "customers://not-an-address",
+        ):
             with pytest.raises(MCPError) as refused:
                 await client.read_resource(uri)
             assert refused.value.code == -32602, uri
@@ -325,7 +392,9 @@ async def test_http_bounds_traversal_limits_cap_fence_timeout_and_masking(served
         results = []
         for _ in range(3):
             try:
-                results.append(getattr((await client.read_resource("probe://limited")).contents[0], "text", ""))
+                results.append(
+                    getattr((await client.read_resource("probe://limited")).contents[0], "text", "")
+                )
             except MCPError as exc:
                 results.append(exc.error.message)
         assert results[:2] == ["limited", "limited"]
@@ -359,26 +428,47 @@ async def test_metrics_label_a_read_by_the_template_it_matched(served: tuple[Ser
         for uri in ("customers://..%2Fetc%2Fpasswd@x", "zz://nothing-served"):
             with pytest.raises(MCPError):
                 await client.read_resource(uri)
-    scraped = httpx2.get(server.base + "/metrics", timeout=30,
-                         headers={"Authorization": f"Bearer {server.env['MCP_ADMIN_API_KEYS']}"})
+    scraped = httpx2.get(
+        server.base + "/metrics",
+        timeout=30,
+        headers={"Authorization": f"Bearer {server.env['MCP_ADMIN_API_KEYS']}"},
+    )
     assert scraped.status_code == 200, scraped.text
-    reads = [line for line in scraped.text.splitlines()
-             if line.startswith("mcp_server_operation_duration_seconds_count{")
-             and 'mcp_method_name="resources/read"' in line]
-    labels = {(line.split('name="')[2].split('"')[0], line.split('error_type="')[1].split('"')[0]) for line in reads}
-    assert {("customers://{email}", ""), ("customers://{email}", "-32602"), ("_unknown", "-32602")} <= labels, reads
+    reads = [
+        line
+        for line in scraped.text.splitlines()
+        if line.startswith("mcp_server_operation_duration_seconds_count{")
+        and 'mcp_method_name="resources/read"' in line
+    ]
+    labels = {
+        (line.split('name="')[2].split('"')[0], line.split('error_type="')[1].split('"')[0]) for line in reads
+    }
+    assert {
+        ("customers://{email}", ""),
+        ("customers://{email}", "-32602"),
+        ("_unknown", "-32602"),
+    } <= labels, reads
     assert not any(word in line for line in reads for word in ("ada@", "passwd", "zz://")), reads
 
 
 async def test_http_bodies_that_are_not_json_rpc_get_no_parser_text(served: tuple[Server, Issuer]) -> None:
     server, issuer = served
     token = issuer.token("parser", "reports:read")
-    for body in ({"jsonrpc": "2.0", "id": 1, "method": 7, "params": {"x": PLANTED}},
-                 {"jsonrpc": "1.0", "id": 1, "method": PLANTED}, [PLANTED]):
+    for body in (
+        {"jsonrpc": "2.0", "id": 1, "method": 7, "params": {"x": PLANTED}},
+        {"jsonrpc": "1.0", "id": 1, "method": PLANTED},
+        [PLANTED],
+    ):
         answer = post_mcp(server, body, token)  # type: ignore[arg-type]
         assert answer.status_code == 400, answer.text
         assert PLANTED not in answer.text and "pydantic" not in answer.text.lower(), answer.text
         assert answer.json()["error"]["message"].startswith("Invalid request:"), answer.text
-    garbage = httpx2.post(server.url, content=b'{"jsonrpc": "2.0", "id": 1, "method": "' + PLANTED.encode(),
-                          headers={**MCP_HEADERS, "Authorization": f"Bearer {token}"}, timeout=30)
-    assert garbage.status_code == 400 and PLANTED not in garbage.text and "pydantic" not in garbage.text.lower()
+    garbage = httpx2.post(
+        server.url,
+        content=b'{"jsonrpc": "2.0", "id": 1, "method": "' + PLANTED.encode(),
+        headers={**MCP_HEADERS, "Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert (
+        garbage.status_code == 400 and PLANTED not in garbage.text and "pydantic" not in garbage.text.lower()
+    )

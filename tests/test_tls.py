@@ -66,8 +66,13 @@ def tls_env(project: Path, pki: Pki, *, mutual: bool) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def tls_server(rendered: Callable[[str], Path], venv: Venv, pki: Pki) -> Iterator[Server]:
     project = rendered("both")
-    with running_server(venv, project, tls_env(project, pki, mutual=False), scheme="https",
-                        ready_kwargs={"verify": pki.context()}) as server:
+    with running_server(
+        venv,
+        project,
+        tls_env(project, pki, mutual=False),
+        scheme="https",
+        ready_kwargs={"verify": pki.context()},
+    ) as server:
         yield server
 
 
@@ -77,11 +82,17 @@ def client_cert(pki: Pki) -> trustme.LeafCert:
 
 
 @pytest.fixture(scope="module")
-def mtls_server(rendered: Callable[[str], Path], venv: Venv, pki: Pki,
-                client_cert: trustme.LeafCert) -> Iterator[Server]:
+def mtls_server(
+    rendered: Callable[[str], Path], venv: Venv, pki: Pki, client_cert: trustme.LeafCert
+) -> Iterator[Server]:
     project = rendered("both")
-    with running_server(venv, project, tls_env(project, pki, mutual=True), scheme="https",
-                        ready_kwargs={"verify": pki.context(client_cert)}) as server:
+    with running_server(
+        venv,
+        project,
+        tls_env(project, pki, mutual=True),
+        scheme="https",
+        ready_kwargs={"verify": pki.context(client_cert)},
+    ) as server:
         yield server
 
 
@@ -119,16 +130,23 @@ def test_mutual_tls_refuses_a_client_without_a_certificate_from_the_client_ca(
     cert = trustme.CA().issue_cert("intruder@example.com") if who != "no certificate" else None
     requests_before = mtls_server.log().count('"POST /mcp')
     with pytest.raises(httpx2.TransportError):
-        httpx2.post(mtls_server.url, json=jsonrpc("tools/list"), verify=pki.context(cert), timeout=10,
-                    headers={"Authorization": f"Bearer {mtls_server.env['MCP_API_KEYS']}"})
+        httpx2.post(
+            mtls_server.url,
+            json=jsonrpc("tools/list"),
+            verify=pki.context(cert),
+            timeout=10,
+            headers={"Authorization": f"Bearer {mtls_server.env['MCP_API_KEYS']}"},
+        )
     # The request never reached the application.
     assert mtls_server.log().count('"POST /mcp') == requests_before
 
 
 @pytest.mark.parametrize(
     ("setting", "expected"),
-    [("MCP_TLS_CERTFILE", "MCP_TLS_CERTFILE/MCP_TLS_KEYFILE cannot be loaded"),
-     ("MCP_TLS_CLIENT_CA", "MCP_TLS_CLIENT_CA cannot be loaded")],
+    [
+        ("MCP_TLS_CERTFILE", "MCP_TLS_CERTFILE/MCP_TLS_KEYFILE cannot be loaded"),
+        ("MCP_TLS_CLIENT_CA", "MCP_TLS_CLIENT_CA cannot be loaded"),
+    ],
 )
 def test_unloadable_tls_files_stop_check_and_serve_with_a_message(
     rendered: Callable[[str], Path], venv: Venv, pki: Pki, tmp_path: Path, setting: str, expected: str

@@ -42,11 +42,22 @@ def unlocked_tool(project: Path) -> Iterator[None]:
 
 
 def project_pytest(venv: Venv, project: Path) -> subprocess.CompletedProcess[str]:
-    return venv.run(venv.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_tool_lock.py",
-                    cwd=project, timeout=300)
+    return venv.run(
+        venv.python,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "tests/test_tool_lock.py",
+        cwd=project,
+        timeout=300,
+    )
 
 
-def test_the_projects_own_suite_fails_on_an_unlocked_tool(rendered: Callable[[str], Path], venv: Venv) -> None:
+def test_the_projects_own_suite_fails_on_an_unlocked_tool(
+    rendered: Callable[[str], Path], venv: Venv
+) -> None:
     project = rendered("both")
     passing = project_pytest(venv, project)
     assert passing.returncode == 0, passing.stdout + passing.stderr
@@ -85,9 +96,12 @@ def test_the_rendered_ci_runs_check_on_a_fresh_checkout(
         result = venv.run(venv.bin(command), *argv[3:], cwd=checkout, env=step.get("env"), timeout=120)
         assert result.returncode == 0, f"{step['run']}:\n{result.stdout}{result.stderr}"
     if offline:
-        assert "authorization server: not asked (--offline): https://issuer.example's metadata" in result.stdout
-        assert result.stdout.rstrip().endswith("configuration is valid offline (no other server was contacted; "
-                                               "see the facts above)")
+        assert (
+            "authorization server: not asked (--offline): https://issuer.example's metadata" in result.stdout
+        )
+        assert result.stdout.rstrip().endswith(
+            "configuration is valid offline (no other server was contacted; see the facts above)"
+        )
     else:
         assert result.stdout.rstrip().endswith("\nconfiguration is valid")
     shutil.rmtree(checkout)

@@ -411,7 +411,8 @@ def test_readme_client_configs_are_valid_and_match_the_cli(
         assert "Bearer" in header and re.search(r"\$\{(input|env):|\$\{AUTH_HEADER\}", header)
     if transport != "stdio":
         assert (
-            "npx -y @modelcontextprotocol/inspector@2.12.0 --cli http://127.0.0.1:8000/mcp --transport http" in readme
+            "npx -y @modelcontextprotocol/inspector@2.12.0 --cli http://127.0.0.1:8000/mcp --transport http"
+            in readme
         )
     else:
         assert f"--method tools/list -- uv run {command} serve --transport stdio" in readme

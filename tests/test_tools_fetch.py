@@ -264,7 +264,10 @@ async def test_hostile_corpus_is_refused(product: Server, servers: dict[str, Loc
             result = await client.call_tool("fetch_url", {"url": url})
             text = text_of(result)
             assert result.is_error, f"{url!r} was fetched: {text[:300]}"
-            assert "Refused" in text or "Invalid arguments" in text or "could not be resolved" in text, (url, text)
+            assert "Refused" in text or "Invalid arguments" in text or "could not be resolved" in text, (
+                url,
+                text,
+            )
             assert LEAK not in text and "hello from" not in text, url
     assert all_hits(servers) == 0, "a local server was reached"
     events = security_events(product.log(), "fetch_url")[before:]
@@ -320,7 +323,7 @@ def register(guard, settings):
     add_fetch_tool(guard, fetcher, rate_limit="10000/minute", name="fetch_test")
 '''
 
-LAUNCHER = '''
+LAUNCHER = """
 import sys
 sys.path.insert(0, {here!r})
 sys.stderr = open({log!r}, "a", buffering=1)  # security events go to stderr; the test reads them here
@@ -333,7 +336,7 @@ import fetch_test_tool
 found = tools.tool_modules
 tools.tool_modules = lambda: [*found(), fetch_test_tool]  # as if it were a module in tools/
 build_server(load_settings(env_file=None, transport="stdio")).run("stdio")
-'''
+"""
 
 
 @pytest.fixture(scope="module")

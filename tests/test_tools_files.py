@@ -55,8 +55,9 @@ def make_tree(base: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def files_server(rendered: Callable[[str], Path], venv: Venv, tmp_path_factory: pytest.TempPathFactory
-                 ) -> Iterator[tuple[Server, Path, Path]]:
+def files_server(
+    rendered: Callable[[str], Path], venv: Venv, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Server, Path, Path]]:
     project = rendered("http_all")
     base = tmp_path_factory.mktemp("files-tool")
     root, outside = make_tree(base)
@@ -72,27 +73,82 @@ def files_server(rendered: Callable[[str], Path], venv: Venv, tmp_path_factory: 
 
 # Each is refused: traversal, absolute, encoded, look-alike, Windows-style, NUL, links, special files.
 HOSTILE_PATHS = [
-    "..", "../", "../outside/secret.txt", "docs/../../outside/secret.txt", "./../outside/secret.txt",
-    "docs/..", "docs/../guide.txt", "./docs/guide.txt", "docs/./guide.txt", "docs//guide.txt",
-    "/etc/passwd", "//etc/passwd", "/", "~/.ssh/id_rsa", "~root/.bashrc",
-    "%2e%2e/outside/secret.txt", "%2e%2e%2foutside%2fsecret.txt", "..%2foutside%2fsecret.txt",
-    "%252e%252e/outside/secret.txt", "..%c0%afoutside/secret.txt", "%c0%ae%c0%ae/outside/secret.txt",
-    "%u002e%u002e/outside/secret.txt", "%2F..%2F..%2Fetc%2Fpasswd",
-    "\u2024\u2024/outside/secret.txt", "\uff0e\uff0e/outside/secret.txt", "..\u2215outside\u2215secret.txt",
-    "..\uff0foutside\uff0fsecret.txt", "\ufe52\ufe52/outside/secret.txt", "..\u2044outside",
-    "\u202e../outside/secret.txt", "\u200b../outside/secret.txt", "docs\u0000/guide.txt",
-    "..\\outside\\secret.txt", "docs\\guide.txt", "C:\\Windows\\win.ini", "C:/Windows/win.ini", "c:secret",
-    "\\\\server\\share\\secret.txt", "//server/share/secret.txt", "\\\\?\\C:\\secret.txt",
-    "guide.txt\x00.png", "\x00", "docs/\n../../outside/secret.txt", "docs/guide.txt\r",
-    "file:///etc/passwd", "out-dir/secret.txt", "out-dir", "out-file", "passwd", "etc/passwd", "etc",
-    "relative-escape", "docs/up/docs/guide.txt", "loop", "inside-link", "hardlink.txt", "pipe",
-    "null-device", "binary.bin", "latin1.txt", "big.txt", "docs", "missing.txt",
-    "a" * 300, "/".join(["d"] * 40), "x" * 1025,
+    "..",
+    "../",
+    "../outside/secret.txt",
+    "docs/../../outside/secret.txt",
+    "./../outside/secret.txt",
+    "docs/..",
+    "docs/../guide.txt",
+    "./docs/guide.txt",
+    "docs/./guide.txt",
+    "docs//guide.txt",
+    "/etc/passwd",
+    "//etc/passwd",
+    "/",
+    "~/.ssh/id_rsa",
+    "~root/.bashrc",
+    "%2e%2e/outside/secret.txt",
+    "%2e%2e%2foutside%2fsecret.txt",
+    "..%2foutside%2fsecret.txt",
+    "%252e%252e/outside/secret.txt",
+    "..%c0%afoutside/secret.txt",
+    "%c0%ae%c0%ae/outside/secret.txt",
+    "%u002e%u002e/outside/secret.txt",
+    "%2F..%2F..%2Fetc%2Fpasswd",
+    "\u2024\u2024/outside/secret.txt",
+    "\uff0e\uff0e/outside/secret.txt",
+    "..\u2215outside\u2215secret.txt",
+    "..\uff0foutside\uff0fsecret.txt",
+    "\ufe52\ufe52/outside/secret.txt",
+    "..\u2044outside",
+    "\u202e../outside/secret.txt",
+    "\u200b../outside/secret.txt",
+    "docs\u0000/guide.txt",
+    "..\\outside\\secret.txt",
+    "docs\\guide.txt",
+    "C:\\Windows\\win.ini",
+    "C:/Windows/win.ini",
+    "c:secret",
+    "\\\\server\\share\\secret.txt",
+    "//server/share/secret.txt",
+    "\\\\?\\C:\\secret.txt",
+    "guide.txt\x00.png",
+    "\x00",
+    "docs/\n../../outside/secret.txt",
+    "docs/guide.txt\r",
+    "file:///etc/passwd",
+    "out-dir/secret.txt",
+    "out-dir",
+    "out-file",
+    "passwd",
+    "etc/passwd",
+    "etc",
+    "relative-escape",
+    "docs/up/docs/guide.txt",
+    "loop",
+    "inside-link",
+    "hardlink.txt",
+    "pipe",
+    "null-device",
+    "binary.bin",
+    "latin1.txt",
+    "big.txt",
+    "docs",
+    "missing.txt",
+    "a" * 300,
+    "/".join(["d"] * 40),
+    "x" * 1025,
 ]
 # Each is refused by argument validation before the tool runs.
 HOSTILE_ARGUMENTS: list[dict[str, Any]] = [
-    {}, {"path": None}, {"path": 7}, {"path": ["docs"]}, {"path": {"$ne": ""}},
-    {"path": "docs/guide.txt", "follow_symlinks": True}, {"path": "docs/guide.txt", "root": "/"},
+    {},
+    {"path": None},
+    {"path": 7},
+    {"path": ["docs"]},
+    {"path": {"$ne": ""}},
+    {"path": "docs/guide.txt", "follow_symlinks": True},
+    {"path": "docs/guide.txt", "root": "/"},
     {"path": "y" * 5000},
 ]
 
@@ -127,8 +183,10 @@ async def test_hostile_paths_are_refused_with_an_event_each(files_server: tuple[
     server, root, _ = files_server
     assert len(HOSTILE_PATHS) + len(HOSTILE_ARGUMENTS) >= 50
     admin = server.env["MCP_ADMIN_API_KEYS"]
-    before = {t: len(refusals_for(await anyio.to_thread.run_sync(all_events, server, admin), t))
-              for t in ("read_file", "list_files")}
+    before = {
+        t: len(refusals_for(await anyio.to_thread.run_sync(all_events, server, admin), t))
+        for t in ("read_file", "list_files")
+    }
     calls = 0
     async with http_client(server.url, server.env["MCP_API_KEYS"]) as client:
         for tool in ("read_file", "list_files"):
@@ -196,12 +254,19 @@ async def test_files_root_that_is_not_a_directory_stops_the_server(
 ) -> None:
     project = rendered("http_all")
     (tmp_path / "not-a-dir").write_text("x")
-    env = {**read_env_file(project), "MCP_FILES_ROOT": str(tmp_path / "not-a-dir"), "MCP_DATA_DIR": str(tmp_path)}
+    env = {
+        **read_env_file(project),
+        "MCP_FILES_ROOT": str(tmp_path / "not-a-dir"),
+        "MCP_DATA_DIR": str(tmp_path),
+    }
     result = await anyio.to_thread.run_sync(
         lambda: venv.run(venv.bin("acme-http"), "check", cwd=project, env=env, timeout=120)
     )
     assert result.returncode != 0
-    assert "MCP_FILES_ROOT" in result.stdout + result.stderr and "not a directory" in result.stdout + result.stderr
+    assert (
+        "MCP_FILES_ROOT" in result.stdout + result.stderr
+        and "not a directory" in result.stdout + result.stderr
+    )
     assert "Traceback" not in result.stdout + result.stderr
 
 

@@ -32,18 +32,27 @@ pytestmark = pytest.mark.anyio
 
 @pytest.fixture(scope="module")
 def notes_project(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    answers = {**BASE, "project_name": "Acme Notes", "transport": "both", "auth": "oauth", "sample_tools": ["notes"]}
+    answers = {
+        **BASE,
+        "project_name": "Acme Notes",
+        "transport": "both",
+        "auth": "oauth",
+        "sample_tools": ["notes"],
+    }
     return installed_project(venv, tmp_path_factory.mktemp("notes"), answers)
 
 
 @pytest.fixture(scope="module")
-def notes_http(notes_project: Path, venv: Venv, tmp_path_factory: pytest.TempPathFactory
-               ) -> Iterator[tuple[Server, Issuer]]:
+def notes_http(
+    notes_project: Path, venv: Venv, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Server, Issuer]]:
     with serving_with_issuer(venv, notes_project, tmp_path_factory.mktemp("notes-http")) as served:
         yield served
 
 
-async def test_stdio_delete_asks_the_user_and_obeys_the_answer(notes_project: Path, venv: Venv, tmp_path: Path) -> None:
+async def test_stdio_delete_asks_the_user_and_obeys_the_answer(
+    notes_project: Path, venv: Venv, tmp_path: Path
+) -> None:
     env = {"MCP_DATA_DIR": str(tmp_path)}
     params = stdio_params(venv, notes_project, env)
     async with Client(params) as client:
@@ -68,7 +77,10 @@ async def test_stdio_delete_asks_the_user_and_obeys_the_answer(notes_project: Pa
 async def test_read_and_write_are_separate_scopes(notes_http: tuple[Server, Issuer]) -> None:
     server, issuer = notes_http
     admin = server.env["MCP_ADMIN_API_KEYS"]
-    before = len(await anyio.to_thread.run_sync(lambda: all_events(server, admin, event="authorization_denied")))
+    before = len(
+        await anyio.to_thread.run_sync(lambda: all_events(server, admin, event="authorization_denied"))
+    )
+
     # Over HTTP a missing tool scope is 403 insufficient_scope before the tool runs (clients step up).
     def refused(token: str, tool: str, arguments: dict[str, Any], scope: str) -> None:
         response = post_mcp(server, jsonrpc("tools/call", {"name": tool, "arguments": arguments}), token)
@@ -120,8 +132,11 @@ async def test_http_delete_confirms_through_elicitation(notes_http: tuple[Server
     assert user.asked == [f"Delete note #{note_id}? This cannot be undone."]
     events = await anyio.to_thread.run_sync(lambda: all_events(server, server.env["MCP_ADMIN_API_KEYS"]))
     # The guard's one event per call; anomaly_detected (the first destructive use) observes them, not a call.
-    carol_deletes = [e for e in events if e["identifier"] == "user:carol" and e["tool"] == "delete_note"
-                     and e["event"] != "anomaly_detected"]
+    carol_deletes = [
+        e
+        for e in events
+        if e["identifier"] == "user:carol" and e["tool"] == "delete_note" and e["event"] != "anomaly_detected"
+    ]
     outcomes = sorted(e["details"]["outcome"] for e in carol_deletes)
     assert outcomes == ["authorization_denied", "input_required", "ok"], outcomes
 
@@ -137,7 +152,8 @@ INSERT INTO notes (owner, text, created) VALUES ('local-stdio', 'typed at the te
 
 
 async def test_notes_written_before_namespaced_principals_follow_their_owner(
-        notes_project: Path, venv: Venv, tmp_path: Path) -> None:
+    notes_project: Path, venv: Venv, tmp_path: Path
+) -> None:
     """After `copier update` from 0.1 the first notes call renames bare owners to `user:<sub>`, once, audited."""
     import sqlite3
 
@@ -146,8 +162,12 @@ async def test_notes_written_before_namespaced_principals_follow_their_owner(
     connection.close()
     port = free_port()
     with Issuer(audience=f"http://127.0.0.1:{port}/mcp") as issuer:
-        env = {**read_env_file(notes_project), **issuer.settings(), "MCP_DATA_DIR": str(tmp_path),
-               "MCP_RATE_LIMIT": "100000/minute"}
+        env = {
+            **read_env_file(notes_project),
+            **issuer.settings(),
+            "MCP_DATA_DIR": str(tmp_path),
+            "MCP_RATE_LIMIT": "100000/minute",
+        }
         with running_server(venv, notes_project, env, port=port, log_dir=tmp_path) as server:
             async with http_client(server.url, issuer.token("carol", "notes:read")) as carol:
                 mine = text_of(await carol.call_tool("list_notes", {}))

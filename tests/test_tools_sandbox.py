@@ -251,8 +251,16 @@ async def test_refuses_when_bwrap_drops_the_syscall_filter(project: Path, venv: 
 async def test_refuses_when_the_sandbox_cannot_be_capped(project: Path, venv: Venv) -> None:
     # The server in a mount namespace whose /sys/fs/cgroup is empty: no cgroup, so no code is run.
     env = {**read_env_file(project), **SETTINGS}
-    wrapper = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-               'mount -t tmpfs none /sys/fs/cgroup && exec "$@"', "no-cgroups"]
+    wrapper = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        'mount -t tmpfs none /sys/fs/cgroup && exec "$@"',
+        "no-cgroups",
+    ]
     with running_server(venv, project, env, wrapper=wrapper) as uncapped:
         is_error, text = await run_python(uncapped, "print('must not run')")
         assert is_error and "cannot be capped as a whole" in text, text

@@ -49,7 +49,9 @@ class Upstream(BaseHTTPRequestHandler):
         if self.path.startswith("/v1/ok"):
             self._send(200, body, echoes)
         elif self.path.startswith("/v1/error500"):
-            self._send(500, f"Traceback (most recent call last):\n  key {key} rejected at /srv/app.py", echoes)
+            self._send(
+                500, f"Traceback (most recent call last):\n  key {key} rejected at /srv/app.py", echoes
+            )
         elif self.path.startswith("/v1/error401"):
             self._send(401, body, {**echoes, "WWW-Authenticate": f'Bearer error="invalid_token {key}"'})
         elif self.path.startswith("/v1/slow"):
@@ -106,7 +108,11 @@ async def call(server: Server, path: str, key: str | None = None) -> tuple[bool,
 
 
 def assert_no_key(text: str) -> None:
-    for form in (UPSTREAM_KEY, quote(UPSTREAM_KEY, safe=""), base64.b64encode(UPSTREAM_KEY.encode()).decode()[:30]):
+    for form in (
+        UPSTREAM_KEY,
+        quote(UPSTREAM_KEY, safe=""),
+        base64.b64encode(UPSTREAM_KEY.encode()).decode()[:30],
+    ):
         assert form not in text, f"the upstream key leaked: {text[:500]}"
 
 
@@ -138,7 +144,9 @@ async def test_upstream_errors_become_safe_messages(server: Server, path: str, m
     assert "Traceback" not in text and "/srv/app.py" not in text
 
 
-@pytest.mark.parametrize("path", ["//evil.example/x", "https://evil.example/", "/../admin", "/a/%2e%2e/b", "v1/ok"])
+@pytest.mark.parametrize(
+    "path", ["//evil.example/x", "https://evil.example/", "/../admin", "/a/%2e%2e/b", "v1/ok"]
+)
 async def test_paths_cannot_leave_the_upstream(server: Server, path: str) -> None:
     before = len(Upstream.seen_auth)
     is_error, text = await call(server, path)

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 from copier import run_update
+
 from support import BASE, TEMPLATE_ROOT, Venv, package_of, read_env_file, render
 
 GIT = [
@@ -127,7 +128,11 @@ def template_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     package_dir = repo / "template" / "src" / "{{package_name}}"
     with (package_dir / "settings.py").open("a") as handle:
         handle.write("\n# This line arrived with template 0.2.0.\n")
-    edit(package_dir / "tool_settings.py", '"""Settings for your own tools.', '"""Settings for your own tools (0.2.0).')
+    edit(
+        package_dir / "tool_settings.py",
+        '"""Settings for your own tools.',
+        '"""Settings for your own tools (0.2.0).',
+    )
     git(repo, "add", "--all")
     git(repo, "commit", "--quiet", "-m", "0.2.0")
     git(repo, "tag", "0.2.0")
@@ -228,7 +233,9 @@ def test_update_keeps_user_edits_and_marks_the_conflict_inline(
     assert check.returncode == 1 and "ERROR    README.md: conflict markers" in check.stdout, check.stdout
     assert check.stdout.count("ERROR") == 1, check.stdout
     start, end = readme.index("<<<<<<< before updating\n"), readme.index(">>>>>>> after updating\n")
-    (project / "README.md").write_text(readme[:start] + ours + readme[end + len(">>>>>>> after updating\n") :])
+    (project / "README.md").write_text(
+        readme[:start] + ours + readme[end + len(">>>>>>> after updating\n") :]
+    )
     check = venv.run(venv.bin(command), "check", cwd=project)
     assert check.returncode == 0, check.stdout + check.stderr
 
@@ -383,9 +390,13 @@ def test_a_setting_of_ones_own_survives_an_update_without_conflicts(
 
     assert "No conflicts." in said, said
     assert own.read_text() == USER_TOOL_SETTINGS  # kept as written, although the template's copy changed
-    assert "# This line arrived with template 0.2.0." in (project / "src" / package / "settings.py").read_text()
+    assert (
+        "# This line arrived with template 0.2.0." in (project / "src" / package / "settings.py").read_text()
+    )
     assert not list(project.rglob("*.rej"))
-    assert run(["git", "grep", "-l", "-E", "^<<<<<<< before updating$"], cwd=project).returncode == 1  # none found
+    assert (
+        run(["git", "grep", "-l", "-E", "^<<<<<<< before updating$"], cwd=project).returncode == 1
+    )  # none found
     venv.install(project)
     read = venv.run(
         venv.python,
@@ -394,7 +405,9 @@ def test_a_setting_of_ones_own_survives_an_update_without_conflicts(
         "s = load_settings(); print(s.reports_url, s.reports_timeout_seconds, 'tok-3b9f0c' in secret_values(s))",
         cwd=project,
     )
-    assert read.stdout.split() == ["https://reports.internal.example", "10.0", "True"], read.stdout + read.stderr
+    assert read.stdout.split() == ["https://reports.internal.example", "10.0", "True"], (
+        read.stdout + read.stderr
+    )
     check = venv.run(venv.bin(command), "check", cwd=project)  # MCP_REPORTS_* in .env are known names
     assert check.returncode == 0, check.stdout + check.stderr
     bad = venv.run(venv.bin(command), "check", cwd=project, env={"MCP_REPORTS_TIMEOUT_SECONDS": "600"})
@@ -411,8 +424,18 @@ def test_an_untagged_template_copies_and_updates_to_a_later_commit(tmp_path: Pat
     git(repo, "add", "--all", "--force")
     git(repo, "commit", "--quiet", "-m", "first")
     copied = copier_cli(
-        "copy", "--trust", "--defaults", "--data", "project_name=Acme Untagged", "--data", "transport=stdio",
-        "--data", "sample_tools=[]", str(repo), str(tmp_path / "p"), cwd=tmp_path,
+        "copy",
+        "--trust",
+        "--defaults",
+        "--data",
+        "project_name=Acme Untagged",
+        "--data",
+        "transport=stdio",
+        "--data",
+        "sample_tools=[]",
+        str(repo),
+        str(tmp_path / "p"),
+        cwd=tmp_path,
     )
     assert copied.returncode == 0, copied.stdout + copied.stderr
     assert "No git tags found in template; using HEAD as ref" in copied.stderr
@@ -666,11 +689,24 @@ def layout_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("layout-repo")
     tar = tmp_path_factory.mktemp("archive") / "last-release.tar"
     archived = run(
-        ["git", "archive", "-o", str(tar), LAST_RELEASE, "copier.yml", "hooks", "template", "README.md",
-         "CHANGELOG.md", "tool-locks"],
+        [
+            "git",
+            "archive",
+            "-o",
+            str(tar),
+            LAST_RELEASE,
+            "copier.yml",
+            "hooks",
+            "template",
+            "README.md",
+            "CHANGELOG.md",
+            "tool-locks",
+        ],
         cwd=TEMPLATE_ROOT,
     )
-    assert archived.returncode == 0, f"needs the template's history (git fetch --unshallow): {archived.stderr}"
+    assert archived.returncode == 0, (
+        f"needs the template's history (git fetch --unshallow): {archived.stderr}"
+    )
     shutil.unpack_archive(tar, repo)
     git(repo, "init", "--quiet", "--initial-branch=main")
     git(repo, "add", "--all", "--force")
@@ -749,7 +785,10 @@ def test_a_project_of_the_last_release_updates_to_the_new_layout(
     assert "MAX_LISTED = 500" in (src / "samples" / "files.py").read_text()
     assert f"  {rel}/tools/__init__.py: conflict markers" in said
     assert f"  {rel}/tools/__init__.py: modules in tools/ are now found without MODULES" in said
-    assert f"  {rel}/tools/files.py: removed by this update (now samples/files.py) although it had changes" in said
+    assert (
+        f"  {rel}/tools/files.py: removed by this update (now samples/files.py) although it had changes"
+        in said
+    )
     assert f"git checkout HEAD -- {rel}/tools/files.py" in said
     assert "tools/fetch.py" not in said and "server.py" not in said, said
 
@@ -765,7 +804,9 @@ def test_a_project_of_the_last_release_updates_to_the_new_layout(
     assert check.returncode == 0, check.stdout + check.stderr
     for old, new in (("paths", "toolkit.paths"), ("private", "toolkit.private"), ("urls", "toolkit.urls")):
         for path, source in ((f"{rel}/tools/linkcheck.py", OWN_TOOL), ("tests/test_linkcheck.py", OWN_TEST)):
-            line = next(n for n, text in enumerate(source.splitlines(), 1) if f"security.{old} import" in text)
+            line = next(
+                n for n, text in enumerate(source.splitlines(), 1) if f"security.{old} import" in text
+            )
             moved = f"imports {package}.security.{old}, which moved to {package}.security.{new} (re-exported"
             assert f"  WARNING  {path}:{line} {moved}" in check.stdout, (path, old, check.stdout)
     assert f"WARNING  {rel}/tools/files.py is served in place of the sample samples/files.py" in check.stdout

@@ -40,12 +40,28 @@ SAMPLE_TOOLS_READY: list[str] = ["fetch", "files", "notes", "records", "sandbox"
 ANSWER_SETS: dict[str, dict[str, Any]] = {
     "stdio": {**BASE, "project_name": "Acme Stdio", "transport": "stdio", "sample_tools": SAMPLE_TOOLS_READY},
     "http_all": {
-        **BASE, "project_name": "Acme Http", "transport": "http", "auth": "api_key", "sample_tools": SAMPLE_TOOLS_READY
+        **BASE,
+        "project_name": "Acme Http",
+        "transport": "http",
+        "auth": "api_key",
+        "sample_tools": SAMPLE_TOOLS_READY,
     },
     "both": {**BASE, "project_name": "Acme Both", "transport": "both", "auth": "api_key", "sample_tools": []},
-    "http_none": {**BASE, "project_name": "Acme Bare", "transport": "http", "auth": "api_key", "sample_tools": []},
+    "http_none": {
+        **BASE,
+        "project_name": "Acme Bare",
+        "transport": "http",
+        "auth": "api_key",
+        "sample_tools": [],
+    },
     # With notes: its tools need scopes that are not required (notes:read, notes:write), for step-up.
-    "oauth": {**BASE, "project_name": "Acme Oauth", "transport": "http", "auth": "oauth", "sample_tools": ["notes"]},
+    "oauth": {
+        **BASE,
+        "project_name": "Acme Oauth",
+        "transport": "http",
+        "auth": "oauth",
+        "sample_tools": ["notes"],
+    },
     # Answers are data in every syntax they land in (issue 27): quotes, backslashes, a docstring breaker,
     # Markdown and HTML, non-ASCII. The project must still lint, type-check, pass its tests and `check`.
     "hostile": {**BASE, **HOSTILE_TEXT, "transport": "both", "auth": "api_key", "sample_tools": ["notes"]},
@@ -67,8 +83,14 @@ def set_task_env(name: str, value: str) -> None:
     local.env[name] = value
 
 
-def render(answers: Mapping[str, Any], dest: Path, *, vcs_ref: str | None = "HEAD", skip_tasks: bool = False,
-           src: Path = TEMPLATE_ROOT) -> Path:
+def render(
+    answers: Mapping[str, Any],
+    dest: Path,
+    *,
+    vcs_ref: str | None = "HEAD",
+    skip_tasks: bool = False,
+    src: Path = TEMPLATE_ROOT,
+) -> Path:
     from copier import run_copy
 
     run_copy(
@@ -115,16 +137,25 @@ class Venv:
             timeout=600,
         )
 
-    def run(self, *args: str, cwd: Path, env: Mapping[str, str] | None = None,
-            timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, cwd: Path, env: Mapping[str, str] | None = None, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            list(args), cwd=cwd, env=clean_env(env), capture_output=True, text=True, timeout=timeout, check=False
+            list(args),
+            cwd=cwd,
+            env=clean_env(env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
 
 
 def make_venv(path: Path) -> Venv:
     if not (path / "bin" / "python").exists():
-        subprocess.run([uv(), "venv", "--quiet", "--python", sys.executable, str(path)], check=True, timeout=300)
+        subprocess.run(
+            [uv(), "venv", "--quiet", "--python", sys.executable, str(path)], check=True, timeout=300
+        )
     return Venv(path)
 
 
@@ -205,7 +236,17 @@ def start_server(
     log_path = (log_dir or project) / f"server-{port}.log"
     handle = log_path.open("wb")
     process = subprocess.Popen(
-        [*wrapper, venv.bin(command), "serve", "--transport", "http", "--host", "127.0.0.1", "--port", str(port)],
+        [
+            *wrapper,
+            venv.bin(command),
+            "serve",
+            "--transport",
+            "http",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
         cwd=project,
         env=clean_env(env),
         stdin=subprocess.DEVNULL,
@@ -234,7 +275,9 @@ def wait_until_up(server: Server, timeout: float = 30, verify: Any = False) -> N
     raise RuntimeError(f"server did not answer /health within {timeout}s:\n{server.log()}")
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 20, what: str = "condition", interval: float = 0.1) -> Any:
+def wait_for(
+    check: Callable[[], Any], timeout: float = 20, what: str = "condition", interval: float = 0.1
+) -> Any:
     """check()'s first truthy answer, asked every `interval` seconds; AssertionError after `timeout`.
     For sync tests waiting on another process's state."""
     deadline = time.monotonic() + timeout
@@ -267,8 +310,9 @@ def running_server(venv: Venv, project: Path, env: Mapping[str, str], **kwargs: 
 
 
 @contextlib.asynccontextmanager
-async def http_client(url: str, token: str | None = None, *, mode: str = "auto", **http_kwargs: Any
-                      ) -> AsyncIterator[Client]:
+async def http_client(
+    url: str, token: str | None = None, *, mode: str = "auto", **http_kwargs: Any
+) -> AsyncIterator[Client]:
     """The SDK's client over Streamable HTTP. mode "auto" speaks 2026-07-28 to our server; "legacy" the
     initialize handshake and 2025-11-25, as most clients in the field still do."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -301,8 +345,13 @@ MCP_HEADERS = {
 }
 
 
-def post_mcp(server: Server, body: dict[str, Any], token: str | None = None,
-             headers: Mapping[str, str] | None = None, **kwargs: Any) -> httpx2.Response:
+def post_mcp(
+    server: Server,
+    body: dict[str, Any],
+    token: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    **kwargs: Any,
+) -> httpx2.Response:
     """A raw JSON-RPC POST, for perimeter tests that look at status codes and headers."""
     all_headers = dict(MCP_HEADERS)
     if token:
@@ -311,8 +360,13 @@ def post_mcp(server: Server, body: dict[str, Any], token: str | None = None,
     return httpx2.post(server.url, json=body, headers=all_headers, timeout=30, **kwargs)
 
 
-async def post_mcp_async(http: httpx2.AsyncClient, server: Server, body: dict[str, Any], token: str | None = None,
-                         address: str | None = None) -> httpx2.Response:
+async def post_mcp_async(
+    http: httpx2.AsyncClient,
+    server: Server,
+    body: dict[str, Any],
+    token: str | None = None,
+    address: str | None = None,
+) -> httpx2.Response:
     """post_mcp on the test's async client. `address`: the client address to claim in X-Forwarded-For (the
     server honours it when it trusts 127.0.0.1 as its proxy)."""
     headers = dict(MCP_HEADERS)

@@ -21,14 +21,22 @@ from pathlib import Path
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
-OPTIONS = {"-t": "transport", "--transport": "transport", "-H": "header", "--header": "header",
-           "-e": "env", "--env": "env", "-s": "scope", "--scope": "scope"}
+OPTIONS = {
+    "-t": "transport",
+    "--transport": "transport",
+    "-H": "header",
+    "--header": "header",
+    "-e": "env",
+    "--env": "env",
+    "-s": "scope",
+    "--scope": "scope",
+}
 
 
 def install(bin_dir: Path) -> Path:
     bin_dir.mkdir(parents=True, exist_ok=True)
     path = bin_dir / "claude"
-    path.write_text(f"#!/bin/sh\nexec {sys.executable} {Path(__file__).resolve()} \"$@\"\n")
+    path.write_text(f'#!/bin/sh\nexec {sys.executable} {Path(__file__).resolve()} "$@"\n')
     path.chmod(0o755)
     return path
 
@@ -63,7 +71,9 @@ async def list_tools(options: dict[str, list[str]], positional: list[str]) -> li
         import httpx2
 
         async with (
-            httpx2.AsyncClient(headers={k.strip(): v.strip() for k, v in headers.items()}, timeout=60) as http,
+            httpx2.AsyncClient(
+                headers={k.strip(): v.strip() for k, v in headers.items()}, timeout=60
+            ) as http,
             Client(streamable_http_client(positional[1], http_client=http)) as client,
         ):
             return [tool.name for tool in (await client.list_tools()).tools]

@@ -40,12 +40,15 @@ def node_tool(name: str) -> Path:
     ).stdout.strip()
     major = int(version.lstrip("v").split(".")[0]) if version.startswith("v") else 0
     if major < MIN_NODE_MAJOR:
-        pytest.fail(f"{node} is {version or 'not runnable'}; the checks need Node {MIN_NODE_MAJOR}+: {INSTALL_HINT}")
+        pytest.fail(
+            f"{node} is {version or 'not runnable'}; the checks need Node {MIN_NODE_MAJOR}+: {INSTALL_HINT}"
+        )
     return tool
 
 
-def run_node_tool(name: str, *args: str, cwd: Path, timeout: float = 300,
-                  env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_node_tool(
+    name: str, *args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(node_tool(name)), *args],
         cwd=cwd,

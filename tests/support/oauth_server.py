@@ -75,7 +75,11 @@ class AuthServer:
 
     def settings(self, resource_url: str) -> dict[str, str]:
         """What a rendered server at `resource_url` needs to take this server's tokens."""
-        return {"MCP_OAUTH_ISSUER": self.issuer, "MCP_OAUTH_JWKS_URL": self.jwks_url, "MCP_RESOURCE_URL": resource_url}
+        return {
+            "MCP_OAUTH_ISSUER": self.issuer,
+            "MCP_OAUTH_JWKS_URL": self.jwks_url,
+            "MCP_RESOURCE_URL": resource_url,
+        }
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -106,12 +110,18 @@ class AuthServer:
         return {name: value for name, value in claims.items() if value is not None}
 
     def mint(
-        self, audience: str, *, key: SigningKey | None = None, headers: dict[str, Any] | None = None,
+        self,
+        audience: str,
+        *,
+        key: SigningKey | None = None,
+        headers: dict[str, Any] | None = None,
         **overrides: Any,
     ) -> str:
         key = key or self.keys[0]
         return jwt.encode(
-            self.claims(audience, **overrides), key.private, algorithm="RS256",
+            self.claims(audience, **overrides),
+            key.private,
+            algorithm="RS256",
             headers={"kid": key.kid, "typ": "at+jwt", **(headers or {})},  # RFC 9068
         )
 

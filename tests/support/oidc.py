@@ -33,7 +33,12 @@ def _static_clients(extra: list[dict[str, Any]]) -> list[dict[str, Any]]:
     none: dict[str, Any] = {"grant_types": [], "response_types": [], "redirect_uris": []}
     clients = [{**SERVER_CLIENT, **none}]
     clients += [
-        {**none, "client_id": name, "client_secret": f"{name}-secret-0123456789", "grant_types": ["client_credentials"]}
+        {
+            **none,
+            "client_id": name,
+            "client_secret": f"{name}-secret-0123456789",
+            "grant_types": ["client_credentials"],
+        }
         for name in MACHINE_CLIENTS
     ]
     return clients + extra
@@ -119,7 +124,9 @@ class OidcProvider:
                 response = browser.get(url)
                 location = response.headers.get("location")
                 if response.status_code not in (302, 303) or not location:
-                    raise AssertionError(f"authorization stopped at {url}: {response.status_code} {response.text[:300]}")
+                    raise AssertionError(
+                        f"authorization stopped at {url}: {response.status_code} {response.text[:300]}"
+                    )
                 url = urljoin(url, location)
                 if url.startswith(redirect_uri):
                     query = {name: values[0] for name, values in parse_qs(urlparse(url).query).items()}
@@ -128,20 +135,31 @@ class OidcProvider:
                     return query
         raise AssertionError("too many redirects")
 
-    def code_flow(self, client_id: str, secret: str, redirect_uri: str, scope: str,
-                  resource: str | None = None) -> dict[str, Any]:
+    def code_flow(
+        self, client_id: str, secret: str, redirect_uri: str, scope: str, resource: str | None = None
+    ) -> dict[str, Any]:
         """Authorization code + PKCE S256 for a static client; the token response."""
         verifier = secrets.token_urlsafe(48)
         challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
         params = {
-            "client_id": client_id, "response_type": "code", "redirect_uri": redirect_uri, "scope": scope,
-            "code_challenge": challenge, "code_challenge_method": "S256", "state": secrets.token_urlsafe(8),
+            "client_id": client_id,
+            "response_type": "code",
+            "redirect_uri": redirect_uri,
+            "scope": scope,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            "state": secrets.token_urlsafe(8),
         }
         if resource:
             params["resource"] = resource
         url = str(httpx2.URL(self.issuer + "/auth", params=params))
         code = self.authorize(url, redirect_uri)["code"]
-        token = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri, "code_verifier": verifier}
+        token = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "code_verifier": verifier,
+        }
         if resource:
             token["resource"] = resource
         token.update(client_id=client_id, client_secret=secret)  # client_secret_post

@@ -34,7 +34,12 @@ def serving_with_issuer(venv: Venv, project: Path, base: Path, **env: str) -> It
     the way; `env` on top."""
     port = free_port()
     with Issuer(audience=f"http://127.0.0.1:{port}/mcp") as issuer:
-        settings = {**read_env_file(project), **issuer.settings(), "MCP_DATA_DIR": str(base),
-                    "MCP_RATE_LIMIT": "100000/minute", **env}
+        settings = {
+            **read_env_file(project),
+            **issuer.settings(),
+            "MCP_DATA_DIR": str(base),
+            "MCP_RATE_LIMIT": "100000/minute",
+            **env,
+        }
         with running_server(venv, project, settings, port=port, log_dir=base) as server:
             yield server, issuer

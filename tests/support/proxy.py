@@ -40,7 +40,9 @@ class HeaderProxy:
     """ASGI app: forward to `upstream` (scheme://host:port) with `extra` headers added."""
 
     def __init__(self, upstream: str | Sequence[str], extra: Sequence[tuple[str, str]]) -> None:
-        self.upstreams = [upstream.rstrip("/")] if isinstance(upstream, str) else [u.rstrip("/") for u in upstream]
+        self.upstreams = (
+            [upstream.rstrip("/")] if isinstance(upstream, str) else [u.rstrip("/") for u in upstream]
+        )
         self.turn = 0
         self.extra = [(name.lower().encode(), value.encode()) for name, value in extra]
         self.replaced = {name for name, _ in self.extra}
@@ -71,9 +73,7 @@ class HeaderProxy:
                 {
                     "type": "http.response.start",
                     "status": response.status_code,
-                    "headers": [
-                        (k, v) for k, v in response.headers.raw if k.lower() not in HOP_BY_HOP
-                    ],
+                    "headers": [(k, v) for k, v in response.headers.raw if k.lower() not in HOP_BY_HOP],
                 }
             )
             async for chunk in response.aiter_raw():
@@ -98,7 +98,9 @@ class HeaderProxy:
 
 
 @contextlib.contextmanager
-def running_proxy(port: int, upstream: str | Sequence[str], headers: dict[str, str], log: Path) -> Iterator[str]:
+def running_proxy(
+    port: int, upstream: str | Sequence[str], headers: dict[str, str], log: Path
+) -> Iterator[str]:
     """Run the proxy on 127.0.0.1:port until the block ends; yields its base URL."""
     args = [sys.executable, "-m", "support.proxy", "--port", str(port)]
     for one in [upstream] if isinstance(upstream, str) else upstream:
@@ -107,7 +109,11 @@ def running_proxy(port: int, upstream: str | Sequence[str], headers: dict[str, s
         args += ["--header", f"{name}: {value}"]
     with log.open("wb") as handle:
         process = subprocess.Popen(
-            args, cwd=Path(__file__).parents[1], stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            args,
+            cwd=Path(__file__).parents[1],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
     try:
         deadline = time.monotonic() + 30
@@ -134,8 +140,15 @@ def main() -> None:
     args = parser.parse_args()
     extra = [tuple(part.strip() for part in header.split(":", 1)) for header in args.header]
     app = HeaderProxy(args.upstream, extra)  # type: ignore[arg-type]
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", server_header=False,
-                date_header=False, lifespan="on")
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        server_header=False,
+        date_header=False,
+        lifespan="on",
+    )
 
 
 if __name__ == "__main__":

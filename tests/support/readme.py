@@ -28,7 +28,11 @@ import httpx2
 import yaml
 
 EXECUTED = {"bash", "sh", "console", "python"}
-PARSED: dict[str, Callable[[str], object]] = {"json": json.loads, "yaml": yaml.safe_load, "toml": tomllib.loads}
+PARSED: dict[str, Callable[[str], object]] = {
+    "json": json.loads,
+    "yaml": yaml.safe_load,
+    "toml": tomllib.loads,
+}
 NOT_EXECUTED = {"text", "dotenv", "yaml", "json", "toml", "nginx", "caddy"}
 FENCE = re.compile(
     r"^(?:<!-- readme-test: skip \((?P<skip>[^\n]+)\) -->\n)?```(?P<lang>[^\n`]*)\n(?P<body>.*?)^```[ \t]*$",
@@ -63,7 +67,9 @@ def convention_problems(text: str) -> list[str]:
     problems = []
     for block in blocks(text):
         if block.lang not in EXECUTED | NOT_EXECUTED:
-            problems.append(f"line {block.line}: block tagged {block.lang!r} (use one of the convention's tags)")
+            problems.append(
+                f"line {block.line}: block tagged {block.lang!r} (use one of the convention's tags)"
+            )
         elif block.lang in PARSED and block.skip is None:
             try:
                 PARSED[block.lang](block.body)
@@ -93,23 +99,38 @@ class Terminal:
         return f"source {shq(str(self.state))}\ntrap '{save}' EXIT\nset -eo pipefail\n{body}"
 
     def run(self, body: str, *, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["bash", "-c", self.script(body)], env=self.env, capture_output=True, text=True,
-                              timeout=timeout, check=False, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            ["bash", "-c", self.script(body)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
 
-    def serve(self, body: str, port: int, *, timeout: float = 300,
-              while_up: Callable[[], None] | None = None) -> tuple[int, str]:
+    def serve(
+        self, body: str, port: int, *, timeout: float = 300, while_up: Callable[[], None] | None = None
+    ) -> tuple[int, str]:
         """Run a block that starts a server on `port`; when /health answers, run `while_up`, then Ctrl-C."""
         log = self.log_dir / f"serve-{port}.log"
         with log.open("wb") as handle:
-            process = subprocess.Popen(["bash", "-c", self.script(body)], env={**self.env, "MCP_PORT": str(port)},
-                                       stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       start_new_session=True)
+            process = subprocess.Popen(
+                ["bash", "-c", self.script(body)],
+                env={**self.env, "MCP_PORT": str(port)},
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         try:
             deadline = time.monotonic() + timeout
             while True:
                 if process.poll() is not None:
-                    raise AssertionError(f"the block ended ({process.returncode}) before serving:\n"
-                                         + log.read_text(errors="replace"))
+                    raise AssertionError(
+                        f"the block ended ({process.returncode}) before serving:\n"
+                        + log.read_text(errors="replace")
+                    )
                 try:
                     if httpx2.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
                         break
@@ -130,14 +151,20 @@ class Terminal:
                     process.wait(timeout=10)
         return process.returncode, log.read_text(errors="replace")
 
-
-    def serve_stdio(self, body: str, requests: list[dict[str, object]], *, timeout: float = 300
-                    ) -> tuple[int, list[dict[str, object]], str]:
+    def serve_stdio(
+        self, body: str, requests: list[dict[str, object]], *, timeout: float = 300
+    ) -> tuple[int, list[dict[str, object]], str]:
         """Run a block that starts a stdio server: send `requests` (JSON-RPC lines) on its stdin, wait for the
         answer to the last one, then close stdin. (exit code, the JSON-RPC answers, everything else printed)."""
-        process = subprocess.Popen(["bash", "-c", self.script(body)], env=self.env, stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            ["bash", "-c", self.script(body)],
+            env=self.env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         assert process.stdin is not None and process.stdout is not None
         lines: queue.Queue[str | None] = queue.Queue()
 
@@ -160,7 +187,9 @@ class Terminal:
                 except queue.Empty:
                     raise AssertionError("no answer on stdout:\n" + "".join(printed)) from None
                 if line is None:
-                    raise AssertionError(f"the block ended ({process.wait()}) before answering:\n" + "".join(printed))
+                    raise AssertionError(
+                        f"the block ended ({process.wait()}) before answering:\n" + "".join(printed)
+                    )
                 try:
                     message = json.loads(line)
                 except ValueError:

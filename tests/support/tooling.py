@@ -110,13 +110,24 @@ class Issuer:
 
         import jwt
 
-        claims = {"iss": self.issuer, "aud": self.audience, "sub": subject, "scope": scopes,
-                  "iat": int(time.time()), "exp": int(time.time()) + 600}
-        return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": "test-key", "typ": "at+jwt"})  # RFC 9068
+        claims = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": subject,
+            "scope": scopes,
+            "iat": int(time.time()),
+            "exp": int(time.time()) + 600,
+        }
+        return jwt.encode(
+            claims, self.key, algorithm="RS256", headers={"kid": "test-key", "typ": "at+jwt"}
+        )  # RFC 9068
 
     def settings(self) -> dict[str, str]:
-        return {"MCP_OAUTH_ISSUER": self.issuer, "MCP_OAUTH_JWKS_URL": self.jwks_url,
-                "MCP_RESOURCE_URL": self.audience}
+        return {
+            "MCP_OAUTH_ISSUER": self.issuer,
+            "MCP_OAUTH_JWKS_URL": self.jwks_url,
+            "MCP_RESOURCE_URL": self.audience,
+        }
 
 
 @contextlib.asynccontextmanager
@@ -129,18 +140,30 @@ async def mcp_over_http(url: str, token: str, **client_kwargs: Any) -> AsyncIter
         yield client
 
 
-def raw_stdio(venv: Venv, project: Path, env: dict[str, str], messages: list[dict[str, Any]],
-              answers: int) -> tuple[dict[Any, dict[str, Any]], list[dict[str, Any]], str]:
+def raw_stdio(
+    venv: Venv, project: Path, env: dict[str, str], messages: list[dict[str, Any]], answers: int
+) -> tuple[dict[Any, dict[str, Any]], list[dict[str, Any]], str]:
     """Send raw JSON-RPC lines over stdio: (answers by id, security events, the rest of stderr)."""
     command, _ = package_of(project)
     initialize = [
-        jsonrpc("initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
-                               "clientInfo": {"name": "t", "version": "0"}}, id=0),
+        jsonrpc(
+            "initialize",
+            {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "0"},
+            },
+            id=0,
+        ),
         {"jsonrpc": "2.0", "method": "notifications/initialized"},
     ]
     process = subprocess.Popen(
-        [venv.bin(command), "serve", "--transport", "stdio"], cwd=project, env=clean_env(env),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [venv.bin(command), "serve", "--transport", "stdio"],
+        cwd=project,
+        env=clean_env(env),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     assert process.stdin is not None and process.stdout is not None
     process.stdin.write("".join(json.dumps(m) + "\n" for m in initialize + messages).encode())
