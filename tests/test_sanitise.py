@@ -199,7 +199,12 @@ def project(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Path:
         "auth": "api_key",
         "sample_tools": [],
     }
-    return installed_project(venv, tmp_path_factory.mktemp("sanitise"), answers, {"probes": PROBES})
+    project = installed_project(venv, tmp_path_factory.mktemp("sanitise"), answers, {"probes": PROBES})
+    # A secret setting of the user's own, the way tool_settings.py says: scrubbed like the template's.
+    settings = project / "src" / package_of(project)[1] / "tool_settings.py"
+    text = settings.read_text().replace("import BaseModel\n", "import BaseModel, SecretStr\n")
+    settings.write_text(text + '    upstream_api_key: SecretStr = SecretStr("")  # MCP_UPSTREAM_API_KEY\n')
+    return project
 
 
 def keygen(venv: Venv, project: Path, *args: str) -> subprocess.CompletedProcess[str]:
