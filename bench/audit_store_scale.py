@@ -23,7 +23,9 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -90,6 +92,10 @@ def timed(action, repeat: int = 5) -> float:  # type: ignore[no-untyped-def]
     return statistics.median(runs)
 
 
+def fetch_all(db: sqlite3.Connection, sql: str, parameters: tuple[int, ...]) -> list[Any]:
+    return db.execute(sql, parameters).fetchall()
+
+
 def measure(sizes: list[int]) -> list[tuple[int, float, float, float, float, float]]:
     rows_out = []
     with tempfile.TemporaryDirectory() as scratch_dir:
@@ -102,14 +108,14 @@ def measure(sizes: list[int]) -> list[tuple[int, float, float, float, float, flo
             fill(path, size)
             store = store_module.SqliteEventStore(str(path), retention_days=90, max_rows=size + 10)
             cutoff = (datetime.now(UTC) - timedelta(days=90)).isoformat().replace("+00:00", "Z")
-            prune_new = timed(lambda: store._db.execute(store_module._AGED, (cutoff, 0, size)))
-            prune_old = timed(lambda: store._db.execute(OLD_AGED, (0, cutoff, size)))
+            prune_new = timed(partial(store._db.execute, store_module._AGED, (cutoff, 0, size)))
+            prune_old = timed(partial(store._db.execute, OLD_AGED, (0, cutoff, size)))
             since = datetime.now(UTC) - timedelta(seconds=5)
             high = event_query(severity="high", limit=100, newest_first=True)
             recent = event_query(event="authorization_denied", since=since, limit=100, newest_first=True)
-            page_high = timed(lambda: store._query(high))
-            page_recent = timed(lambda: store._query(recent))
-            page_old = timed(lambda: store._db.execute(OLD_PAGE, (2**63 - 1, 2, 100)).fetchall())
+            page_high = timed(partial(store._query, high))
+            page_recent = timed(partial(store._query, recent))
+            page_old = timed(partial(fetch_all, store._db, OLD_PAGE, (2**63 - 1, 2, 100)))
             asyncio.run(store.aclose())
             rows_out.append((size, prune_old, prune_new, page_old, page_high, page_recent))
             print(

@@ -1,7 +1,9 @@
 """The baseline: a bare MCPServer from the SDK serving the same tool, with none of the template's protections.
 
-    python bench/bare_server.py http --port P --mode default     # streamable_http_app() defaults: sessions + SSE
-    python bench/bare_server.py http --port P --mode stateless   # stateless_http=True, json_response=True (ours)
+    # streamable_http_app() defaults: sessions + SSE
+    python bench/bare_server.py http --port P --mode default
+    # stateless_http=True, json_response=True (ours)
+    python bench/bare_server.py http --port P --mode stateless
     python bench/bare_server.py stdio
 
 uvicorn runs with the same settings as the rendered project's `serve` (app.serve_http).

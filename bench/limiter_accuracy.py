@@ -158,8 +158,9 @@ def main() -> int:
         "*principals*: each client has its own key and sends 3x the limit at once; *shared key*: all clients "
         "use one key, 2 requests each; *addresses*: each client has its own `X-Forwarded-For` address and a "
         "wrong key (the pre-authentication limit; admitted = answered 401 rather than 429).\n\n"
-        "| storage | case | requests | limit allows | admitted | over-admitted | under-admitted | requests/s |\n"
-        "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + f"\n\nOver- and under-admission must be 0: "
+        "| storage | case | requests | limit allows | admitted | over-admitted | under-admitted "
+        "| requests/s |\n"
+        "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\nOver- and under-admission must be 0: "
         f"**{verdict}**.",
     )
     return 0 if verdict == "PASS" else 1

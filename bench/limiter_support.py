@@ -24,7 +24,8 @@ SECTION = "Rate limiting"
 
 
 def project(workdir: Path) -> tuple[Venv, Path]:
-    """Render "Acme Bench" (its own package name) and install it into a venv (MCP_TEMPLATE_TEST_VENV reuses one)."""
+    """Render "Acme Bench" (its own package name) and install it into a venv
+    (MCP_TEMPLATE_TEST_VENV reuses one)."""
     set_task_env("MCP_TEMPLATE_SKIP_LOCK", "1")
     venv = make_venv(Path(os.environ.get("MCP_TEMPLATE_TEST_VENV") or workdir / "venv"))
     answers = {

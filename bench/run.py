@@ -132,7 +132,8 @@ def prepare() -> tuple[Venv, Path]:
 
 def prepare_reference(ref: str) -> tuple[Venv, Path]:
     """The template as of `ref` (a commit of this repository), rendered and installed beside the current one:
-    the same machine and rounds, so that a change of figures between runs can be told from a change of code."""
+    the same machine and rounds, so that a change of figures between runs can be told from a change of
+    code."""
     source, project = RESULTS / "reference-src", RESULTS / "reference-project"
     for path in (source, project):
         shutil.rmtree(path, ignore_errors=True)
@@ -357,7 +358,8 @@ def bench_http(
                         print(
                             f"  round {round_no + 1}/{rounds} {method:10} c={connections:<2} {name:14} "
                             f"{entry.rps[-1]:8.0f} req/s  p50 {entry.p50_ms[-1]:6.2f} ms  "
-                            f"p99 {entry.p99_ms[-1]:6.2f} ms  cpu {entry.cpu_us[-1]:5.0f} us/req  failures {int(data['failures'])}",
+                            f"p99 {entry.p99_ms[-1]:6.2f} ms  cpu {entry.cpu_us[-1]:5.0f} us/req  "
+                            f"failures {int(data['failures'])}",
                             flush=True,
                         )
     return runs
@@ -642,8 +644,8 @@ def report(
         f"Machine: {machine()}",
         "",
         f"Load generator: wrk (C, one thread, kept-alive HTTP/1.1 connections, POST /mcp with "
-        f"`bench/mcp.lua`, which gives every request its own JSON-RPC id and counts non-200 answers, JSON-RPC "
-        f"errors and tool errors as failures; protocol revision 2025-11-25). "
+        f"`bench/mcp.lua`, which gives every request its own JSON-RPC id and counts non-200 answers, "
+        f"JSON-RPC errors and tool errors as failures; protocol revision 2025-11-25). "
         f"{args.rounds} interleaved rounds of {args.seconds:g} s per cell, each round starting at the next "
         f"target (after a warm-up); medians. Servers: "
         f"one uvicorn process each, same settings (`serve_http`'s: log level info, no server/date header)"
@@ -664,9 +666,10 @@ def report(
         *(
             [
                 (
-                    f"- **{REFERENCE.format(ref=args.reference)}** (`--reference {args.reference}`): the template as "
-                    f"of commit {args.reference}, rendered with the same answers and run with the same settings as "
-                    "**template**, in the same rounds: what changed in the code, apart from the machine."
+                    f"- **{REFERENCE.format(ref=args.reference)}** (`--reference {args.reference}`): "
+                    f"the template as of commit {args.reference}, rendered with the same answers and run "
+                    "with the same settings as **template**, in the same rounds: what changed in the code, "
+                    "apart from the machine."
                 )
             ]
             if args.reference
@@ -720,7 +723,8 @@ def report(
         )
         lines.append(
             f"| tools/call metrics overhead, {connections} connection(s): CPU µs/request on - off "
-            f"(throughput on / off {med(on.rps) / med(off.rps):.2f}) | {med(on.cpu_us) - med(off.cpu_us):.0f} µs "
+            f"(throughput on / off {med(on.rps) / med(off.rps):.2f}) "
+            f"| {med(on.cpu_us) - med(off.cpu_us):.0f} µs "
             "| <= 50 µs | " + ("met" if med(on.cpu_us) - med(off.cpu_us) <= 50 else "NOT MET") + " |"
         )
     ours_cold, sdk_cold = med(cold["template wall"]), med(cold["sdk wall"])
@@ -757,15 +761,15 @@ def report(
                 )
     lines += [
         "",
-        f"stdio cold start (spawn to the `initialize` answer, median of {len(cold['sdk wall'])}, interleaved): "
-        f"template {ours_cold * 1000:.0f} ms, bare SDK {sdk_cold * 1000:.0f} ms; CPU time of the process up to "
-        f"the answer: template {med(cold['template cpu']) * 1000:.0f} ms, bare SDK "
+        f"stdio cold start (spawn to the `initialize` answer, median of {len(cold['sdk wall'])}, "
+        f"interleaved): template {ours_cold * 1000:.0f} ms, bare SDK {sdk_cold * 1000:.0f} ms; CPU time of "
+        f"the process up to the answer: template {med(cold['template cpu']) * 1000:.0f} ms, bare SDK "
         f"{med(cold['sdk cpu']) * 1000:.0f} ms. The template registers its ten sample tools, the bare server "
         f"one.",
         "",
-        f"copier copy (`copier copy --trust --defaults --vcs-ref HEAD`, the task included, `uv lock` skipped; "
-        f"median of {len(copies[0])}): {med(copies[0]):.2f} s wall, {med(copies[1]):.2f} s CPU (copier, git "
-        f"and the task together; importing copier alone is most of it).",
+        "copier copy (`copier copy --trust --defaults --vcs-ref HEAD`, the task included, `uv lock` "
+        f"skipped; median of {len(copies[0])}): {med(copies[0]):.2f} s wall, {med(copies[1]):.2f} s CPU "
+        f"(copier, git and the task together; importing copier alone is most of it).",
         "",
         PROFILE_NOTES,
         END,

@@ -5,9 +5,10 @@ looks: files with conflict markers (`--conflict inline`) and `*.rej` files (`--c
 by name; an update that changed nothing says so. It looks on disk as well as in `git status`: a file that
 .gitignore hides (`.env.example.rej` under an old `.env.*` rule) is a conflict all the same. It also
 compares the answers with the files: an answer edited by hand in .copier-answers.yml changes no file.
-Files the template moved (MOVED, the table of CHANGELOG.md) are named too: one left at its old path, and one this update removed from its old path
-although it held changes of the user's (Copier drops those changes without a conflict: the old file is
-compared with the old version's template, found in the template repository this script comes from).
+Files the template moved (MOVED, the table of CHANGELOG.md) are named too: one left at its old path,
+and one this update removed from its old path although it held changes of the user's (Copier drops
+those changes without a conflict: the old file is compared with the old version's template, found in
+the template repository this script comes from).
 
     python after_update.py <version from> <version to>      # in the project, after the update
 """
@@ -217,14 +218,14 @@ def moved_report(entries: list[tuple[str, str]], marked: list[str]) -> list[str]
         elif path in deleted and changed_by_user(path, package.name):
             sample = old.startswith("tools/") and old.endswith(".py")
             keep = (
-                f", or keep yours as a tool of your own with `git checkout HEAD -- {path}` (a module in tools/ "
-                "with a sample's name is served in its place)"
+                f", or keep yours as a tool of your own with `git checkout HEAD -- {path}` "
+                "(a module in tools/ with a sample's name is served in its place)"
                 if sample
                 else ""
             )
             lines.append(
-                f"  {path}: removed by this update (now {new}) although it had changes of yours, which are not "
-                f"in {new}: see `git diff HEAD -- {path}` and carry them over{keep}"
+                f"  {path}: removed by this update (now {new}) although it had changes of yours, "
+                f"which are not in {new}: see `git diff HEAD -- {path}` and carry them over{keep}"
             )
     if lines:
         lines.insert(0, 'Moved by the template (CHANGELOG.md, "Moved files"):')

@@ -61,7 +61,10 @@ def env_kept_note(path: Path) -> str:
     note = "  Kept the existing .env (not replaced): check that its keys and settings are current"
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
-        return f"{note}.\n  It is readable by others (mode {mode:o}): chmod 600 .env  (`check` refuses it until then)."
+        return (
+            f"{note}.\n  It is readable by others (mode {mode:o}): chmod 600 .env  "
+            "(`check` refuses it until then)."
+        )
     return note + "."
 
 
@@ -193,11 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         {
-            "installed": "  Installed the pre-commit hooks: each commit is linted and refuses conflict markers\n"
-            "  and *.rej files.",
-            "no pre-commit": "  pre-commit is not installed, so commits are not checked: `uvx pre-commit install`\n"
-            "  installs the hooks (they refuse conflict markers and *.rej files).",
-            "failed": "  `pre-commit install` failed: run it yourself (the hooks refuse conflict markers and *.rej).",
+            "installed": "  Installed the pre-commit hooks: each commit is linted and refuses conflict "
+            "markers\n  and *.rej files.",
+            "no pre-commit": "  pre-commit is not installed, so commits are not checked: "
+            "`uvx pre-commit install`\n  installs the hooks (they refuse conflict markers and *.rej files).",
+            "failed": "  `pre-commit install` failed: run it yourself (the hooks refuse conflict markers "
+            "and *.rej).",
             "no repository": "",
             "skipped": "",
         }[hooks],

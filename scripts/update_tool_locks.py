@@ -43,7 +43,9 @@ for module in modules:
     module.register(guard, settings)
     after = served(guard)
     out[module.__name__.rsplit(".", 1)[-1]] = {
-        s: {k: v for k, v in after[s].items() if k not in before[s]} for s in SECTIONS if after[s].keys() - before[s].keys()
+        s: {k: v for k, v in after[s].items() if k not in before[s]}
+        for s in SECTIONS
+        if after[s].keys() - before[s].keys()
     }
 json.dump(out, sys.stdout)
 """

@@ -3,10 +3,11 @@
 It runs twice, once for each protocol era the server speaks: `--requirements 2026-07-28` (stateless
 requests, consent through input-required results) and `--requirements 2025-11-25` (the initialize
 handshake, with a session). The rendered project gets the suite's fixture tools, resources and prompts
-through the guard (support/conformance_fixtures.py, test code only). The suite cannot send an Authorization header, so it talks to a header-adding reverse proxy
-(tests/support/proxy.py, test code only) in front of the real server. The server is configured as it
-would be behind that address: the proxy's origin is the one trusted browser origin, and the per-client
-rate limit is raised above the suite's request count (every request comes from the proxy's address).
+through the guard (support/conformance_fixtures.py, test code only). The suite cannot send an
+Authorization header, so it talks to a header-adding reverse proxy (tests/support/proxy.py, test code
+only) in front of the real server. The server is configured as it would be behind that address: the
+proxy's origin is the one trusted browser origin, and the per-client rate limit is raised above the
+suite's request count (every request comes from the proxy's address).
 What cannot pass is listed, with reasons, in tests/conformance-expected-failures.yml.
 """
 
@@ -39,7 +40,8 @@ from support.tooling import all_events
 
 BASELINE = TEMPLATE_ROOT / "tests" / "conformance-expected-failures.yml"
 ERAS = ("2026-07-28", "2025-11-25")
-# s5e: content through the guard (security/guard/content.py) and a schema with 2020-12 rules (schema_keywords).
+# s5e: content through the guard (security/guard/content.py) and a schema with 2020-12 rules
+# (schema_keywords).
 S5E_CONTENT = {
     "tools-call-image",
     "tools-call-audio",
@@ -340,7 +342,8 @@ async def test_the_json_schema_rules_are_enforced(proxied: tuple[Server, str]) -
 def test_notification_and_stream_passes_are_our_fixtures_answering(
     suite_run: tuple[str, int, str, dict[str, Any]],
 ) -> None:
-    """No fake pass for s5f's scenarios: Notify sent the lines, the SDK checked our header, the guard refused."""
+    """No fake pass for s5f's scenarios: Notify sent the lines, the SDK checked our header, the guard
+    refused."""
     era, _, _, checks = suite_run
     details = {c["id"]: c.get("details") or {} for scenario in checks.values() for c in scenario}
     assert details["tools-call-with-progress"]["progressCount"] == 3

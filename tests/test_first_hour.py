@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import anyio
 import httpx2
 import pytest
 from mcp import Client
@@ -25,6 +26,7 @@ from support import (
     Venv,
     clean_env,
     free_port,
+    git,
     http_client,
     package_of,
     read_env_file,
@@ -229,8 +231,8 @@ def test_a_transport_the_project_lacks_is_refused_readably(
         result = run(venv, project, command, env={"MCP_TRANSPORT": "stdio"})
         assert result.returncode == 2, result.stdout + result.stderr
         assert result.stderr.strip() == (
-            "acme-http: MCP_TRANSPORT=stdio: this project was generated for http only; set MCP_TRANSPORT=http "
-            "(or regenerate it with transport=both)"
+            "acme-http: MCP_TRANSPORT=stdio: this project was generated for http only; "
+            "set MCP_TRANSPORT=http (or regenerate it with transport=both)"
         )
 
 
@@ -337,7 +339,7 @@ def dockerfile_settings(project: Path) -> tuple[dict[str, str], list[str]]:
 
 def test_healthcheck_answers_with_a_public_host_allow_list(project: Path, venv: Venv, tmp_path: Path) -> None:
     image_env, healthcheck = dockerfile_settings(project)
-    assert healthcheck[0] == "python" and image_env["MCP_HOST"] == "0.0.0.0"
+    assert healthcheck[0] == "python" and image_env["MCP_HOST"] == "0.0.0.0"  # noqa: S104 - the Dockerfile's ENV under test, not a bind
     port = free_port()
     data = tmp_path / "data"
     # The image's settings, with loopback for 0.0.0.0 (tests bind loopback only) and /data in a temp dir.
@@ -411,12 +413,7 @@ async def test_runtime_files_are_private_and_ignored_by_git(
     project: Path, venv: Venv, tmp_path: Path
 ) -> None:
     work = copy_of(project, tmp_path / "p")
-    assert (
-        subprocess.run(
-            ["git", "status", "--porcelain"], cwd=work, capture_output=True, text=True, check=True
-        ).stdout
-        == ""
-    )
+    assert (await anyio.run_process([git(), "status", "--porcelain"], cwd=work)).stdout == b""
     env = {**read_env_file(work), "MCP_SECURITY_EVENTS_URL": "sqlite:///audit/events.db"}  # relocated
     with running_server(venv, work, env, ready_kwargs=SLOW_START, log_dir=tmp_path) as server:
         async with http_client(server.url, env["MCP_API_KEYS"]) as client:
@@ -442,11 +439,5 @@ async def test_runtime_files_are_private_and_ignored_by_git(
             assert mode == 0o700, (name, oct(mode))
         else:
             assert mode in (0o600, 0o400), (name, oct(mode))  # records.db is read-only: 0400
-    status = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=all"],
-        cwd=work,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert status.stdout == "", f"git would commit runtime files:\n{status.stdout}"
+    status = await anyio.run_process([git(), "status", "--porcelain", "--untracked-files=all"], cwd=work)
+    assert status.stdout == b"", f"git would commit runtime files:\n{status.stdout.decode()}"

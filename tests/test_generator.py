@@ -158,7 +158,8 @@ def test_check_refuses_an_env_file_others_can_read(
 def test_after_update_reports_a_rej_file_the_old_gitignore_hid(
     rendered: Callable[[str], Path], tmp_path: Path
 ) -> None:
-    """`.env.example.rej` was hidden by `.env.*`; the report said "No conflicts" while a setting was replaced."""
+    """`.env.example.rej` was hidden by `.env.*`; the report said "No conflicts" while a setting was
+    replaced."""
     project = tmp_path / "project"
     project.mkdir()
     shutil.copy2(rendered("stdio") / ".gitignore", project / ".gitignore")
@@ -178,7 +179,8 @@ def test_after_update_reports_a_rej_file_the_old_gitignore_hid(
 
 
 def test_after_update_finds_conflicts_on_disk_that_git_does_not_show(tmp_path: Path) -> None:
-    """An ignored file (here under .env.*) with markers or a *.rej is found on disk, not only in git status."""
+    """An ignored file (here under .env.*) with markers or a *.rej is found on disk, not only in git
+    status."""
     project = tmp_path / "project"
     project.mkdir()
     (project / ".gitignore").write_text(".env.*\n*.rej\n")  # an older .gitignore that hides both
@@ -236,7 +238,8 @@ def conflict_step(project: Path) -> str:
 def test_the_rendered_ci_refuses_conflict_markers_and_rej_files(
     rendered: Callable[[str], Path], tmp_path: Path
 ) -> None:
-    """Item 9: a `.dockerignore` conflict used to commit with its markers, or with a hunk dropped in a .rej."""
+    """Item 9: a `.dockerignore` conflict used to commit with its markers, or with a hunk dropped in a
+    .rej."""
     script = conflict_step(rendered("both"))
     checkout = tmp_path / "checkout"
     checkout.mkdir()
@@ -265,7 +268,8 @@ def test_the_rendered_ci_refuses_conflict_markers_and_rej_files(
 def test_a_changed_template_source_fails_the_projects_tests_and_check(
     rendered: Callable[[str], Path], venv: Venv, tmp_path: Path
 ) -> None:
-    """A one-line pull request ("use the mirror") to _src_path would make the next update run a fork's code."""
+    """A one-line pull request ("use the mirror") to _src_path would make the next update run a fork's
+    code."""
     project = tmp_path / "project"
     shutil.copytree(rendered("stdio"), project, symlinks=True, ignore=shutil.ignore_patterns(".git"))
     command, _ = package_of(project)
@@ -288,7 +292,8 @@ def test_a_changed_template_source_fails_the_projects_tests_and_check(
 
 
 def test_after_update_reports_answers_edited_by_hand(tmp_path: Path) -> None:
-    """`transport: stdio` typed into .copier-answers.yml changes no file: the report must not say "Nothing changed"."""
+    """`transport: stdio` typed into .copier-answers.yml changes no file: the report must not say
+    "Nothing changed"."""
     project = tmp_path / "project"
     project.mkdir()
     (project / ".copier-answers.yml").write_text("_commit: 0.2.0\ntransport: stdio\nauth: api_key\n")

@@ -113,8 +113,12 @@ print(json.dumps({{
     "tool": parameters(Guard.tool),
     "resource": parameters(Guard.resource),
     "prompt": parameters(Guard.prompt),
-    "coroutines": sorted(n for n in ("resource_updated", "middleware") if inspect.iscoroutinefunction(getattr(Guard, n))),
-    "notify": sorted(n for n in ("progress", "log", "info", "warning") if inspect.iscoroutinefunction(getattr(Notify, n))),
+    "coroutines": sorted(
+        n for n in ("resource_updated", "middleware") if inspect.iscoroutinefunction(getattr(Guard, n))
+    ),
+    "notify": sorted(
+        n for n in ("progress", "log", "info", "warning") if inspect.iscoroutinefunction(getattr(Notify, n))
+    ),
     "refused": [str(refused), refused.public_message, refused.event, refused.details],
     "errors": [issubclass(ToolRefusedError, Exception), issubclass(UnboundedArgumentError, TypeError)],
     "current_call": list(inspect.signature(current_call).parameters),

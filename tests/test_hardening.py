@@ -1,4 +1,5 @@
-"""Issue 17, attacked for real: audit floods, slowloris, ambiguous framing, shared-address lockout, Host, cursors.
+"""Issue 17, attacked for real: audit floods, slowloris, ambiguous framing, shared-address lockout, Host,
+cursors.
 
 Each test starts a rendered server (uvicorn on a loopback port) with the settings it attacks, sends a
 bounded load (counted, on loopback only) and reads what the server stored back through /security/events.
@@ -218,7 +219,8 @@ def test_slowloris_connections_are_capped_timed_out_and_an_honest_client_is_answ
                 )
             assert health.status_code == 200
             assert call.status_code == 200, call.text
-            # Every held connection is closed by the server: beyond the cap at once, the rest at their deadline.
+            # Every held connection is closed by the server: beyond the cap at once, the rest at their
+            # deadline.
             assert all(closed_by_server(sock, 4.0) for sock in held)
         finally:
             for sock in held:

@@ -1,4 +1,5 @@
-"""OAuth against a real, OpenID-certified authorization server (node oidc-provider 9, pinned) and real clients.
+"""OAuth against a real, OpenID-certified authorization server (node oidc-provider 9, pinned) and real
+clients.
 
 One authorization server for the module (tests/support/oidc_provider.mjs), configured as an MCP
 authorization server: resource indicators with JWT access tokens, dynamic registration, client

@@ -312,7 +312,8 @@ def test_alert_rules_pass_promtool_and_fire(project: Path, tmp_path: Path, metri
                 "interval": "1m",
                 "input_series": [
                     {
-                        "series": 'mcp_security_events_total{job="mcp",event="client_blocked",severity="high"}',
+                        "series": 'mcp_security_events_total{job="mcp",event="client_blocked",'
+                        'severity="high"}',
                         "values": "0 1 2 3 4 5 6 7 8 9 10",
                     },
                     {
@@ -325,7 +326,8 @@ def test_alert_rules_pass_promtool_and_fire(project: Path, tmp_path: Path, metri
                         "values": "0 2 4 6 8 10 12 14 16 18 20",
                     },
                     {
-                        "series": 'mcp_security_events_total{job="mcp",event="anomaly_detected",severity="high"}',
+                        "series": 'mcp_security_events_total{job="mcp",event="anomaly_detected",'
+                        'severity="high"}',
                         "values": "0 0 0 0 0 0 0 0 1 1 1",
                     },
                     {

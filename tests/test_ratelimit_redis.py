@@ -1,4 +1,5 @@
-"""Replicas sharing one real redis-server: one combined limit, and refusals (not open doors) while it is down."""
+"""Replicas sharing one real redis-server: one combined limit, and refusals (not open doors) while it is
+down."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The template README's blocks run as written: install uv, copy with tasks, lock, serve, call a tool, update."""
+"""The template README's blocks run as written: install uv, copy with tasks, lock, serve, call a tool,
+update."""
 
 from __future__ import annotations
 

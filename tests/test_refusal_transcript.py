@@ -1,4 +1,5 @@
-"""The refusal transcript: every way the guard refuses, on every surface and transport, pinned to a golden file.
+"""The refusal transcript: every way the guard refuses, on every surface and transport, pinned to a golden
+file.
 
 Issue 23 rewrites the guard's dispatch (`_call_tool`, `_checked_surface`, `_admit`, the `_deny*` helpers)
 as one pipeline of steps. What must not change is what a refused caller and an auditor see. For each
@@ -43,6 +44,7 @@ from support import (
     MCP_HEADERS,
     Server,
     Venv,
+    eventually,
     free_port,
     http_client,
     jsonrpc,
@@ -367,8 +369,7 @@ async def common_cases(t: Transcript, client: Client, legacy: Client, data: Path
         for n in range(MAX_IN_FLIGHT):
             holders.start_soon(client.call_tool, "probe_hold", {"tag": str(n)})
         with anyio.fail_after(15):
-            while len(list(data.glob("held-*"))) < MAX_IN_FLIGHT:
-                await anyio.sleep(0.02)
+            await eventually(lambda: len(list(data.glob("held-*"))) >= MAX_IN_FLIGHT, interval=0.02)
         await t.record("tool", "in-flight cap", client.call_tool("probe_tool", {"word": "a"}))
         await t.record("resource", "in-flight cap", client.read_resource("probe://static"))
         await t.record("resource_template", "in-flight cap", client.read_resource("item://a"))

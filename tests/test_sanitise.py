@@ -176,7 +176,8 @@ PROBES = (
 
         @guard.tool(read_only=True)
         async def fail_with(text: Annotated[str, Field(max_length=4000)]) -> str:
-            """Fail with an error quoting the caller's text, as careless code does (logged with its traceback)."""
+            """Fail with an error quoting the caller's text, as careless code does (logged with its
+            traceback)."""
             raise ValueError(f"cannot parse {text}")
 
         @guard.resource("reports://scoped", scopes=("reports:read",))

@@ -1,5 +1,6 @@
 """One SDK adapter: no private name of mcp, limits or uvicorn is used outside server/sdk.py (which checks
-uvicorn's names from server/sdk_http.py in HTTP projects), and its start-up check passes on the pinned libraries and stops start-up, naming server/sdk.py, when a name is gone.
+uvicorn's names from server/sdk_http.py in HTTP projects), and its start-up check passes on the pinned
+libraries and stops start-up, naming server/sdk.py, when a name is gone.
 
 The rule over the rendered source (`private_reaches`): an attribute whose name starts with one underscore
 (dunders aside), read with `.name` or with getattr/hasattr/setattr/delattr and a literal name, is allowed

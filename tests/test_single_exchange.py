@@ -99,7 +99,8 @@ def test_the_answer_carries_the_request_id_and_the_perimeter_headers(server: Ser
 
 
 def test_initialize_from_a_json_only_client_is_answered_without_a_session(server: Server) -> None:
-    """A client that cannot read SSE could not be asked anything: it stays stateless (sessions are for SSE)."""
+    """A client that cannot read SSE could not be asked anything: it stays stateless (sessions are for
+    SSE)."""
     params = {
         "protocolVersion": "2025-06-18",
         "capabilities": {},

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support import Venv, package_of
+from support import Venv, git, package_of
 from support.tooling import add_tool_module
 
 UNLOCKED_TOOL = '''
@@ -88,7 +88,7 @@ def test_the_rendered_ci_runs_check_on_a_fresh_checkout(
     assert runs[-1]["run"] == f"uv run {command} check" + (" --offline" if offline else "")
     # What the runner has: the committed files, no .env (git clone of the project the copy task committed).
     checkout = tmp_path / "checkout"
-    subprocess.run(["git", "clone", "--quiet", str(project), str(checkout)], check=True, timeout=60)
+    subprocess.run([git(), "clone", "--quiet", str(project), str(checkout)], check=True, timeout=60)
     assert not (checkout / ".env").exists()
     for step in runs:
         argv = step["run"].split()

@@ -5,8 +5,9 @@ What is real, and what is the test's own:
   test server is on loopback, which is exactly what the policy refuses, so none may ever be reached.
 - The success path and the redirect corpus need a server the fetcher may reach. The product has no
   setting or mode for that. Instead the test adds its own tool module the documented way (a module
-  with `register(guard, settings)`, added to what `tools.tool_modules()` finds), which builds a `Fetcher` with an
-  explicit allow-list of the two test server addresses, the test CA, and a resolver for made-up names.
+  with `register(guard, settings)`, added to what `tools.tool_modules()` finds), which builds a `Fetcher`
+  with an explicit allow-list of the two test server addresses, the test CA, and a resolver for made-up
+  names.
   The guard, the policy code, the pinned transport and the tool are the product's own.
 """
 
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import anyio
 import pytest
 import trustme
 from mcp import Client, StdioServerParameters
@@ -178,7 +180,7 @@ def hostile_corpus(servers: dict[str, LocalServer]) -> list[str]:
         a.url("127.1"),
         a.url("127.0.1"),
         a.url("0"),
-        a.url("0.0.0.0"),
+        a.url("0.0.0.0"),  # noqa: S104 - an address the fetch tool must refuse, not a bind
         a.url("[::]"),
         a.url(host_name),
         plain.url("127.0.0.1"),
@@ -424,20 +426,25 @@ def redirect_corpus(servers: dict[str, LocalServer]) -> list[str]:
     ]
 
 
+def read_log(log: Path) -> str:
+    """The server's log so far: empty before it wrote a line."""
+    return log.read_text() if log.exists() else ""
+
+
 async def test_redirects_and_bad_responses_are_refused(
     test_tool_server: dict[str, Any], servers: dict[str, LocalServer]
 ) -> None:
     corpus = redirect_corpus(servers)
     before_b = len(servers["b"].hits)
     log: Path = test_tool_server["log"]
-    before = len(security_events(log.read_text() if log.exists() else "", "fetch_test"))
+    before = len(security_events(await anyio.to_thread.run_sync(read_log, log), "fetch_test"))
     results = await fetch_test(test_tool_server, *corpus)
     for url, (is_error, text) in zip(corpus, results, strict=True):
         assert is_error, f"{url} was fetched: {text[:300]}"
         assert LEAK not in text and "hello from" not in text, (url, text)
         assert "Refused" in text or "answered HTTP 500" in text, (url, text)
     assert len(servers["b"].hits) == before_b
-    events = security_events(log.read_text(), "fetch_test")[before:]
+    events = security_events(await anyio.to_thread.run_sync(log.read_text), "fetch_test")[before:]
     assert len(events) == len(corpus)
     rules = [event["details"]["rule"] for event in events]
     assert {"address", "redirects", "size", "timeout", "content_type", "status", "plain_http"} <= set(rules)

@@ -147,14 +147,16 @@ CREATE TABLE notes (id INTEGER PRIMARY KEY AUTOINCREMENT, owner TEXT NOT NULL, t
                     created TEXT NOT NULL);
 CREATE INDEX notes_owner ON notes (owner, id);
 INSERT INTO notes (owner, text, created) VALUES ('carol', 'carol''s plan', '2026-01-01T00:00:00+00:00');
-INSERT INTO notes (owner, text, created) VALUES ('local-stdio', 'typed at the terminal', '2026-01-01T00:00:00+00:00');
+INSERT INTO notes (owner, text, created)
+    VALUES ('local-stdio', 'typed at the terminal', '2026-01-01T00:00:00+00:00');
 """
 
 
 async def test_notes_written_before_namespaced_principals_follow_their_owner(
     notes_project: Path, venv: Venv, tmp_path: Path
 ) -> None:
-    """After `copier update` from 0.1 the first notes call renames bare owners to `user:<sub>`, once, audited."""
+    """After `copier update` from 0.1 the first notes call renames bare owners to `user:<sub>`, once,
+    audited."""
     import sqlite3
 
     connection = sqlite3.connect(tmp_path / "notes.db")

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.anyio
 # Data the database holds but query_records must never return.
 FORBIDDEN = ("SECRET-SALARY-ROW", "999999", "cost_price", "41.5", "@example.com", "customer_email", "salary")
 CLEAR_ERROR = re.compile(
-    r"^(Invalid arguments for query_records: |Error executing tool query_records: Column '.+' is not readable)"
+    r"^(Invalid arguments for query_records: "
+    r"|Error executing tool query_records: Column '.+' is not readable)"
 )
 
 

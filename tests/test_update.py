@@ -107,7 +107,8 @@ def edit(path: Path, old: str, new: str) -> None:
 
 @pytest.fixture(scope="module")
 def template_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A git copy of the template with tags 0.1.0 (old settings name) and 0.2.0 (today's template + changes)."""
+    """A git copy of the template with tags 0.1.0 (old settings name) and 0.2.0 (today's template +
+    changes)."""
     repo = tmp_path_factory.mktemp("template-repo")
     for rel in working_tree_files():
         (repo / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -401,8 +402,10 @@ def test_a_setting_of_ones_own_survives_an_update_without_conflicts(
     read = venv.run(
         venv.python,
         "-c",
-        f"from {package}.settings import load_settings; from {package}.server.services import secret_values; "
-        "s = load_settings(); print(s.reports_url, s.reports_timeout_seconds, 'tok-3b9f0c' in secret_values(s))",
+        f"from {package}.settings import load_settings; "
+        f"from {package}.server.services import secret_values; "
+        "s = load_settings(); "
+        "print(s.reports_url, s.reports_timeout_seconds, 'tok-3b9f0c' in secret_values(s))",
         cwd=project,
     )
     assert read.stdout.split() == ["https://reports.internal.example", "10.0", "True"], (

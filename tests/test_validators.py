@@ -92,7 +92,8 @@ print(json.dumps(sorted(names)))
 def test_package_names_of_the_projects_dependencies_are_refused(
     rendered: Callable[[str], Path], venv: Venv
 ) -> None:
-    """A package named like a module the project installs (dotenv, jsonschema, pytest, ...) would shadow it."""
+    """A package named like a module the project installs (dotenv, jsonschema, pytest, ...) would shadow
+    it."""
     for name in ANSWER_SETS:  # every dependency and dev dependency any answer set can have
         rendered(name)
     listed = venv.run(venv.python, "-c", TOP_LEVEL_NAMES, cwd=TEMPLATE_ROOT)

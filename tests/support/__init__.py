@@ -75,6 +75,15 @@ def uv() -> str:
     return found
 
 
+def git() -> str:
+    found = shutil.which("git")
+    if not found:
+        raise RuntimeError(
+            "git is not installed: rendered projects are git repositories (copier's task commits)"
+        )
+    return found
+
+
 def set_task_env(name: str, value: str) -> None:
     """Copier hands tasks plumbum's copy of os.environ taken at import time: set both."""
     from plumbum import local

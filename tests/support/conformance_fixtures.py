@@ -28,7 +28,9 @@ Short = Annotated[str, Field(max_length=200)]
 
 async def ask_the_model() -> Sample:
     """A sampling question, asked only of a client that declared sampling (the SDK checks)."""
-    return Sample([SamplingMessage(role="user", content=TextContent(type="text", text="Say yes."))], max_tokens=8)
+    return Sample(
+        [SamplingMessage(role="user", content=TextContent(type="text", text="Say yes."))], max_tokens=8
+    )
 
 
 def register(guard: Guard, settings: Settings) -> None:
@@ -146,7 +148,9 @@ class Enums(BaseModel):
         Literal["opt1", "opt2", "opt3"],
         Field(json_schema_extra={"enumNames": ["Option One", "Option Two", "Option Three"]}),
     ]
-    untitledMulti: Annotated[list[Literal["option1", "option2", "option3"]], Field(max_length=3)]  # noqa: N815
+    untitledMulti: Annotated[  # noqa: N815
+        list[Literal["option1", "option2", "option3"]], Field(max_length=3)
+    ]
     titledMulti: Annotated[  # noqa: N815
         list[Literal["value1", "value2", "value3"]],
         Field(max_length=3),
@@ -310,7 +314,14 @@ from typing import Annotated
 from typing import Literal
 
 from mcp.server.mcpserver import Message, UserMessage
-from mcp.types import AudioContent, ContentBlock, EmbeddedResource, ImageContent, TextContent, TextResourceContents
+from mcp.types import (
+    AudioContent,
+    ContentBlock,
+    EmbeddedResource,
+    ImageContent,
+    TextContent,
+    TextResourceContents,
+)
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..security.guard import Guard
@@ -346,7 +357,9 @@ def image() -> ImageContent:
 
 
 def embedded(uri: str, text: str, mime_type: str = "text/plain") -> EmbeddedResource:
-    return EmbeddedResource(type="resource", resource=TextResourceContents(uri=uri, mime_type=mime_type, text=text))
+    return EmbeddedResource(
+        type="resource", resource=TextResourceContents(uri=uri, mime_type=mime_type, text=text)
+    )
 
 
 def register(guard: Guard, settings: Settings) -> None:
@@ -381,7 +394,9 @@ def register(guard: Guard, settings: Settings) -> None:
         return base64.b64decode(PNG)
 
     @guard.prompt(name="test_prompt_with_embedded_resource")
-    async def prompt_with_embedded_resource(resourceUri: Annotated[str, Field(max_length=200)]) -> list[Message]:  # noqa: N803
+    async def prompt_with_embedded_resource(
+        resourceUri: Annotated[str, Field(max_length=200)],  # noqa: N803
+    ) -> list[Message]:
         """A prompt that embeds a resource (conformance fixture; the suite names the argument)."""
         return [
             UserMessage(embedded(resourceUri, "Embedded resource content for testing.")),
@@ -410,7 +425,8 @@ def register(guard: Guard, settings: Settings) -> None:
 # A second module (tools/conformance_streams.py): progress and log lines through the guard's Notify,
 # a tool that needs a capability the client did not declare, a question on the 2026-07-28 answer
 # stream, an x-mcp-header argument (SEP-2243, checked by the SDK against the Mcp-Param-* header).
-STREAMS_SOURCE = '''"""Fixtures of the MCP conformance suite: notifications, streams, request headers (test-only)."""
+STREAMS_SOURCE = '''"""Fixtures of the MCP conformance suite: notifications, streams, request headers
+(test-only)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Node tools from the repository's package.json (`npm ci` puts them in ./node_modules), for third-party checks.
+"""Node tools from the repository's package.json (`npm ci` puts them in ./node_modules), for third-party
+checks.
 
 The node binary itself comes from the pinned `node` package there too, so the checks run on Node 22
 whatever the machine has. Missing tools fail the test with the command that installs them: CI runs it

@@ -118,7 +118,8 @@ class OidcProvider:
         assert response.status_code == 200, response.text
 
     def authorize(self, url: str, redirect_uri: str) -> dict[str, str]:
-        """Follow an authorization URL as a browser would; the query sent to the redirect URI (code, state)."""
+        """Follow an authorization URL as a browser would; the query sent to the redirect URI
+        (code, state)."""
         with httpx2.Client(timeout=10) as browser:
             for _ in range(10):
                 response = browser.get(url)

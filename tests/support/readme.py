@@ -154,8 +154,9 @@ class Terminal:
     def serve_stdio(
         self, body: str, requests: list[dict[str, object]], *, timeout: float = 300
     ) -> tuple[int, list[dict[str, object]], str]:
-        """Run a block that starts a stdio server: send `requests` (JSON-RPC lines) on its stdin, wait for the
-        answer to the last one, then close stdin. (exit code, the JSON-RPC answers, everything else printed)."""
+        """Run a block that starts a stdio server: send `requests` (JSON-RPC lines) on its stdin, wait for
+        the answer to the last one, then close stdin. (exit code, the JSON-RPC answers, everything else
+        printed)."""
         process = subprocess.Popen(
             ["bash", "-c", self.script(body)],
             env=self.env,

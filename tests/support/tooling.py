@@ -51,7 +51,8 @@ def add_tool_module(project: Path, module: str, source: str) -> Path:
 
 
 def readme_tool_example(project: Path, heading: str = "### A tool") -> str:
-    """The first Python block under `heading` in the rendered README's guide to tools, resources and prompts."""
+    """The first Python block under `heading` in the rendered README's guide to tools, resources and
+    prompts."""
     readme = (project / "README.md").read_text()
     guide = readme.split("## Writing tools, resources and prompts safely", 1)[1]
     section = guide.split(heading, 1)[1]
