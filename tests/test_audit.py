@@ -34,7 +34,7 @@ from support import (
 
 pytestmark = pytest.mark.anyio
 
-PLANTED = "planted-Secret-7f3a9c2e41d0"  # a configured secret that must never be written anywhere
+PLANTED = "planted-Secret-7f3a9c2e41d0-5b8e2d6c9a1f"  # a configured secret, never to be written anywhere
 WRONG_KEY = "mcp_not-a-key-000000000000000000000000"
 HIGH_LIMITS = {
     "MCP_RATE_LIMIT": "1000000/minute",
@@ -58,7 +58,7 @@ def server_env(project: Path, db: Path, **extra: str) -> dict[str, str]:
     return {
         **read_env_file(project),
         "MCP_SECURITY_EVENTS_URL": f"sqlite:///{db}",
-        "MCP_UPSTREAM_API_KEY": PLANTED,
+        "MCP_REQUEST_STATE_KEYS": PLANTED,  # a secret setting every project has
         **HIGH_LIMITS,
         **extra,
     }
