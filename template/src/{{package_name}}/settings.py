@@ -272,8 +272,8 @@ def _secure_url(url: str) -> bool:
 
 
 # Settings a template update renamed: old name -> new name. `copier update` renames them in .env and
-# .env.example (hooks/migrate_settings.py); anywhere else (an orchestrator, a compose file, a stdio client's
-# `env`) the old name would be silently ignored, so it is refused, naming the new one.
+# .env.example (the template's hooks/migrate_settings.py); anywhere else (an orchestrator, a compose
+# file, a stdio client's `env`) the old name would be silently ignored, so it is refused, naming the new one.
 RETIRED_NAMES = {"MCP_AUDIT_URL": "MCP_SECURITY_EVENTS_URL"}
 
 

@@ -11,7 +11,8 @@ each names the lists below it relies on (`relies_on`), so this one file lists ev
 template's tests/test_sdk_adapter.py fails if a private name is used anywhere else.
 
 Relied on as behaviour, not by name (no check can see it; the tests of each feature cover it):
-- the guard sets `__signature__` and `__annotations__` on the functions it registers (security/guard.py),
+- the guard sets `__signature__` and `__annotations__` on the functions it registers
+  (security/guard/arguments.py, consent.py),
   so that the SDK's introspection passes `Context`, fills `Resolve(...)` parameters and asks for consent
   as it would for the author's own function;
 - the SDK's manager reads its `event_store` synchronously in `_admit_session`: SessionManager sets it
@@ -142,7 +143,7 @@ TRANSPORT_METHODS = (
 )
 TRANSPORT_STATE = ("_read_stream_writer", "_request_streams", "_sse_stream_writers", "_terminated")
 
-# security/guard.py reads `plan.fn` and `plan.wire_key` of the plans that the public
+# security/guard/consent.py reads `plan.fn` and `plan.wire_key` of the plans that the public
 # `build_resolver_plans` returns (instances of the private `_ResolverPlan`), to rename a question's wire
 # key to the author's `input_key`. Upstream ask: make the plan type public.
 RESOLVER_PLAN_FIELDS = ("fn", "wire_key")

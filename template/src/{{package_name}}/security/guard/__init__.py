@@ -6,7 +6,7 @@ do one job (see `Guard`'s docstring for the map).
 """
 
 from .call import CallInfo, ToolRefusedError, UnboundedArgumentError, current_call
-from .catalogue import Policy, Target
+from .catalogue import Policy, Match
 from .consent import input_key
 from .core import Guard
 from .notify import Notify, handle_set_level
@@ -16,7 +16,7 @@ __all__ = [
     "Guard",
     "Notify",
     "Policy",
-    "Target",
+    "Match",
     "ToolRefusedError",
     "UnboundedArgumentError",
     "current_call",

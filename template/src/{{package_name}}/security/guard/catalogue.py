@@ -54,7 +54,7 @@ class Policy:
 
 
 @dataclass(frozen=True, slots=True)
-class Target:
+class Match:
     """What a request names, as this server serves it (`Catalogue.match`)."""
 
     policy: Policy
@@ -109,7 +109,7 @@ class Catalogue:
         """The names of every tool and prompt served (metrics and trace labels)."""
         return frozenset(p.name for p in self._policies.values() if p.kind in ("tool", "prompt"))
 
-    def match(self, method: str, params: Any) -> Target | None:
+    def match(self, method: str, params: Any) -> Match | None:
         """The item a request names; None if it names nothing served here.
 
         A completion names its prompt or template through `ref`.
@@ -128,20 +128,20 @@ class Catalogue:
                 policy = self._policies.get(("prompt", ref["name"]))
             elif ref.get("type") == "ref/resource" and isinstance(ref.get("uri"), str):
                 policy = self._policies.get(("resource_template", ref["uri"]))
-        return Target(policy, policy.key) if policy is not None else None
+        return Match(policy, policy.key) if policy is not None else None
 
-    def _resource(self, uri: Any) -> Target | None:
+    def _resource(self, uri: Any) -> Match | None:
         if not isinstance(uri, str) or len(uri) > MAX_URI_CHARS:
             return None
         policy = self._policies.get(("resource", uri))
         if policy is not None:
-            return Target(policy, uri)
+            return Match(policy, uri)
         for key, template in self._served["resource_template"].items():
             policy = self._policies[("resource_template", key)]
             try:
                 matched = template.matches(uri)
             except ResourceSecurityError as exc:
-                return Target(policy, key, refused=f"{exc.param}: path traversal, absolute path or NUL")
+                return Match(policy, key, refused=f"{exc.param}: path traversal, absolute path or NUL")
             if matched is not None:
-                return Target(policy, key, matched, unsafe_value(matched))
+                return Match(policy, key, matched, unsafe_value(matched))
         return None

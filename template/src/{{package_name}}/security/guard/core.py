@@ -13,7 +13,7 @@ from mcp.server.mcpserver.tools import Tool
 from ..audit.events import SecurityEvents
 from ..limits import RateLimiter
 from . import pipeline
-from .catalogue import Catalogue, Policy, Target
+from .catalogue import Catalogue, Policy, Match
 from .content import DEFAULT_MAX_BINARY_BYTES
 from .execution import InFlight
 from .handlers import Handlers
@@ -110,7 +110,7 @@ class Guard:
         """The tools' policies by name (read-only; `catalogue.policies()` has every item's)."""
         return self.catalogue.tools_by_name
 
-    def surface_for(self, method: str, params: Any) -> Target | None:
+    def surface_for(self, method: str, params: Any) -> Match | None:
         """The item a request names, or None (the HTTP scope gate and the metrics labels ask too)."""
         return self.catalogue.match(method, params)
 

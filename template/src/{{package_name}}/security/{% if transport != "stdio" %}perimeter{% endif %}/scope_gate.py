@@ -17,12 +17,12 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..audit.events import SecurityEvents
-from ..guard import Target
+from ..guard import Match
 from ..identity.principal import principal_in
 from .auth import bearer_challenge
 from .common import client_address, refusal, replay_body, send_json
 
-SurfaceFor = Callable[[str, Any], Target | None]
+SurfaceFor = Callable[[str, Any], Match | None]
 
 
 class ScopeGate:
