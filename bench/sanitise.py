@@ -1,12 +1,13 @@
 """What sanitising one result costs (security/redact.py, `Redactor.result`), per result size.
 
-    uv run python bench/sanitise.py [--repeat 200]
+    uv run python bench/sanitise.py [--repeat 200] [--no-write]
 
-The redactor is loaded from the template as it is rendered (the module has no Jinja in it) and knows
+The redactor is loaded from the template as it is rendered (its package has no Jinja in it) and knows
 four secrets, as a small deployment has: two raw API keys, an admin key and an upstream key. Each
 result is a tools/call result (wire form) with one text block: prose, or Python source (which holds
 `key=` and `token=` and so runs the credential patterns), with no secret in it (the common case),
-and with one secret in it (the slow path: the exact cut). Rewrites its own section of docs/benchmarks.md.
+and with one secret in it (the slow path: the exact cut). Rewrites its own section of docs/benchmarks.md
+(`--no-write`: prints only).
 """
 
 from __future__ import annotations
@@ -36,13 +37,17 @@ SECRETS = [
 
 
 def load_redact() -> ModuleType:
-    path = ROOT / "template" / "src" / "{{package_name}}" / "security" / "audit" / "redact.py"
-    spec = importlib.util.spec_from_file_location("bench_redact", path)
+    """security/audit/redact.py, imported as part of its package (it imports its siblings)."""
+    audit = ROOT / "template" / "src" / "{{package_name}}" / "security" / "audit"
+    spec = importlib.util.spec_from_file_location(
+        "bench_audit", audit / "__init__.py", submodule_search_locations=[str(audit)]
+    )
     if spec is None or spec.loader is None:
-        raise RuntimeError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+        raise RuntimeError(f"cannot load {audit}")
+    package = importlib.util.module_from_spec(spec)
+    sys.modules["bench_audit"] = package
+    spec.loader.exec_module(package)
+    return importlib.import_module("bench_audit.redact")
 
 
 def texts(size: int) -> dict[str, str]:
@@ -97,8 +102,11 @@ def write_section(body: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=200)
+    parser.add_argument("--no-write", action="store_true", help="print the timings only")
     args = parser.parse_args()
     rows = measure(args.repeat)
+    if args.no_write:
+        return
     table = "\n".join(f"| {kind} | {size:,} | {full:,.0f} | {own:,.0f} |" for kind, size, full, own in rows)
     write_section(
         f"`uv run python bench/sanitise.py` on {machine()}.\n\n"

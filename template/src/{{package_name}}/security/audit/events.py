@@ -15,28 +15,35 @@ source and window; and stores keep them under their own row cap, so they never e
 from __future__ import annotations
 
 import asyncio
-import base64
-import heapq
 import json
 import logging
-import re
 import sys
 import time
 import typing
 import uuid
-from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any
 
+# Re-exported: the records, cursors and stores each have a module of their own; code imports them from here.
+from .cursors import CursorError as CursorError
+from .cursors import decode_cursor as decode_cursor
+from .cursors import encode_cursor as encode_cursor
+from .cursors import row_position as row_position
+from .event_stores import EventStore as EventStore
+from .event_stores import open_event_store as open_event_store
+from .event_stores.memory import MemoryEventStore as MemoryEventStore
+from .records import MAX_PAGE as MAX_PAGE
+from .records import MAX_SCAN as MAX_SCAN
+from .records import SEVERITY_RANK as SEVERITY_RANK
+from .records import EventPage as EventPage
+from .records import EventQuery as EventQuery
+from .records import EventStoreConfigError as EventStoreConfigError
+from .records import SecurityEvent as SecurityEvent
+from .records import Severity as Severity
 from .redact import Redactor
 
-Severity = Literal["low", "medium", "high", "critical"]
-SEVERITY_RANK: dict[str, int] = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 MAX_DETAILS_BYTES = 2_048
-MAX_PAGE = 500
-MAX_SCAN = 10_000  # events a store reads to fill one filtered page before it hands back a cursor
 MAX_SOURCES_TRACKED = 10_000  # per window; beyond it, further new sources are written one row per event
 HEALTHY_FOR_SECONDS = 1.0  # a successful write vouches for the store this long
 RETRY_AFTER_SECONDS = 1.0  # a failed store is not retried sooner than this
@@ -48,174 +55,6 @@ Listener = Callable[["SecurityEvent"], Awaitable[None]]
 
 class AuditUnavailableError(RuntimeError):
     """The audit store could not record an event; the work it would have recorded must not happen."""
-
-
-class CursorError(ValueError):
-    """A cursor that is well formed but names no position in this store (another store's, or out of range)."""
-
-
-class EventStoreConfigError(ValueError):
-    """MCP_SECURITY_EVENTS_URL names a store that cannot be opened."""
-
-
-@dataclass(frozen=True, slots=True)
-class SecurityEvent:
-    id: str
-    timestamp: str
-    event: str
-    severity: Severity
-    identifier: str
-    tool: str | None = None
-    request_id: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        # Written out: dataclasses.asdict deep-copied `details` field by field, a sixth of an event's
-        # cost (the template's docs/benchmarks.md). Its values are plain JSON that nothing downstream changes.
-        return {
-            "id": self.id,
-            "timestamp": self.timestamp,
-            "event": self.event,
-            "severity": self.severity,
-            "identifier": self.identifier,
-            "tool": self.tool,
-            "request_id": self.request_id,
-            "details": dict(self.details),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SecurityEvent:
-        return cls(**{name: data.get(name) for name in cls.__dataclass_fields__})  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True, slots=True)
-class EventQuery:
-    severity: Severity | None = None
-    event: str | None = None
-    since: datetime | None = None
-    limit: int = 100
-    after: str | None = None  # the store's own position, decoded from the cursor
-    newest_first: bool = False  # then `after` is where the previous page ended, and older events follow
-
-    def matches(self, event: SecurityEvent) -> bool:
-        if self.severity and SEVERITY_RANK[event.severity] < SEVERITY_RANK[self.severity]:
-            return False
-        if self.event and event.event != self.event:
-            return False
-        return not (self.since and datetime.fromisoformat(event.timestamp) < self.since)
-
-
-@dataclass(frozen=True, slots=True)
-class EventPage:
-    events: list[SecurityEvent]
-    next_position: str | None
-
-
-# A row number (SQLite, memory) or Redis stream IDs, one per stream ("ms-seq.ms-seq"); a newest-first
-# cursor starts with "<", so that it cannot be used to page the other way.
-_POSITION = re.compile(r"^<?\d{1,20}(?:-\d{1,20})?(?:\.\d{1,20}-\d{1,20})?$")
-
-
-def encode_cursor(position: str, *, newest_first: bool = False) -> str:
-    return base64.urlsafe_b64encode((("<" if newest_first else "") + position).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[str, bool]:
-    """(the store position inside a cursor, whether it pages newest first); ValueError if the cursor was
-    not issued by a store here."""
-    try:
-        position = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (ValueError, UnicodeDecodeError):
-        raise ValueError("cursor is not one this server issued") from None
-    if len(cursor) > 128 or not _POSITION.match(position):
-        raise ValueError("cursor is not one this server issued")
-    return position.removeprefix("<"), position.startswith("<")
-
-
-def row_position(after: str | None) -> int:
-    """A row-numbered store's position (SQLite, memory); CursorError if `after` cannot be one."""
-    if after is None:
-        return 0
-    if not after.isdigit() or int(after) >= 2**63:
-        raise CursorError("cursor does not belong to this audit store; start again without cursor")
-    return int(after)
-
-
-class EventStore(Protocol):
-    async def append(self, event: SecurityEvent, *, anonymous: bool = False) -> None:
-        """Store one event; `anonymous` events are kept under a row cap of their own."""
-
-    async def query(self, query: EventQuery) -> EventPage: ...
-    async def ping(self) -> None:
-        """Raise unless the store can take a write now (a probe that stores no event)."""
-
-    async def aclose(self) -> None: ...
-
-
-class MemoryEventStore:
-    """Two bounded ring buffers (principals' events, anonymous ones): the oldest of each go first when it
-    is full. Lost on restart."""
-
-    def __init__(self, capacity: int = 10_000, anonymous_capacity: int = 10_000) -> None:
-        self._events: deque[tuple[int, SecurityEvent]] = deque(maxlen=capacity)
-        self._anonymous: deque[tuple[int, SecurityEvent]] = deque(maxlen=anonymous_capacity)
-        self._seq = 0
-
-    async def append(self, event: SecurityEvent, *, anonymous: bool = False) -> None:
-        self._seq += 1
-        (self._anonymous if anonymous else self._events).append((self._seq, event))
-
-    async def query(self, query: EventQuery) -> EventPage:
-        merged = list(heapq.merge(list(self._events), list(self._anonymous), key=lambda item: item[0]))
-        if query.newest_first:
-            merged.reverse()
-            last = row_position(query.after) if query.after else self._seq + 1
-            unread = [(seq, event) for seq, event in merged if seq < last]
-        else:
-            last = row_position(query.after)
-            unread = [(seq, event) for seq, event in merged if seq > last]
-        found: list[SecurityEvent] = []
-        for scanned, (seq, event) in enumerate(unread, 1):
-            last = seq
-            if query.matches(event):
-                found.append(event)
-            if len(found) == query.limit or scanned >= MAX_SCAN:
-                break
-        # More to read: older events still kept (newest first), or newer ones (oldest first).
-        more = bool(merged) and last > merged[-1][0] if query.newest_first else last < self._seq
-        return EventPage(found, str(last) if more else None)
-
-    async def ping(self) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
-
-
-def open_event_store(
-    url: str, *, retention_days: int = 90, max_rows: int = 1_000_000, max_anonymous_rows: int = 100_000
-) -> EventStore:
-    """Open the store named by `url`, or raise EventStoreConfigError with the fix."""
-    if url.startswith("memory://"):
-        return MemoryEventStore(min(max_rows, 10_000), min(max_anonymous_rows, 10_000))
-    if url.startswith("sqlite:///"):
-        from .event_stores.sqlite import SqliteEventStore
-
-        return SqliteEventStore(
-            url.removeprefix("sqlite:///"),
-            retention_days=retention_days,
-            max_rows=max_rows,
-            max_anonymous_rows=max_anonymous_rows,
-        )
-    if url.startswith(("redis://", "rediss://")):
-        from .event_stores.redis import RedisEventStore
-
-        return RedisEventStore(
-            url, max_len=max_rows, max_anonymous_len=max_anonymous_rows, retention_days=retention_days
-        )
-    raise EventStoreConfigError(
-        "MCP_SECURITY_EVENTS_URL must be memory://, sqlite:///path/events.db or redis://host:port/db"
-    )
 
 
 class _SourceBudget:

@@ -21,7 +21,8 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ..events import MAX_SCAN, CursorError, EventPage, EventQuery, EventStoreConfigError, SecurityEvent
+from ..cursors import CursorError
+from ..records import MAX_SCAN, EventPage, EventQuery, EventStoreConfigError, SecurityEvent
 
 STREAM = "mcp:security-events"
 ANONYMOUS_STREAM = "mcp:security-events:anonymous"

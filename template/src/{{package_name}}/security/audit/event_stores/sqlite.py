@@ -31,15 +31,8 @@ from typing import Any
 import anyio.to_thread
 
 from ...toolkit.private import private_database
-from ..events import (
-    MAX_SCAN,
-    SEVERITY_RANK,
-    EventPage,
-    EventQuery,
-    EventStoreConfigError,
-    SecurityEvent,
-    row_position,
-)
+from ..cursors import row_position
+from ..records import MAX_SCAN, SEVERITY_RANK, EventPage, EventQuery, EventStoreConfigError, SecurityEvent
 
 # Each index is one more page written per event. `seq` is the row's position (the API's cursor); `id`
 # needs no index of its own, and AUTOINCREMENT's counter table is one more page: positions never go back
