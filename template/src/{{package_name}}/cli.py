@@ -129,23 +129,9 @@ def _check(args: argparse.Namespace) -> int:
     settings = _load(**overrides)
     if args.update_lock:
         return _update_lock(settings, args.lock, offline=args.offline)
-    from .report import security_report, verdict
+    from .report import print_report
 
-    errors, warnings, facts = security_report(settings, args.lock, offline=args.offline)
-    # The project's files (.env's mode, update conflicts, stale keys): `serve` does not look at them.
-    from .project_checks import project_problems
-
-    file_errors, file_warnings = project_problems(settings)
-    warnings += file_warnings
-    print(f"{answers.PROJECT_NAME}: security report")
-    for fact in facts:
-        print(f"  ok       {fact}")
-    for warning in warnings:
-        print(f"  WARNING  {warning}")
-    for error in file_errors + errors:
-        print(f"  ERROR    {error}")
-    print(verdict(errors, args.lock, offline=args.offline, file_errors=file_errors))
-    return 1 if errors or file_errors else 0
+    return print_report(settings, args.lock, offline=args.offline)
 
 
 def build_parser() -> argparse.ArgumentParser:
