@@ -66,6 +66,7 @@ MOVED = {
         f"security/{name}.py": f"security/toolkit/{name}.py" for name in ("sandbox_cgroup", "sandbox_seccomp")
     },
     "security/guard.py": "security/guard/__init__.py",
+    "security/perimeter/oauth.py": "security/perimeter/oauth/__init__.py",
 }
 
 

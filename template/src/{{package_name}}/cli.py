@@ -3,29 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import importlib
-import ipaddress
 import os
 import signal
 import sys
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from . import answers
 
 # The rest of the package (and the SDK) is imported in main, with the cycle collector paused.
 if TYPE_CHECKING:
-    from pydantic import SecretStr
-
     from .settings import Settings
 
 LOCK_FILE = Path("tools.lock.json")  # the tool manifest lock (security/manifest.py)
-_LOCK_FIX = f"`{answers.COMMAND} check --update-lock`"  # ends every lock error, so _check can tell them apart
 
 
 _debug = False  # MCP_LOG_LEVEL=DEBUG: start-up errors show their traceback
@@ -112,129 +105,13 @@ def _write_env(path: Path) -> int:
     return 0
 
 
-def security_report(
-    settings: Settings, lock: Path = LOCK_FILE, *, offline: bool = False
-) -> tuple[list[str], list[str], list[str]]:
-    """(errors, warnings, facts) about the configuration and the tools; errors stop `serve`.
-
-    `offline` contacts no other server (authorization server, Redis) and says so in the facts.
-    """
-    from .security.manifest import compare, count, read_lock, served
-
-    errors: list[str] = []
-    warnings: list[str] = []
-    facts = [f"transport: {settings.transport}"]
-    warnings.extend(importlib.import_module(f"{__package__}.upgrade_checks").upgrade_warnings())
-    _audit_store_report(settings, errors, facts, offline=offline)
-    if settings.transport == "http":
-        credentials = importlib.import_module(f"{__package__}.security.perimeter.credentials")
-        errors.extend(credentials.credential_problems(settings))
-        facts.append(f"authentication: {credentials.SCHEME}")
-        if credentials.SCHEME == "oauth" and offline:
-            facts.append(
-                f"authorization server: not asked (--offline): {settings.oauth_issuer}'s metadata and keys "
-                "were not compared with the settings; run `check` where the issuer is reachable"
-            )
-        else:
-            errors.extend(credentials.authorization_problems(settings))  # OAuth: asks the issuer
-        facts.append(_key_counts(settings, credentials.SCHEME))
-        facts.extend(_key_holders(settings, tool_keys=credentials.SCHEME == "api_key"))
-        facts.append(
-            f"bind: {settings.host}:{settings.port} ({'TLS' if settings.tls_enabled else 'plain HTTP'})"
-        )
-        if not _is_loopback(settings.host) and not settings.tls_enabled:
-            warnings.append(
-                f"MCP_HOST={settings.host} is reachable from other machines over plain HTTP: keys and tokens "
-                "can be read on the network. Set MCP_TLS_CERTFILE/MCP_TLS_KEYFILE, or terminate TLS at a "
-                "proxy listed in MCP_TRUSTED_PROXIES."
-            )
-        errors.extend(importlib.import_module(f"{__package__}.security.perimeter.tls").tls_problems(settings))
-        if settings.tls_client_ca is not None:
-            facts.append("mutual TLS: clients need a certificate signed by MCP_TLS_CLIENT_CA")
-        origin = importlib.import_module(f"{__package__}.security.perimeter.origin")
-        hosts = settings.allowed_hosts or origin.default_allowed_hosts(settings.host, settings.port)
-        facts.append(f"allowed Host headers: {', '.join(hosts)}")
-        if not _is_loopback(settings.host) and not settings.allowed_hosts:
-            warnings.append(
-                f"MCP_ALLOWED_HOSTS is empty, so only requests addressed to {', '.join(hosts)} are "
-                "accepted (others get 421, the DNS-rebinding defence). List the names clients use in "
-                "MCP_ALLOWED_HOSTS."
-            )
-        facts.append(f"trusted origins: {', '.join(settings.trusted_origins) or 'none (no browser access)'}")
-        if "*" in settings.trusted_proxies:
-            warnings.append(
-                "MCP_TRUSTED_PROXIES contains *: any client can forge X-Forwarded-For and so its address in "
-                "events and rate limits. List the proxies' addresses instead."
-            )
-        proxies = ", ".join(settings.trusted_proxies) or "nobody (the socket address counts)"
-        facts.append(f"X-Forwarded-For honoured from: {proxies}")
-        limiter = settings.rate_limit_storage.split("://")[0]
-        not_asked = " (not contacted: --offline)" if offline and limiter != "memory" else ""
-        facts.append(f"rate limit: {settings.rate_limit} ({limiter}){not_asked}")
-        shared = [
-            url for url in (settings.rate_limit_storage, settings.events_url) if url.startswith("redis")
-        ]
-        if shared and not settings.request_state_key_list:
-            warnings.append(
-                "Redis stores suggest several replicas, but MCP_REQUEST_STATE_KEYS is empty: a consent "
-                "retry that reaches another replica is refused. Give every replica the same key "
-                '(python -c "import secrets; print(secrets.token_hex(32))").'
-            )
-        sessions = "off (stateless for every client)"
-        if settings.sessions:
-            sessions = (
-                f"on for initialize-era clients (at most {settings.max_sessions}, "
-                f"{settings.max_sessions_per_principal} per principal; route replicas by Mcp-Session-Id)"
-            )
-        facts.append(f"sessions: {sessions}")
-    try:
-        from .server.build import build_guard
-        from .server.services import open_services
-
-        with _scratch(settings, offline=offline) as scratch:
-            guard = build_guard(scratch, open_services(scratch))
-    except Exception as exc:  # noqa: BLE001 - report every start-up failure, with its own message
-        errors.append(str(exc))
-        return errors, warnings, facts
-    current = served(guard)
-    if "sandbox" in answers.SAMPLE_TOOLS:
-        _sandbox_report(settings, warnings, facts)
-    try:
-        problems = compare(read_lock(lock), current)
-    except ValueError as exc:
-        problems = [str(exc)]
-    errors.extend(f"{problem}; review the change, then run {_LOCK_FIX}" for problem in problems)
-    facts.append(f"served: {count(current)} ({'match' if not problems else 'differ from'} {lock})")
-    facts.extend(
-        importlib.import_module(f"{__package__}.server.observability").operations_facts(settings, os.environ)
-    )
-    return errors, warnings, facts
-
-
-def _key_holders(settings: Settings, *, tool_keys: bool) -> list[str]:
-    """Who holds a key, and with what scopes: names (or fingerprints), never keys or digests."""
-    from .security.identity.keys import KeyFormatError, describe, parse_keys
-
-    configured = [("MCP_ADMIN_API_KEYS", settings.admin_api_keys)]
-    if tool_keys:
-        configured.insert(0, ("MCP_API_KEYS", settings.api_keys))
-    facts: list[str] = []
-    for variable, value in configured:
-        try:
-            entries = parse_keys(value.get_secret_value(), variable)
-        except KeyFormatError:
-            continue  # credential_problems reported it
-        admin = variable == "MCP_ADMIN_API_KEYS"
-        facts.extend(f"{variable} key {holder}" for holder in describe(entries, admin=admin))
-    return facts
-
-
 def _update_lock(settings: Settings, lock: Path, *, offline: bool = False) -> int:
+    from .report import scratch_settings
     from .security.manifest import compare, count, read_lock, render_lock, served
     from .server.build import build_guard
     from .server.services import open_services
 
-    with _scratch(settings, offline=offline) as scratch:
+    with scratch_settings(settings, offline=offline) as scratch:
         current = served(build_guard(scratch, open_services(scratch)))
     try:
         changes = compare(read_lock(lock), current)
@@ -247,125 +124,14 @@ def _update_lock(settings: Settings, lock: Path, *, offline: bool = False) -> in
     return 0
 
 
-@contextlib.contextmanager
-def _scratch(settings: Settings, *, offline: bool = False) -> Iterator[Settings]:
-    """The same settings writing nowhere real, so that `check` builds every tool and creates no file.
-
-    The tools' data go to a temporary directory, the audit store is checked on its own
-    (_audit_store_report); an existing files root is used as it is, since the file tools only read it.
-    Offline, the rate limits count in memory, so that no Redis is contacted.
-    """
-    with tempfile.TemporaryDirectory(prefix="check-") as scratch:
-        update: dict[str, object] = {"data_dir": Path(scratch, "data"), "security_events_url": "memory://"}
-        if offline:
-            update["rate_limit_storage"] = "memory://"
-        files_root = getattr(settings, "files_root", None)  # the files sample's (samples/settings.py)
-        if files_root is not None and not files_root.exists():
-            update["files_root"] = Path(scratch, "files")
-        yield settings.model_copy(update=update)
-
-
-def _audit_store_report(settings: Settings, errors: list[str], facts: list[str], *, offline: bool) -> None:
-    """Where the audit trail goes, and whether it can be written there, without creating anything."""
-    url = settings.events_url
-    if url.startswith("memory://"):
-        facts.append("audit trail: memory (lost when the server stops)")
-    elif url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        where = f"audit trail: SQLite file {path}" + ("" if path.is_absolute() else f" (in {Path.cwd()})")
-        existing = next(parent for parent in (path, *path.absolute().parents) if parent.exists())
-        if existing == path and not path.is_file():
-            errors.append(f"MCP_SECURITY_EVENTS_URL: {path} is not a file; point it at a database file")
-        elif not os.access(existing, os.W_OK) or (existing != path and not existing.is_dir()):
-            errors.append(f"MCP_SECURITY_EVENTS_URL: {existing} is not writable; point it at a writable path")
-        facts.append(where + ("" if existing == path else ", created at first start"))
-    else:
-        from .security.audit.events import open_event_store
-
-        if not offline:
-            try:
-                open_event_store(url)  # a Redis store answers PING here or raises with the fix
-            except ValueError as exc:
-                errors.append(str(exc))
-        host = urlsplit(url)
-        facts.append(
-            f"audit trail: Redis at {host.hostname}:{host.port or 6379}{host.path or '/0'}"
-            + (" (not contacted: --offline)" if offline else "")
-        )
-
-
-def _key_counts(settings: Settings, scheme: str) -> str:
-    """How many keys of each kind are configured; never the keys."""
-
-    def count(value: SecretStr) -> int:
-        return len([entry for entry in value.get_secret_value().split(",") if entry.strip()])
-
-    admin = f"{count(settings.admin_api_keys)} admin key(s) in MCP_ADMIN_API_KEYS"
-    if scheme != "api_key":
-        return f"keys: {admin}"
-    return f"keys: {count(settings.api_keys)} tool key(s) in MCP_API_KEYS, {admin}"
-
-
-def _sandbox_report(settings: Settings, warnings: list[str], facts: list[str]) -> None:
-    sandbox = importlib.import_module(f"{__package__}.security.toolkit.sandbox")
-    box = sandbox.Sandbox(sandbox.Limits(), getattr(settings, "sandbox_python", ""))
-    try:
-        box.probe()
-    except sandbox.SandboxUnavailableError as exc:
-        warnings.append(f"run_python is disabled (it refuses every call): {exc} (interpreter: {box.python})")
-    else:
-        facts.append(f"sandbox: available (bubblewrap, {box.python})")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _check(args: argparse.Namespace) -> int:
     overrides = {"transport": args.transport} if args.transport else {}
     settings = _load(**overrides)
     if args.update_lock:
         return _update_lock(settings, args.lock, offline=args.offline)
-    errors, warnings, facts = security_report(settings, args.lock, offline=args.offline)
-    # The project's files (.env's mode, update conflicts, stale keys): `serve` does not look at them.
-    from .project_checks import project_problems
+    from .report import print_report
 
-    file_errors, file_warnings = project_problems(settings)
-    warnings += file_warnings
-    print(f"{answers.PROJECT_NAME}: security report")
-    for fact in facts:
-        print(f"  ok       {fact}")
-    for warning in warnings:
-        print(f"  WARNING  {warning}")
-    for error in file_errors + errors:
-        print(f"  ERROR    {error}")
-    print(_verdict(errors, args.lock, offline=args.offline, file_errors=file_errors))
-    return 1 if errors or file_errors else 0
-
-
-def _verdict(errors: list[str], lock: Path, *, offline: bool = False, file_errors: Sequence[str] = ()) -> str:
-    """The last line of the report: what `serve` will do with these errors."""
-    if not errors and file_errors:
-        return (
-            f"{len(file_errors)} error(s) in the project's files: `serve` still starts; check (and CI) "
-            "fail until they are fixed"
-        )
-    if not errors and offline:
-        return "configuration is valid offline (no other server was contacted; see the facts above)"
-    if not errors:
-        return "configuration is valid"
-    if all(error.endswith(_LOCK_FIX) for error in errors):
-        # serve does not read the lock (see README): the gate is check and the test suite, in CI.
-        return (
-            f"{len(errors)} error(s): the tools differ from {lock}. `serve` still starts and serves the "
-            f"tools as they are now; check and the project's tests fail until you run {_LOCK_FIX}"
-        )
-    return f"{len(errors)} error(s): the server will not start"
+    return print_report(settings, args.lock, offline=args.offline)
 
 
 def build_parser() -> argparse.ArgumentParser:

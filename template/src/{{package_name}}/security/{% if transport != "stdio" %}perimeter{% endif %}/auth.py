@@ -86,6 +86,19 @@ class BearerAuth:
             await self.app(scope, receive, send)
             return
         client = client_address(scope)
+        token = await self._authenticate(scope, send, client)
+        if token is None:
+            return
+        principal = principal_from(token)
+        if not await self._authorize(path, principal, send, client):
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        # The SDK's own session-ownership check compares this with the session's creator (sessions.py).
+        scope["user"] = AuthenticatedUser(token)
+        await self.app(scope, receive, send)
+
+    async def _authenticate(self, scope: Scope, send: Send, client: str) -> AccessToken | None:
+        """The caller's verified token, or None once the 401 has been sent."""
         query_keys = {name.lower() for name, _ in parse_qsl(scope.get("query_string", b"").decode("latin-1"))}
         if query_keys & QUERY_CREDENTIALS:
             await self._unauthorized(
@@ -95,13 +108,13 @@ class BearerAuth:
                 "Send the credential in the Authorization header, never in the URL.",
                 error="invalid_request",
             )
-            return
+            return None
         header = Headers(scope=scope).get("authorization")
         if header is None:
             await self._unauthorized(
                 send, client, "missing_credential", "Send Authorization: Bearer <key>.", error=None
             )
-            return
+            return None
         scheme, _, credential = header.partition(" ")
         credential = credential.strip()
         if scheme.lower() != "bearer" or not credential or len(credential) > MAX_CREDENTIAL_LENGTH:
@@ -112,14 +125,16 @@ class BearerAuth:
                 "Use the form Authorization: Bearer <credential>.",
                 error="invalid_request",
             )
-            return
+            return None
         try:
-            token = await self._verify(credential)
+            return await self._verify(credential)
         except CredentialRejectedError as rejected:
             message = REJECTION_MESSAGES.get(rejected.reason, "The credential is not valid.")
             await self._unauthorized(send, client, rejected.reason, message)
-            return
-        principal = principal_from(token)
+            return None
+
+    async def _authorize(self, path: str, principal: Principal, send: Send, client: str) -> bool:
+        """Whether the principal may use the path; if not, the 403 has been sent."""
         needed = {ADMIN_SCOPE} if path in ADMIN_PATHS else set(self.required_scopes)
         allowed = (
             principal.is_admin
@@ -130,33 +145,27 @@ class BearerAuth:
             )
         )
         if not allowed:
-            wanted = " ".join(sorted(needed))
-            await self.events.record(
-                "authorization_denied",
-                "medium",
-                principal.id,
-                path=path,
-                required_scope=wanted,
-                client=client,
-            )
-            await send_json(
-                send,
-                403,
-                refusal(
-                    "insufficient_scope",
-                    f"This credential lacks the scope for {path}: {wanted or 'tool access'}.",
-                ),
-                {
-                    "WWW-Authenticate": self._challenge(
-                        "insufficient_scope", "insufficient scope", wanted or None
-                    )
-                },
-            )
-            return
-        scope.setdefault("state", {})["principal"] = principal
-        # The SDK's own session-ownership check compares this with the session's creator (sessions.py).
-        scope["user"] = AuthenticatedUser(token)
-        await self.app(scope, receive, send)
+            await self._forbidden(send, client, path, principal, " ".join(sorted(needed)))
+        return allowed
+
+    async def _forbidden(self, send: Send, client: str, path: str, principal: Principal, wanted: str) -> None:
+        await self.events.record(
+            "authorization_denied",
+            "medium",
+            principal.id,
+            path=path,
+            required_scope=wanted,
+            client=client,
+        )
+        await send_json(
+            send,
+            403,
+            refusal(
+                "insufficient_scope",
+                f"This credential lacks the scope for {path}: {wanted or 'tool access'}.",
+            ),
+            {"WWW-Authenticate": self._challenge("insufficient_scope", "insufficient scope", wanted or None)},
+        )
 
     async def _verify(self, credential: str) -> AccessToken:
         if isinstance(self.verifier, ExplainingVerifier):
