@@ -6,7 +6,7 @@ do one job (see `Guard`'s docstring for the map).
 """
 
 from .call import CallInfo, ToolRefusedError, UnboundedArgumentError, current_call
-from .catalogue import Policy, Match
+from .catalogue import Match, Policy
 from .consent import input_key
 from .core import Guard
 from .notify import Notify, handle_set_level
@@ -14,9 +14,9 @@ from .notify import Notify, handle_set_level
 __all__ = [
     "CallInfo",
     "Guard",
+    "Match",
     "Notify",
     "Policy",
-    "Match",
     "ToolRefusedError",
     "UnboundedArgumentError",
     "current_call",

@@ -13,7 +13,7 @@ from mcp.server.mcpserver.tools import Tool
 from ..audit.events import SecurityEvents
 from ..limits import RateLimiter
 from . import pipeline
-from .catalogue import Catalogue, Policy, Match
+from .catalogue import Catalogue, Match, Policy
 from .content import DEFAULT_MAX_BINARY_BYTES
 from .execution import InFlight
 from .handlers import Handlers
