@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import sqlite3
 import statistics
 import sys
@@ -31,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from limiter_support import DOCS, machine  # noqa: E402
+from limiter_support import machine, write_section  # noqa: E402
 from support import BASE, render, set_task_env  # noqa: E402
 
 SECTION = "The SQLite audit store as it fills (bench/audit_store_scale.py)"
@@ -125,15 +124,6 @@ def measure(sizes: list[int]) -> list[tuple[int, float, float, float, float, flo
     return rows_out
 
 
-def write_section(body: str) -> None:
-    text = DOCS.read_text()
-    block = f"## {SECTION}\n\n{body.strip()}\n\n"
-    pattern = re.compile(rf"^## {re.escape(SECTION)}\n.*?(?=^## |\Z)", flags=re.MULTILINE | re.DOTALL)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block
-    DOCS.write_text(text.rstrip("\n") + "\n")
-    print(f"wrote {DOCS.relative_to(ROOT)}: ## {SECTION}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", default="10000,100000,1000000")
@@ -146,6 +136,7 @@ def main() -> None:
     )
     if not args.no_write:
         write_section(
+            SECTION,
             f"`uv run python bench/audit_store_scale.py` on {machine()}.\n\n"
             "Milliseconds (median of 5) against the rows stored; 1 event in 1,000 is of severity high. "
             "The prune is the age check that runs with the write lock held (once a minute, and every "
@@ -155,7 +146,7 @@ def main() -> None:
             "connection of its own that never takes the write lock.\n\n"
             "| rows | prune before | prune now | severity=high page before | severity=high page now "
             "| event+since page now |\n|---|---|---|---|---|---|\n"
-            f"{table}"
+            f"{table}",
         )
 
 

@@ -59,6 +59,16 @@ def machine() -> str:
     )
 
 
+def write_section(title: str, body: str) -> None:
+    """Replace (or add) `## title` in docs/benchmarks.md, keeping the other sections."""
+    text = DOCS.read_text()
+    block = f"## {title}\n\n{body.strip()}\n\n"
+    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", flags=re.MULTILINE | re.DOTALL)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block
+    DOCS.write_text(text.rstrip("\n") + "\n")
+    print(f"wrote {DOCS.relative_to(ROOT)}: ## {title}")
+
+
 def write_subsection(title: str, body: str) -> None:
     """Replace (or add) `### title` under `## Rate limiting` in docs/benchmarks.md, keeping the rest."""
     text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"

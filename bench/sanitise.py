@@ -16,7 +16,6 @@ import argparse
 import base64
 import importlib.util
 import inspect
-import re
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from types import ModuleType
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from limiter_support import DOCS, machine  # noqa: E402 (bench/ is on sys.path from here)
+from limiter_support import machine, write_section  # noqa: E402 (bench/ is on sys.path from here)
 
 SECTION = "Sanitising results (bench/sanitise.py)"
 SECRETS = [
@@ -90,15 +89,6 @@ def measure(repeat: int) -> list[tuple[str, int, float, float]]:
     return rows
 
 
-def write_section(body: str) -> None:
-    text = DOCS.read_text()
-    block = f"## {SECTION}\n\n{body.strip()}\n\n"
-    pattern = re.compile(rf"^## {re.escape(SECTION)}\n.*?(?=^## |\Z)", flags=re.MULTILINE | re.DOTALL)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block
-    DOCS.write_text(text.rstrip("\n") + "\n")
-    print(f"wrote {DOCS.relative_to(ROOT)}: ## {SECTION}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=200)
@@ -109,6 +99,7 @@ def main() -> None:
         return
     table = "\n".join(f"| {kind} | {size:,} | {full:,.0f} | {own:,.0f} |" for kind, size, full, own in rows)
     write_section(
+        SECTION,
         f"`uv run python bench/sanitise.py` on {machine()}.\n\n"
         f"Microseconds to sanitise one tools/call result (one text block), the redactor knowing "
         f"{len(SECRETS)} secrets (each searched in 9 forms: case-folded plain, reversed and hex; base64 in "
@@ -120,7 +111,7 @@ def main() -> None:
         "a result with a secret in it also pays for the exact cut (a regex compiled at the first hit). "
         "Results are capped at `MCP_MAX_RESULT_CHARS` (100,000 by default). `name=value` credentials are "
         "found from each `=` (a search of the reversed text): the release before tried its pattern at every "
-        "word, 102 ms per MB of settings-like text against 18 ms now (the same machine, one run)."
+        "word, 102 ms per MB of settings-like text against 18 ms now (the same machine, one run).",
     )
 
 
