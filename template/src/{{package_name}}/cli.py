@@ -106,7 +106,7 @@ def _write_env(path: Path) -> int:
 
 
 def _update_lock(settings: Settings, lock: Path, *, offline: bool = False) -> int:
-    from .report import scratch_settings
+    from .checks.report import scratch_settings
     from .security.manifest import compare, count, read_lock, render_lock, served
     from .server.build import build_guard
     from .server.services import open_services
@@ -129,7 +129,7 @@ def _check(args: argparse.Namespace) -> int:
     settings = _load(**overrides)
     if args.update_lock:
         return _update_lock(settings, args.lock, offline=args.offline)
-    from .report import print_report
+    from .checks.report import print_report
 
     return print_report(settings, args.lock, offline=args.offline)
 

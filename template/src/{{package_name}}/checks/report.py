@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from . import answers
+from .. import answers
+from .upgrade import upgrade_warnings
 
 if TYPE_CHECKING:
     from pydantic import SecretStr
 
-    from .settings import Settings
+    from ..settings import Settings
 
+PACKAGE = __name__.rsplit(".", 2)[0]  # the project's package: this module is <package>.checks.report
 LOCK_FIX = f"`{answers.COMMAND} check --update-lock`"  # ends every lock error: verdict tells them apart
 
 
@@ -36,7 +38,7 @@ def print_report(settings: Settings, lock: Path, *, offline: bool = False) -> in
     """Print the report (configuration, tools, the project's files) and return check's exit status."""
     errors, warnings, facts = security_report(settings, lock, offline=offline)
     # The project's files (.env's mode, update conflicts, stale keys): `serve` does not look at them.
-    from .project_checks import project_problems
+    from .project_files import project_problems
 
     file_errors, file_warnings = project_problems(settings)
     warnings += file_warnings
@@ -59,7 +61,7 @@ def security_report(
     `offline` contacts no other server (authorization server, Redis) and says so in the facts.
     """
     found = Findings(facts=[f"transport: {settings.transport}"])
-    found.warnings.extend(importlib.import_module(f"{__package__}.upgrade_checks").upgrade_warnings())
+    found.warnings.extend(upgrade_warnings())
     _audit_store_report(settings, found, offline=offline)
     if settings.transport == "http":
         _credentials_report(settings, found, offline=offline)
@@ -71,7 +73,7 @@ def security_report(
 
 def _credentials_report(settings: Settings, found: Findings, *, offline: bool) -> None:
     """HTTP: the credentials' settings, the authorization server's agreement (OAuth), who holds a key."""
-    credentials = importlib.import_module(f"{__package__}.security.perimeter.credentials")
+    credentials = importlib.import_module(f"{PACKAGE}.security.perimeter.credentials")
     found.errors.extend(credentials.credential_problems(settings))
     found.facts.append(f"authentication: {credentials.SCHEME}")
     if credentials.SCHEME == "oauth" and offline:
@@ -96,12 +98,10 @@ def _network_report(settings: Settings, found: Findings) -> None:
             "can be read on the network. Set MCP_TLS_CERTFILE/MCP_TLS_KEYFILE, or terminate TLS at a "
             "proxy listed in MCP_TRUSTED_PROXIES."
         )
-    found.errors.extend(
-        importlib.import_module(f"{__package__}.security.perimeter.tls").tls_problems(settings)
-    )
+    found.errors.extend(importlib.import_module(f"{PACKAGE}.security.perimeter.tls").tls_problems(settings))
     if settings.tls_client_ca is not None:
         found.facts.append("mutual TLS: clients need a certificate signed by MCP_TLS_CLIENT_CA")
-    origin = importlib.import_module(f"{__package__}.security.perimeter.origin")
+    origin = importlib.import_module(f"{PACKAGE}.security.perimeter.origin")
     hosts = settings.allowed_hosts or origin.default_allowed_hosts(settings.host, settings.port)
     found.facts.append(f"allowed Host headers: {', '.join(hosts)}")
     if not _is_loopback(settings.host) and not settings.allowed_hosts:
@@ -145,11 +145,11 @@ def _shared_state_report(settings: Settings, found: Findings, *, offline: bool) 
 
 def _tools_report(settings: Settings, lock: Path, found: Findings, *, offline: bool) -> None:
     """The tools as `serve` would build them, compared with the lock; the sandbox; operations."""
-    from .security.manifest import compare, count, read_lock, served
+    from ..security.manifest import compare, count, read_lock, served
 
     try:
-        from .server.build import build_guard
-        from .server.services import open_services
+        from ..server.build import build_guard
+        from ..server.services import open_services
 
         with scratch_settings(settings, offline=offline) as scratch:
             guard = build_guard(scratch, open_services(scratch))
@@ -166,13 +166,13 @@ def _tools_report(settings: Settings, lock: Path, found: Findings, *, offline: b
     found.errors.extend(f"{problem}; review the change, then run {LOCK_FIX}" for problem in problems)
     found.facts.append(f"served: {count(current)} ({'match' if not problems else 'differ from'} {lock})")
     found.facts.extend(
-        importlib.import_module(f"{__package__}.server.observability").operations_facts(settings, os.environ)
+        importlib.import_module(f"{PACKAGE}.server.observability").operations_facts(settings, os.environ)
     )
 
 
 def _key_holders(settings: Settings, *, tool_keys: bool) -> list[str]:
     """Who holds a key, and with what scopes: names (or fingerprints), never keys or digests."""
-    from .security.identity.keys import KeyFormatError, describe, parse_keys
+    from ..security.identity.keys import KeyFormatError, describe, parse_keys
 
     configured = [("MCP_ADMIN_API_KEYS", settings.admin_api_keys)]
     if tool_keys:
@@ -223,7 +223,7 @@ def _audit_store_report(settings: Settings, found: Findings, *, offline: bool) -
             )
         found.facts.append(where + ("" if existing == path else ", created at first start"))
     else:
-        from .security.audit.events import open_event_store
+        from ..security.audit.events import open_event_store
 
         if not offline:
             try:
@@ -250,7 +250,7 @@ def _key_counts(settings: Settings, scheme: str) -> str:
 
 
 def _sandbox_report(settings: Settings, found: Findings) -> None:
-    sandbox = importlib.import_module(f"{__package__}.security.toolkit.sandbox")
+    sandbox = importlib.import_module(f"{PACKAGE}.security.toolkit.sandbox")
     box = sandbox.Sandbox(sandbox.Limits(), getattr(settings, "sandbox_python", ""))
     try:
         box.probe()

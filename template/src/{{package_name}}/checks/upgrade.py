@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
-from . import answers
+from .. import answers
 
-PACKAGE: Final = __package__ or __name__.rpartition(".")[0]
+PACKAGE: Final = __name__.rsplit(".", 2)[0]  # this module is <package>.checks.upgrade
 # Old module -> new module, relative to the package.
 MOVED: Final = {
     "profile": "answers",
@@ -59,7 +59,7 @@ GONE: Final = frozenset(
 
 def upgrade_warnings(package_dir: Path | None = None, tests_dir: Path | None = None) -> list[str]:
     """One line per import of a moved module in the package and tests/, and per sample a module replaces."""
-    package_dir = package_dir or Path(__file__).resolve().parent
+    package_dir = package_dir or Path(__file__).resolve().parent.parent
     tests_dir = tests_dir or package_dir.parent.parent / "tests"
     lines = []
     for path in sorted(

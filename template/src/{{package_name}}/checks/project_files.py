@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import answers
+from .. import answers
 
 if TYPE_CHECKING:
-    from .settings import Settings
+    from ..settings import Settings
 
 ENV_FILE = Path(".env")
 ANSWERS_FILE = Path(".copier-answers.yml")
