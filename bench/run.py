@@ -468,7 +468,7 @@ def bench_copier(count: int) -> tuple[list[float], list[float]]:
 PROFILE_NOTES = """### Reading the figures
 
 - The template answers the benchmark's requests (2025-11-25, the initialize-handshake era most clients
-  still speak) through `single_exchange.py`: the SDK's single-exchange driver `serve_one`, run in the
+  still speak) through `transport/http/stateless.py`: the SDK's single-exchange driver `serve_one`, run in the
   request's own task. The SDK's stateless mode builds a transport, a JSON-RPC dispatcher, a server task
   and two memory streams for every request; a stateful session builds them once but sends every answer as
   an SSE stream. Skipping both is what pays for every protection. Requests of the 2026-07-28 revision
@@ -566,6 +566,12 @@ each collection, and cProfile and `python -X importtime` for the start:
   round, template-no-metrics always right after template-session; each round now starts at the next
   target. Since then: 36 and 47 µs at 8 connections, 69 and 25 µs at 1 (two runs, the first on a
   loaded machine). The difference is within what this script resolves between two servers.
+- The one-pipeline move (issue 23: the guard as a package, one SDK adapter, the new layout), measured
+  against the last release in the same run (`--reference 1545a07`, 2026-12-06 13:48 UTC, AMD EPYC):
+  server CPU per request, template against template@1545a07, ping 576 / 583 µs at 1 connection (-1.2 %)
+  and 530 / 556 µs at 8 (-4.7 %); tools/call 881 / 866 µs at 1 (+1.7 %) and 888 / 882 µs at 8 (+0.7 %):
+  all within 3 %. The guard's middleware alone, timed in-process with the tool and the audit stubbed,
+  went from 31-34 to 33-36 µs per tools/call (a few function calls more per step).
 - Left as they are, what a `tools/call` costs over a `ping` here (py-spy at 8 connections): the SQLite
   row with its share of the maintenance (~100 µs), the event's dict, redaction and JSON line on stderr
   for log pipelines (~70 µs), sanitising the result (~25 µs), the anyio cancel scope of the timeout
