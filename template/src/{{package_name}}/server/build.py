@@ -19,6 +19,10 @@ from mcp.types import (
     SubscribeRequestParams,
     UnsubscribeRequestParams,
 )
+from mcp_types import Prompt as MCPPrompt
+from mcp_types import Resource as MCPResource
+from mcp_types import ResourceTemplate as MCPResourceTemplate
+from mcp_types import Tool as MCPTool
 
 from .. import __version__, answers
 from ..security.guard import Guard, handle_set_level
@@ -46,6 +50,26 @@ class GuardedServer(MCPServer):
     def __init__(self, guard: Guard, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.guard = guard  # the HTTP perimeter asks it which scopes a request needs
+        self._lists: dict[str, list[Any]] = {}
+
+    # What is served is fixed once built (adding anything later fails, below): each list is made once,
+    # not per request (the SDK rebuilt tools/list at about 40 µs per tool).
+    async def list_tools(self) -> list[MCPTool]:
+        return await self._listed("tools", super().list_tools)
+
+    async def list_resources(self) -> list[MCPResource]:
+        return await self._listed("resources", super().list_resources)
+
+    async def list_resource_templates(self) -> list[MCPResourceTemplate]:
+        return await self._listed("templates", super().list_resource_templates)
+
+    async def list_prompts(self) -> list[MCPPrompt]:
+        return await self._listed("prompts", super().list_prompts)
+
+    async def _listed(self, kind: str, build: Callable[[], Awaitable[list[Any]]]) -> list[Any]:
+        if kind not in self._lists:
+            self._lists[kind] = await build()
+        return list(self._lists[kind])
 
     def serve_guarded(self) -> None:
         """What the constructor takes no argument for (upstream ask: `prompts=`, `resource_templates=`)."""
