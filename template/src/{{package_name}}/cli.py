@@ -1,4 +1,4 @@
-"""Command line: serve | keygen | check."""
+"""Command line: serve | keygen | check | audit verify."""
 
 from __future__ import annotations
 
@@ -134,6 +134,21 @@ def _check(args: argparse.Namespace) -> int:
     return print_report(settings, args.lock, offline=args.offline)
 
 
+def _audit_verify(args: argparse.Namespace) -> int:
+    from .security.audit.chain import Head
+    from .security.audit.verify import heads_in_log, print_verification
+
+    url = args.store or _load().events_url
+    where = url if url.startswith("sqlite:///") else url.split("@")[-1]  # never a Redis password
+    try:
+        heads = [Head.parse(token) for token in args.head or []]
+        heads += heads_in_log(args.log) if args.log else []
+        return print_verification(url, where, heads)
+    except ValueError as exc:  # VerifyError, or a --head that is not one
+        print(f"{answers.COMMAND} audit verify: {exc}", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=answers.COMMAND, description=answers.PROJECT_NAME)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -166,6 +181,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="contact no other server (OAuth authorization server, Redis): for CI without them",
     )
     check.set_defaults(handler=_check)
+    audit = commands.add_parser("audit", help="inspect the audit trail").add_subparsers(
+        dest="audit_command", required=True
+    )
+    verify = audit.add_parser("verify", help="walk the audit trail's hash chain; non-zero if it is broken")
+    verify.add_argument(
+        "store", nargs="?", help="sqlite:///path or redis://host:port/db (default: MCP_SECURITY_EVENTS_URL)"
+    )
+    verify.add_argument(
+        "--head", action="append", help="a head the server published (chain:position:hash); repeatable"
+    )
+    verify.add_argument("--log", type=Path, help="a server log: its newest published heads are checked")
+    verify.set_defaults(handler=_audit_verify)
     return parser
 
 

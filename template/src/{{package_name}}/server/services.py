@@ -61,4 +61,5 @@ def subscribe_alerts(settings: Settings, events: SecurityEvents) -> AlertWebhook
         return None
     webhook = AlertWebhook(url, settings.alert_min_severity, timeout=settings.alert_timeout_seconds)
     events.subscribe(webhook)
+    events.head_listeners.append(webhook.publish_heads)
     return webhook

@@ -1,9 +1,11 @@
 """Alerts: security events at or above MCP_ALERT_MIN_SEVERITY are POSTed as JSON to MCP_ALERT_WEBHOOK_URL.
 
-The body is the event exactly as stored (already redacted). Sending never blocks a request: events wait
-in a bounded queue for one background sender, which retries with backoff. A full queue drops the new
-alert; a webhook that keeps failing is logged and counted (`mcp_alerts_total` on /metrics), and neither
-ever stops the server or changes what a client is answered.
+The body is the event exactly as stored (already redacted); the audit chains' heads are posted
+too, as `{"event": "audit_chain_head", "heads": [...]}` (events.py): a deleted tail is seen from outside.
+Sending never blocks a request: events wait in a bounded queue for one background sender, which
+retries with backoff. A full queue drops the new alert; a webhook that keeps failing is logged and
+counted (`mcp_alerts_total` on /metrics), and neither ever stops the server or changes what a client
+is answered.
 """
 
 from __future__ import annotations
@@ -49,8 +51,15 @@ class AlertWebhook:
     async def __call__(self, event: SecurityEvent) -> None:
         if SEVERITY_RANK[event.severity] < self.min_rank:
             return
+        self._enqueue(event.to_dict())
+
+    def publish_heads(self, tokens: list[str]) -> None:
+        """A head listener (SecurityEvents.head_listeners): the chains' heads, kept outside the store."""
+        self._enqueue({"event": "audit_chain_head", "heads": tokens})
+
+    def _enqueue(self, alert: dict[str, Any]) -> None:
         try:
-            self._queue.put_nowait(event.to_dict())
+            self._queue.put_nowait(alert)
         except asyncio.QueueFull:
             self.counts["dropped"] += 1
             if self.counts["dropped"] % 100 == 1:  # one line per hundred, not one per event

@@ -10,6 +10,10 @@ Events of sources that have not authenticated (`anonymous=True`: the perimeter's
 client address) cannot flood the trail: each source writes at most MCP_SECURITY_EVENTS_PER_SOURCE
 events per window, the rest are counted by kind and written as one `events_aggregated` event per
 source and window; and stores keep them under their own row cap, so they never evict principals' events.
+
+The SQLite and Redis stores chain their events (chain.py); the chains' heads go to stderr as an
+`audit_chain_head` line, and to the head listeners (the alert webhook), with the first event written and
+then at most once every HEAD_EVERY_SECONDS while events are written, and at shutdown.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ MAX_DETAILS_BYTES = 2_048
 MAX_SOURCES_TRACKED = 10_000  # per window; beyond it, further new sources are written one row per event
 HEALTHY_FOR_SECONDS = 1.0  # a successful write vouches for the store this long
 RETRY_AFTER_SECONDS = 1.0  # a failed store is not retried sooner than this
+HEAD_EVERY_SECONDS = 60.0  # how often the chains' heads are published while events are written
 
 log = logging.getLogger("security")
 # Called with each stored event (metrics, alerts, anomaly detection); must not raise or block.
@@ -117,6 +122,9 @@ class SecurityEvents:
         self._budget = _SourceBudget(per_source, per_source_window_seconds)
         self._flush_timer: asyncio.TimerHandle | None = None
         self._flushing: set[asyncio.Task[None]] = set()
+        self._next_head = 0.0
+        # Called with the chains' heads ("chain:position:hash") when they are published; must not raise.
+        self.head_listeners: list[Callable[[list[str]], None]] = []
 
     def subscribe(self, listener: Listener) -> None:
         """Call `listener` with every event written (metrics, alerts, anomaly rules); folded ones are
@@ -163,7 +171,7 @@ class SecurityEvents:
     ) -> SecurityEvent:
         return SecurityEvent(
             id=uuid.uuid4().hex,
-            timestamp=datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            timestamp=_now(),
             event=event,
             severity=severity,
             identifier=self.redactor.text(str(identifier), 100),
@@ -179,13 +187,26 @@ class SecurityEvents:
             await self.store.append(record, anonymous=anonymous)
         except Exception as exc:  # noqa: BLE001 - any store failure means the same: refuse the work
             self._store_failed(record, exc)
-        self._healthy_until = time.monotonic() + HEALTHY_FOR_SECONDS
+        now = time.monotonic()
+        self._healthy_until = now + HEALTHY_FOR_SECONDS
+        if now >= self._next_head:
+            self.publish_heads()
         _emit_log_line(record)
         for listener in self.listeners:
             try:
                 await listener(record)
             except Exception:
                 log.exception("security event listener failed")
+
+    def publish_heads(self) -> None:
+        """Write the chains' heads outside the store: a tail deleted after them no longer reaches them."""
+        self._next_head = time.monotonic() + HEAD_EVERY_SECONDS
+        tokens = [head.token() for head in self.store.heads()]
+        if not tokens:
+            return
+        _write_line({"logger": "audit", "timestamp": _now(), "audit_chain_head": tokens})
+        for listener in self.head_listeners:
+            listener(tokens)
 
     async def flush_aggregates(self) -> None:
         """Write one `events_aggregated` event per source that went over its budget, and start a new window.
@@ -277,6 +298,14 @@ def _emit_log_line(event: SecurityEvent, *, stored: bool = True) -> None:
     fields: dict[str, Any] = {"logger": "security", **event.to_dict()}
     if not stored:
         fields["stored"] = False
+    _write_line(fields)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _write_line(fields: dict[str, Any]) -> None:
     line = json.dumps(fields, separators=(",", ":"), default=str)
     try:
         sys.stderr.write(line + "\n")

@@ -164,7 +164,8 @@ def _sessions(
 
 
 class _FlushAggregatesAtShutdown:
-    """At shutdown, write the audit events folded since the window began (events.py), before exiting."""
+    """At shutdown, write the audit events folded since the window began (events.py) and publish the
+    audit chains' heads, before exiting."""
 
     def __init__(self, app: ASGIApp, services: Services) -> None:
         self.app = app
@@ -182,6 +183,7 @@ class _FlushAggregatesAtShutdown:
                     await self.services.events.flush_aggregates()
                 except AuditUnavailableError:
                     logging.getLogger("security").critical("audit store failed; folded events not stored")
+                self.services.events.publish_heads()  # the heads as the server leaves them
             return message
 
         await self.app(scope, receive_and_flush, send)

@@ -31,6 +31,7 @@ from typing import Any
 import anyio.to_thread
 
 from ...toolkit.private import private_database
+from ..chain import CHAINS, GENESIS, Head, link, row_material
 from ..cursors import row_position
 from ..records import MAX_SCAN, SEVERITY_RANK, EventPage, EventQuery, EventStoreConfigError, SecurityEvent
 
@@ -49,17 +50,30 @@ CREATE TABLE IF NOT EXISTS security_events (
     tool TEXT,
     request_id TEXT,
     details TEXT NOT NULL,
-    anonymous INTEGER NOT NULL DEFAULT 0
+    anonymous INTEGER NOT NULL DEFAULT 0,
+    prev TEXT,
+    hash TEXT
 );
 CREATE INDEX IF NOT EXISTS security_events_timestamp ON security_events (timestamp);
+CREATE TABLE IF NOT EXISTS security_events_chain (
+    anonymous INTEGER PRIMARY KEY,
+    started INTEGER NOT NULL,
+    anchor_seq INTEGER,
+    anchor_hash TEXT
+);
 """
+# One hash chain per class of events (each is pruned apart): `started` is the first position chained
+# (rows before it were written before the chain), the anchor the last row pruned (chain.py).
 _INDEX = "CREATE INDEX IF NOT EXISTS security_events_class ON security_events (anonymous, seq)"
 # Named, so that the planner cannot pick the class index and walk every row of a class (at 1M rows that
-# held the write lock for ~400 ms per prune; through this index the delete takes well under a millisecond).
+# held the write lock for ~400 ms per prune; through this index the search takes well under a millisecond).
+# Pruning removes a prefix of each class (up to the newest aged row), so the kept rows still chain.
 _AGED = (
-    "DELETE FROM security_events INDEXED BY security_events_timestamp"
+    "SELECT MAX(seq) FROM security_events INDEXED BY security_events_timestamp"
     " WHERE timestamp < ? AND anonymous = ? AND seq < ?"
 )
+_OLDEST = "SELECT seq FROM security_events WHERE anonymous = ? AND seq < ? ORDER BY seq LIMIT 1 OFFSET ?"
+_HEAD = "SELECT seq, hash FROM security_events WHERE anonymous = ? ORDER BY seq DESC LIMIT 1"
 # A page reads at most MAX_SCAN rows: the position MAX_SCAN rows on (found by walking the primary key)
 # bounds a range of rows that are then filtered. Filters that are not asked for are NULL.
 _BOUNDS = {
@@ -107,16 +121,12 @@ class SqliteEventStore:
             self._db.execute("PRAGMA wal_autocheckpoint=0")
             self._db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
             self._db.executescript(_SCHEMA)
-            columns = {row[1] for row in self._db.execute("PRAGMA table_info(security_events)")}
-            if "anonymous" not in columns:  # a store written before anonymous events had a cap of their own
-                self._db.execute(
-                    "ALTER TABLE security_events ADD COLUMN anonymous INTEGER NOT NULL DEFAULT 0"
-                )
-            self._db.execute(_INDEX)
+            _upgrade(self._db)
             for anonymous, rows in self._db.execute(
                 "SELECT anonymous, COUNT(*) FROM security_events GROUP BY anonymous"
             ):
                 self._rows[bool(anonymous)] = rows
+            self._heads = {anonymous: _chain_head(self._db, anonymous) for anonymous in (False, True)}
             self._prune()
             self._checkpoint()  # what a killed process left in the WAL: the write count starts at 0
             # For writes on the event loop: never waits for another writer (see append).
@@ -188,24 +198,35 @@ class SqliteEventStore:
             if frames != copied:  # something still reads the WAL: wait for it
                 self._checkpoint()
 
-    @staticmethod
-    def _insert(db: sqlite3.Connection, event: SecurityEvent, anonymous: bool) -> None:
-        db.execute(
-            "INSERT INTO security_events (id, timestamp, event, severity, severity_rank, identifier,"
-            " tool, request_id, details, anonymous) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                event.id,
-                event.timestamp,
-                event.event,
-                event.severity,
-                SEVERITY_RANK[event.severity],
-                event.identifier,
-                event.tool,
-                event.request_id,
-                json.dumps(event.details, default=str),
-                int(anonymous),
-            ),
+    def _insert(self, db: sqlite3.Connection, event: SecurityEvent, anonymous: bool) -> None:
+        """Insert one row chained to the class's head (called with the write lock held)."""
+        values = (
+            event.id,
+            event.timestamp,
+            event.event,
+            event.severity,
+            event.identifier,
+            event.tool,
+            event.request_id,
+            json.dumps(event.details, default=str),
+            int(anonymous),
         )
+        prev = self._heads[anonymous][1]
+        digest = link(prev, row_material(values))
+        cursor = db.execute(
+            "INSERT INTO security_events (id, timestamp, event, severity, identifier, tool, request_id,"
+            " details, anonymous, severity_rank, prev, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*values, SEVERITY_RANK[event.severity], prev, digest),
+        )
+        self._heads[anonymous] = (cursor.lastrowid or 0, digest)
+
+    def heads(self) -> list[Head]:
+        """Each chain's newest position and hash, to be published outside the store."""
+        return [
+            Head(CHAINS[anonymous], str(seq), digest)
+            for anonymous, (seq, digest) in self._heads.items()
+            if seq
+        ]
 
     def _prune(self) -> None:
         """Drop events past retention, then the oldest of each class past its own cap: anonymous events
@@ -216,16 +237,13 @@ class SqliteEventStore:
         # never sees positions restart after a quiet spell longer than the retention.
         newest = self._db.execute("SELECT MAX(seq) FROM security_events").fetchone()[0] or 0
         for anonymous, cap in self._caps.items():
-            aged = self._db.execute(_AGED, (cutoff, int(anonymous), newest))
-            self._rows[anonymous] = max(0, self._rows[anonymous] - aged.rowcount)
+            last = self._db.execute(_AGED, (cutoff, int(anonymous), newest)).fetchone()[0] or 0
             over = self._rows[anonymous] - cap
             if over > 0:
-                dropped = self._db.execute(
-                    "DELETE FROM security_events WHERE seq IN (SELECT seq FROM security_events"
-                    " WHERE anonymous = ? AND seq < ? ORDER BY seq LIMIT ?)",
-                    (int(anonymous), newest, over),
-                )
-                self._rows[anonymous] -= dropped.rowcount
+                capped = self._db.execute(_OLDEST, (int(anonymous), newest, over - 1)).fetchone()
+                last = max(last, capped[0] if capped else 0)
+            if last:
+                self._rows[anonymous] -= _drop_through(self._db, anonymous, last)
 
     def _checkpoint(self) -> None:
         """Copy the WAL back into the database and truncate it (with fsync: milliseconds).
@@ -275,6 +293,55 @@ class SqliteEventStore:
                 self._reader.close()
             self._fast.close()
             self._db.close()
+
+
+def _upgrade(db: sqlite3.Connection) -> None:
+    """Bring a file of an earlier layout up to this one; its rows stay as they are (not chained)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(security_events)")}
+    if "anonymous" not in columns:  # a store written before anonymous events had a cap of their own
+        db.execute("ALTER TABLE security_events ADD COLUMN anonymous INTEGER NOT NULL DEFAULT 0")
+    for column in ("prev", "hash"):  # a store written before the hash chain
+        if column not in columns:
+            db.execute(f"ALTER TABLE security_events ADD COLUMN {column} TEXT")
+    db.execute(_INDEX)
+    # The chain starts after the rows already there (none in a new file).
+    start = (db.execute("SELECT MAX(seq) FROM security_events").fetchone()[0] or 0) + 1
+    db.execute(
+        "INSERT OR IGNORE INTO security_events_chain (anonymous, started) VALUES (0, ?), (1, ?)",
+        (start, start),
+    )
+
+
+def _chain_head(db: sqlite3.Connection, anonymous: bool) -> tuple[int, str]:
+    """(position, hash) the class's next row follows: its newest chained row, else the anchor, else none."""
+    row = db.execute(_HEAD, (int(anonymous),)).fetchone()
+    if row and row[1]:
+        return row[0], row[1]
+    anchor = db.execute(
+        "SELECT anchor_seq, anchor_hash FROM security_events_chain WHERE anonymous = ?", (int(anonymous),)
+    ).fetchone()
+    return (anchor[0], anchor[1]) if anchor and anchor[1] else (0, GENESIS)
+
+
+def _drop_through(db: sqlite3.Connection, anonymous: bool, last: int) -> int:
+    """Delete the class's rows up to `last`, recording the last one's hash as the chain's anchor, in one
+    transaction: the kept rows then verify from the anchor. Returns the rows deleted."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        digest = db.execute("SELECT hash FROM security_events WHERE seq = ?", (last,)).fetchone()
+        if digest and digest[0]:
+            db.execute(
+                "UPDATE security_events_chain SET anchor_seq = ?, anchor_hash = ? WHERE anonymous = ?",
+                (last, digest[0], int(anonymous)),
+            )
+        dropped = db.execute(
+            "DELETE FROM security_events WHERE anonymous = ? AND seq <= ?", (int(anonymous), last)
+        ).rowcount
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return dropped
 
 
 def _timestamp(moment: datetime) -> str:
