@@ -5,8 +5,10 @@ Fails (never skips) when redis-server is missing; .ci/run installs it.
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import json
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -189,3 +191,56 @@ async def test_refusals_have_a_capped_stream_of_their_own_and_evict_no_principal
     refusals = [e for e in events if e["event"] == "authentication_failed"]
     assert 1_000 <= len(refusals) <= 1_200, len(refusals)  # trimmed (approximately) to its own cap
     assert len({e["id"] for e in events}) == len(events)  # no event twice across pages
+
+
+def published_heads(*servers: Server) -> list[str]:
+    """Every audit chain head the servers wrote to their logs (`audit_chain_head` lines)."""
+    return [
+        f"--head={token}"
+        for server in servers
+        for line in server.log().splitlines()
+        if line.startswith('{"logger":"audit"')
+        for token in json.loads(line)["audit_chain_head"]
+    ]
+
+
+def audit_verify(project: Path, venv: Venv, url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    command, _ = package_of(project)
+    return venv.run(venv.bin(command), "audit", "verify", url, *extra, cwd=project, timeout=120)
+
+
+async def test_audit_verify_passes_on_a_trail_two_replicas_wrote_under_load_and_finds_a_cut(
+    project: Path, venv: Venv, redis_server: RedisServer
+) -> None:
+    tool_key, _ = env_keys(project)
+    url = redis_server.url.rsplit("/", 1)[0] + "/6"  # a database of its own
+    env = redis_env(project, redis_server, MCP_SECURITY_EVENTS_URL=url)
+    with running_server(venv, project, env) as first, running_server(venv, project, env) as second:
+
+        def one(number: int) -> int:
+            server = (first, second)[number % 2]
+            token = None if number % 10 == 9 else tool_key  # some refusals: the anonymous chain too
+            return post_mcp(server, call(id=9000 + number), token).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:  # both replicas write at once
+            statuses = list(pool.map(one, range(400)))
+    assert statuses.count(200) == 360 and statuses.count(401) == 40
+    heads = published_heads(first, second)
+    assert any(head.startswith("--head=events:") for head in heads)
+    verified = audit_verify(project, venv, url, *heads)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "events verified" in verified.stdout and "chain 'anonymous': 40 events verified" in verified.stdout
+    client = redis_server.client()
+    client.select(6)
+    newest = client.xrevrange("mcp:security-events", count=1)[0][0]
+    client.hdel("mcp:security-events:chain", "head_id")  # the store's own head record goes too
+    client.xdel("mcp:security-events", newest)  # the tail cut: only a published head can tell
+    assert audit_verify(project, venv, url).returncode == 0, "a clean cut looks like a shorter trail"
+    cut = audit_verify(project, venv, url, *heads)
+    assert cut.returncode == 1
+    assert "BROKEN: the tail was truncated: chain 'events'" in cut.stdout, cut.stdout
+    entries = client.xrange("mcp:security-events", count=100)
+    client.xdel("mcp:security-events", entries[50][0])  # one event deleted from the middle
+    deleted = audit_verify(project, venv, url)
+    assert deleted.returncode == 1
+    assert f"BROKEN: chain 'events': a gap before event {entries[51][0].decode()}" in deleted.stdout

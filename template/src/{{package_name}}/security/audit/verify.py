@@ -108,6 +108,8 @@ def _redis(url: str, heads: list[Head], tail: int | None) -> list[ChainReport]:
                 anchor = (
                     None if tail or "anchor" not in state else Head(name, state["anchor_id"], state["anchor"])
                 )
+                if "head_id" in state:  # the store's own record of its head: a naive cut is seen without one
+                    heads.append(Head(name, state["head_id"], state["head"]))
                 links = _stream_links(client, stream, state.get("start"), tail)
                 reports.append(walk(name, links, anchor=anchor, heads=heads, tail=bool(tail)))
             return reports

@@ -60,7 +60,7 @@ _APPEND = (
     _CUT
     + """
 local head = redis.call('HGET', KEYS[2], 'head') or 'GENESIS'
-if head ~= ARGV[1] then return {0, head} end
+if head ~= ARGV[1] then return {0, head, redis.call('HGET', KEYS[2], 'head_id') or ''} end
 local id
 for i = 3, #ARGV, 2 do
   id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i], 'p', head, 'h', ARGV[i + 1])
@@ -158,11 +158,12 @@ class RedisEventStore:
             for payload in payloads:
                 head = link(head, payload.encode("utf-8"))
                 args += [payload, head]
-            done, value = await self._append_script(keys=[stream, chain_key(stream)], args=args)
+            done, value, *head_id = await self._append_script(keys=[stream, chain_key(stream)], args=args)
             if done:
                 chain.head, chain.head_id = head, _text(value)
                 return
-            chain.head = _text(value)  # another replica extended the chain: hash the batch after its head
+            # Another replica extended the chain: hash the batch again after its head.
+            chain.head, chain.head_id = _text(value), _text(head_id[0])
         raise ConnectionError("the audit chain's head kept moving")
 
     def heads(self) -> list[Head]:
