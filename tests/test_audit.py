@@ -7,8 +7,10 @@ the stdio transport carrying nothing but JSON-RPC.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -367,6 +369,18 @@ async def test_sqlite_keeps_every_acknowledged_event_across_sigkill(
         stored = {event["request_id"] for event in all_events(again, admin)}
     missing = acked - stored
     assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:5]}"
+    # The hash chain survives the kill: the restarted server went on from the last stored row.
+    log = tmp_path / "after-restart.log"
+    log.write_text(again.log())
+    command, _ = package_of(project)
+    verify = (venv.bin(command), "audit", "verify", f"sqlite:///{db}", "--log", str(log))
+    verified = venv.run(*verify, cwd=project)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    with contextlib.closing(sqlite3.connect(db)) as file:  # the newest event removed: the head logged at
+        file.execute("DELETE FROM security_events WHERE seq = (SELECT MAX(seq) FROM security_events)")
+        file.commit()  # shutdown is no longer in the trail
+    cut = venv.run(*verify, cwd=project)
+    assert cut.returncode == 1 and "BROKEN: the tail was truncated" in cut.stdout, cut.stdout
 
 
 async def test_under_50_concurrent_clients_events_equal_decisions(

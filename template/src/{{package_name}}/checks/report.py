@@ -222,6 +222,8 @@ def _audit_store_report(settings: Settings, found: Findings, *, offline: bool) -
                 f"MCP_SECURITY_EVENTS_URL: {existing} is not writable; point it at a writable path"
             )
         found.facts.append(where + ("" if existing == path else ", created at first start"))
+        if path.is_file():
+            _chain_report(url, found)
     else:
         from ..security.audit.events import open_event_store
 
@@ -234,6 +236,34 @@ def _audit_store_report(settings: Settings, found: Findings, *, offline: bool) -
         found.facts.append(
             f"audit trail: Redis at {host.hostname}:{host.port or 6379}{host.path or '/0'}"
             + (" (not contacted: --offline)" if offline else "")
+        )
+        if not offline and not found.errors:
+            _chain_report(url, found)
+
+
+CHAIN_LOOK = 1_000  # the newest links `check` verifies; `audit verify` walks them all
+
+
+def _chain_report(url: str, found: Findings) -> None:
+    """The audit chains' state, and whether their newest links hold (a quick look, not a full walk)."""
+    from ..security.audit.verify import VerifyError, verify
+
+    try:
+        reports, problem = verify(url, tail=CHAIN_LOOK)
+    except VerifyError as exc:
+        found.warnings.append(f"audit chain: {exc}")
+        return
+    for report in reports:
+        found.facts.append(f"audit {report.summary()}")
+    if problem:
+        found.warnings.append(
+            f"audit chain broken in its newest {CHAIN_LOOK:,} events: {problem}; "
+            f"`{answers.COMMAND} audit verify` walks the whole trail"
+        )
+    else:
+        found.facts.append(
+            f"audit chain: the newest {CHAIN_LOOK:,} links of each hold "
+            f"(`{answers.COMMAND} audit verify` walks the whole trail)"
         )
 
 

@@ -86,6 +86,8 @@ class ChainReport:
             state = f"{self.verified} events verified, event {self.first} to {last}"
             if self.head:
                 state += f" (head {self.head.hash[:16]}…)"
+        if self.problem:
+            state += ", up to where it breaks"
         if self.unchained and self.verified:
             state += f"; not chained before event {self.unchained_before} ({self.unchained} older events)"
         if self.anchor:
