@@ -244,3 +244,38 @@ async def test_audit_verify_passes_on_a_trail_two_replicas_wrote_under_load_and_
     deleted = audit_verify(project, venv, url)
     assert deleted.returncode == 1
     assert f"BROKEN: chain 'events': a gap before event {entries[51][0].decode()}" in deleted.stdout
+
+
+BATCHING = """
+import asyncio, sys
+import redis
+from {package}.security.audit.event_stores.redis import RedisEventStore
+from {package}.security.audit.records import SecurityEvent
+
+async def main(url):
+    store = RedisEventStore(url, max_len=10_000, max_anonymous_len=10_000)
+    await store.append(SecurityEvent("warm", "2026-01-01T00:00:00.000000Z", "tool_called", "low", "key:a"))
+    counter = redis.Redis.from_url(url)
+    counter.config_resetstat()
+    at = "2026-01-01T00:00:00.000000Z"
+    events = [SecurityEvent(str(n), at, "tool_called", "low", "key:a") for n in range(50)]
+    await asyncio.gather(*(store.append(event) for event in events))
+    calls = counter.info("commandstats").get("cmdstat_evalsha", {{}}).get("calls", 0)
+    print(calls, counter.xlen("mcp:security-events"))
+    await store.aclose()
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def test_concurrent_events_go_to_redis_in_one_script_call_per_batch(
+    project: Path, venv: Venv, redis_server: RedisServer
+) -> None:
+    _, package = package_of(project)
+    url = redis_server.url.rsplit("/", 1)[0] + "/7"
+    script = BATCHING.format(package=package)
+    result = venv.run(venv.bin("python"), "-c", script, url, cwd=project, timeout=60)
+    assert result.returncode == 0, result.stderr
+    calls, stored = (int(part) for part in result.stdout.split())
+    assert stored == 51
+    assert calls == 1, f"50 events at once took {calls} script calls, not one"
