@@ -119,7 +119,7 @@ def package_of(project: Path) -> tuple[str, str]:
     """(command name, package name) of a rendered project."""
     data = tomllib.loads((project / "pyproject.toml").read_text())
     command = next(iter(data["project"]["scripts"]))
-    package = data["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"][0].split("/")[-1]
+    package = data["tool"]["uv"]["build-backend"]["module-name"]
     return command, package
 
 
