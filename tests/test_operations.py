@@ -615,3 +615,28 @@ async def test_spans_reach_an_otlp_receiver(watched_server: Server, collector: R
     raw = b"".join(collector.bodies)
     assert secret_argument.encode() not in raw and b"zz-made-up-tool-name" not in raw
     assert set(collector.paths) == {"/v1/traces"}
+
+
+async def test_the_audit_chain_head_goes_to_the_webhook_as_to_the_log(
+    venv: Venv, project: Path, tmp_path: Path
+) -> None:
+    with Receiver() as receiver:
+        env = base_env(
+            project,
+            MCP_SECURITY_EVENTS_URL=f"sqlite:///{tmp_path / 'events.db'}",
+            MCP_ALERT_WEBHOOK_URL=f"http://127.0.0.1:{receiver.port}/hooks/security",
+        )
+        with running_server(venv, project, env, ready_kwargs=SLOW_START) as server:
+            async with httpx2.AsyncClient(timeout=60) as http:
+                assert (await call(http, server, KEYS["steady"], "whoami")).status_code == 200
+            with anyio.fail_after(20):
+                posted = await eventually(
+                    lambda: [a for a in alerts(receiver) if a.get("event") == "audit_chain_head"]
+                )
+        logged = [
+            json.loads(line)["audit_chain_head"]
+            for line in server.log().splitlines()
+            if line.startswith('{"logger":"audit"')
+        ]
+    assert posted[0]["heads"] == logged[0] and logged[0][0].startswith("events:1:")
+    assert len(logged) == 2, "the first event's head, then the head at shutdown"
