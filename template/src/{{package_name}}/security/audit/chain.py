@@ -26,7 +26,8 @@ def link(prev: str, material: bytes) -> str:
 
 def row_material(values: Iterable[object]) -> bytes:
     """The bytes hashed for a row of the SQLite store: its columns exactly as stored, in a fixed order."""
-    return json.dumps(list(values), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    # json's default encoder (made once, in C): separators or ensure_ascii of our own built one per call.
+    return json.dumps(list(values)).encode("ascii")
 
 
 @dataclass(frozen=True, slots=True)
