@@ -540,7 +540,9 @@ async def test_an_unopenable_store_stops_start_up_with_the_fix(
 # ---- stdio: stdout is the protocol -----------------------------------------------------------------
 
 
-def test_stdio_stdout_carries_only_json_rpc_and_events_go_to_stderr(project: Path, venv: Venv) -> None:
+def test_stdio_stdout_carries_only_json_rpc_and_events_go_to_stderr(
+    project: Path, venv: Venv, tmp_path: Path
+) -> None:
     command, _ = package_of(project)
     messages = [
         jsonrpc(
@@ -562,7 +564,9 @@ def test_stdio_stdout_carries_only_json_rpc_and_events_go_to_stderr(project: Pat
     process = subprocess.Popen(
         [venv.bin(command), "serve", "--transport", "stdio"],
         cwd=project,
-        env=clean_env({"MCP_UPSTREAM_API_KEY": PLANTED}),
+        env=clean_env(
+            {"MCP_UPSTREAM_API_KEY": PLANTED, "MCP_SECURITY_EVENTS_URL": f"sqlite:///{tmp_path}/events.db"}
+        ),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -595,3 +599,10 @@ def test_stdio_stdout_carries_only_json_rpc_and_events_go_to_stderr(project: Pat
         "input_validation_failed",
     ]
     assert PLANTED not in stderr.decode() and PLANTED not in "".join(lines)
+    heads = [
+        json.loads(line)["audit_chain_head"]
+        for line in stderr.decode().splitlines()
+        if line.startswith('{"logger":"audit"')
+    ]
+    # The audit chain's head once with the first event written, then as the server leaves it.
+    assert len(heads) == 2 and heads[-1][0].startswith("events:3:"), heads

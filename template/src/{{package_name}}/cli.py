@@ -55,6 +55,7 @@ def _serve(args: argparse.Namespace) -> int:
     configure_tracing(os.environ, served_names(server.guard))  # the standard OTEL_* variables; off by default
     freeze_startup_objects()
     server.run("stdio")
+    server.guard.events.publish_heads()  # the audit chains' heads as the server leaves them (HTTP: app.py)
     return 0
 
 

@@ -206,7 +206,10 @@ class SecurityEvents:
             return
         _write_line({"logger": "audit", "timestamp": _now(), "audit_chain_head": tokens})
         for listener in self.head_listeners:
-            listener(tokens)
+            try:
+                listener(tokens)
+            except Exception:  # the log line went out; a listener never stops a write
+                log.exception("audit chain head listener failed")
 
     async def flush_aggregates(self) -> None:
         """Write one `events_aggregated` event per source that went over its budget, and start a new window.
