@@ -20,15 +20,17 @@ class VerifyError(ValueError):
 
 
 def verify(
-    url: str, heads: Iterable[Head] = (), *, tail: int | None = None
+    url: str, heads: Iterable[Head] = (), *, tail: int | None = None, untouched: bool = False
 ) -> tuple[list[ChainReport], str | None]:
     """Each chain's report, and the first problem found (None: every link holds and every head is in).
 
     `tail`: check only the newest `tail` events of each chain (the security report's quick look).
+    `untouched`: leave even the SQLite file's shared-memory index alone (`check` changes no file): the
+    file is read as of its last checkpoint, without what the WAL holds since.
     """
     heads = list(heads)
     if url.startswith("sqlite:///"):
-        reports = _sqlite(url.removeprefix("sqlite:///"), heads, tail)
+        reports = _sqlite(url.removeprefix("sqlite:///"), heads, tail, untouched=untouched)
     elif url.startswith(("redis://", "rediss://")):
         reports = _redis(url, heads, tail)
     else:
@@ -43,11 +45,11 @@ def verify(
     return reports, problem
 
 
-def _sqlite(path: str, heads: list[Head], tail: int | None) -> list[ChainReport]:
+def _sqlite(path: str, heads: list[Head], tail: int | None, *, untouched: bool) -> list[ChainReport]:
     if not Path(path).is_file():
         raise VerifyError(f"{path}: no such audit file; name the file MCP_SECURITY_EVENTS_URL points at")
     try:
-        db = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)
+        db = sqlite3.connect(f"file:{quote(path)}?mode=ro{'&immutable=1' if untouched else ''}", uri=True)
         try:
             return _sqlite_reports(db, heads, tail)
         finally:
