@@ -58,39 +58,40 @@ def _sqlite(path: str, heads: list[Head], tail: int | None, *, untouched: bool) 
         raise VerifyError(f"{path}: cannot read the audit file ({type(exc).__name__}: {exc})") from None
 
 
+_ROWS = (
+    "SELECT seq, id, timestamp, event, severity, identifier, tool, request_id, details, anonymous, prev, hash"
+    " FROM security_events WHERE anonymous = :class"
+)
+_ALL = _ROWS + " ORDER BY seq"
+_NEWEST = (
+    "SELECT * FROM (SELECT seq, id, timestamp, event, severity, identifier, tool, request_id, details,"
+    " anonymous, prev, hash FROM security_events WHERE anonymous = :class ORDER BY seq DESC LIMIT :tail)"
+    " ORDER BY seq"
+)
+
+
 def _sqlite_reports(db: sqlite3.Connection, heads: list[Head], tail: int | None) -> list[ChainReport]:
     columns = {row[1] for row in db.execute("PRAGMA table_info(security_events)")}
     if not columns:
         raise VerifyError("not an audit file: it has no security_events table")
-    chained = {"prev", "hash"} <= columns
+    if not {"anonymous", "prev", "hash"} <= columns:  # a file no server of this version has opened yet
+        (rows,) = db.execute("SELECT COUNT(*) FROM security_events").fetchone()
+        return [ChainReport("events", unchained=rows), ChainReport("anonymous")]
     starts: dict[int, tuple[int, int | None, str | None]] = {}
-    params: tuple[int, ...]
-    if chained:
-        for anonymous, started, anchor_seq, anchor_hash in db.execute(
-            "SELECT anonymous, started, anchor_seq, anchor_hash FROM security_events_chain"
-        ):
-            starts[anonymous] = (started, anchor_seq, anchor_hash)
-    select = (  # fixed fragments only
-        "SELECT seq, id, timestamp, event, severity, identifier, tool, request_id, details, "  # noqa: S608
-        + ("anonymous" if "anonymous" in columns else "0")
-        + (", prev, hash" if chained else ", NULL, NULL")
-        + " FROM security_events WHERE "
-        + ("anonymous = ?" if "anonymous" in columns else "0 = ?")
-    )
+    for anonymous, started, anchor_seq, anchor_hash in db.execute(
+        "SELECT anonymous, started, anchor_seq, anchor_hash FROM security_events_chain"
+    ):
+        starts[anonymous] = (started, anchor_seq, anchor_hash)
     reports = []
     for anonymous, name in enumerate(CHAINS):
         started, anchor_seq, anchor_hash = starts.get(anonymous, (2**63 - 1, None, None))
-        anchor = Head(name, str(anchor_seq), anchor_hash) if anchor_hash else None
-        query, params = select + " ORDER BY seq", (anonymous,)
-        if tail:
-            query = f"SELECT * FROM ({select} ORDER BY seq DESC LIMIT ?) ORDER BY seq"  # noqa: S608
-            params = (anonymous, tail)
-        rows = db.execute(query, params)
+        anchor = Head(name, str(anchor_seq), anchor_hash) if anchor_hash and not tail else None
+        rows = db.execute(_NEWEST if tail else _ALL, {"class": anonymous, "tail": tail})
         links = (
             Link(str(row[0]), row[10], row[11], row_material(row[1:10]), required=row[0] >= started)
             for row in rows
         )
-        reports.append(walk(name, links, anchor=None if tail else anchor, heads=heads, tail=bool(tail)))
+        reports.append(walk(name, links, anchor=anchor, heads=heads, tail=bool(tail)))
     return reports
 
 
