@@ -32,7 +32,7 @@ from support import (
     running_server,
     text_of,
 )
-from support.conformance_fixtures import CONTENT_SOURCE, QUESTIONS, SOURCE, STREAMS_SOURCE
+from support.conformance_fixtures import CONTENT_SOURCE, QUESTIONS, SOURCE, STREAMS_SOURCE, TASKS_SOURCE
 from support.node import run_node_tool
 from support.projects import installed_project
 from support.proxy import running_proxy
@@ -89,6 +89,16 @@ MUST_PASS = {
         "tools-call-with-progress",
         "server-stateless",
         "http-custom-header-server-validation",
+        # the tasks extension (SEP-2663): fixtures in conformance_tasks, through the guard (guard/tasks.py)
+        "tasks-capability-negotiation",
+        "tasks-dispatch-and-envelope",
+        "tasks-lifecycle",
+        "tasks-mrtr-composition",
+        "tasks-mrtr-input",
+        "tasks-request-headers",
+        "tasks-request-state-removal",
+        "tasks-required-task-error",
+        "tasks-wire-fields",
     }
     | S5E_CONTENT,
     "2025-11-25": {
@@ -138,6 +148,7 @@ def proxied(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
         "conformance_content": CONTENT_SOURCE,  # s5e: images, audio, blobs
         "conformance_questions": QUESTIONS,  # s5d: elicitation, sampling, roots
         "conformance_streams": STREAMS_SOURCE,
+        "conformance_tasks": TASKS_SOURCE,  # the tasks extension
     }
     project = installed_project(venv, tmp_path_factory.mktemp("conformance-project"), answers, modules)
     env = read_env_file(project)
