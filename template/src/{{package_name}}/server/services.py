@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..security.audit.alerts import AlertWebhook
 from ..security.audit.events import SecurityEvents, open_event_store
 from ..security.audit.redact import Redactor, install_log_redaction
 from ..security.identity.keys import raw_keys
 from ..security.limits import RateLimiter, ensure_reachable
-from ..security.tasks import MemoryTaskStore, TaskStore, open_task_store
+from ..security.tasks import TaskStore, open_task_store
 from ..settings import Settings
 
 
@@ -18,7 +18,7 @@ class Services:
     events: SecurityEvents
     limiter: RateLimiter
     redactor: Redactor
-    tasks: TaskStore = field(default_factory=MemoryTaskStore)  # MCP_TASKS_URL: the tasks extension's store
+    tasks: TaskStore  # MCP_TASKS_URL: where tasks live (security/tasks/)
     alerts: AlertWebhook | None = None  # MCP_ALERT_WEBHOOK_URL: serious events POSTed there
 
 

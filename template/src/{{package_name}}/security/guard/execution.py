@@ -86,7 +86,8 @@ async def run(call: Call, call_next: CallNext) -> HandlerResult:
     info = CallInfo(principal=principal, client=call.client, tool=policy.name, request_id=call.request_id)
     started = time.perf_counter()
     # A tool the client may run as a task: the guarded function hands its call over (tasks.py).
-    slot = Slot() if shared.tasks is not None and policy.task != "never" and declares_tasks(call.ctx) else None
+    as_task = shared.tasks is not None and policy.task != "never" and declares_tasks(call.ctx)
+    slot = Slot() if as_task else None
     token, slot_token = running(info), task_slot.slot.set(slot)
     try:
         with shared.in_flight.holding(principal.id):

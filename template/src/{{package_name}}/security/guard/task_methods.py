@@ -27,11 +27,11 @@ TaskId = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class TaskParams(RequestParams):
-    taskId: TaskId  # noqa: N815 (the wire's name)
+    taskId: TaskId  # the wire's name
 
 
 class UpdateParams(TaskParams):
-    inputResponses: dict[Annotated[str, Field(max_length=64)], Any] = Field(max_length=32)  # noqa: N815
+    inputResponses: dict[Annotated[str, Field(max_length=64)], Any] = Field(max_length=32)
 
 
 class TasksExtension(Extension):

@@ -16,7 +16,7 @@ from .steps import take
 from .tasks import EXTENSION, Tasks, declares_tasks
 
 UNKNOWN_TASK = "Unknown task."  # an unknown id, an expired one and another principal's: one answer
-_REQUIRED = {"requiredCapabilities": {"extensions": {EXTENSION: {}}}}
+_REQUIRED: dict[str, Any] = {"requiredCapabilities": {"extensions": {EXTENSION: {}}}}
 
 
 def _missing_extension(what: str) -> Refused:

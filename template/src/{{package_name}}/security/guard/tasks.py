@@ -39,9 +39,9 @@ from pydantic import BaseModel, ValidationError
 from ..audit.events import AuditUnavailableError, SecurityEvents
 from ..identity.principal import Principal
 from ..tasks import Task, TaskStore
+from . import task_slot
 from .call import CallInfo, ToolRefusedError, finished, running
 from .catalogue import Policy
-from . import task_slot
 from .consent import CONFIRMATION, AskInTask, Confirmation
 from .request import Call
 from .task_slot import Slot
@@ -84,7 +84,10 @@ async def ask_user(message: str, schema: type[M]) -> ElicitationResult[M]:
     }
     key = secrets.token_urlsafe(16)  # unguessable: an answer counts only for the question asked
     await store.ask(task_id, key, request, WAITING)
-    while (answer := await store.take_answer(task_id, key)) is None:
+    while True:  # answered through tasks/update, on any replica: read back from the store
+        answer = await store.take_answer(task_id, key)
+        if answer is not None:
+            break
         await anyio.sleep(ANSWER_CHECK_SECONDS)
     if answer.get("action") != "accept":
         return DeclinedElicitation()
@@ -219,7 +222,7 @@ class Tasks:
             await self.store.finish(task_id, typing.cast(Any, status), result=result, error=error)
 
     async def _supervised(
-        self, call: Call, info: CallInfo, slot: Slot, task_id: str, timeout: float
+        self, call: Call, info: CallInfo, slot: Slot, task_id: str, seconds: float
     ) -> tuple[str, dict[str, Any] | None, dict[str, Any] | None]:
         """(status, result, error): the work under its timeout, stopped by a cancel from any replica."""
         policy = typing.cast(Policy, call.policy)
@@ -238,12 +241,12 @@ class Tasks:
                         return
 
             group.start_soon(watch)
-            with anyio.move_on_after(timeout) as scope:
+            with anyio.move_on_after(seconds) as scope:
                 outcome = await self._attempt(call, info, slot)
             if scope.cancelled_caught:
                 info.outcome = "tool_execution_failed"
-                info.details = {"reason": "timeout", "timeout_seconds": timeout}
-                message = f"{policy.name} timed out after {timeout:g} seconds and was cancelled."
+                info.details = {"reason": "timeout", "timeout_seconds": seconds}
+                message = f"{policy.name} timed out after {seconds:g} seconds and was cancelled."
                 outcome = ("failed", None, {"code": INTERNAL_ERROR, "message": message})
             group.cancel_scope.cancel()
         return ("cancelled", None, None) if cancelled else outcome
