@@ -12,7 +12,8 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from collections.abc import Callable
+from typing import Any, Literal, Protocol, TypeVar
 
 TaskStatus = Literal["working", "input_required", "completed", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
@@ -89,18 +90,82 @@ class TaskStore(Protocol):
         """Remove settled tasks last updated before `before`; what was removed."""
         ...
 
-    async def fail_unfinished(self, message: str) -> int:
-        """At start-up: settle every live task as failed (its work died with the last process)."""
-        ...
-
     async def aclose(self) -> None: ...
 
 
-class MemoryTaskStore:
+T = TypeVar("T")
+
+
+class ChangingStore:
+    """Each change of a task written once, as a function of the task (`_change` applies it atomically:
+    in place in memory, in one transaction in SQLite)."""
+
+    async def _change(self, task_id: str, change: Callable[[Task], T], default: T) -> T:
+        raise NotImplementedError
+
+    async def ask(self, task_id: str, key: str, request: dict[str, Any], message: str) -> None:
+        def ask(task: Task) -> None:
+            if task.live:
+                task.input_requests[key] = request
+                task.status, task.status_message, task.updated_at = "input_required", message, time.time()
+
+        await self._change(task_id, ask, None)
+
+    async def answer(self, task_id: str, responses: dict[str, Any]) -> list[str]:
+        def answer(task: Task) -> list[str]:
+            answered = [key for key in responses if task.live and key in task.input_requests]
+            for key in answered:
+                del task.input_requests[key]
+                task.answers[key] = responses[key]
+            if answered:
+                task.updated_at = time.time()
+                if not task.input_requests:
+                    task.status, task.status_message = "working", None
+            return answered
+
+        return await self._change(task_id, answer, [])
+
+    async def take_answer(self, task_id: str, key: str) -> dict[str, Any] | None:
+        def take(task: Task) -> dict[str, Any] | None:
+            if key not in task.answers:
+                return None
+            answer = task.answers.pop(key)
+            return answer if isinstance(answer, dict) else {}
+
+        return await self._change(task_id, take, None)
+
+    async def finish(
+        self,
+        task_id: str,
+        status: TaskStatus,
+        *,
+        result: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+        message: str | None = None,
+    ) -> bool:
+        def finish(task: Task) -> bool:
+            if not task.live:
+                return False
+            task.status, task.result, task.error, task.status_message = status, result, error, message
+            task.input_requests, task.answers, task.updated_at = {}, {}, time.time()
+            task.cancel_requested = status == "cancelled"
+            return True
+
+        return await self._change(task_id, finish, False)
+
+    async def cancel(self, task_id: str) -> bool:
+        return await self.finish(task_id, "cancelled", message="Cancelled by the client.")
+
+
+class MemoryTaskStore(ChangingStore):
     """Tasks in this process (`memory://`): lost on restart, never shared between replicas."""
 
     def __init__(self) -> None:
         self._tasks: dict[str, Task] = {}
+
+    async def _change(self, task_id: str, change: Callable[[Task], T], default: T) -> T:
+        task = self._tasks.get(task_id)
+        return default if task is None else change(task)
 
     async def create(self, task: Task) -> None:
         self._tasks[task.id] = copy.deepcopy(task)
@@ -112,74 +177,25 @@ class MemoryTaskStore:
     async def count_live(self, principal: str | None = None) -> int:
         return sum(1 for t in self._tasks.values() if t.live and principal in (None, t.principal))
 
-    async def ask(self, task_id: str, key: str, request: dict[str, Any], message: str) -> None:
-        task = self._tasks.get(task_id)
-        if task is not None and task.live:
-            task.input_requests[key] = request
-            task.status, task.status_message, task.updated_at = "input_required", message, time.time()
-
-    async def answer(self, task_id: str, responses: dict[str, Any]) -> list[str]:
-        task = self._tasks.get(task_id)
-        if task is None or not task.live:
-            return []
-        answered = [key for key in responses if key in task.input_requests]
-        for key in answered:
-            del task.input_requests[key]
-            task.answers[key] = responses[key]
-        if answered and not task.input_requests:
-            task.status, task.status_message = "working", None
-        if answered:
-            task.updated_at = time.time()
-        return answered
-
-    async def take_answer(self, task_id: str, key: str) -> dict[str, Any] | None:
-        task = self._tasks.get(task_id)
-        if task is None or key not in task.answers:
-            return None
-        answer = task.answers.pop(key)
-        return answer if isinstance(answer, dict) else {}
-
-    async def finish(
-        self,
-        task_id: str,
-        status: TaskStatus,
-        *,
-        result: dict[str, Any] | None = None,
-        error: dict[str, Any] | None = None,
-        message: str | None = None,
-    ) -> bool:
-        task = self._tasks.get(task_id)
-        if task is None or not task.live:
-            return False
-        task.status, task.result, task.error, task.status_message = status, result, error, message
-        task.input_requests, task.answers, task.updated_at = {}, {}, time.time()
-        return True
-
-    async def cancel(self, task_id: str) -> bool:
-        task = self._tasks.get(task_id)
-        if task is None or not task.live:
-            return False
-        task.cancel_requested = True
-        return await self.finish(task_id, "cancelled", message="Cancelled by the client.")
-
     async def expire(self, before: float) -> list[Task]:
         gone = [t for t in self._tasks.values() if not t.live and t.updated_at < before]
         for task in gone:
             del self._tasks[task.id]
         return gone
 
-    async def fail_unfinished(self, message: str) -> int:
-        return 0  # nothing outlives the process
-
     async def aclose(self) -> None:
         return None
 
 
 def open_task_store(url: str) -> TaskStore:
-    """The store `MCP_TASKS_URL` names."""
+    """The store `MCP_TASKS_URL` names; a durable one settles the tasks the last process left running."""
     if url in ("", "memory://"):
         return MemoryTaskStore()
+    if url.startswith("sqlite:///"):
+        from .sqlite import SQLiteTaskStore
+
+        return SQLiteTaskStore(url.removeprefix("sqlite:///"))
     raise TaskStoreConfigError(
         f"MCP_TASKS_URL={url.split('://')[0]}://... is not a task store this server supports; "
-        "use memory:// (the default)"
+        "use memory:// (the default) or sqlite:///path/tasks.db"
     )
