@@ -47,6 +47,11 @@ def register(guard: Guard, settings: Settings) -> None:
     async def erase(name: Annotated[str, Field(max_length=50)]) -> str:
         """Erase a thing, once the user confirms."""
         return f"erased {name}"
+
+    @guard.tool(read_only=True, task="optional")
+    async def keep_quiet(note: Annotated[str, Field(max_length=100)]) -> str:
+        """Take a note, and answer without it (the store must not keep the arguments)."""
+        return "noted"
 '''
 MAX_PER_PRINCIPAL = 3
 

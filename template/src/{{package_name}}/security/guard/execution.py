@@ -167,7 +167,7 @@ async def _record(call: Call, info: CallInfo, shape: Shape, duration_ms: float) 
     """The call's one audit event."""
     policy, principal = typing.cast(Policy, call.policy), info.principal
     outcome = info.outcome
-    if outcome in ("ok", "input_required"):
+    if outcome in ("ok", "input_required", "cancelled"):  # cancelled: a task the client stopped
         event, severity = shape.done, "low"
     else:
         event, severity = (shape.failed_event if outcome == shape.failed else outcome), "medium"

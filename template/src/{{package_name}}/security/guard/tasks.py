@@ -212,6 +212,7 @@ class Tasks:
         status, result, error = outcome
         if status == "cancelled":
             info.outcome, info.details = "cancelled", {"reason": "cancelled by the client"}
+        info.details.update(task=task_id, task_status=status)  # the call's one event says how it ended
         duration_ms = round((time.perf_counter() - started) * 1000, 2)
         try:
             await record(call, info, duration_ms)

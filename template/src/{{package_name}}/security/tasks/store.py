@@ -195,7 +195,11 @@ def open_task_store(url: str) -> TaskStore:
         from .sqlite import SQLiteTaskStore
 
         return SQLiteTaskStore(url.removeprefix("sqlite:///"))
+    if url.startswith(("redis://", "rediss://")):
+        from .redis import RedisTaskStore
+
+        return RedisTaskStore(url)
     raise TaskStoreConfigError(
         f"MCP_TASKS_URL={url.split('://')[0]}://... is not a task store this server supports; "
-        "use memory:// (the default) or sqlite:///path/tasks.db"
+        "use memory:// (the default), sqlite:///path/tasks.db or redis://host:port/db"
     )

@@ -1,0 +1,134 @@
+"""Where tasks live: two replicas behind a round-robin balancer share them through Redis (created on
+one, read, answered and cancelled through the other); SQLite keeps finished tasks across a restart and
+settles the ones left running as failed; neither store holds a credential, a header or the arguments."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from support import ANSWER_SETS, Server, Venv, free_port, read_env_file, running_server
+from support.projects import installed_project
+from support.proxy import running_proxy
+from support.redis import running_redis
+from support.tasks_client import TasksClient
+from test_tasks import TOOLS, started
+
+pytestmark = pytest.mark.anyio
+MARKER = "argument-marker-" + secrets.token_hex(4)  # an argument value: never stored with the task
+
+
+@pytest.fixture(scope="module")
+def project(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("tasks-stores")
+    return installed_project(venv, base, ANSWER_SETS["http_none"], {"task_tools": TOOLS})
+
+
+def env_of(project: Path, **extra: str) -> dict[str, str]:
+    return {
+        **read_env_file(project),
+        "MCP_RATE_LIMIT": "100000/minute",
+        "MCP_TASK_POLL_INTERVAL_MS": "100",
+        **extra,
+    }
+
+
+def logged(servers: list[Server], **match: Any) -> list[dict[str, Any]]:
+    found = []
+    for server in servers:
+        for line in server.log().splitlines():
+            if line.startswith('{"logger":"security"'):
+                event = json.loads(line)
+                details = event.get("details", {})
+                if all(event.get(k) == v or details.get(k) == v for k, v in match.items()):
+                    found.append(event)
+    return found
+
+
+def assert_no_credentials(stored: bytes, env: dict[str, str]) -> None:
+    for secret in (*env["MCP_API_KEYS"].split(","), *env["MCP_ADMIN_API_KEYS"].split(",")):
+        assert secret.encode() not in stored
+    for word in (b"Bearer", b"authorization", b"Authorization", b"mcp-name", MARKER.encode()):
+        assert word not in stored, word
+
+
+@pytest.fixture(scope="module")
+def replicas(project: Path, venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    base = tmp_path_factory.mktemp("replicas")
+    port = free_port()
+    with running_redis(base) as redis:
+        env = env_of(project, MCP_TASKS_URL=redis.url, MCP_RATE_LIMIT_STORAGE=redis.url)
+        with (
+            running_server(venv, project, env, log_dir=base) as one,
+            running_server(venv, project, env, log_dir=base) as two,
+            running_proxy(port, [one.base, two.base], {}, base / "proxy.log"),
+        ):
+            yield [one, two], f"http://127.0.0.1:{port}/mcp", redis, env
+
+
+async def test_replicas_share_tasks_through_redis(replicas: Any) -> None:
+    servers, url, redis, env = replicas
+    client = TasksClient(url, env["MCP_API_KEYS"])
+    # Each request goes to the other replica: every get, update and cancel below is served by the
+    # replica that did not create the task.
+    for _ in range(3):
+        task_id = await started(client, "slow_task", {"seconds": 0})
+        assert (await client.get(task_id))["result"]["taskId"] == task_id
+    quiet = await started(client, "keep_quiet", {"note": MARKER})
+    assert (await client.until(quiet, "completed"))["result"]["content"][0]["text"] == "noted"
+    consent = await started(client, "erase", {"name": "draft"})
+    [key] = (await client.until(consent, "input_required"))["inputRequests"]
+    yes = {"action": "accept", "content": {"confirm": True}}
+    await client.send("tasks/update", {"taskId": consent, "inputResponses": {key: yes}})
+    done = await client.until(consent, "completed")
+    assert done["result"]["content"][0]["text"] == "erased draft", done
+
+    long = await started(client, "slow_task", {"seconds": 20})
+    await anyio.sleep(0.3)
+    await client.send("tasks/cancel", {"taskId": long})
+    with anyio.fail_after(5):  # the replica running the work stops it and records the cancelled call
+        while not [e for e in logged(servers, tool="slow_task") if e["details"].get("outcome") == "cancelled"]:
+            await anyio.sleep(0.1)
+    assert (await client.get(long))["result"]["status"] == "cancelled"
+    # The balancer alternates and this client sends call, get, call, get...: every task was created on
+    # one replica, and every get, update and cancel above reached the other one at least once.
+    assert [bool(logged([server], event="task_created")) for server in servers].count(True) == 1
+
+    stored = b"".join(
+        key + b"=" + (redis.client().get(key) or b"|".join(redis.client().smembers(key)) or b"")
+        for key in redis.client().keys("mcp:tasks:*")
+        if redis.client().type(key) in (b"string", b"set")
+    )
+    assert consent.encode() in stored and quiet.encode() in stored  # the scan read the tasks
+    assert_no_credentials(stored, env)
+
+
+async def test_sqlite_keeps_finished_tasks_across_a_restart(
+    project: Path, venv: Venv, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    base = tmp_path_factory.mktemp("sqlite-restart")
+    env = env_of(project, MCP_TASKS_URL=f"sqlite:///{base / 'tasks.db'}")
+    with running_server(venv, project, env, log_dir=base) as server:
+        client = TasksClient(server.url, env["MCP_API_KEYS"])
+        quiet = await started(client, "keep_quiet", {"note": MARKER})
+        await client.until(quiet, "completed")
+        finished = await started(client, "erase", {"name": "draft"})
+        [key] = (await client.until(finished, "input_required"))["inputRequests"]
+        yes = {"action": "accept", "content": {"confirm": True}}
+        await client.send("tasks/update", {"taskId": finished, "inputResponses": {key: yes}})
+        done = await client.until(finished, "completed")
+        running = await started(client, "slow_task", {"seconds": 30})
+    with running_server(venv, project, env, log_dir=base) as server:
+        client = TasksClient(server.url, env["MCP_API_KEYS"])
+        assert (await client.get(finished))["result"]["result"] == done["result"]
+        lost = (await client.get(running))["result"]
+    assert lost["status"] == "failed" and "restarted" in lost["error"]["message"], lost
+    stored = b"".join(path.read_bytes() for path in base.glob("tasks.db*"))
+    assert finished.encode() in stored and quiet.encode() in stored
+    assert_no_credentials(stored, env)
