@@ -132,3 +132,29 @@ async def test_sqlite_keeps_finished_tasks_across_a_restart(
     stored = b"".join(path.read_bytes() for path in base.glob("tasks.db*"))
     assert finished.encode() in stored and quiet.encode() in stored
     assert_no_credentials(stored, env)
+
+
+async def test_a_flood_of_creations_and_polls_is_bounded(
+    project: Path, venv: Venv, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The server-wide cap on live tasks, and polls sooner than the advertised interval counted twice
+    against the rate limit: each refused with its exact message, and nothing else grows."""
+    base = tmp_path_factory.mktemp("flood")
+    env = env_of(project, MCP_MAX_TASKS="2", MCP_RATE_LIMIT="30/minute", MCP_TASK_POLL_INTERVAL_MS="1000")
+    with running_server(venv, project, env, log_dir=base) as server:
+        client = TasksClient(server.url, env["MCP_API_KEYS"])
+        running = [await started(client, "slow_task", {"seconds": 20}) for _ in range(2)]
+        refused = (await client.call("slow_task", {"seconds": 1}))["result"]
+        assert refused["isError"] and refused["content"][0]["text"] == (
+            "Too many tasks running on this server (2); try again later."
+        )
+        answers = [await client.send("tasks/get", {"taskId": running[0]}) for _ in range(20)]
+        events = logged([server], event="rate_limit_exceeded")
+    # 3 calls, then polls: the first counts once, each later one twice (once at the HTTP perimeter, once
+    # more in the guard), so the 30 per minute run out after 14 polls (27 if a fast poll counted once).
+    # Then the guard refuses (JSON-RPC error), and once the limit is spent the perimeter does (HTTP 429).
+    assert [a for a in answers if "result" in a] == answers[:14], answers
+    for refusal in answers[14:]:
+        error = refusal["error"]
+        assert error == "rate_limited" or error["message"].startswith("Rate limit reached (per-client"), error
+    assert events, "each refusal writes its event"

@@ -22,7 +22,8 @@ from .content import DEFAULT_MEDIA_TYPES
 from .rules import ArgumentsCheck
 
 Kind = Literal["tool", "resource", "resource_template", "prompt"]
-# Whether a tool may run as a task (MCP extension io.modelcontextprotocol/tasks): guard/tasks.py.
+# Whether a tool may run as a task (MCP extension io.modelcontextprotocol/tasks, guard/tasks.py); a
+# "required" one refuses clients that cannot take a task (-32021).
 TaskSupport = Literal["never", "optional", "required"]
 # Suggests values for one argument from what the user typed so far.
 Completer = Callable[[str], Awaitable[Sequence[str]]]

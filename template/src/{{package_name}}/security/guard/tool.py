@@ -66,8 +66,7 @@ def tool(
     `schema_keywords` adds JSON Schema 2020-12 rules between arguments (`allOf`, `if`/`then`/`else`,
     ...; security/guard/rules.py) to the published schema; the guard enforces them too.
     `@input_key("name")` on the resolver names its question on the wire.
-    `task="optional"` lets a 2026-07-28 client that declares the tasks extension get a task handle and
-    poll for the result (guard/tasks.py); `"required"` refuses other clients (-32021). Default: never.
+    `task="optional"` gives clients that declare the tasks extension a handle to poll (tasks.py).
     """
     declared = _Declared(
         scopes=frozenset(scopes),

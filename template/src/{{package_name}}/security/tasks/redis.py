@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 import redis.asyncio as aioredis
@@ -38,7 +38,7 @@ def _encode(task: Task) -> str:
     return json.dumps(asdict(task), separators=(",", ":"))
 
 
-def _decode(raw: bytes) -> Task:
+def _decode(raw: bytes | str) -> Task:
     return Task(**json.loads(raw))
 
 
@@ -57,7 +57,8 @@ class RedisTaskStore(ChangingStore):
 
     async def _change(self, task_id: str, change: Callable[[Task], T], default: T) -> T:
         key = _key(task_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with self._redis.pipeline(transaction=True) as transaction:
+            pipe: Any = transaction  # redis-py leaves watch/multi untyped
             while True:
                 try:
                     await pipe.watch(key)
@@ -97,7 +98,7 @@ class RedisTaskStore(ChangingStore):
     async def expire(self, before: float) -> list[Task]:
         gone: list[Task] = []
         for task_id in await self._redis.zrangebyscore(SETTLED, "-inf", before, start=0, num=500):
-            name = task_id.decode()
+            name = task_id.decode() if isinstance(task_id, bytes) else str(task_id)
             raw = await self._redis.getdel(_key(name))
             if await self._redis.zrem(SETTLED, name) and raw is not None:
                 gone.append(_decode(raw))

@@ -25,10 +25,29 @@ T = TypeVar("T")
 _JSON = ("result", "error", "input_requests", "answers")
 _COLUMNS = [f.name for f in fields(Task)]
 _SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS tasks (id TEXT PRIMARY KEY, " + ", ".join(_COLUMNS[1:]) + ");"
+    "CREATE TABLE IF NOT EXISTS tasks (id TEXT PRIMARY KEY, principal, tool, status, created_at, updated_at,"
+    " status_message, result, error, input_requests, answers, cancel_requested);"
     "CREATE INDEX IF NOT EXISTS tasks_live ON tasks (status, principal);"
 )
-_LIVE = "('working', 'input_required')"
+_TABLE = "id principal tool status created_at updated_at status_message result error input_requests answers"
+_TABLE += " cancel_requested"
+if _TABLE.split() != _COLUMNS:  # pragma: no cover (a field added to Task: add it to the SQL above)
+    raise RuntimeError("security/tasks/sqlite.py: the table's columns no longer match Task's fields")
+# Literal SQL (no text is ever formatted into a query); the columns are Task's fields, in order.
+_SELECT = (
+    "SELECT id, principal, tool, status, created_at, updated_at, status_message, result, error,"
+    " input_requests, answers, cancel_requested FROM tasks WHERE id = ?"
+)
+_INSERT = "INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_COUNT = (
+    "SELECT COUNT(*) FROM tasks WHERE status IN ('working', 'input_required')"
+    " AND (? IS NULL OR principal = ?)"
+)
+_SETTLED = "SELECT id FROM tasks WHERE status NOT IN ('working', 'input_required') AND updated_at < ?"
+_FAIL_LIVE = (
+    "UPDATE tasks SET status = 'failed', status_message = ?, input_requests = NULL, answers = NULL,"
+    " error = ?, updated_at = ? WHERE status IN ('working', 'input_required')"
+)
 INTERRUPTED = "The server restarted while this task ran; its work was lost. Call the tool again."
 
 
@@ -57,7 +76,7 @@ class SQLiteTaskStore(ChangingStore):
         return await anyio.to_thread.run_sync(self._run, work)
 
     def _load(self, task_id: str) -> Task | None:
-        row = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        row = self._db.execute(_SELECT, (task_id,)).fetchone()
         if row is None:
             return None
         values: dict[str, Any] = dict(zip(_COLUMNS, row, strict=True))
@@ -72,8 +91,7 @@ class SQLiteTaskStore(ChangingStore):
         values = asdict(task)
         for name in _JSON:
             values[name] = json.dumps(values[name]) if values[name] is not None else None
-        marks = ", ".join("?" for _ in _COLUMNS)
-        self._db.execute(f"INSERT OR REPLACE INTO tasks VALUES ({marks})", [values[c] for c in _COLUMNS])
+        self._db.execute(_INSERT, [values[c] for c in _COLUMNS])
 
     async def _change(self, task_id: str, change: Callable[[Task], T], default: T) -> T:
         def work() -> T:
@@ -98,15 +116,12 @@ class SQLiteTaskStore(ChangingStore):
         return await self._call(lambda: self._load(task_id))
 
     async def count_live(self, principal: str | None = None) -> int:
-        query = f"SELECT COUNT(*) FROM tasks WHERE status IN {_LIVE} AND (? IS NULL OR principal = ?)"
-        count: int = await self._call(lambda: self._db.execute(query, (principal, principal)).fetchone()[0])
+        count: int = await self._call(lambda: self._db.execute(_COUNT, (principal, principal)).fetchone()[0])
         return count
 
     async def expire(self, before: float) -> list[Task]:
         def work() -> list[Task]:
-            ids = self._db.execute(
-                f"SELECT id FROM tasks WHERE status NOT IN {_LIVE} AND updated_at < ?", (before,)
-            ).fetchall()
+            ids = self._db.execute(_SETTLED, (before,)).fetchall()
             gone = [task for (task_id,) in ids if (task := self._load(task_id)) is not None]
             self._db.executemany("DELETE FROM tasks WHERE id = ?", [(t.id,) for t in gone])
             return gone
@@ -115,12 +130,8 @@ class SQLiteTaskStore(ChangingStore):
 
     def _fail_unfinished(self) -> None:
         """At start-up: a task the last process left running lost its work; it is settled as failed."""
-        query = (
-            "UPDATE tasks SET status = 'failed', status_message = ?, input_requests = NULL, answers = NULL, "
-            f"error = ?, updated_at = ? WHERE status IN {_LIVE}"
-        )
         error = json.dumps({"code": -32603, "message": INTERRUPTED})
-        self._db.execute(query, (INTERRUPTED, error, time.time()))
+        self._db.execute(_FAIL_LIVE, (INTERRUPTED, error, time.time()))
 
     async def aclose(self) -> None:
         await self._call(self._db.close)

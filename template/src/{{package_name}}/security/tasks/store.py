@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
 
 TaskStatus = Literal["working", "input_required", "completed", "failed", "cancelled"]
