@@ -51,6 +51,8 @@ M = TypeVar("M", bound=BaseModel)
 EXTENSION = "io.modelcontextprotocol/tasks"
 CANCEL_CHECK_SECONDS = 0.2  # how soon the work notices a cancel (made on any replica)
 ANSWER_CHECK_SECONDS = 0.1
+DEADLINE_GRACE_SECONDS = 30.0  # past its timeout and this, a live task's replica has stopped
+LOST = "The server running this task stopped before it ended; call the tool again."
 POLLS_KEPT = 10_000  # the last poll of this many tasks is remembered (the oldest forgotten first)
 WAITING = "Waiting for the user's answer (tasks/update)."
 Record = Callable[[Call, CallInfo, float], Awaitable[None]]
@@ -138,7 +140,9 @@ class Tasks:
         await self.sweep()
         now = time.time()
         principal = typing.cast(Principal, call.principal)
+        seconds = typing.cast(Policy, call.policy).timeout or call.shared.default_timeout
         task = Task(secrets.token_urlsafe(24), principal.id, info.tool, "working", now, now)
+        task.deadline = now + seconds + DEADLINE_GRACE_SECONDS
         await self.store.create(task)
         await call.shared.events.record(
             "task_created", "low", principal.id, tool=info.tool, request_id=call.request_id, task=task.id
@@ -162,11 +166,15 @@ class Tasks:
             await self.events.record("task_cancelled", "low", task.principal, tool=task.tool, task=task.id)
 
     async def sweep(self) -> None:
-        """Remove tasks settled longer than the TTL ago (at most once a second), each with an event."""
+        """Settle live tasks whose replica stopped (past their deadline) as failed, and remove tasks settled
+        longer than the TTL ago, each with an event (at most once a second)."""
         now = time.monotonic()
         if now - self._swept < 1.0:
             return
         self._swept = now
+        error = {"code": INTERNAL_ERROR, "message": LOST}
+        for task_id in await self.store.overdue(time.time()):
+            await self.store.finish(task_id, "failed", error=error, message=LOST)
         for task in await self.store.expire(time.time() - self.limits.ttl_seconds):
             await self.events.record("task_expired", "low", task.principal, tool=task.tool, task=task.id)
 

@@ -95,6 +95,14 @@ class RedisTaskStore(ChangingStore):
         count: int = await self._redis.scard(LIVE if principal is None else _live_of(principal))
         return count
 
+    async def overdue(self, now: float) -> list[str]:
+        found = []
+        for member in await self._redis.smembers(LIVE):  # at most MCP_MAX_TASKS
+            task = await self.get(member.decode() if isinstance(member, bytes) else str(member))
+            if task is not None and task.live and 0 < task.deadline < now:
+                found.append(task.id)
+        return found
+
     async def expire(self, before: float) -> list[Task]:
         gone: list[Task] = []
         for task_id in await self._redis.zrangebyscore(SETTLED, "-inf", before, start=0, num=500):

@@ -26,19 +26,22 @@ _JSON = ("result", "error", "input_requests", "answers")
 _COLUMNS = [f.name for f in fields(Task)]
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS tasks (id TEXT PRIMARY KEY, principal, tool, status, created_at, updated_at,"
-    " status_message, result, error, input_requests, answers, cancel_requested);"
+    " status_message, result, error, input_requests, answers, cancel_requested, deadline);"
     "CREATE INDEX IF NOT EXISTS tasks_live ON tasks (status, principal);"
 )
 _TABLE = "id principal tool status created_at updated_at status_message result error input_requests answers"
-_TABLE += " cancel_requested"
+_TABLE += " cancel_requested deadline"
 if _TABLE.split() != _COLUMNS:  # pragma: no cover (a field added to Task: add it to the SQL above)
     raise RuntimeError("security/tasks/sqlite.py: the table's columns no longer match Task's fields")
 # Literal SQL (no text is ever formatted into a query); the columns are Task's fields, in order.
 _SELECT = (
     "SELECT id, principal, tool, status, created_at, updated_at, status_message, result, error,"
-    " input_requests, answers, cancel_requested FROM tasks WHERE id = ?"
+    " input_requests, answers, cancel_requested, deadline FROM tasks WHERE id = ?"
 )
-_INSERT = "INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT = "INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_OVERDUE = (
+    "SELECT id FROM tasks WHERE status IN ('working', 'input_required') AND deadline > 0 AND deadline < ?"
+)
 _COUNT = (
     "SELECT COUNT(*) FROM tasks WHERE status IN ('working', 'input_required')"
     " AND (? IS NULL OR principal = ?)"
@@ -118,6 +121,10 @@ class SQLiteTaskStore(ChangingStore):
     async def count_live(self, principal: str | None = None) -> int:
         count: int = await self._call(lambda: self._db.execute(_COUNT, (principal, principal)).fetchone()[0])
         return count
+
+    async def overdue(self, now: float) -> list[str]:
+        rows = await self._call(lambda: self._db.execute(_OVERDUE, (now,)).fetchall())
+        return [task_id for (task_id,) in rows]
 
     async def expire(self, before: float) -> list[Task]:
         def work() -> list[Task]:

@@ -39,6 +39,7 @@ class Task:
     input_requests: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> the question
     answers: dict[str, Any] = field(default_factory=dict)  # answered, not yet read by the work
     cancel_requested: bool = False
+    deadline: float = 0.0  # when its work must have ended (timeout + grace): later, it died with its replica
 
     @property
     def live(self) -> bool:
@@ -88,6 +89,10 @@ class TaskStore(Protocol):
 
     async def expire(self, before: float) -> list[Task]:
         """Remove settled tasks last updated before `before`; what was removed."""
+        ...
+
+    async def overdue(self, now: float) -> list[str]:
+        """Live tasks past their deadline (the process running them stopped)."""
         ...
 
     async def aclose(self) -> None: ...
@@ -176,6 +181,9 @@ class MemoryTaskStore(ChangingStore):
 
     async def count_live(self, principal: str | None = None) -> int:
         return sum(1 for t in self._tasks.values() if t.live and principal in (None, t.principal))
+
+    async def overdue(self, now: float) -> list[str]:
+        return [t.id for t in self._tasks.values() if t.live and 0 < t.deadline < now]
 
     async def expire(self, before: float) -> list[Task]:
         gone = [t for t in self._tasks.values() if not t.live and t.updated_at < before]
