@@ -371,3 +371,22 @@ def test_notification_and_stream_passes_are_our_fixtures_answering(
         assert "conformance_streams" not in refused["message"]  # no module path in the answer
         custom = [c for c in checks["http-custom-header-server-validation"] if c["id"] != "wire-schema-valid"]
         assert custom and all(c["details"].get("toolName") == "test_custom_header" for c in custom), custom
+
+
+def test_task_passes_are_our_fixtures_answering(
+    suite_run: tuple[str, int, str, dict[str, Any]], proxied: tuple[Server, str]
+) -> None:
+    """The tasks-* scenarios passed on tasks our guard created and ran (guard/tasks.py), each audited."""
+    era, _, _, checks = suite_run
+    if era != "2026-07-28":  # the extension exists from 2026-07-28 on
+        return
+    by_id = {c["id"]: c for scenario in checks.values() for c in scenario}
+    assert by_id["sep-2663-tasks-get-status-completed"]["details"]["hasResult"] is True
+    assert by_id["sep-2663-cancel-ack-empty-result"]["details"]["statusAfterCancel"] == "cancelled"
+    assert by_id["tasks-extension-advertised"]["details"]["hasTasksExtension"] is True
+    server, _ = proxied
+    trail = all_events(server, server.env["MCP_ADMIN_API_KEYS"].split(",")[0])
+    created = {e["tool"] for e in trail if e["event"] == "task_created"}
+    assert {"slow_compute", "failing_job", "confirm_delete", "multi_input", "test_tool_with_task"} <= created
+    ended = {e["details"].get("task_status") for e in trail if e["tool"] == "slow_compute"}
+    assert {"completed", "cancelled"} <= ended, ended

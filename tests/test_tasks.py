@@ -90,7 +90,9 @@ def bob(server: Server) -> TasksClient:
 def events(server: Server, **match: Any) -> list[dict[str, Any]]:
     lines = [line for line in server.log().splitlines() if line.startswith('{"logger":"security"')]
     found = [json.loads(line) for line in lines]
-    return [e for e in found if all(e.get(k) == v or e.get("details", {}).get(k) == v for k, v in match.items())]
+    return [
+        e for e in found if all(e.get(k) == v or e.get("details", {}).get(k) == v for k, v in match.items())
+    ]
 
 
 async def started(client: TasksClient, tool: str, arguments: dict[str, Any]) -> str:
@@ -112,7 +114,9 @@ async def test_the_sandbox_runs_as_a_task_to_completion(server: Server, alice: T
     assert text.startswith("<untrusted-data") and "42" in text and "exit code 0" in text, text
     assert task["result"]["isError"] is False
     assert len(events(server, event="task_created", task=task_id)) == 1
-    called = [e for e in events(server, event="tool_called", tool="run_python") if e["details"].get("outcome")]
+    called = [
+        e for e in events(server, event="tool_called", tool="run_python") if e["details"].get("outcome")
+    ]
     assert any(e["details"].get("sandbox_outcome") == "ok" for e in called), called
 
 
@@ -160,9 +164,11 @@ async def test_another_principal_is_answered_as_for_an_unknown_task(
     for who, target in (("bob", task_id), ("unknown", unknown)):
         answers[who] = [
             (await bob.send("tasks/get", {"taskId": target}))["error"],
-            (await bob.send("tasks/update", {"taskId": target, "inputResponses": {key: {"action": "accept"}}}))[
-                "error"
-            ],
+            (
+                await bob.send(
+                    "tasks/update", {"taskId": target, "inputResponses": {key: {"action": "accept"}}}
+                )
+            )["error"],
             (await bob.send("tasks/cancel", {"taskId": target}))["error"],
         ]
     assert answers["bob"] == answers["unknown"], answers
@@ -220,4 +226,3 @@ async def test_the_task_surface_is_gated(server: Server, alice: TasksClient) -> 
     async with http_client(server.url, keys(server)[0], mode="legacy") as legacy:
         result = await legacy.call_tool("slow_task", {"seconds": 0})
     assert text_of(result) == "slept 0s"
-

@@ -13,7 +13,16 @@ from typing import Any
 import anyio
 import pytest
 
-from support import ANSWER_SETS, Server, Venv, free_port, read_env_file, running_server
+from support import (
+    ANSWER_SETS,
+    Server,
+    Venv,
+    eventually,
+    free_port,
+    package_of,
+    read_env_file,
+    running_server,
+)
 from support.projects import installed_project
 from support.proxy import running_proxy
 from support.redis import running_redis
@@ -92,9 +101,12 @@ async def test_replicas_share_tasks_through_redis(replicas: Any) -> None:
     long = await started(client, "slow_task", {"seconds": 20})
     await anyio.sleep(0.3)
     await client.send("tasks/cancel", {"taskId": long})
-    with anyio.fail_after(5):  # the replica running the work stops it and records the cancelled call
-        while not [e for e in logged(servers, tool="slow_task") if e["details"].get("outcome") == "cancelled"]:
-            await anyio.sleep(0.1)
+
+    def stopped() -> bool:  # the replica running the work stops it and records the cancelled call
+        return any(e["details"].get("outcome") == "cancelled" for e in logged(servers, tool="slow_task"))
+
+    with anyio.fail_after(5):
+        await eventually(stopped, 0.1)
     assert (await client.get(long))["result"]["status"] == "cancelled"
     # The balancer alternates and this client sends call, get, call, get...: every task was created on
     # one replica, and every get, update and cancel above reached the other one at least once.
@@ -158,3 +170,26 @@ async def test_a_flood_of_creations_and_polls_is_bounded(
         error = refusal["error"]
         assert error == "rate_limited" or error["message"].startswith("Rate limit reached (per-client"), error
     assert events, "each refusal writes its event"
+
+
+def test_check_reports_the_task_store(project: Path, venv: Venv, tmp_path: Path) -> None:
+    command, _ = package_of(project)
+    store = tmp_path / "tasks.db"
+    env = {**read_env_file(project), "MCP_TASKS_URL": f"sqlite:///{store}", "MCP_MAX_TASKS": "50"}
+    checked = venv.run(venv.bin(command), "check", "--offline", cwd=project, env=env, timeout=120)
+    assert (
+        f"tasks: SQLite file {store} (survives a restart); at most 10 live per principal and 50 in all, "
+        "kept 3600s after they end, polled every 1000 ms"
+    ) in checked.stdout, checked.stdout
+    redis_elsewhere = {**env, "MCP_TASKS_URL": "memory://", "MCP_RATE_LIMIT_STORAGE": "redis://127.0.0.1:1/0"}
+    shared = venv.run(venv.bin(command), "check", "--offline", cwd=project, env=redis_elsewhere, timeout=120)
+    assert "MCP_TASKS_URL is not Redis" in " ".join(shared.stdout.split()), shared.stdout
+    wrong = venv.run(
+        venv.bin(command),
+        "check",
+        "--offline",
+        cwd=project,
+        env={**env, "MCP_TASKS_URL": "ftp://x"},
+        timeout=120,
+    )
+    assert wrong.returncode != 0 and "MCP_TASKS_URL" in wrong.stdout + wrong.stderr
