@@ -49,6 +49,11 @@ def register(guard: Guard, settings: Settings) -> None:
         return f"erased {name}"
 
     @guard.tool(read_only=True, task="optional")
+    async def leaky() -> str:
+        """Answer with credential-shaped text (the guard removes it, in a task too)."""
+        return "token=tok_9f8e7d6c5b4a39281706 and Bearer abcdefghijklmnopqrstuvwxyz012345"
+
+    @guard.tool(read_only=True, task="optional")
     async def keep_quiet(note: Annotated[str, Field(max_length=100)]) -> str:
         """Take a note, and answer without it (the store must not keep the arguments)."""
         return "noted"
@@ -118,6 +123,12 @@ async def test_the_sandbox_runs_as_a_task_to_completion(server: Server, alice: T
         e for e in events(server, event="tool_called", tool="run_python") if e["details"].get("outcome")
     ]
     assert any(e["details"].get("sandbox_outcome") == "ok" for e in called), called
+
+
+async def test_a_task_result_is_sanitised_like_any_result(alice: TasksClient) -> None:
+    task = await alice.until(await started(alice, "leaky", {}), "completed")
+    text = task["result"]["content"][0]["text"]
+    assert "tok_9f8e7d6c5b4a39281706" not in text and "abcdefghijklmnopqrstuvwxyz012345" not in text, text
 
 
 async def test_a_sandbox_task_is_cancelled_mid_run(server: Server, alice: TasksClient) -> None:

@@ -152,9 +152,20 @@ async def test_a_flood_of_creations_and_polls_is_bounded(
     """The server-wide cap on live tasks, and polls sooner than the advertised interval counted twice
     against the rate limit: each refused with its exact message, and nothing else grows."""
     base = tmp_path_factory.mktemp("flood")
-    env = env_of(project, MCP_MAX_TASKS="2", MCP_RATE_LIMIT="30/minute", MCP_TASK_POLL_INTERVAL_MS="1000")
+    env = env_of(
+        project,
+        MCP_MAX_TASKS="2",
+        MCP_RATE_LIMIT="30/minute",
+        MCP_TASK_POLL_INTERVAL_MS="1000",
+        MCP_TASK_TTL_SECONDS="1",
+    )
     with running_server(venv, project, env, log_dir=base) as server:
         client = TasksClient(server.url, env["MCP_API_KEYS"])
+        # A finished task is kept for its TTL, then removed with an event: its id is then unknown.
+        brief = await started(client, "slow_task", {"seconds": 0})
+        await anyio.sleep(2.5)
+        assert (await client.get(brief))["error"] == {"code": -32602, "message": "Unknown task."}
+        assert logged([server], event="task_expired", task=brief)
         running = [await started(client, "slow_task", {"seconds": 20}) for _ in range(2)]
         refused = (await client.call("slow_task", {"seconds": 1}))["result"]
         assert refused["isError"] and refused["content"][0]["text"] == (
@@ -162,11 +173,11 @@ async def test_a_flood_of_creations_and_polls_is_bounded(
         )
         answers = [await client.send("tasks/get", {"taskId": running[0]}) for _ in range(20)]
         events = logged([server], event="rate_limit_exceeded")
-    # 3 calls, then polls: the first counts once, each later one twice (once at the HTTP perimeter, once
-    # more in the guard), so the 30 per minute run out after 14 polls (27 if a fast poll counted once).
+    # 5 requests, then polls: the first counts once, each later one twice (once at the HTTP perimeter, once
+    # more in the guard), so the 30 per minute run out after 13 polls (25 if a fast poll counted once).
     # Then the guard refuses (JSON-RPC error), and once the limit is spent the perimeter does (HTTP 429).
-    assert [a for a in answers if "result" in a] == answers[:14], answers
-    for refusal in answers[14:]:
+    assert [a for a in answers if "result" in a] == answers[:13], answers
+    for refusal in answers[13:]:
         error = refusal["error"]
         assert error == "rate_limited" or error["message"].startswith("Rate limit reached (per-client"), error
     assert events, "each refusal writes its event"
