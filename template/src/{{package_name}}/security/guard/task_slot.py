@@ -30,3 +30,14 @@ def capture(fn: Callable[..., Awaitable[Any]], kwargs: dict[str, Any]) -> bool:
 
 def asks_in_task() -> bool:
     return slot.get() is not None
+
+
+# The task whose work runs in this context (tasks.py): (its store, its id).
+running_task: contextvars.ContextVar[tuple[Any, str] | None] = contextvars.ContextVar(
+    "running_task", default=None
+)
+
+
+def in_task() -> bool:
+    """True while a task's work runs: its request has been answered, so nothing can ride on it."""
+    return running_task.get() is not None

@@ -13,7 +13,6 @@ comes through tasks/update and is read back from the store, so any replica may t
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import secrets
 import time
@@ -67,19 +66,14 @@ def declares_tasks(ctx: ServerRequestContext[Any, Any]) -> bool:
     return bool(extensions) and EXTENSION in typing.cast(dict[str, Any], extensions)
 
 
-_running: contextvars.ContextVar[tuple[TaskStore, str] | None] = contextvars.ContextVar(
-    "running_task", default=None
-)
-
-
 async def ask_user(message: str, schema: type[M]) -> ElicitationResult[M]:
     """Ask the user while a task runs: the task shows `message` as input_required until the client
     answers through tasks/update. Outside a task (a call the client waits for), it refuses: ask with
     a `Resolve(...)` parameter there."""
-    where = _running.get()
+    where = task_slot.running_task.get()
     if where is None:
         raise ToolRefusedError("This tool asks the user while it runs; call it as a task.")
-    store, task_id = where
+    store, task_id = typing.cast(tuple[TaskStore, str], where)
     request = {
         "method": "elicitation/create",
         "params": {"mode": "form", "message": message, "requestedSchema": render_elicitation_schema(schema)},
@@ -206,7 +200,7 @@ class Tasks:
 
     async def _run(self, call: Call, info: CallInfo, slot: Slot, task_id: str, record: Record) -> None:
         task_slot.slot.set(None)
-        _running.set((self.store, task_id))
+        task_slot.running_task.set((self.store, task_id))
         token = running(info)
         policy = typing.cast(Policy, call.policy)
         timeout = policy.timeout or call.shared.default_timeout
