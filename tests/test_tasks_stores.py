@@ -204,3 +204,29 @@ def test_check_reports_the_task_store(project: Path, venv: Venv, tmp_path: Path)
         timeout=120,
     )
     assert wrong.returncode != 0 and "MCP_TASKS_URL" in wrong.stdout + wrong.stderr
+
+
+async def test_a_task_store_that_goes_down_fails_closed(
+    project: Path, venv: Venv, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Redis gone: a call that would become a task is not run (an error result and a failed-call event),
+    and a call the client waits for still runs."""
+    base = tmp_path_factory.mktemp("store-down")
+    with running_redis(base) as redis:
+        env = env_of(project, MCP_TASKS_URL=redis.url)
+        with running_server(venv, project, env, log_dir=base) as server:
+            client = TasksClient(server.url, env["MCP_API_KEYS"])
+            task_id = await started(client, "slow_task", {"seconds": 0})
+            redis.stop()
+            refused = (await client.call("slow_task", {"seconds": 0}))["result"]
+            unread = await client.get(task_id)
+            waited = await TasksClient(server.url, env["MCP_API_KEYS"], tasks=False).call(
+                "slow_task", {"seconds": 0}
+            )
+            failed = logged([server], event="tool_execution_failed", reason="task store unavailable")
+    assert refused["isError"] is True
+    down = "The task store is unavailable, so no task can start or be read; try again later."
+    assert refused["content"][0]["text"] == down
+    assert unread["error"] == {"code": -32603, "message": down}
+    assert waited["result"]["content"][0]["text"] == "slept 0s"
+    assert failed, "the refused call is audited"

@@ -3,20 +3,29 @@ tasks/get, tasks/update and tasks/cancel. Each returns, or raises `Refused`; pip
 
 from __future__ import annotations
 
+import logging
 from typing import Any, cast
 
 from mcp.shared.inbound import decode_header_value
-from mcp.types import INVALID_PARAMS, INVALID_REQUEST, MISSING_REQUIRED_CLIENT_CAPABILITY
+from mcp.types import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, MISSING_REQUIRED_CLIENT_CAPABILITY
 from mcp_types import HEADER_MISMATCH
 
 from ..identity.principal import Principal
 from .catalogue import Policy
 from .request import Call, Refused
 from .steps import take
-from .tasks import EXTENSION, Tasks, declares_tasks
+from .tasks import EXTENSION, STORE_DOWN, Tasks, declares_tasks
 
+log = logging.getLogger(__name__)
 UNKNOWN_TASK = "Unknown task."  # an unknown id, an expired one and another principal's: one answer
 _REQUIRED: dict[str, Any] = {"requiredCapabilities": {"extensions": {EXTENSION: {}}}}
+
+
+def _store_down() -> Refused:
+    log.warning("the task store did not answer", exc_info=True)
+    return Refused(
+        "tool_execution_failed", "high", INTERNAL_ERROR, STORE_DOWN, reason="task store unavailable"
+    )
 
 
 def _missing_extension(what: str) -> Refused:
@@ -43,7 +52,10 @@ async def room_for_a_task(call: Call) -> None:
     tasks, policy = call.shared.tasks, cast(Policy, call.policy)
     if tasks is None or policy.task == "never" or not declares_tasks(call.ctx):
         return
-    full = await tasks.room_for(cast(Principal, call.principal).id)
+    try:
+        full = await tasks.room_for(cast(Principal, call.principal).id)
+    except Exception as exc:  # fail closed: no task starts while the store cannot count them
+        raise _store_down() from exc
     if full is not None:
         raise Refused("rate_limit_exceeded", "medium", INVALID_REQUEST, full, reason="tasks")
 
@@ -76,10 +88,14 @@ async def names_the_task(call: Call) -> None:
 async def own_task(call: Call) -> None:
     """The task exists and is this principal's; otherwise one answer for every case."""
     tasks = cast(Tasks, call.shared.tasks)
-    await tasks.sweep()
     task_id = _task_id(call)
-    if await tasks.owned(task_id, call.principal) is None:
-        known = isinstance(task_id, str) and await tasks.store.get(task_id) is not None
+    try:
+        await tasks.sweep()
+        owned = await tasks.owned(task_id, call.principal)
+        known = owned is not None or (isinstance(task_id, str) and await tasks.store.get(task_id) is not None)
+    except Exception as exc:  # fail closed
+        raise _store_down() from exc
+    if owned is None:
         raise Refused(
             "authorization_denied" if known else "input_validation_failed",
             "high" if known else "low",

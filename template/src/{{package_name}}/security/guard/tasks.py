@@ -43,6 +43,7 @@ from .call import CallInfo, ToolRefusedError, finished, running
 from .catalogue import Policy
 from .consent import CONFIRMATION, AskInTask, Confirmation
 from .request import Call
+from .results import error_result
 from .task_slot import Slot
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ ANSWER_CHECK_SECONDS = 0.1
 DEADLINE_GRACE_SECONDS = 30.0  # past its timeout and this, a live task's replica has stopped
 LOST = "The server running this task stopped before it ended; call the tool again."
 POLLS_KEPT = 10_000  # the last poll of this many tasks is remembered (the oldest forgotten first)
+STORE_DOWN = "The task store is unavailable, so no task can start or be read; try again later."
 WAITING = "Waiting for the user's answer (tasks/update)."
 Record = Callable[[Call, CallInfo, float], Awaitable[None]]
 
@@ -129,15 +131,23 @@ class Tasks:
             return f"Too many tasks running on this server ({self.limits.max_total}); try again later."
         return None
 
-    async def launch(self, call: Call, info: CallInfo, slot: Slot, record: Record) -> dict[str, Any]:
+    async def launch(
+        self, call: Call, info: CallInfo, slot: Slot, record: Record
+    ) -> dict[str, Any] | CallToolResult:
         """Store the task (readable before its handle is returned), start its work, return the handle."""
-        await self.sweep()
         now = time.time()
         principal = typing.cast(Principal, call.principal)
         seconds = typing.cast(Policy, call.policy).timeout or call.shared.default_timeout
         task = Task(secrets.token_urlsafe(24), principal.id, info.tool, "working", now, now)
         task.deadline = now + seconds + DEADLINE_GRACE_SECONDS
-        await self.store.create(task)
+        try:
+            await self.sweep()
+            await self.store.create(task)
+        except Exception:  # the store cannot take it: nothing starts, and the call is recorded as failed
+            log.exception("the task store refused a task of %s", info.tool)
+            info.outcome, info.details = "tool_execution_failed", {"reason": "task store unavailable"}
+            await record(call, info, 0.0)
+            return error_result(STORE_DOWN)
         await call.shared.events.record(
             "task_created", "low", principal.id, tool=info.tool, request_id=call.request_id, task=task.id
         )
@@ -222,7 +232,10 @@ class Tasks:
             status, result = "failed", None
             error = {"code": INTERNAL_ERROR, "message": "The audit trail is unavailable; result withheld."}
         if status != "cancelled":
-            await self.store.finish(task_id, typing.cast(Any, status), result=result, error=error)
+            try:
+                await self.store.finish(task_id, typing.cast(Any, status), result=result, error=error)
+            except Exception:  # the store is down: the task is settled as failed at its deadline
+                log.exception("task %s of %s ended, but the task store could not be told", task_id, info.tool)
 
     async def _supervised(
         self, call: Call, info: CallInfo, slot: Slot, task_id: str, seconds: float
@@ -237,7 +250,11 @@ class Tasks:
                 nonlocal cancelled
                 while True:
                     await anyio.sleep(CANCEL_CHECK_SECONDS)
-                    task = await self.store.get(task_id)
+                    try:
+                        task = await self.store.get(task_id)
+                    except Exception:  # the store is down for a moment: keep working, ask again
+                        log.warning("task %s: the task store did not answer", task_id, exc_info=True)
+                        continue
                     if task is None or task.cancel_requested or not task.live:
                         cancelled = True
                         group.cancel_scope.cancel()
