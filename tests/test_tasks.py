@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
 
 from support import ANSWER_SETS, Server, Venv, http_client, read_env_file, running_server, text_of
@@ -237,3 +238,18 @@ async def test_the_task_surface_is_gated(server: Server, alice: TasksClient) -> 
     async with http_client(server.url, keys(server)[0], mode="legacy") as legacy:
         result = await legacy.call_tool("slow_task", {"seconds": 0})
     assert text_of(result) == "slept 0s"
+
+
+async def test_metrics_count_tasks_by_status(server: Server, alice: TasksClient) -> None:
+    done = await alice.until(await started(alice, "slow_task", {"seconds": 0}), "completed")
+    assert done["status"] == "completed"
+    admin = server.env["MCP_ADMIN_API_KEYS"].split(",")[0]
+    response = await anyio.to_thread.run_sync(
+        lambda: httpx2.get(server.base + "/metrics", headers={"Authorization": f"Bearer {admin}"}, timeout=30)
+    )
+    counts = {
+        line.split("{")[1].split("}")[0]: float(line.rsplit(" ", 1)[1])
+        for line in response.text.splitlines()
+        if line.startswith("mcp_tasks_total{")
+    }
+    assert counts['status="created"'] >= 1 and counts['status="completed"'] >= 1, counts
