@@ -4,7 +4,8 @@ A blocked address gets one 429 for every credential it has not already used succ
 wrong, and nothing it sends is verified meanwhile (no key lookup, signature check or introspection call);
 a request without a credential never counts as a failed login and always gets the 401 challenge; a
 credential that makes verification raise anything is an invalid_token 401; raw keys that are easy to
-guess stop start-up and `check`.
+guess stop start-up and `check`. A principal at its session cap ends its own least recently used session
+instead of being refused, and concurrent initializes cannot open more than the cap.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import anyio
+import httpx2
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from support import Venv, jsonrpc, package_of, post_mcp, read_env_file, running_server
+from support import Server, Venv, jsonrpc, package_of, post_mcp, post_mcp_async, read_env_file, running_server
 from support.perimeter import EventWatch, assert_security_headers
 from support.projects import serving_with_issuer
 
@@ -235,3 +238,71 @@ def test_a_jwt_whose_alg_does_not_fit_its_key_is_an_invalid_token_401(
     failed = [e for e in events if e["event"] == "authentication_failed"]
     assert [e["details"]["reason"] for e in failed] == ["invalid_token"] * 2
     assert "Traceback" not in server.log()
+
+
+# ---- 11: sessions never lock out their owner, and their cap holds -----------------------------------------
+
+INITIALIZE = jsonrpc(
+    "initialize",
+    {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}},
+)
+
+
+def initialize(server: Server, token: str) -> httpx2.Response:
+    return post_mcp(server, INITIALIZE, token)
+
+
+def ping(server: Server, token: str, session: str) -> int:
+    return post_mcp(server, jsonrpc("ping", id=2), token, {"Mcp-Session-Id": session}).status_code
+
+
+def test_a_principal_at_its_cap_ends_its_least_recently_used_session(project: Path, venv: Venv) -> None:
+    alice, bob = key(), key()
+    env = {**read_env_file(project), "MCP_API_KEYS": f"{alice},{bob}", "MCP_MAX_SESSIONS_PER_PRINCIPAL": "3"}
+    with running_server(venv, project, env) as server:
+        bobs = initialize(server, bob).headers["mcp-session-id"]
+        # Alice's client restarts three times without ending its sessions, as most clients do.
+        first, second, third = (initialize(server, alice).headers["mcp-session-id"] for _ in range(3))
+        assert ping(server, alice, first) == 200  # the first is used again: the second is now the oldest
+        fourth = initialize(server, alice)
+        assert fourth.status_code == 200, fourth.text
+        answers = {
+            name: ping(server, alice, session)
+            for name, session in (("first", first), ("second", second), ("third", third))
+        }
+        answers["fourth"] = ping(server, alice, fourth.headers["mcp-session-id"])
+        # Alice at her cap never ends Bob's session, however many she opens.
+        for _ in range(4):
+            assert initialize(server, alice).status_code == 200
+        bob_still = ping(server, bob, bobs)
+        ended = EventWatch(server)
+        ended.start = 0
+        events = ended.new("session_ended")
+    assert answers == {"first": 200, "second": 404, "third": 200, "fourth": 200}
+    assert bob_still == 200
+    assert len(events) == 5 and {e["identifier"] for e in events} == {events[0]["identifier"]}
+
+
+def test_concurrent_initializes_never_open_more_than_the_cap(project: Path, venv: Venv) -> None:
+    token = key()
+    env = {**read_env_file(project), "MCP_API_KEYS": token, "MCP_RATE_LIMIT": "100000/minute"}  # cap: 10
+
+    async def burst(server: Server) -> list[httpx2.Response]:
+        async with httpx2.AsyncClient(timeout=60, limits=httpx2.Limits(max_connections=60)) as http:
+            answers: list[httpx2.Response] = []
+
+            async def one() -> None:
+                answers.append(await post_mcp_async(http, server, INITIALIZE, token))
+
+            async with anyio.create_task_group() as group:
+                for _ in range(60):
+                    group.start_soon(one)
+            return answers
+
+    with running_server(venv, project, env) as server:
+        answers = anyio.run(burst, server)
+        opened = [a.headers["mcp-session-id"] for a in answers if a.status_code == 200]
+        alive = [session for session in opened if ping(server, token, session) == 200]
+    assert opened, [a.status_code for a in answers]
+    assert len(alive) <= 10, len(alive)
+    assert {a.status_code for a in answers} <= {200, 429}
