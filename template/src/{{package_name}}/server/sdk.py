@@ -112,6 +112,7 @@ async def end_session(manager: StreamableHTTPSessionManager, session_id: str) ->
     if transport is not None:
         await manager._discard_session(session_id, transport)
 
+
 # `handle_modern_request` (imported above from the private `mcp.server._streamable_http_modern`): the
 # SDK's entry for one 2026-07-28 request whose answer may stream notifications (transport/http/streaming.py).
 # Upstream ask: export it, or let the stateless manager choose SSE per request.

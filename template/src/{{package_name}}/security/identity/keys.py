@@ -21,8 +21,8 @@ import hashlib
 import hmac
 import math
 import re
-import string
 import secrets
+import string
 from collections.abc import Iterable
 from dataclasses import dataclass
 

@@ -31,7 +31,7 @@ ADMIN_PATHS = frozenset({"/security/events", "/metrics"})
 QUERY_CREDENTIALS = frozenset({"api_key", "apikey", "key", "access_token", "token", "bearer", "auth"})
 MAX_CREDENTIAL_LENGTH = 8_192
 # Set by the failure block (blocking.py) for a blocked address whose credential it recalled: no new check.
-RECALLED_TOKEN = "recalled_token"
+RECALLED = "recalled_principal"
 # What a client is told for each refusal reason: enough to fix its own request, nothing about ours.
 REJECTION_MESSAGES = {
     "expired": "The access token has expired; get a new one.",
@@ -64,7 +64,8 @@ def carries_credential(scope: Scope) -> bool:
 
     A request without one is an OAuth client's first step, never a guess: it is not counted as a
     failed login and always gets the 401 challenge (blocking.py)."""
-    return Headers(scope=scope).get("authorization") is not None or bool(_query_names(scope) & QUERY_CREDENTIALS)
+    has_header = Headers(scope=scope).get("authorization") is not None
+    return has_header or bool(_query_names(scope) & QUERY_CREDENTIALS)
 
 
 def bearer_token(scope: Scope) -> str | None:
@@ -156,7 +157,7 @@ class BearerAuth:
                 error="invalid_request",
             )
             return None
-        recalled: AccessToken | None = scope.get("state", {}).pop(RECALLED_TOKEN, None)
+        recalled: AccessToken | None = scope.get("state", {}).pop(RECALLED, None)
         if recalled is not None:
             return recalled
         try:

@@ -21,7 +21,7 @@ from ...server.services import Services
 from ...settings import Settings
 from ..audit.events import SecurityEvents
 from ..limits import RateLimiter, RateLimitUnavailableError
-from .auth import RECALLED_TOKEN, bearer_token, carries_credential, is_public_path
+from .auth import RECALLED, bearer_token, carries_credential, is_public_path
 from .common import client_address, refusal, send_json
 from .known_credentials import KnownCredentials
 
@@ -92,7 +92,7 @@ class AuthFailureBlock:
             if recalled is None:
                 await self._refuse(send, client, state.reset_after, path)
                 return
-            scope.setdefault("state", {})[RECALLED_TOKEN] = recalled
+            scope.setdefault("state", {})[RECALLED] = recalled
             await self.app(scope, receive, send)
             return
         replaced = False

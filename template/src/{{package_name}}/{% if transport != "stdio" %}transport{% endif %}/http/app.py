@@ -36,8 +36,8 @@ from ...security.perimeter.connections import ConnectionLimits
 from ...security.perimeter.framing import AmbiguousFraming
 from ...security.perimeter.headers import SecurityHeadersMiddleware
 from ...security.perimeter.http_errors import HttpErrorAudit
-from ...security.perimeter.known_credentials import KnownCredentials
 from ...security.perimeter.jsonrpc_errors import CleanJsonRpcErrors
+from ...security.perimeter.known_credentials import KnownCredentials
 from ...security.perimeter.origin import HostGate, OriginGate, cors, default_allowed_hosts, transport_security
 from ...security.perimeter.scope_gate import ScopeGate
 from ...security.perimeter.tls import tls_problems, uvicorn_options
