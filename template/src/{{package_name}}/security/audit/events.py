@@ -52,7 +52,7 @@ from .redact import Redactor
 
 MAX_DETAILS_BYTES = 2_048
 MAX_SOURCES_TRACKED = 10_000  # per window; beyond it, further new sources are written one row per event
-MAX_NOTABLE_PER_WINDOW = 1_000  # anonymous events kept with principals' events (module docstring)
+MAX_NOTABLE_PER_WINDOW = 100  # anonymous events kept with principals' events (module docstring)
 HEALTHY_FOR_SECONDS = 1.0  # a successful write vouches for the store this long
 RETRY_AFTER_SECONDS = 1.0  # a failed store is not retried sooner than this
 
