@@ -56,7 +56,7 @@ class ExplainingVerifier(Protocol):
 
 def _query_names(scope: Scope) -> set[str]:
     query = scope.get("query_string", b"").decode("latin-1")
-    return {name.lower() for name, _ in parse_qsl(query, keep_blank_values=True)}
+    return {name.lower() for name, _ in parse_qsl(query)}
 
 
 def carries_credential(scope: Scope) -> bool:
