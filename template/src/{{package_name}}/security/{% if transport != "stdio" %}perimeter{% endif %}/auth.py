@@ -31,7 +31,7 @@ ADMIN_PATHS = frozenset({"/security/events", "/metrics"})
 QUERY_CREDENTIALS = frozenset({"api_key", "apikey", "key", "access_token", "token", "bearer", "auth"})
 MAX_CREDENTIAL_LENGTH = 8_192
 # Set by the failure block (blocking.py) for a blocked address whose credential it recalled: no new check.
-RECALLED = "recalled_principal"
+RECALLED = "recalled_access"
 # What a client is told for each refusal reason: enough to fix its own request, nothing about ours.
 REJECTION_MESSAGES = {
     "expired": "The access token has expired; get a new one.",
