@@ -79,6 +79,8 @@ class Settings(ToolSettings, SampleSettings, BaseSettings):
     oauth_client_id: str = ""
     oauth_client_secret: SecretStr = SecretStr("")
     oauth_introspection_cache_seconds: int = Field(default=60, ge=0, le=300)
+    # The token claim that lists the caller's groups (Cedar policies read them as principal.groups).
+    oauth_groups_claim: str = Field(default="groups", min_length=1, max_length=100)
     resource_url: str = ""
 
     # The HTTP perimeter
@@ -116,6 +118,9 @@ class Settings(ToolSettings, SampleSettings, BaseSettings):
     request_state_keys: SecretStr = SecretStr("")
     request_state_ttl_seconds: float = Field(default=600.0, gt=0, le=86_400)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0, le=3_600)
+
+    # Cedar policies (policies/*.cedar); no policy file there: the check is off.
+    policies_dir: Path = Path("policies")
 
     # Audit trail: memory://, sqlite:///path, redis://host:port/db. Empty: sqlite for HTTP, memory for stdio.
     security_events_url: str = ""

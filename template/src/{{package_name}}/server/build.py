@@ -28,6 +28,7 @@ from .. import __version__, answers
 from ..security.guard import Guard, handle_set_level
 from ..security.guard.request_state import RequestStateAudit, request_state_security
 from ..security.guard.text import INSTRUCTIONS
+from ..security.policy.loading import load_policies, reload_on_sighup
 from ..settings import Settings
 from ..tools import register_tools
 from . import sdk
@@ -143,6 +144,9 @@ def build_guard(settings: Settings, services: Services) -> Guard:
         transport=settings.transport,
     )
     register_tools(guard, settings)
+    policies = load_policies(settings.policies_dir, guard.catalogue, answers.COMMAND)
+    if policies is not None:
+        guard.enforce(policies)
     return guard
 
 
@@ -172,6 +176,8 @@ def build_server(
             stdio=stdio,
         ),
     )
+    if guard.policies_enforced is not None:
+        reload_on_sighup(guard.policies_enforced, services.events)
     sdk.check(server)  # before anything relies on what it checks
     server.serve_guarded()
 

@@ -5,6 +5,7 @@ refusal is answered by `refuse()`, the one place that writes its security event 
 an error result for tools/call (the model reads it), a JSON-RPC error for the other methods, nothing
 for a request sent as a notification. A request that passes every step runs through execution.py.
 
+    (permitted_by_policy: the Cedar policies, policies.py; off without a policy file)
     tools/call            TOOLS_CALL, then execution.run
     resources/read        RESOURCES_READ, then execution.run
     prompts/get           PROMPTS_GET, then execution.run
@@ -26,6 +27,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from ..audit.events import AuditUnavailableError
 from .execution import run
+from .policies import permitted_by_policy
 from .request import Call, Refused, Shared, identify
 from .results import error_result
 from .steps import (
@@ -51,14 +53,16 @@ Answer = Literal["result", "error", "none"]
 Proceed = Callable[[Call, CallNext], Awaitable[HandlerResult]]
 
 # fmt: off
-TOOLS_CALL     = (known_tool, authenticated, authorised, valid_arguments, schema_rules,
+TOOLS_CALL     = (known_tool, authenticated, authorised, valid_arguments, schema_rules, permitted_by_policy,
                   within_limits, below_in_flight_cap, audit_store_up)
 RESOURCES_READ = (known_resource, safe_template_values, authenticated, authorised, valid_arguments,
+                  permitted_by_policy, within_limits, below_in_flight_cap, audit_store_up)
+PROMPTS_GET    = (known_prompt, authenticated, authorised, valid_arguments, permitted_by_policy,
                   within_limits, below_in_flight_cap, audit_store_up)
-PROMPTS_GET    = (known_prompt, authenticated, authorised, valid_arguments,
-                  within_limits, below_in_flight_cap, audit_store_up)
-COMPLETE       = (known_reference, authenticated, authorised, bounded_value, within_principal_limit)
-SUBSCRIBE      = (known_resource, safe_template_values, authenticated, authorised, within_principal_limit)
+COMPLETE       = (known_reference, authenticated, authorised, permitted_by_policy, bounded_value,
+                  within_principal_limit)
+SUBSCRIBE      = (known_resource, safe_template_values, authenticated, authorised, permitted_by_policy,
+                  within_principal_limit)
 OTHER          = (within_principal_limit,)
 NOTIFICATION   = (sent_with_an_id,)  # a request without an id is never run: always refused
 # fmt: on

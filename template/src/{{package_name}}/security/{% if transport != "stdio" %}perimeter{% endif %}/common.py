@@ -24,6 +24,7 @@ class NamedAccessToken(AccessToken):
     """A verified token whose verifier also named the principal (OAuth: `user:<sub>` or `client:<id>`)."""
 
     principal_id: str
+    groups: list[str] = []  # from the claim MCP_OAUTH_GROUPS_CLAIM names (Cedar policies read them)
 
 
 def client_address(scope: Scope) -> str:

@@ -1,0 +1,186 @@
+"""The policy decision: one parsed policy set, validated against the schema, asked once per request.
+
+`Policies` holds the current set; `reload()` builds a new one completely (read, parse, validate) and
+swaps it in with one assignment, so every decision uses one set or the other, never a mix, and a set
+that fails keeps the running one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cedarpy
+
+from ..identity.principal import Principal
+from .encode import Encoder, Unrepresentable
+from .base import DESTRUCTIVE, NAMESPACE, READ_ONLY, PolicyError
+from .model import Model
+from .source import Written, read_policies
+
+NO_POLICY = "no policy permits it"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    deciding: tuple[str, ...]  # the ids of the policies that decided (permits, or the forbids)
+    reason: str = ""  # why a denial had no deciding policy
+    errors: tuple[str, ...] = ()  # ids of policies that could not be evaluated (they were skipped)
+
+    @property
+    def explained(self) -> str:
+        return ", ".join(self.deciding) if self.deciding else self.reason
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    written: tuple[Written, ...]
+    policy_set: cedarpy.PolicySet
+
+
+class Policies:
+    """The policies in `directory`, checked against `model`; `decide` asks them about one request."""
+
+    def __init__(self, directory: Path, model: Model, server: str) -> None:
+        self.directory = directory
+        self.model = model
+        self.server = {"type": f"{NAMESPACE}::Server", "id": server}
+        self._encoder = Encoder(model.schema)
+        self._actions = _action_entities(model)
+        self._current = self._load()
+
+    @property
+    def written(self) -> tuple[Written, ...]:
+        return self._current.written
+
+    def reload(self) -> int:
+        """Read the policies again; raises PolicyError (the running set stays) or returns how many."""
+        loaded = self._load()
+        self._current = loaded  # one assignment: a decision sees the old set or the new one
+        return len(loaded.written)
+
+    def _load(self) -> Loaded:
+        written = tuple(read_policies(self.directory))
+        if not written:
+            raise PolicyError(
+                f"{self.directory}: no policy left; with policies on, every call would be refused. Write "
+                "one (the starter policy permits what scopes permit), or remove the .cedar files"
+            )
+        validate(written, self.model)
+        body = {"staticPolicies": {w.id: w.est for w in written}, "templates": {}, "templateLinks": []}
+        return Loaded(written, cedarpy.PolicySet.from_json_str(json.dumps(body)))
+
+    def decide(
+        self,
+        principal: Principal,
+        action: str,
+        arguments: Any,
+        *,
+        client: str,
+        extra: Mapping[str, str] | None = None,
+    ) -> Decision:
+        """Whether `principal` may do `action` with `arguments` (validated) from `client`."""
+        current = self._current
+        try:
+            context = self.context(action, arguments, client, extra)
+        except Unrepresentable:
+            return Decision(False, (), "an argument Cedar cannot represent")
+        request = {
+            "principal": {"type": f"{NAMESPACE}::Principal", "id": principal.uid},
+            "action": {"type": f"{NAMESPACE}::Action", "id": action},
+            "resource": self.server,
+            "context": context,
+        }
+        entities = [*self._actions, principal_entity(principal), {"uid": self.server, "attrs": {}, "parents": []}]
+        result = cedarpy.is_authorized(request, current.policy_set, entities)
+        deciding = tuple(result.diagnostics.reasons)
+        errored = tuple(w.id for w in current.written if any(f"`{w.id}`" in e for e in result.diagnostics.errors))
+        return Decision(result.allowed, deciding, "" if deciding or result.allowed else NO_POLICY, errored)
+
+    def context(
+        self, action: str, arguments: Any, client: str, extra: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        kind = self.model.inputs.get(action)
+        if kind is None:
+            raise Unrepresentable("unknown action")
+        return {
+            "input": self._encoder.encode(kind, _plain(arguments)),
+            "transport": "stdio" if client == "stdio" else "http",
+            "client_address": {"__extn": {"fn": "ip", "arg": address_of(client)}},
+            **(extra or {}),
+        }
+
+
+def _plain(arguments: Any) -> Any:
+    """Template values (a mapping of strings or lists) and arguments as JSON data."""
+    if isinstance(arguments, Mapping):
+        return {str(k): "/".join(v) if isinstance(v, list) and all(isinstance(i, str) for i in v) else v
+                for k, v in arguments.items()}
+    return arguments
+
+
+def address_of(client: str) -> str:
+    """The client's address as Cedar's ipaddr: stdio is the local machine; unknown is 0.0.0.0."""
+    if client == "stdio":
+        return "127.0.0.1"
+    try:
+        return str(ipaddress.ip_address(client))
+    except ValueError:
+        return "0.0.0.0"  # nosec B104 - an address no network range contains but 0.0.0.0/x
+
+
+def principal_entity(principal: Principal) -> dict[str, Any]:
+    return {
+        "uid": {"type": f"{NAMESPACE}::Principal", "id": principal.uid},
+        "attrs": {
+            "kind": principal.kind,
+            "name": principal.name,
+            "scopes": sorted(principal.scopes),
+            "groups": sorted(principal.groups),
+        },
+        "parents": [],
+    }
+
+
+def _action_entities(model: Model) -> list[dict[str, Any]]:
+    """The actions with their groups, so that `action in Mcp::Action::"read_only"` holds."""
+    kind = f"{NAMESPACE}::Action"
+    entities = [
+        {"uid": {"type": kind, "id": name}, "attrs": {}, "parents": [{"type": kind, "id": g} for g in groups]}
+        for name, groups in model.groups.items()
+    ]
+    entities += [{"uid": {"type": kind, "id": g}, "attrs": {}, "parents": []} for g in (READ_ONLY, DESTRUCTIVE)]
+    return entities
+
+
+def validate(written: tuple[Written, ...], model: Model) -> None:
+    """Each policy against the schema: an unknown tool, argument or a type error names file:line."""
+    text = "\n".join(w.text for w in written)
+    result = cedarpy.validate_policies(text, model.handle)
+    if result.validation_passed:
+        return
+    problems = []
+    for error in result.errors:
+        index = int(error.policy_id.removeprefix("policy")) if error.policy_id.startswith("policy") else -1
+        where = written[index] if 0 <= index < len(written) else None
+        message = error.error.split(", ", 1)[-1] if error.error.startswith("for policy") else error.error
+        at = f"{where.file}:{where.line + _line_of(where, message)}" if where else "policies"
+        problems.append(f"{at}: {message}")
+    fix = "the tools, arguments and types a policy may name are in the schema: run `policy schema`"
+    raise PolicyError("; ".join(problems) + f" ({fix})")
+
+
+def _line_of(written: Written, message: str) -> int:
+    """The line within the policy that names what the validator complained of, else its first."""
+    names = [part.strip("`").split(".")[-1] for part in message.split() if part.startswith("`")]
+    lines = written.text.split("\n")
+    for name in names:
+        for offset, line in enumerate(lines):
+            if name.strip('"') and name.strip('"') in line:
+                return offset
+    return 0
