@@ -150,7 +150,9 @@ def _policy(args: argparse.Namespace) -> int:
     with scratch_settings(settings, offline=True) as scratch:
         policies = build_guard(scratch, open_services(scratch)).policies_enforced
     if policies is None:
-        print(f"{answers.COMMAND}: no .cedar file in {settings.policies_dir}: policies are off", file=sys.stderr)
+        print(
+            f"{answers.COMMAND}: no .cedar file in {settings.policies_dir}: policies are off", file=sys.stderr
+        )
         return 1
     if args.policy_command == "schema":
         print(policies.model.text)
@@ -162,7 +164,7 @@ def _policy(args: argparse.Namespace) -> int:
     try:
         arguments = json.loads(args.args)
     except ValueError:
-        raise PolicyError("--args is a JSON object, e.g. '{\"path\": \"reports/q3.txt\"}'") from None
+        raise PolicyError('--args is a JSON object, e.g. \'{"path": "reports/q3.txt"}\'') from None
     groups, scopes = _held(settings, args.principal)
     principal = principal_named(args.principal, args.groups or groups, scopes, "--as")
     case = {"tool": args.tool, "resource": args.resource, "prompt": args.prompt}

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from mcp.server.auth.provider import AccessToken
+from pydantic import Field
 
 from .principal import ADMIN_SCOPE, ALL_TOOL_SCOPES
 
@@ -117,7 +118,8 @@ def _groups(text: str | None, where: str) -> frozenset[str]:
     groups = [group for group in (text or "").split("+") if group]
     if text is not None and (not groups or not all(NAME.match(group) for group in groups)):
         raise KeyFormatError(
-            f"{where}: write groups as name[group+group]:sha256:..., each 1 to 64 letters, digits, '.', '_' or '-'"
+            f"{where}: write groups as name[group+group]:sha256:..., each 1 to 64 letters, digits, "
+            "'.', '_' or '-'"
         )
     return frozenset(groups)
 
@@ -182,7 +184,7 @@ class _Key:
 class KeyAccessToken(AccessToken):
     """A verified API key: the holder's groups travel with it (policies read them)."""
 
-    groups: list[str] = []
+    groups: list[str] = Field(default_factory=list)
 
 
 class ApiKeyVerifier:
@@ -194,7 +196,8 @@ class ApiKeyVerifier:
 
     def __init__(self, tool_keys: list[KeyEntry], admin_keys: list[KeyEntry]) -> None:
         keys = [
-            _Key(k.digest, k.principal_id, tuple(sorted(k.scopes)), tuple(sorted(k.groups))) for k in tool_keys
+            _Key(k.digest, k.principal_id, tuple(sorted(k.scopes)), tuple(sorted(k.groups)))
+            for k in tool_keys
         ]
         # Admin keys read /security/events and nothing else (parse_keys refuses scopes on them); listed
         # last, so a digest configured as both is an admin key, as it always was.

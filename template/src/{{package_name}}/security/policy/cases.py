@@ -41,7 +41,8 @@ class Outcome:
     def line(self) -> str:
         got = "allow" if self.decision.allowed else "deny"
         mark = "ok  " if self.passed else "FAIL"
-        return f"{mark} {self.where} {self.name}: expected {self.expected}, got {got} ({self.decision.explained})"
+        why = self.decision.explained
+        return f"{mark} {self.where} {self.name}: expected {self.expected}, got {got} ({why})"
 
 
 def case_files(directory: Path) -> list[Path]:

@@ -17,8 +17,8 @@ from typing import Any
 import cedarpy
 
 from ..identity.principal import Principal
-from .encode import Encoder, Unrepresentable
 from .base import DESTRUCTIVE, NAMESPACE, READ_ONLY, PolicyError
+from .encode import Encoder, Unrepresentable
 from .model import Model
 from .source import Written, read_policies
 
@@ -96,10 +96,16 @@ class Policies:
             "resource": self.server,
             "context": context,
         }
-        entities = [*self._actions, principal_entity(principal), {"uid": self.server, "attrs": {}, "parents": []}]
+        entities = [
+            *self._actions,
+            principal_entity(principal),
+            {"uid": self.server, "attrs": {}, "parents": []},
+        ]
         result = cedarpy.is_authorized(request, current.policy_set, entities)
         deciding = tuple(result.diagnostics.reasons)
-        errored = tuple(w.id for w in current.written if any(f"`{w.id}`" in e for e in result.diagnostics.errors))
+        errored = tuple(
+            w.id for w in current.written if any(f"`{w.id}`" in e for e in result.diagnostics.errors)
+        )
         return Decision(result.allowed, deciding, "" if deciding or result.allowed else NO_POLICY, errored)
 
     def context(
@@ -119,8 +125,10 @@ class Policies:
 def _plain(arguments: Any) -> Any:
     """Template values (a mapping of strings or lists) and arguments as JSON data."""
     if isinstance(arguments, Mapping):
-        return {str(k): "/".join(v) if isinstance(v, list) and all(isinstance(i, str) for i in v) else v
-                for k, v in arguments.items()}
+        return {
+            str(k): "/".join(v) if isinstance(v, list) and all(isinstance(i, str) for i in v) else v
+            for k, v in arguments.items()
+        }
     return arguments
 
 
@@ -131,7 +139,7 @@ def address_of(client: str) -> str:
     try:
         return str(ipaddress.ip_address(client))
     except ValueError:
-        return "0.0.0.0"  # nosec B104 - an address no network range contains but 0.0.0.0/x
+        return "0.0.0.0"  # noqa: S104  # nosec B104 - an address, not a bind: no office range holds it
 
 
 def principal_entity(principal: Principal) -> dict[str, Any]:
@@ -154,7 +162,9 @@ def _action_entities(model: Model) -> list[dict[str, Any]]:
         {"uid": {"type": kind, "id": name}, "attrs": {}, "parents": [{"type": kind, "id": g} for g in groups]}
         for name, groups in model.groups.items()
     ]
-    entities += [{"uid": {"type": kind, "id": g}, "attrs": {}, "parents": []} for g in (READ_ONLY, DESTRUCTIVE)]
+    entities += [
+        {"uid": {"type": kind, "id": g}, "attrs": {}, "parents": []} for g in (READ_ONLY, DESTRUCTIVE)
+    ]
     return entities
 
 

@@ -60,6 +60,4 @@ def _record(events: SecurityEvents, event: str, severity: Any, **details: Any) -
     except RuntimeError:
         asyncio.run(events.record(event, severity, "policies", **details))
         return
-    loop.call_soon_threadsafe(
-        lambda: loop.create_task(events.record(event, severity, "policies", **details))
-    )
+    loop.call_soon_threadsafe(lambda: loop.create_task(events.record(event, severity, "policies", **details)))

@@ -127,11 +127,9 @@ def _code(text: str) -> str:
 
 def _leading_lines(chunk: str) -> int:
     """Lines before the policy's first token (blank lines and comments above it)."""
-    offset = 0
-    for line in chunk.split("\n"):
+    for offset, line in enumerate(chunk.split("\n")):
         if _code(line).strip():
             return offset
-        offset += 1
     return 0
 
 
