@@ -23,6 +23,7 @@ from .model import Model
 from .source import Written, read_policies
 
 NO_POLICY = "no policy permits it"
+MAX_CACHED_PRINCIPALS = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +52,10 @@ class Policies:
         self.model = model
         self.server = {"type": f"{NAMESPACE}::Server", "id": server}
         self._encoder = Encoder(model.schema)
-        self._actions = _action_entities(model)
+        base = [*_action_entities(model), {"uid": self.server, "attrs": {}, "parents": []}]
+        self._base = cedarpy.Entities.from_json_str(json.dumps(base))
+        # Parsed once per principal (the actions' graph with them), not per call: bounded, oldest out.
+        self._entities: dict[Principal, cedarpy.Entities] = {}
         self._current = self._load()
 
     @property
@@ -96,17 +100,21 @@ class Policies:
             "resource": self.server,
             "context": context,
         }
-        entities = [
-            *self._actions,
-            principal_entity(principal),
-            {"uid": self.server, "attrs": {}, "parents": []},
-        ]
-        result = cedarpy.is_authorized(request, current.policy_set, entities)
+        result = cedarpy.is_authorized(request, current.policy_set, self._entities_with(principal))
         deciding = tuple(result.diagnostics.reasons)
         errored = tuple(
             w.id for w in current.written if any(f"`{w.id}`" in e for e in result.diagnostics.errors)
         )
         return Decision(result.allowed, deciding, "" if deciding or result.allowed else NO_POLICY, errored)
+
+    def _entities_with(self, principal: Principal) -> cedarpy.Entities:
+        entities = self._entities.get(principal)
+        if entities is None:
+            if len(self._entities) >= MAX_CACHED_PRINCIPALS:
+                del self._entities[next(iter(self._entities))]
+            entities = self._base.with_added_json_str(json.dumps([principal_entity(principal)]))
+            self._entities[principal] = entities
+        return entities
 
     def context(
         self, action: str, arguments: Any, client: str, extra: Mapping[str, str] | None = None
