@@ -1,0 +1,150 @@
+"""Cedar policies, through the rendered README: a rule limits read_file to reports/ for one key (issue 25).
+
+The rendered project's own tests cover the engine in-process (tests/test_policies.py there); here the real
+server runs over HTTP and stdio and is called by the real MCP client with real API keys.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+from pathlib import Path
+
+import httpx2
+import pytest
+from mcp import Client
+
+from support import Venv, http_client, package_of, running_server, stdio_params, text_of, wait_for
+
+ALICE_KEY = "mcp_alice-policy-key-0123456789"
+BOB_KEY = "mcp_bob-policy-key-0123456789abc"
+ADMIN_KEY = "mcp_admin-policy-key-0123456789a"
+
+
+def _digest(key: str) -> str:
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def _readme_rule(project: Path) -> str:
+    """The rule the rendered README tells the user to write, as it is printed there."""
+    readme = (project / "README.md").read_text()
+    blocks = re.findall(r"```text\n(.*?)```", readme, re.DOTALL)
+    rule = next(b for b in blocks if 'Mcp::Action::"read_file"' in b and "reports/" in b)
+    assert "policies/reports.cedar" in readme
+    return rule
+
+
+def _copy(original: Path, tmp_path: Path) -> Path:
+    """A copy of a rendered project (the venv runs the original's code; policies are read from the copy)."""
+    copy = tmp_path / "project"
+    shutil.copytree(original, copy, ignore=shutil.ignore_patterns(".venv", "*.db*", "data"))
+    return copy
+
+
+@pytest.fixture
+def project(rendered, tmp_path: Path) -> Path:  # type: ignore[no-untyped-def]
+    return _copy(rendered("http_all"), tmp_path)
+
+
+def _env(project: Path) -> dict[str, str]:
+    files = project / "files"
+    (files / "reports").mkdir(parents=True, exist_ok=True)
+    (files / "reports" / "q3.txt").write_text("Q3 revenue up")
+    (files / "secret.txt").write_text("not for alice")
+    return {
+        "MCP_API_KEYS": f"alice[analysts]:{_digest(ALICE_KEY)},bob:{_digest(BOB_KEY)}",
+        "MCP_ADMIN_API_KEYS": ADMIN_KEY,
+        "MCP_FILES_ROOT": str(files),
+        "MCP_DATA_DIR": str(project / "data"),
+        "MCP_SECURITY_EVENTS_URL": f"sqlite:///{project / 'events.db'}",
+    }
+
+
+@pytest.mark.anyio
+async def test_the_readme_rule_limits_read_file_to_reports_for_one_key(venv: Venv, project: Path) -> None:
+    command, _ = package_of(project)
+    env = _env(project)
+    (project / "policies" / "reports.cedar").write_text(_readme_rule(project))
+    checked = venv.run(venv.bin(command), "check", "--offline", cwd=project, env=env)
+    assert "policy alice-reports-only (policies/reports.cedar:1): forbid on read_file" in checked.stdout
+
+    with running_server(venv, project, env) as server:
+        async with http_client(server.url, ALICE_KEY) as alice:
+            inside = await alice.call_tool("read_file", {"path": "reports/q3.txt"})
+            outside = await alice.call_tool("read_file", {"path": "secret.txt"})
+        async with http_client(server.url, BOB_KEY) as bob:
+            bobs = await bob.call_tool("read_file", {"path": "secret.txt"})
+        events = httpx2.get(
+            server.base + "/security/events",
+            params={"event": "authorization_denied"},
+            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        ).json()["events"]
+    assert not inside.is_error and "Q3 revenue up" in text_of(inside)
+    assert outside.is_error and "policies refuse read_file" in text_of(outside)
+    assert "alice-reports-only" not in text_of(outside)
+    assert not bobs.is_error and "not for alice" in text_of(bobs)
+    assert [(e["identifier"], e["tool"], e["details"]["policies"]) for e in events] == [
+        ("alice", "read_file", ["alice-reports-only"])
+    ]
+    assert "secret.txt" not in str(events)
+
+    # A typo stops check, naming the file and line.
+    (project / "policies" / "reports.cedar").write_text(
+        _readme_rule(project).replace("context.input.path", "context.input.pth")
+    )
+    typo = venv.run(venv.bin(command), "check", "--offline", cwd=project, env=env)
+    assert typo.returncode != 0
+    assert "policies/reports.cedar:3:" in typo.stdout + typo.stderr
+
+
+def test_serve_refuses_to_start_on_a_bad_policy(venv: Venv, project: Path) -> None:
+    command, _ = package_of(project)
+    (project / "policies" / "bad.cedar").write_text(
+        "permit (principal, action, resource);\nforbid (principal, acton, resource);\n"
+    )
+    result = venv.run(
+        venv.bin(command), "serve", "--transport", "http", cwd=project, env=_env(project), timeout=60
+    )
+    assert result.returncode == 2
+    assert "policies/bad.cedar:2: found an invalid variable in the policy scope: acton" in result.stderr
+
+
+@pytest.mark.anyio
+async def test_sighup_reloads_and_a_bad_set_keeps_the_running_one(venv: Venv, project: Path) -> None:
+    env = _env(project)
+    rules = project / "policies" / "reports.cedar"
+    with running_server(venv, project, env) as server:
+        async with http_client(server.url, ALICE_KEY) as alice:
+            assert not (await alice.call_tool("read_file", {"path": "secret.txt"})).is_error
+            rules.write_text(_readme_rule(project))
+            server.process.send_signal(signal.SIGHUP)
+            wait_for(lambda: "policies reloaded" in server.log(), what="the reload")
+            assert (await alice.call_tool("read_file", {"path": "secret.txt"})).is_error
+            rules.write_text("forbid (principal, action, resource) when { nonsense };\n")
+            server.process.send_signal(signal.SIGHUP)
+            wait_for(lambda: "policies not reloaded" in server.log(), what="the refused reload")
+            assert (await alice.call_tool("read_file", {"path": "secret.txt"})).is_error  # still the rule
+            assert not (await alice.call_tool("read_file", {"path": "reports/q3.txt"})).is_error
+        failed = httpx2.get(
+            server.base + "/security/events",
+            params={"event": "policy_reload_failed"},
+            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        ).json()["events"]
+    assert [e["severity"] for e in failed] == ["high"]
+
+
+@pytest.mark.anyio
+async def test_a_policy_applies_over_stdio(venv: Venv, rendered, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    project = _copy(rendered("stdio"), tmp_path)
+    (project / "policies" / "stdio.cedar").write_text(
+        '@id("no-secrets-on-stdio")\nforbid (principal, action == Mcp::Action::"read_file", resource)\n'
+        'when { principal.kind == "stdio" && context.transport == "stdio" }\n'
+        'unless { context.input.path like "reports/*" };\n'
+    )
+    env = {**_env(project), "MCP_SECURITY_EVENTS_URL": "memory://"}
+    async with Client(stdio_params(venv, project, env)) as client:
+        assert (await client.call_tool("read_file", {"path": "secret.txt"})).is_error
+        assert not (await client.call_tool("read_file", {"path": "reports/q3.txt"})).is_error
