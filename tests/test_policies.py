@@ -172,7 +172,7 @@ HOSTILE_PATHS = [
     'secret.txt" || true || "',
     'reports/*"; permit (principal, action, resource); //',
     "secret.txt\u202ereports/",
-    "ｒeports/q3.txt",
+    "\uff52eports/q3.txt",  # a fullwidth r
     "secret.txt\nreports/q3.txt",
     "\\u0072eports/q3.txt",
     "*",
@@ -252,7 +252,8 @@ async def test_oauth_groups_claim_and_clients_acting_for_themselves(
     project = _copy(rendered("oauth"), tmp_path)
     (project / "policies" / "oauth.cedar").write_text(
         '@id("no-writes-for-bare-clients")\n'
-        'forbid (principal, action == Mcp::Action::"add_note", resource) when { principal.kind == "client" };\n'
+        'forbid (principal, action == Mcp::Action::"add_note", resource)\n'
+        'when { principal.kind == "client" };\n'
         '@id("readers-only")\n'
         'forbid (principal, action == Mcp::Action::"list_notes", resource)\n'
         'unless { principal.groups.contains("readers") };\n'
