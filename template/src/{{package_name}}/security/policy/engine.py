@@ -21,6 +21,7 @@ from .base import DESTRUCTIVE, NAMESPACE, READ_ONLY, PolicyError
 from .encode import Encoder, Unrepresentable
 from .model import Model
 from .source import Written, read_policies
+from .validation import validate
 
 NO_POLICY = "no policy permits it"
 MAX_CACHED_PRINCIPALS = 1_000
@@ -42,6 +43,8 @@ class Decision:
 class Loaded:
     written: tuple[Written, ...]
     policy_set: cedarpy.PolicySet
+    # A set of unconditional permits and no forbid (the starter policy) allows everything: not asked.
+    permits_all: tuple[str, ...] = ()
 
 
 class Policies:
@@ -77,7 +80,10 @@ class Policies:
             )
         validate(written, self.model)
         body = {"staticPolicies": {w.id: w.est for w in written}, "templates": {}, "templateLinks": []}
-        return Loaded(written, cedarpy.PolicySet.from_json_str(json.dumps(body)))
+        permits = tuple(w.id for w in written if _permits_everything(w))
+        only_permits = all(w.effect == "permit" for w in written)
+        policy_set = cedarpy.PolicySet.from_json_str(json.dumps(body))
+        return Loaded(written, policy_set, permits if only_permits else ())
 
     def decide(
         self,
@@ -90,6 +96,8 @@ class Policies:
     ) -> Decision:
         """Whether `principal` may do `action` with `arguments` (validated) from `client`."""
         current = self._current
+        if current.permits_all:
+            return Decision(True, current.permits_all)
         try:
             context = self.context(action, arguments, client, extra)
         except Unrepresentable:
@@ -102,8 +110,9 @@ class Policies:
         }
         result = cedarpy.is_authorized(request, current.policy_set, self._entities_with(principal))
         deciding = tuple(result.diagnostics.reasons)
-        errored = tuple(
-            w.id for w in current.written if any(f"`{w.id}`" in e for e in result.diagnostics.errors)
+        errors = result.diagnostics.errors
+        errored = (
+            tuple(w.id for w in current.written if any(f"`{w.id}`" in e for e in errors)) if errors else ()
         )
         return Decision(result.allowed, deciding, "" if deciding or result.allowed else NO_POLICY, errored)
 
@@ -128,6 +137,12 @@ class Policies:
             "client_address": {"__extn": {"fn": "ip", "arg": address_of(client)}},
             **(extra or {}),
         }
+
+
+def _permits_everything(written: Written) -> bool:
+    est = written.est
+    scope_all = all((est.get(part) or {}).get("op") == "All" for part in ("principal", "action", "resource"))
+    return written.effect == "permit" and scope_all and not est.get("conditions")
 
 
 def _plain(arguments: Any) -> Any:
@@ -174,31 +189,3 @@ def _action_entities(model: Model) -> list[dict[str, Any]]:
         {"uid": {"type": kind, "id": g}, "attrs": {}, "parents": []} for g in (READ_ONLY, DESTRUCTIVE)
     ]
     return entities
-
-
-def validate(written: tuple[Written, ...], model: Model) -> None:
-    """Each policy against the schema: an unknown tool, argument or a type error names file:line."""
-    text = "\n".join(w.text for w in written)
-    result = cedarpy.validate_policies(text, model.handle)
-    if result.validation_passed:
-        return
-    problems = []
-    for error in result.errors:
-        index = int(error.policy_id.removeprefix("policy")) if error.policy_id.startswith("policy") else -1
-        where = written[index] if 0 <= index < len(written) else None
-        message = error.error.split(", ", 1)[-1] if error.error.startswith("for policy") else error.error
-        at = f"{where.file}:{where.line + _line_of(where, message)}" if where else "policies"
-        problems.append(f"{at}: {message}")
-    fix = "the tools, arguments and types a policy may name are in the schema: run `policy schema`"
-    raise PolicyError("; ".join(problems) + f" ({fix})")
-
-
-def _line_of(written: Written, message: str) -> int:
-    """The line within the policy that names what the validator complained of, else its first."""
-    names = [part.strip("`").split(".")[-1] for part in message.split() if part.startswith("`")]
-    lines = written.text.split("\n")
-    for name in names:
-        for offset, line in enumerate(lines):
-            if name.strip('"') and name.strip('"') in line:
-                return offset
-    return 0
