@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -20,9 +21,9 @@ def policy_report(policies: Policies | None, settings: Settings) -> tuple[list[s
     from ..security.policy.base import PolicyError
     from ..security.policy.cases import run_cases
 
-    tools = sorted(name for name in policies.model.inputs)
+    groups = policies.model.groups
     facts = [f"policies: {len(policies.written)} in {settings.policies_dir}, validated against the schema"]
-    facts += [f"policy {summary(w, tools)}" for w in policies.written]
+    facts += [f"policy {summary(w, groups)}" for w in policies.written]
     try:
         outcomes = run_cases(policies, settings.policies_dir)
     except PolicyError as exc:
@@ -33,22 +34,21 @@ def policy_report(policies: Policies | None, settings: Settings) -> tuple[list[s
     return [f"policy case {line}" for line in failed], facts
 
 
-def summary(written: Written, actions: list[str]) -> str:
-    """`<id>: <effect> on <tools>` (where it is written, when the id is an @id)."""
+def summary(written: Written, groups: Mapping[str, tuple[str, ...]]) -> str:
+    """`<id> (<file:line>): <effect> on <tools>`."""
     where = "" if written.id == written.where else f" ({written.where})"
-    return f"{written.id}{where}: {written.effect} on {', '.join(affected(written, actions))}"
+    return f"{written.id}{where}: {written.effect} on {', '.join(affected(written, groups))}"
 
 
-def affected(written: Written, actions: list[str]) -> list[str]:
-    """The actions a policy's scope can match: `==` one, `in` a group or a list, else every one."""
+def affected(written: Written, groups: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """The tools (and read_resource, get_prompt) a policy's action scope can match."""
     scope: dict[str, Any] = written.est.get("action") or {}
-    op = scope.get("op")
-    if op == "==":
-        return [str(scope["entity"]["id"])]
-    if op == "in":
-        named = scope.get("entities") or [scope.get("entity")]
-        return [f"{e['id']} (group)" if e["id"] not in actions else str(e["id"]) for e in named if e]
-    return [_ANY]
+    if scope.get("op", "All") == "All":
+        return [_ANY]
+    named = {str(e["id"]) for e in scope.get("entities") or [scope.get("entity")] if e}
+    if scope.get("op") == "==":
+        return sorted(named)
+    return sorted(a for a, member_of in groups.items() if a in named or named & set(member_of)) or ["none"]
 
 
 def explain(policies: Policies, principal: Any, action: str, arguments: Any, client: str, extra: Any) -> str:

@@ -20,6 +20,7 @@ from ..identity.principal import Principal
 from .base import DESTRUCTIVE, NAMESPACE, READ_ONLY, PolicyError
 from .encode import Encoder, Unrepresentable
 from .model import Model
+from .slices import Slice, by_action
 from .source import Written, read_policies
 from .validation import validate
 
@@ -42,9 +43,7 @@ class Decision:
 @dataclass(frozen=True, slots=True)
 class Loaded:
     written: tuple[Written, ...]
-    policy_set: cedarpy.PolicySet
-    # A set of unconditional permits and no forbid (the starter policy) allows everything: not asked.
-    permits_all: tuple[str, ...] = ()
+    slices: Mapping[str, Slice]  # per action: the policies that can apply to it (slices.py)
 
 
 class Policies:
@@ -79,11 +78,7 @@ class Policies:
                 "one (the starter policy permits what scopes permit), or remove the .cedar files"
             )
         validate(written, self.model)
-        body = {"staticPolicies": {w.id: w.est for w in written}, "templates": {}, "templateLinks": []}
-        permits = tuple(w.id for w in written if _permits_everything(w))
-        only_permits = all(w.effect == "permit" for w in written)
-        policy_set = cedarpy.PolicySet.from_json_str(json.dumps(body))
-        return Loaded(written, policy_set, permits if only_permits else ())
+        return Loaded(written, by_action(written, self.model.groups))
 
     def decide(
         self,
@@ -96,8 +91,11 @@ class Policies:
     ) -> Decision:
         """Whether `principal` may do `action` with `arguments` (validated) from `client`."""
         current = self._current
-        if current.permits_all:
-            return Decision(True, current.permits_all)
+        cut = current.slices.get(action)
+        if cut is None:
+            return Decision(False, (), "not an action of this server")
+        if cut.policy_set is None:  # known without asking: unconditional permits, or no policy at all
+            return Decision(bool(cut.permits), cut.permits, "" if cut.permits else NO_POLICY)
         try:
             context = self.context(action, arguments, client, extra)
         except Unrepresentable:
@@ -108,7 +106,7 @@ class Policies:
             "resource": self.server,
             "context": context,
         }
-        result = cedarpy.is_authorized(request, current.policy_set, self._entities_with(principal))
+        result = cedarpy.is_authorized(request, cut.policy_set, self._entities_with(principal))
         deciding = tuple(result.diagnostics.reasons)
         errors = result.diagnostics.errors
         errored = (
@@ -137,12 +135,6 @@ class Policies:
             "client_address": {"__extn": {"fn": "ip", "arg": address_of(client)}},
             **(extra or {}),
         }
-
-
-def _permits_everything(written: Written) -> bool:
-    est = written.est
-    scope_all = all((est.get(part) or {}).get("op") == "All" for part in ("principal", "action", "resource"))
-    return written.effect == "permit" and scope_all and not est.get("conditions")
 
 
 def _plain(arguments: Any) -> Any:
