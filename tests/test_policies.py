@@ -162,6 +162,10 @@ unless { action in Mcp::Action::"read_only" };
 forbid (principal, action in Mcp::Action::"destructive", resource)
 unless { context.transport == "stdio" || context.client_address.isInRange(ip("10.0.0.0/8")) };
 
+@id("notes-page-size")
+forbid (principal, action == Mcp::Action::"list_notes", resource)
+when { context.input has limit && context.input.limit > 50 };
+
 @id("analysts-read-reports-only")
 forbid (principal, action == Mcp::Action::"read_file", resource)
 when { principal.groups.contains("analysts") }
@@ -213,6 +217,9 @@ async def test_the_example_rules_with_api_keys_and_groups(venv: Venv, project: P
             url, BOB_KEY, outside, "delete_note", {"note_id": 1}
         )
         assert "policies refuse" not in await _call(url, BOB_KEY, office, "delete_note", {"note_id": 1})
+        # Arguments as validated: a limit over 50 is refused, the default (20) is not.
+        assert "policies refuse list_notes" in await _call(url, BOB_KEY, office, "list_notes", {"limit": 60})
+        assert (await _call(url, BOB_KEY, office, "list_notes", {})).startswith("ok")
         # Analysts (alice's key is in the group) read reports/ only; bob is not an analyst.
         assert (await _call(url, ALICE_KEY, outside, "read_file", {"path": "reports/q3.txt"})).startswith(
             "ok"

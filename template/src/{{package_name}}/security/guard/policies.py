@@ -27,7 +27,9 @@ async def permitted_by_policy(call: Call) -> None:
     item, principal = cast(Policy, call.policy), cast(Principal, call.principal)
     action, extra = action_of(item, call.ctx.params or {})
     # A completion or a subscription concerns the item, not a call of it: no arguments of its own.
-    arguments = call.arguments if call.ctx.method in _ITEM_ARGUMENTS else {}
+    arguments: Any = {}
+    if call.ctx.method in _ITEM_ARGUMENTS and policies.asks(action):
+        arguments = validated(item, call.arguments)
     decision = policies.decide(principal, action, arguments, client=call.client, extra=extra)
     if decision.allowed:
         return
@@ -46,6 +48,11 @@ async def permitted_by_policy(call: Call) -> None:
         **details,
         **client_of(principal),
     )
+
+
+def validated(item: Policy, arguments: Any) -> Any:
+    """The arguments as validated (coerced, defaults filled in), as JSON data: what `context.input` holds."""
+    return item.arguments.model_validate(arguments).model_dump(mode="json", by_alias=True)
 
 
 def action_of(item: Policy, params: Any) -> tuple[str, dict[str, str]]:

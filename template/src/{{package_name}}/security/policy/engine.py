@@ -114,6 +114,11 @@ class Policies:
         )
         return Decision(result.allowed, deciding, "" if deciding or result.allowed else NO_POLICY, errored)
 
+    def asks(self, action: str) -> bool:
+        """Whether deciding `action` reads the request (else it is decided by the policies alone)."""
+        cut = self._current.slices.get(action)
+        return cut is not None and cut.policy_set is not None
+
     def _entities_with(self, principal: Principal) -> cedarpy.Entities:
         entities = self._entities.get(principal)
         if entities is None:
