@@ -20,7 +20,7 @@ from ..identity.principal import Principal
 from .base import DESTRUCTIVE, NAMESPACE, READ_ONLY, PolicyError
 from .encode import Encoder, Unrepresentable
 from .model import Model
-from .slices import Slice, by_action
+from .slices import CONTEXT, Slice, by_action
 from .source import Written, read_policies
 from .validation import validate
 
@@ -97,7 +97,7 @@ class Policies:
         if cut.policy_set is None:  # known without asking: unconditional permits, or no policy at all
             return Decision(bool(cut.permits), cut.permits, "" if cut.permits else NO_POLICY)
         try:
-            context = self.context(action, arguments, client, extra)
+            context = self.context(action, arguments, client, extra, reads=cut.reads)
         except Unrepresentable:
             return Decision(False, (), "an argument Cedar cannot represent")
         request = {
@@ -117,7 +117,7 @@ class Policies:
     def asks(self, action: str) -> bool:
         """Whether deciding `action` reads the request (else it is decided by the policies alone)."""
         cut = self._current.slices.get(action)
-        return cut is not None and cut.policy_set is not None
+        return cut is not None and cut.policy_set is not None and "input" in cut.reads
 
     def _entities_with(self, principal: Principal) -> cedarpy.Entities:
         entities = self._entities.get(principal)
@@ -129,17 +129,27 @@ class Policies:
         return entities
 
     def context(
-        self, action: str, arguments: Any, client: str, extra: Mapping[str, str] | None = None
+        self,
+        action: str,
+        arguments: Any,
+        client: str,
+        extra: Mapping[str, str] | None = None,
+        *,
+        reads: frozenset[str] | None = None,
     ) -> dict[str, Any]:
+        """The request's context (`reads`: only those attributes, the ones its policies name)."""
         kind = self.model.inputs.get(action)
         if kind is None:
             raise Unrepresentable("unknown action")
-        return {
-            "input": self._encoder.encode(kind, _plain(arguments)),
-            "transport": "stdio" if client == "stdio" else "http",
-            "client_address": {"__extn": {"fn": "ip", "arg": address_of(client)}},
-            **(extra or {}),
-        }
+        wanted = CONTEXT if reads is None else reads
+        context: dict[str, Any] = {k: v for k, v in (extra or {}).items() if k in wanted}
+        if "input" in wanted:
+            context["input"] = self._encoder.encode(kind, _plain(arguments))
+        if "transport" in wanted:
+            context["transport"] = "stdio" if client == "stdio" else "http"
+        if "client_address" in wanted:
+            context["client_address"] = {"__extn": {"fn": "ip", "arg": address_of(client)}}
+        return context
 
 
 def _plain(arguments: Any) -> Any:
