@@ -38,7 +38,7 @@ def reload(policies: Policies, events: SecurityEvents) -> None:
     """Read the policies again; a set that fails is refused (the running one stays), with a high event."""
     try:
         count = policies.reload()
-    except PolicyError as exc:
+    except ValueError as exc:  # PolicyError, or anything Cedar refused past our checks
         log.error("policies not reloaded, the running set stays: %s", exc)
         _record(events, "policy_reload_failed", "high", problem=str(exc)[:2000])
         return
@@ -60,4 +60,14 @@ def _record(events: SecurityEvents, event: str, severity: Any, **details: Any) -
     except RuntimeError:
         asyncio.run(events.record(event, severity, "policies", **details))
         return
-    loop.call_soon_threadsafe(lambda: loop.create_task(events.record(event, severity, "policies", **details)))
+    loop.call_soon_threadsafe(_keep, loop.create_task, events.record(event, severity, "policies", **details))
+
+
+_pending: set[asyncio.Task[Any]] = set()
+
+
+def _keep(create: Any, coroutine: Any) -> None:
+    """Run the event's write, held until done (the loop keeps only a weak reference to a task)."""
+    task = create(coroutine)
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
