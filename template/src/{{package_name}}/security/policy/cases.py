@@ -85,7 +85,7 @@ def case_principal(value: Any, where: str) -> Principal:
     """`key:alice`, or a mapping with `id` and optional `groups` and `scopes`."""
     spec: Mapping[str, Any] = {"id": value} if isinstance(value, str) else value
     if not isinstance(spec, Mapping) or not isinstance(spec.get("id"), str):
-        raise PolicyError(f"{where}: principal is `key:alice` or {{id: key:alice, groups: [...]}}")
+        raise PolicyError(f"{where}: principal is `key:alice`, or a mapping with id, groups and scopes")
     return principal_named(spec["id"], spec.get("groups") or (), spec.get("scopes") or (), where)
 
 
