@@ -46,6 +46,11 @@ def _for(actions: list[str]) -> str:
 
 def _fix(problems: list[str]) -> str:
     text = " ".join(problems)
+    if "unable to find an applicable action" in text:
+        return (
+            "the policy's action scope matches nothing this server serves (a group with no tool in it, "
+            "such as destructive when no tool is destructive): name actions `policy schema` lists"
+        )
     if "optional attribute" in text:
         return "an optional argument may be absent: test it first, `context.input has path && ...`"
     if "not found" in text:
