@@ -72,7 +72,7 @@ def entry_line(
     line = digest_of(key)
     if name is None:
         if scopes or groups:
-            raise KeyFormatError("scopes and groups need a name: use --name with --scopes or --groups")
+            raise KeyFormatError("scopes need a name, and so do groups: use --name with --scopes or --groups")
         return line
     if not NAME.match(name):
         raise KeyFormatError(f"{name!r} is not a key name: 1 to 64 letters, digits, '.', '_' or '-'")
