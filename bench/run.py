@@ -94,12 +94,22 @@ TARGETS = (
     "sdk-default",
     "sdk-stateless",
 )
-# 20 policies a team might write: forbids on groups, kinds, arguments and addresses, one permit for the rest.
+# 20 policies a team might write, all about the tool called (so every one is asked): one permit, and forbids
+# on groups, the principal's kind, a key's name, the transport and the client's address.
+_CONDITIONS = (
+    *(f'principal.groups.contains("group-{n}")' for n in range(7)),
+    *(f'principal.kind == "kind-{n}"' for n in range(3)),
+    *(f'principal == Mcp::Principal::"key:user-{n}"' for n in range(3)),
+    *('context.transport == "stdio" && principal.groups.contains("remote-only")' for _ in range(3)),
+    *(
+        f'principal.groups.contains("office-{n}") && !context.client_address.isInRange(ip("10.{n}.0.0/16"))'
+        for n in range(3)
+    ),
+)
 POLICIES_20 = '@id("scopes-decide")\npermit (principal, action, resource);\n' + "".join(
     f'@id("rule-{n}")\nforbid (principal, action == Mcp::Action::"whoami", resource)\n'
-    f'when {{ principal.groups.contains("group-{n}") && context.transport == "http" && '
-    f'!context.client_address.isInRange(ip("10.{n}.0.0/16")) }};\n'
-    for n in range(19)
+    f"when {{ {condition} }};\n"
+    for n, condition in enumerate(_CONDITIONS)
 )
 REFERENCE = "template@{ref}"  # --reference: the template rendered from an earlier commit, measured alongside
 
@@ -692,7 +702,8 @@ def report(
         "- **template-no-metrics**: the same with `MCP_METRICS_ENABLED=false` (no /metrics, no "
         "per-request histogram or event counters): the difference is what metrics cost.",
         "- **template-no-policies** / **template-20-policies**: the same with no `.cedar` file, and with "
-        "20 policies (`POLICIES_20`: one permit, 19 forbids on groups, transport and address): the "
+        "20 policies (`POLICIES_20`: one permit, 19 forbids on groups, kind, name, transport and address, "
+        "all on the tool called, so every one is asked): the "
         "difference is what a policy decision costs per call.",
         "- **template-session**: the same project on a server and audit file of its own, called as an "
         "initialize-era client with a session (`initialize` first, then `Mcp-Session-Id` on every request).",

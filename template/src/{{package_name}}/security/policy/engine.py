@@ -7,6 +7,7 @@ that fails keeps the running one.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 from collections.abc import Mapping
@@ -162,6 +163,7 @@ def _plain(arguments: Any) -> Any:
     return arguments
 
 
+@functools.lru_cache(maxsize=4096)  # clients come back: their address is parsed once
 def address_of(client: str) -> str:
     """The client's address as Cedar's ipaddr: stdio is the local machine; unknown is 0.0.0.0."""
     if client == "stdio":
