@@ -180,6 +180,11 @@ def _tools_report(settings: Settings, lock: Path, found: Findings, *, offline: b
         found.errors.append(str(exc))
         return
     current = served(guard)
+    from .policies import policy_report
+
+    policy_errors, policy_facts = policy_report(guard.policies_enforced, settings)
+    found.errors.extend(policy_errors)
+    found.facts.extend(policy_facts)
     if "sandbox" in answers.SAMPLE_TOOLS:
         _sandbox_report(settings, found)
     try:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver.prompts import Prompt
@@ -23,6 +24,9 @@ from .resource import resource as _resource
 from .results import Results
 from .tasks import Tasks
 from .tool import tool as _tool
+
+if TYPE_CHECKING:
+    from ..policy.engine import Policies
 
 
 class Guard:
@@ -78,6 +82,14 @@ class Guard:
         self.handle_completion = self._handlers.completion
         self.handle_subscribe = self._handlers.subscribe
         self.handle_unsubscribe = self._handlers.unsubscribe
+
+    def enforce(self, policies: Policies) -> None:
+        """Ask `policies` about every request from now on (build_server, before serving)."""
+        self._shared = replace(self._shared, policies=policies)
+
+    @property
+    def policies_enforced(self) -> Policies | None:
+        return self._shared.policies
 
     async def middleware(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         """Every inbound message passes here: each request is counted, checked and audited (pipeline.py)."""

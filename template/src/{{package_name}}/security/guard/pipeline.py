@@ -5,6 +5,7 @@ refusal is answered by `refuse()`, the one place that writes its security event 
 an error result for tools/call (the model reads it), a JSON-RPC error for the other methods, nothing
 for a request sent as a notification. A request that passes every step runs through execution.py.
 
+    (permitted_by_policy: the Cedar policies, policies.py; off without a policy file)
     tools/call            TOOLS_CALL, then execution.run
     resources/read        RESOURCES_READ, then execution.run
     prompts/get           PROMPTS_GET, then execution.run
@@ -27,6 +28,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from ..audit.events import AuditUnavailableError
 from .execution import run
+from .policies import permitted_by_policy
 from .request import Call, Refused, Shared, identify
 from .results import error_result
 from .steps import (
@@ -61,13 +63,15 @@ Proceed = Callable[[Call, CallNext], Awaitable[HandlerResult]]
 
 # fmt: off
 TOOLS_CALL     = (known_tool, authenticated, authorised, task_supported, valid_arguments, schema_rules,
-                  within_limits, below_in_flight_cap, room_for_a_task, audit_store_up)
+                  permitted_by_policy, within_limits, below_in_flight_cap, room_for_a_task, audit_store_up)
 RESOURCES_READ = (known_resource, safe_template_values, authenticated, authorised, valid_arguments,
+                  permitted_by_policy, within_limits, below_in_flight_cap, audit_store_up)
+PROMPTS_GET    = (known_prompt, authenticated, authorised, valid_arguments, permitted_by_policy,
                   within_limits, below_in_flight_cap, audit_store_up)
-PROMPTS_GET    = (known_prompt, authenticated, authorised, valid_arguments,
-                  within_limits, below_in_flight_cap, audit_store_up)
-COMPLETE       = (known_reference, authenticated, authorised, bounded_value, within_principal_limit)
-SUBSCRIBE      = (known_resource, safe_template_values, authenticated, authorised, within_principal_limit)
+COMPLETE       = (known_reference, authenticated, authorised, permitted_by_policy, bounded_value,
+                  within_principal_limit)
+SUBSCRIBE      = (known_resource, safe_template_values, authenticated, authorised, permitted_by_policy,
+                  within_principal_limit)
 TASKS          = (declares_extension, authenticated, within_principal_limit, names_the_task, own_task,
                   polled_at_pace)
 OTHER          = (within_principal_limit,)

@@ -15,6 +15,7 @@ from ..limits import PRINCIPAL_COUNTED, RateLimiter
 from .catalogue import Catalogue, Policy
 
 if TYPE_CHECKING:
+    from ..policy.engine import Policies
     from .execution import InFlight
     from .results import Results
     from .tasks import Tasks
@@ -35,6 +36,7 @@ class Shared:
     default_timeout: float
     stdio: bool  # a request without an HTTP request is the local user's (stdio), else nobody's
     tasks: Tasks | None = None  # the tasks extension (tasks.py)
+    policies: Policies | None = None  # the Cedar policies (policies/*.cedar); None: no policy file
 
 
 class Refused(Exception):
