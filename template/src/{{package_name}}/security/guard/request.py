@@ -16,6 +16,7 @@ from .catalogue import Catalogue, Policy
 
 if TYPE_CHECKING:
     from .execution import InFlight
+    from .listing import Listing
     from .results import Results
 
 
@@ -33,6 +34,7 @@ class Shared:
     max_in_flight: int
     default_timeout: float
     stdio: bool  # a request without an HTTP request is the local user's (stdio), else nobody's
+    listing: Listing  # the lists each caller is shown
 
 
 class Refused(Exception):

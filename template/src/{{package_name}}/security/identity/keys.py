@@ -8,7 +8,8 @@ An entry in MCP_API_KEYS (comma-separated) is one of
 A name stays when its key is rotated (list the old and the new digest under the same name while
 clients move), so the audit trail, rate limits and notes follow the person, not the key. Scopes use
 the same names as OAuth scopes: a tool's `scopes=` means the same with either kind of credential.
-A key without scopes may call every tool.
+A key without scopes may call every tool. `admin` is not a scope: it is the class of the keys in
+MCP_ADMIN_API_KEYS (they read /security/events and /metrics), so no tool key may carry it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 SCOPE = re.compile(r"^[\x21\x23-\x2a\x2d-\x5b\x5d-\x7e]{1,128}$")
 # Visible ASCII only: a key with spaces or control characters would break the Authorization header.
 _RAW_KEY = re.compile(r"^[\x21-\x7e]{16,512}$")
+
+
+ADMIN_IS_NOT_A_SCOPE = (
+    "'admin' is not a scope a tool key may carry: admin is a kind of key. Remove it from the scopes, "
+    "and give admin access with a key in MCP_ADMIN_API_KEYS (keygen --admin)"
+)
 
 
 class KeyFormatError(ValueError):
@@ -74,6 +81,8 @@ def entry_line(key: str, name: str | None = None, scopes: Iterable[str] = ()) ->
     for scope in wanted:
         if not SCOPE.match(scope):
             raise KeyFormatError(f"{scope!r} is not a scope: visible ASCII without spaces, '+' or ','")
+    if ADMIN_SCOPE in wanted:
+        raise KeyFormatError(ADMIN_IS_NOT_A_SCOPE)
     return f"{line}:{'+'.join(wanted)}" if wanted else line
 
 
@@ -89,6 +98,8 @@ def _parse_entry(entry: str, variable: str, position: int) -> KeyEntry:
             raise KeyFormatError(
                 f"{where} ({name}): after the digest write scopes joined by '+', e.g. :notes:read+notes:write"
             )
+        if ADMIN_SCOPE in scopes:
+            raise KeyFormatError(f"{where} ({name}): {ADMIN_IS_NOT_A_SCOPE}")
         return KeyEntry(bytes.fromhex(hex_digest), name, frozenset(scopes))
     if match := _DIGEST.match(entry.lower()):
         return KeyEntry(bytes.fromhex(match.group(1)))

@@ -66,14 +66,17 @@ class BearerAuth:
         resource_metadata_url: str | None = None,
         required_scopes: frozenset[str] = frozenset(),
         challenge_scopes: frozenset[str] = frozenset(),
+        credential: str = "key",
     ) -> None:
         self.app = app
         self.verifier = verifier
         self.events = events
         self.resource_metadata_url = resource_metadata_url
         self.required_scopes = required_scopes
-        # What a 401 tells an OAuth client to ask for: the required scopes and every tool's.
+        # What a 401 tells an OAuth client to ask for: the required scopes and the read-only items'
+        # (a write scope comes later, through a 403 insufficient_scope at first use).
         self.challenge_scopes = challenge_scopes | required_scopes
+        self.credential = credential  # what a request without one is told to send: key or access token
 
     def _challenge(
         self, error: str | None = None, description: str | None = None, scope: str | None = None
@@ -112,7 +115,11 @@ class BearerAuth:
         header = Headers(scope=scope).get("authorization")
         if header is None:
             await self._unauthorized(
-                send, client, "missing_credential", "Send Authorization: Bearer <key>.", error=None
+                send,
+                client,
+                "missing_credential",
+                f"Send Authorization: Bearer <{self.credential}>.",
+                error=None,
             )
             return None
         scheme, _, credential = header.partition(" ")
