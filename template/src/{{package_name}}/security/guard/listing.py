@@ -9,8 +9,7 @@ catalogue, so it stays whole.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from mcp.server.context import HandlerResult
 from pydantic import BaseModel
@@ -18,12 +17,18 @@ from pydantic import BaseModel
 from ..identity.principal import ALL_TOOL_SCOPES, Principal
 from .catalogue import Catalogue, Kind
 
-# method -> (the result's field, the catalogue's kind, the key an item is registered under)
-LISTS: dict[str, tuple[str, Kind, Callable[[Any], str]]] = {
-    "tools/list": ("tools", "tool", lambda item: item.name),
-    "resources/list": ("resources", "resource", lambda item: str(item.uri)),
-    "resources/templates/list": ("resource_templates", "resource_template", lambda item: item.uri_template),
-    "prompts/list": ("prompts", "prompt", lambda item: item.name),
+
+class _List(NamedTuple):
+    field: str  # the result's list, as the wire names it
+    kind: Kind  # the catalogue's kind of its items
+    key: str  # the item's field its policy is registered under, as the wire names it
+
+
+LISTS = {
+    "tools/list": _List("tools", "tool", "name"),
+    "resources/list": _List("resources", "resource", "uri"),
+    "resources/templates/list": _List("resourceTemplates", "resource_template", "uriTemplate"),
+    "prompts/list": _List("prompts", "prompt", "name"),
 }
 MAX_KEPT = 256  # sets of scopes whose lists are kept; beyond that each is filtered per request
 
@@ -38,27 +43,31 @@ class Listing:
 
     def for_caller(self, method: str, result: HandlerResult, principal: Principal | None) -> HandlerResult:
         """`result` (the whole list) with only what `principal` may use; nothing for nobody."""
-        if not isinstance(result, BaseModel):
+        listed = LISTS[method]
+        if isinstance(result, BaseModel):
+            result = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+        if not isinstance(result, dict):
             return result
-        field, kind, key_of = LISTS[method]
-        # Only the scopes some item names (and the wildcard) change what is admitted.
         if self._named is None:
             self._named = self._catalogue.scopes_used() | {ALL_TOOL_SCOPES}
+        # Only the scopes some item names (and the wildcard) change what is admitted.
         scopes = frozenset() if principal is None else principal.scopes & self._named
         kept = self._kept.get((method, scopes))
         if kept is None:
-            kept = [] if principal is None else self._admitted(kind, key_of, getattr(result, field), scopes)
+            kept = [] if principal is None else self._admitted(listed, result.get(listed.field) or [], scopes)
             if principal is not None and len(self._kept) < MAX_KEPT:
                 self._kept[(method, scopes)] = kept
         # A list made for one caller: never for a shared cache (2026-07-28 cacheScope).
-        return result.model_copy(update={field: list(kept), "cache_scope": "private"})
+        answer = {**result, listed.field: list(kept)}
+        if "cacheScope" in answer:
+            answer["cacheScope"] = "private"
+        return answer
 
-    def _admitted(
-        self, kind: Kind, key_of: Callable[[Any], str], items: list[Any], scopes: frozenset[str]
-    ) -> list[Any]:
+    def _admitted(self, listed: _List, items: list[Any], scopes: frozenset[str]) -> list[Any]:
         admitted = []
         for item in items:
-            policy = self._catalogue.policy(kind, key_of(item))
+            key = item.get(listed.key) if isinstance(item, dict) else None
+            policy = self._catalogue.policy(listed.kind, key) if isinstance(key, str) else None
             if policy is not None and policy.admits(scopes):
                 admitted.append(item)
         return admitted
