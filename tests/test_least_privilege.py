@@ -166,3 +166,12 @@ def test_an_admin_key_still_reads_the_events_and_a_tool_key_does_not(server: Ser
         return httpx2.get(server.base + "/security/events", headers=headers, timeout=10).status_code
 
     assert (events(ADMIN), events(FULL), events(READER)) == (200, 403, 403)
+
+
+def test_an_oauth_readme_speaks_of_tokens_only(rendered: Callable[[str], Path]) -> None:
+    # Issue 29, item 5: no tool keys, team keys or keygen --name in an auth=oauth project's README.
+    readme = (rendered("oauth") / "README.md").read_text()
+    assert "MCP_API_KEYS" not in readme and "keygen --name" not in readme
+    assert "keygen --admin" in readme  # the admin key is still an API key
+    api_key_readme = (rendered("http_all") / "README.md").read_text()
+    assert "keygen --name alice" in api_key_readme and "open_to_all=True" in api_key_readme
