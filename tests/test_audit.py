@@ -24,6 +24,7 @@ from support import (
     Server,
     Venv,
     clean_env,
+    client_key,
     jsonrpc,
     package_of,
     post_mcp,
@@ -45,13 +46,13 @@ HIGH_LIMITS = {
 
 def keys(server: Server) -> tuple[str, str]:
     """The tool and admin keys the server was started with (not .env as it is now)."""
-    return server.env["MCP_API_KEYS"], server.env["MCP_ADMIN_API_KEYS"]
+    return client_key(server.env), server.env["MCP_ADMIN_API_KEYS"]
 
 
 def env_keys(project: Path) -> tuple[str, str]:
     """The tool and admin keys in the project's .env (for a test that starts its own server from it)."""
     env = read_env_file(project)
-    return env["MCP_API_KEYS"], env["MCP_ADMIN_API_KEYS"]
+    return client_key(env), env["MCP_ADMIN_API_KEYS"]
 
 
 def server_env(project: Path, db: Path, **extra: str) -> dict[str, str]:

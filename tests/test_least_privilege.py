@@ -175,3 +175,36 @@ def test_an_oauth_readme_speaks_of_tokens_only(rendered: Callable[[str], Path]) 
     assert "keygen --admin" in readme  # the admin key is still an API key
     api_key_readme = (rendered("http_all") / "README.md").read_text()
     assert "keygen --name alice" in api_key_readme and "open_to_all=True" in api_key_readme
+
+
+# ---- item 6: the copy writes a named key, so a rotation keeps the caller and its data ----------------
+
+
+async def test_the_copy_writes_a_named_key_that_survives_rotation(project: Path, venv: Venv) -> None:
+    env = read_env_file(project)  # written by the copy task; the answers' author is "Test"
+    name, _, key = env["MCP_API_KEYS"].partition(":")
+    assert name == "test" and key.startswith("mcp_"), env["MCP_API_KEYS"]
+    rotated = run_cli(venv, project, "keygen", "--name", name, env={})
+    assert rotated.returncode == 0, rotated.stderr
+    fields = dict(
+        line.split(":", 1) for line in rotated.stdout.splitlines() if line.startswith(("key:", "digest:"))
+    )
+    new_key, new_line = fields["key"].strip(), fields["digest"].strip()
+    both = keys_env(project, f"{env['MCP_API_KEYS']},{new_line}")
+    with running_server(venv, project, both) as server:
+        async with http_client(server.url, key) as client:
+            assert text_of(await client.call_tool("whoami", {})).startswith("principal: test\n")
+            await client.call_tool("add_note", {"text": "kept across the rotation"})
+        async with http_client(server.url, new_key) as client:
+            assert text_of(await client.call_tool("whoami", {})).startswith("principal: test\n")
+            assert "kept across the rotation" in text_of(await client.call_tool("list_notes", {}))
+
+
+def test_keygen_write_env_names_the_key_after_the_user(project: Path, venv: Venv, tmp_path: Path) -> None:
+    copy = tmp_path / "project"
+    copy.mkdir()
+    (copy / "pyproject.toml").write_text((project / "pyproject.toml").read_text())
+    command, _ = package_of(project)
+    result = venv.run(venv.bin(command), "keygen", "--write-env", cwd=copy, env={"USER": "Zoë O'Brien"})
+    assert result.returncode == 0, result.stderr
+    assert read_env_file(copy)["MCP_API_KEYS"].startswith("zoe-o-brien:mcp_")

@@ -12,6 +12,7 @@ from mcp import Client
 from support import (
     Server,
     Venv,
+    client_key,
     http_client,
     jsonrpc,
     post_mcp,
@@ -54,7 +55,7 @@ async def test_both_project_also_serves_stdio(rendered: Callable[[str], Path], v
 
 
 async def test_http_with_the_key_from_env_lists_and_calls(http_server: Server) -> None:
-    key = http_server.env["MCP_API_KEYS"]
+    key = client_key(http_server.env)
     async with http_client(http_server.url, key) as client:
         names = [tool.name for tool in (await client.list_tools()).tools]
         result = await client.call_tool("whoami", {})

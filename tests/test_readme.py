@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from support import TEMPLATE_ROOT, clean_env, free_port, http_client, read_env_file, text_of, uv
+from support import TEMPLATE_ROOT, clean_env, client_key, free_port, http_client, read_env_file, text_of, uv
 from support.readme import EXECUTED, Terminal, blocks, convention_problems
 
 README = (TEMPLATE_ROOT / "README.md").read_text()
@@ -83,7 +83,7 @@ async def test_top_readme_blocks_run_as_written_on_debians_python(tmp_path: Path
     terminal = Terminal(tmp_path, env, tmp_path)
 
     def call_whoami(port: int) -> None:
-        key = read_env_file(tmp_path / "acme-tools")["MCP_API_KEYS"]
+        key = client_key(read_env_file(tmp_path / "acme-tools"))
         anyio.from_thread.run(whoami, f"http://127.0.0.1:{port}/mcp", key)
 
     ran = 0

@@ -34,6 +34,7 @@ from support import (
     TEMPLATE_ROOT,
     Venv,
     claude_code,
+    client_key,
     free_port,
     jsonrpc,
     package_of,
@@ -188,7 +189,7 @@ def test_the_both_readme_runs_as_written(user: User, venv: Venv) -> None:
         log_dir=user.tmp,
     ) as server:
         joined = user.run_blocks(user.substitutions(server.port))
-        key = read_env_file(user.project)["MCP_API_KEYS"].split(",")[0]
+        key = client_key(read_env_file(user.project))
         http_configs_answer(user, server.port, key)
     stdio_configs_answer(user, {"whoami"})
     assert '"name":"whoami"' in joined.replace(" ", "")  # curl tools/list

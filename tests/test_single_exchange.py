@@ -20,6 +20,7 @@ from support import (
     MCP_HEADERS,
     Server,
     Venv,
+    client_key,
     http_client,
     jsonrpc,
     post_mcp,
@@ -50,7 +51,7 @@ async def session_answers(server: Server, mode: str) -> dict[str, Any]:
 
 
 async def _session_answers(server: Server, mode: str) -> dict[str, Any]:
-    async with http_client(server.url, server.env["MCP_API_KEYS"], mode=mode) as client:
+    async with http_client(server.url, client_key(server.env), mode=mode) as client:
         return {
             "tools": sorted(tool.name for tool in (await client.list_tools()).tools),
             "whoami": text_of(await client.call_tool("whoami", {})),
@@ -73,7 +74,7 @@ async def test_a_legacy_client_gets_what_a_2026_client_gets(server: Server) -> N
 async def test_each_legacy_call_is_audited_once_with_its_principal(server: Server) -> None:
     before = len(tool_called(server))
     with anyio.fail_after(30):
-        async with http_client(server.url, server.env["MCP_API_KEYS"], mode="legacy") as client:
+        async with http_client(server.url, client_key(server.env), mode="legacy") as client:
             for _ in range(3):
                 assert not (await client.call_tool("whoami", {})).is_error
     await anyio.sleep(0.2)
@@ -83,7 +84,7 @@ async def test_each_legacy_call_is_audited_once_with_its_principal(server: Serve
 
 
 def post(server: Server, body: Any, headers: dict[str, str] | None = None) -> httpx2.Response:
-    return post_mcp(server, body, server.env["MCP_API_KEYS"], headers)
+    return post_mcp(server, body, client_key(server.env), headers)
 
 
 @pytest.mark.parametrize("request_id", [7, "call-7", 0])
@@ -146,7 +147,7 @@ def test_what_is_not_one_request_goes_to_the_sdk(
     server: Server, body: Any, headers: dict[str, str], status: int, code: int | None
 ) -> None:
     content = body if isinstance(body, str) else json.dumps(body)
-    all_headers = {**MCP_HEADERS, "Authorization": f"Bearer {server.env['MCP_API_KEYS']}", **headers}
+    all_headers = {**MCP_HEADERS, "Authorization": f"Bearer {client_key(server.env)}", **headers}
     response = httpx2.post(server.url, content=content, headers=all_headers, timeout=30)
     assert response.status_code == status, response.text
     assert "Traceback" not in response.text and "result" not in response.text
