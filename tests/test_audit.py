@@ -26,6 +26,7 @@ from support import (
     clean_env,
     client_key,
     jsonrpc,
+    key_holder,
     package_of,
     post_mcp,
     read_env_file,
@@ -172,7 +173,7 @@ async def test_each_refusal_and_call_writes_one_event_read_back_by_admin(
         assert event["timestamp"].endswith("Z")
     called = events[0]
     assert called["tool"] == "whoami" and called["request_id"] == "101"
-    assert called["identifier"].startswith("key:")
+    assert called["identifier"] == key_holder(server.env)  # the name the copy gave the key
     assert called["details"]["outcome"] == "ok" and called["details"]["duration_ms"] >= 0
     assert called["details"]["arguments"] == {}
     # Filters: by name, by minimum severity, by time.

@@ -15,6 +15,7 @@ from support import (
     client_key,
     http_client,
     jsonrpc,
+    key_holder,
     post_mcp,
     read_env_file,
     running_server,
@@ -61,7 +62,7 @@ async def test_http_with_the_key_from_env_lists_and_calls(http_server: Server) -
         result = await client.call_tool("whoami", {})
     assert "whoami" in names
     assert not result.is_error
-    assert "principal: key:" in text_of(result)
+    assert f"principal: {key_holder(http_server.env)}\n" in text_of(result)
     assert key not in text_of(result)
 
 

@@ -37,6 +37,7 @@ from support import (
     client_key,
     free_port,
     jsonrpc,
+    key_holder,
     package_of,
     read_env_file,
     render,
@@ -193,7 +194,7 @@ def test_the_both_readme_runs_as_written(user: User, venv: Venv) -> None:
         http_configs_answer(user, server.port, key)
     stdio_configs_answer(user, {"whoami"})
     assert '"name":"whoami"' in joined.replace(" ", "")  # curl tools/list
-    assert "principal: key:" in joined  # the Python script's call
+    assert f"principal: {key_holder(read_env_file(user.project))}\n" in joined  # the Python script's call
     assert '"events":' in joined  # the audit trail, read with the admin key
     assert (
         joined.count("whoami") >= 5

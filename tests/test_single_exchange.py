@@ -23,6 +23,7 @@ from support import (
     client_key,
     http_client,
     jsonrpc,
+    key_holder,
     post_mcp,
     read_env_file,
     running_server,
@@ -67,7 +68,7 @@ async def test_a_legacy_client_gets_what_a_2026_client_gets(server: Server) -> N
     modern = await session_answers(server, "auto")
     legacy = await session_answers(server, "legacy")
     assert legacy == modern
-    assert "principal: key:" in legacy["whoami"]
+    assert f"principal: {key_holder(server.env)}\n" in legacy["whoami"]
     assert "query_records" in legacy["tools"]
 
 
@@ -80,7 +81,8 @@ async def test_each_legacy_call_is_audited_once_with_its_principal(server: Serve
     await anyio.sleep(0.2)
     events = tool_called(server)[before:]
     assert len(events) == 3
-    assert all(event["identifier"].startswith("key:") and event["tool"] == "whoami" for event in events)
+    holder = key_holder(server.env)
+    assert all(event["identifier"] == holder and event["tool"] == "whoami" for event in events)
 
 
 def post(server: Server, body: Any, headers: dict[str, str] | None = None) -> httpx2.Response:
@@ -96,7 +98,7 @@ def test_the_answer_carries_the_request_id_and_the_perimeter_headers(server: Ser
     assert "mcp-session-id" not in response.headers
     body = response.json()
     assert body["id"] == request_id and body["jsonrpc"] == "2.0"
-    assert "principal: key:" in body["result"]["content"][0]["text"]
+    assert f"principal: {key_holder(server.env)}\n" in body["result"]["content"][0]["text"]
 
 
 def test_initialize_from_a_json_only_client_is_answered_without_a_session(server: Server) -> None:
