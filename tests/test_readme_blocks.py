@@ -194,7 +194,8 @@ def test_the_both_readme_runs_as_written(user: User, venv: Venv) -> None:
         http_configs_answer(user, server.port, key)
     stdio_configs_answer(user, {"whoami"})
     assert '"name":"whoami"' in joined.replace(" ", "")  # curl tools/list
-    assert f"principal: {key_holder(read_env_file(user.project))}\n" in joined  # the Python script's call
+    # The Python script's call, printed as a repr (its newline escaped).
+    assert f"principal: {key_holder(read_env_file(user.project))}\\n" in joined
     assert '"events":' in joined  # the audit trail, read with the admin key
     assert (
         joined.count("whoami") >= 5
