@@ -53,10 +53,7 @@ def tool(
 ) -> Callable[[ToolFn[P, R]], ToolFn[P, R]]:
     """Register an async tool that returns text, or MCP content blocks (images, audio, resources).
 
-    A caller reaches it if its credential holds every one of `scopes`; `open_to_all=True` (without
-    scopes) opens it to every authenticated caller instead. A tool with neither is for full-access
-    credentials only (a key without scopes, stdio): a scoped key or an OAuth token never reaches it.
-
+    A caller needs every one of `scopes`, or `open_to_all=True`; neither: full access only (Policy.admits).
     `untrusted_output` names where results come from; they are then fenced as data.
     Every result is sanitised (security/audit/redact.py): configured secrets are removed in any encoding,
     and so is credential-shaped text (`token=...`, `Bearer ...`) unless `callers_own_data=True` declares
