@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     elif oauth:
         serving = "serves http://127.0.0.1:8000/mcp once MCP_OAUTH_* are set in .env"
     else:
-        serving = "serves http://127.0.0.1:8000/mcp (bearer key: MCP_API_KEYS in .env)"
+        serving = "serves http://127.0.0.1:8000/mcp (bearer key: MCP_API_KEYS in .env, after its name)"
     print("\nNext steps:")
     print(f"  cd {root}")
     print(f"  uv run {args.command} check   # validates .env and prints the security report")
