@@ -49,7 +49,7 @@ def project(rendered: Callable[[str], Path]) -> Path:
 
 @pytest.fixture(scope="module")
 def server(project: Path, venv: Venv) -> Iterator[Server]:
-    api_keys = f"alice:{digest_of(READER)}:notes:read,{FULL}"
+    api_keys = f"alice:{digest_of(READER)}:notes:read,{digest_of(FULL)}"
     with running_server(venv, project, keys_env(project, api_keys)) as running:
         yield running
 
@@ -135,7 +135,7 @@ def run_cli(
 
 
 def test_check_lists_what_each_key_reaches(project: Path, venv: Venv) -> None:
-    env = keys_env(project, f"alice:{digest_of(READER)}:notes:read,{FULL}")
+    env = keys_env(project, f"alice:{digest_of(READER)}:notes:read,{digest_of(FULL)}")
     result = run_cli(venv, project, "check", "--offline", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert (
