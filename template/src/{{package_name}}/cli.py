@@ -1,4 +1,4 @@
-"""Command line: serve | keygen | check."""
+"""Command line: serve | dev | check | keygen | keys | install."""
 
 from __future__ import annotations
 
@@ -166,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="contact no other server (OAuth authorization server, Redis): for CI without them",
     )
     check.set_defaults(handler=_check)
+    for command in ("dev", "keys", "install"):
+        importlib.import_module(f"{__package__}.commands.{command}").add_parser(commands)
     return parser
 
 

@@ -5,10 +5,13 @@ An entry in MCP_API_KEYS (comma-separated) is one of
   <raw key>                                      the same, stored unhashed (hashed at start-up)
   <name>:sha256:<64 hex>                         a named key: the caller is <name>, whatever its digest
   <name>:sha256:<64 hex>:<scope>+<scope>...      a named key limited to those scopes
+  <name>@<YYYYMMDDTHHMMSSZ>:sha256:<64 hex>[...]  a named key valid until that UTC time, then refused
 A name stays when its key is rotated (list the old and the new digest under the same name while
-clients move), so the audit trail, rate limits and notes follow the person, not the key. Scopes use
-the same names as OAuth scopes: a tool's `scopes=` means the same with either kind of credential.
-A key without scopes may call every tool.
+clients move; `keys rotate --grace` writes the old one with its end), so the audit trail, rate limits
+and notes follow the person, not the key. Scopes use the same names as OAuth scopes: a tool's
+`scopes=` means the same with either kind of credential. A key without scopes may call every tool.
+Releases before the end time existed refuse an entry that has one (it is not a name they accept), so
+an old server never keeps a rotated-out key valid for ever.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from mcp.server.auth.provider import AccessToken
 
@@ -26,7 +31,10 @@ from .principal import ADMIN_SCOPE, ALL_TOOL_SCOPES
 
 KEY_PREFIX = "mcp_"
 _DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
-_NAMED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]{0,63}):sha256:([0-9a-fA-F]{64})(?::(.*))?$")
+_NAMED = re.compile(
+    r"^([A-Za-z0-9][A-Za-z0-9._-]{0,63})(?:@(\d{8}T\d{6}Z))?:sha256:([0-9a-fA-F]{64})(?::(.*))?$"
+)
+EXPIRY_FORMAT = "%Y%m%dT%H%M%SZ"  # ISO 8601 basic, UTC: no ':' to clash with the entry's own
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # An OAuth scope token (RFC 6749 section 3.3) without `+` and `,`, which separate scopes and entries here.
 SCOPE = re.compile(r"^[\x21\x23-\x2a\x2d-\x5b\x5d-\x7e]{1,128}$")
@@ -45,11 +53,24 @@ class KeyEntry:
     digest: bytes
     name: str | None = None
     scopes: frozenset[str] = frozenset({ALL_TOOL_SCOPES})
+    expires: datetime | None = None  # a rotated-out key's end (UTC); None: valid until removed
 
     @property
     def principal_id(self) -> str:
         # A short fingerprint of the digest names an unnamed key in events without revealing it.
         return self.name or "key:" + self.digest.hex()[:12]
+
+    def expired(self, now: datetime | None = None) -> bool:
+        return self.expires is not None and (now or datetime.now(UTC)) >= self.expires
+
+    def line(self) -> str:
+        """The entry as MCP_API_KEYS holds it (digest form): name, end, digest and scopes."""
+        text = "sha256:" + self.digest.hex()
+        if self.name is None:
+            return text
+        end = f"@{self.expires.strftime(EXPIRY_FORMAT)}" if self.expires else ""
+        scopes = "" if ALL_TOOL_SCOPES in self.scopes else ":" + "+".join(sorted(self.scopes))
+        return f"{self.name}{end}:{text}{scopes}"
 
 
 def new_key() -> str:
@@ -60,36 +81,55 @@ def digest_of(key: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
+def check_name(name: str) -> str:
+    """A key's name as keygen, `keys` and MCP_API_KEYS accept it (one rule for all three)."""
+    if not NAME.match(name):
+        raise KeyFormatError(f"{name!r} is not a key name: 1 to 64 letters, digits, '.', '_' or '-'")
+    return name
+
+
+def check_scopes(scopes: Iterable[str]) -> frozenset[str]:
+    """Scopes a key may carry, as keygen, `keys` and MCP_API_KEYS accept them (one rule for all three)."""
+    wanted = frozenset(scopes)
+    for scope in sorted(wanted):
+        if not SCOPE.match(scope):
+            raise KeyFormatError(f"{scope!r} is not a scope: visible ASCII without spaces, '+' or ','")
+    return wanted
+
+
 def entry_line(key: str, name: str | None = None, scopes: Iterable[str] = ()) -> str:
     """The text to put in MCP_API_KEYS for `key`: its digest, with the name and scopes if given."""
-    line = digest_of(key)
     if name is None:
         if scopes:
             raise KeyFormatError("scopes need a name: use --name with --scopes")
-        return line
-    if not NAME.match(name):
-        raise KeyFormatError(f"{name!r} is not a key name: 1 to 64 letters, digits, '.', '_' or '-'")
-    line = f"{name}:{line}"
-    wanted = sorted(set(scopes))
-    for scope in wanted:
-        if not SCOPE.match(scope):
-            raise KeyFormatError(f"{scope!r} is not a scope: visible ASCII without spaces, '+' or ','")
-    return f"{line}:{'+'.join(wanted)}" if wanted else line
+        return digest_of(key)
+    wanted = check_scopes(scopes) or frozenset({ALL_TOOL_SCOPES})
+    digest = hashlib.sha256(key.encode()).digest()
+    return KeyEntry(digest, check_name(name), wanted).line()
 
 
 def _parse_entry(entry: str, variable: str, position: int) -> KeyEntry:
     where = f"{variable} entry {position}"
     if named := _NAMED.match(entry):
-        name, hex_digest, scope_text = named.groups()
+        name, end, hex_digest, scope_text = named.groups()
+        try:
+            expires = datetime.strptime(end, EXPIRY_FORMAT).replace(tzinfo=UTC) if end else None
+        except ValueError:
+            raise KeyFormatError(
+                f"{where} ({name}): @{end} is not a time: write @YYYYMMDDTHHMMSSZ (UTC)"
+            ) from None
         if scope_text is None:
-            return KeyEntry(bytes.fromhex(hex_digest), name)
+            return KeyEntry(bytes.fromhex(hex_digest), name, expires=expires)
         scopes = [scope for scope in scope_text.split("+") if scope]
-        bad = [scope for scope in scopes if not SCOPE.match(scope)]
-        if bad or not scopes:
+        try:
+            wanted = check_scopes(scopes)
+        except KeyFormatError:
+            wanted = frozenset()
+        if not wanted:
             raise KeyFormatError(
                 f"{where} ({name}): after the digest write scopes joined by '+', e.g. :notes:read+notes:write"
             )
-        return KeyEntry(bytes.fromhex(hex_digest), name, frozenset(scopes))
+        return KeyEntry(bytes.fromhex(hex_digest), name, wanted, expires)
     if match := _DIGEST.match(entry.lower()):
         return KeyEntry(bytes.fromhex(match.group(1)))
     if entry.lower().startswith("sha256:") or ":sha256:" in entry.lower():
@@ -104,7 +144,7 @@ def _parse_entry(entry: str, variable: str, position: int) -> KeyEntry:
 
 def parse_keys(value: str, variable: str, *, allow_scopes: bool = True) -> list[KeyEntry]:
     """Turn `key1,sha256:<hex>,alice:sha256:<hex>:scope,...` into entries; raw keys are hashed at once."""
-    entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+    entries = split_entries(value)
     parsed = [_parse_entry(entry, variable, position) for position, entry in enumerate(entries, start=1)]
     scopes_of: dict[str, frozenset[str]] = {}
     for key in parsed:
@@ -123,30 +163,43 @@ def parse_keys(value: str, variable: str, *, allow_scopes: bool = True) -> list[
     return parsed
 
 
+def split_entries(value: str) -> list[str]:
+    """The entries of a key variable as written, in order (parse_keys returns one KeyEntry for each)."""
+    return [entry.strip() for entry in value.split(",") if entry.strip()]
+
+
 def raw_keys(value: str) -> list[str]:
     """The raw keys among the entries (so redaction knows them); digests and names are not secret."""
-    entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+    entries = split_entries(value)
     return [entry for entry in entries if not _NAMED.match(entry) and not _DIGEST.match(entry.lower())]
 
 
 def describe(entries: list[KeyEntry], *, admin: bool = False) -> list[str]:
     """`check`'s view of the keys: who holds them and with what scopes, never a key or a digest."""
-    counts: dict[str, int] = {}
-    scopes: dict[str, frozenset[str]] = {}
+    held: dict[str, list[KeyEntry]] = {}
     for key in entries:
-        counts[key.principal_id] = counts.get(key.principal_id, 0) + 1
-        scopes[key.principal_id] = key.scopes
+        held.setdefault(key.principal_id, []).append(key)
     lines = []
-    for holder, count in counts.items():
+    for holder, keys in held.items():
         if admin:
             allowed = "reads /security/events"
-        elif ALL_TOOL_SCOPES in scopes[holder]:
+        elif ALL_TOOL_SCOPES in keys[0].scopes:
             allowed = "every tool"
         else:
-            allowed = "scopes " + " ".join(sorted(scopes[holder]))
-        rotating = f" ({count} keys: rotating)" if count > 1 else ""
-        lines.append(f"{holder}: {allowed}{rotating}")
+            allowed = "scopes " + " ".join(sorted(keys[0].scopes))
+        lines.append(f"{holder}: {allowed}{_validity(keys)}")
     return lines
+
+
+def _validity(keys: list[KeyEntry]) -> str:
+    """` (2 keys: rotating, one valid until ...)`: what a name's keys are doing, without the keys."""
+    if len(keys) == 1 and keys[0].expires is None:
+        return ""
+    notes = [f"{len(keys)} keys: rotating"] if len(keys) > 1 else []
+    for key in sorted((key for key in keys if key.expires), key=lambda key: key.expires or 0):
+        end = key.expires.strftime("%Y-%m-%d %H:%M:%S UTC") if key.expires else ""
+        notes.append(f"one {'expired at' if key.expired() else 'valid until'} {end}")
+    return f" ({', '.join(notes)})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +207,7 @@ class _Key:
     digest: bytes
     principal_id: str
     scopes: tuple[str, ...]
+    expires: float = float("inf")  # time.time() from which the key is refused (a rotated-out key)
 
 
 class ApiKeyVerifier:
@@ -164,10 +218,10 @@ class ApiKeyVerifier:
     """
 
     def __init__(self, tool_keys: list[KeyEntry], admin_keys: list[KeyEntry]) -> None:
-        keys = [_Key(k.digest, k.principal_id, tuple(sorted(k.scopes))) for k in tool_keys]
+        keys = [_Key(k.digest, k.principal_id, tuple(sorted(k.scopes)), _end(k)) for k in tool_keys]
         # Admin keys read /security/events and nothing else (parse_keys refuses scopes on them); listed
         # last, so a digest configured as both is an admin key, as it always was.
-        keys += [_Key(k.digest, k.principal_id, (ADMIN_SCOPE,)) for k in admin_keys]
+        keys += [_Key(k.digest, k.principal_id, (ADMIN_SCOPE,), _end(k)) for k in admin_keys]
         self._by_digest = {key.digest: key for key in keys}
 
     def __bool__(self) -> bool:
@@ -180,6 +234,12 @@ class ApiKeyVerifier:
         found = self._by_digest.get(candidate)
         if found is None or not hmac.compare_digest(candidate, found.digest):
             return None
+        if time.time() >= found.expires:
+            return None  # a rotated-out key whose grace has ended: refused as any unknown key
         # The key itself is not kept on the token: the name (or the digest's fingerprint) names the caller,
         # and its scopes become the principal's, as an OAuth token's do.
         return AccessToken(token="", client_id=found.principal_id, scopes=list(found.scopes))  # nosec B106
+
+
+def _end(key: KeyEntry) -> float:
+    return key.expires.timestamp() if key.expires else float("inf")

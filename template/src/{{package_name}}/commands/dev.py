@@ -1,0 +1,167 @@
+"""`dev`: `serve` over HTTP on loopback, restarted when the project's code, policies or .env change.
+
+The restart is watchfiles' (the library uvicorn's --reload runs on): it starts `serve`'s own code path
+in a child process and starts it again on a change, so every defence, connection limit and setting is
+the one `serve` has. Only two things differ from `serve`: the address is always loopback, whatever
+MCP_HOST says, and each start compares the served tools with tools.lock.json and warns (without
+stopping: `check` is what fails on it) when they differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import answers
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+
+LOOPBACK = "127.0.0.1"
+INSPECTOR = "@modelcontextprotocol/inspector@2.12.0"  # the version the template's tests run
+LOCK_FILE = Path("tools.lock.json")
+PACKAGE = __name__.rsplit(".", 2)[0]  # this module is <package>.commands.dev
+SECRET = "KEY" if answers.AUTH_MODE == "api_key" else "TOKEN"
+
+
+def add_parser(commands: Any) -> None:
+    dev = commands.add_parser(
+        "dev", help="serve on loopback over HTTP, restarting when code, policies or .env change"
+    )
+    dev.add_argument("--port", type=int, help="default: MCP_PORT")
+    dev.add_argument("--inspector", action="store_true", help="also start the MCP Inspector (needs npx)")
+    dev.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # the served process
+    dev.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if "http" not in answers.TRANSPORTS:
+        print(
+            f"{answers.COMMAND} dev serves over HTTP, and this project was generated for stdio only. Over "
+            "stdio the client starts the server itself and loads your code afresh each time: restart "
+            "it from the client (the Inspector's Restart button, Claude Code's /mcp) after a change. "
+            "For dev, generate the project again with transport=both.",
+            file=sys.stderr,
+        )
+        return 2
+    settings = _settings(args.port)
+    if args.child:
+        return _serve(settings)
+    try:
+        import watchfiles
+    except ImportError:
+        print(f"{answers.COMMAND} dev needs watchfiles (the dev dependency group): run `uv sync`", file=sys.stderr)
+        return 2
+    scheme = "https" if settings.tls_enabled else "http"
+    url = f"{scheme}://{LOOPBACK}:{settings.port}/mcp"
+    print(f"{answers.COMMAND} dev: serving {url}; restarts when src/, policies/, .env or the lock change")
+    _print_inspector(url)
+    inspector = _start_inspector(url) if args.inspector else None
+    command = [sys.executable, "-m", PACKAGE, "dev", "--child", "--port", str(settings.port)]
+    root = Path.cwd()
+    try:
+        watchfiles.run_process(
+            root,
+            *_outside(root),
+            target=shlex.join(command),
+            target_type="command",
+            watch_filter=_watched(root),
+            callback=_say_what_changed,
+        )
+    finally:
+        if inspector is not None:
+            inspector.terminate()
+    return 0
+
+
+def _settings(port: int | None) -> Settings:
+    from ..settings import load_settings
+
+    overrides: dict[str, Any] = {"transport": "http", "host": LOOPBACK}
+    if port:
+        overrides["port"] = port
+    return load_settings(**overrides)
+
+
+def _serve(settings: Settings) -> int:
+    import importlib
+
+    _warn_if_unlocked(settings)
+    importlib.import_module(f"{PACKAGE}.transport.http.app").serve_http(settings, os.environ)
+    return 0
+
+
+def _warn_if_unlocked(settings: Settings) -> None:
+    """Tools that differ from the reviewed lock: said at each start, never a reason to stop here."""
+    from ..checks.report import scratch_settings
+    from ..security.manifest import compare, read_lock, served
+    from ..server.build import build_guard
+    from ..server.services import open_services
+
+    with scratch_settings(settings, offline=True) as scratch:
+        current = served(build_guard(scratch, open_services(scratch)))
+    try:
+        changes = compare(read_lock(LOCK_FILE), current)
+    except ValueError as exc:
+        changes = [str(exc)]
+    for change in changes:
+        print(f"WARNING  {change}", file=sys.stderr)
+    if changes:
+        print(
+            f"WARNING  the served tools differ from {LOCK_FILE}: `check` fails until you review them "
+            f"and run `{answers.COMMAND} check --update-lock`",
+            file=sys.stderr,
+        )
+
+
+def _outside(root: Path) -> list[Path]:
+    """The package's directory when it is not under the project (installed elsewhere): watched too."""
+    package = Path(__file__).resolve().parents[1]
+    return [] if package.is_relative_to(root.resolve()) else [package]
+
+
+def _watched(root: Path) -> Any:
+    from watchfiles import DefaultFilter
+
+    package = Path(__file__).resolve().parents[1]
+    watched = (package, root.resolve() / "policies")
+    files = (root.resolve() / ".env", root.resolve() / LOCK_FILE)
+
+    class Watched(DefaultFilter):
+        """The project's code (tool_settings.py and tools/ are in it), policies/, .env and the lock."""
+
+        def __call__(self, change: Any, path: str) -> bool:
+            where = Path(path).resolve()
+            return super().__call__(change, path) and (
+                where in files or any(where.is_relative_to(folder) for folder in watched)
+            )
+
+    return Watched()
+
+
+def _say_what_changed(changes: set[tuple[Any, str]]) -> None:
+    names = sorted({os.path.relpath(path) for _, path in changes})
+    print(f"{answers.COMMAND} dev: {', '.join(names[:5])} changed; restarting", file=sys.stderr)
+
+
+def _print_inspector(url: str) -> None:
+    header = f'--header "Authorization: Bearer ${SECRET}"'
+    print(f"MCP Inspector (Node 22+; ${SECRET} holds a {'key' if SECRET == 'KEY' else 'token'}):")
+    print(f"  npx -y {INSPECTOR} --transport http --server-url {url} {header}")
+    print(f"  npx -y {INSPECTOR} --cli {url} --transport http --method tools/list {header}")
+
+
+def _start_inspector(url: str) -> subprocess.Popen[bytes] | None:
+    npx = shutil.which("npx")
+    if npx is None:
+        print("--inspector: npx (Node 22+) is not on PATH; serving without the Inspector", file=sys.stderr)
+        return None
+    # No credential on its command line (other users can read it): add the header in its Authentication.
+    print("Starting the Inspector: add the Authorization header under Authentication.")
+    return subprocess.Popen([npx, "-y", INSPECTOR, "--transport", "http", "--server-url", url])  # noqa: S603
