@@ -190,7 +190,7 @@ def _key_holders(settings: Settings, *, tool_keys: bool) -> list[str]:
 
 
 def _unnamed_keys(settings: Settings, *, tool_keys: bool) -> list[str]:
-    """Keys with no name: the audit trail shows a fingerprint, and `keys` cannot rotate or revoke them."""
+    """Keys with no name: the audit trail shows a fingerprint, and `keys` cannot rotate them by name."""
     from ..security.identity.keys import KeyFormatError, parse_keys
 
     configured = [("MCP_ADMIN_API_KEYS", settings.admin_api_keys, " --admin")]
@@ -203,10 +203,11 @@ def _unnamed_keys(settings: Settings, *, tool_keys: bool) -> list[str]:
         except KeyFormatError:
             continue  # credential_problems reported it
         if unnamed:
+            names = ", ".join(key.principal_id for key in unnamed)
             warnings.append(
-                f"{variable}: {len(unnamed)} unnamed key(s) ({', '.join(k.principal_id for k in unnamed)}): "
-                f"give each holder a named key (`{answers.COMMAND} keys add NAME{flag}`), then revoke the "
-                f"unnamed one (`{answers.COMMAND} keys revoke key:...{flag}`), so that the audit trail names them and `keys` can rotate or revoke them"
+                f"{variable}: {len(unnamed)} unnamed key(s) ({names}): give each holder a named key "
+                f"(`{answers.COMMAND} keys add NAME{flag}`), then `keys revoke {unnamed[0].principal_id}"
+                f"{flag}`, so that the audit trail names them and `keys` can rotate them"
             )
     return warnings
 

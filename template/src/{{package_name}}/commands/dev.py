@@ -27,7 +27,9 @@ LOOPBACK = "127.0.0.1"
 INSPECTOR = "@modelcontextprotocol/inspector@2.12.0"  # the version the template's tests run
 LOCK_FILE = Path("tools.lock.json")
 PACKAGE = __name__.rsplit(".", 2)[0]  # this module is <package>.commands.dev
-SECRET = "KEY" if answers.AUTH_MODE == "api_key" else "TOKEN"
+# The shell variable the printed commands read the credential from.
+API_KEY_MODE = answers.AUTH_MODE == "api_key"
+SECRET, WHAT = ("KEY", "a key") if API_KEY_MODE else ("TOKEN", "an access token")
 
 
 def add_parser(commands: Any) -> None:
@@ -56,7 +58,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         import watchfiles
     except ImportError:
-        print(f"{answers.COMMAND} dev needs watchfiles (the dev dependency group): run `uv sync`", file=sys.stderr)
+        print(
+            f"{answers.COMMAND} dev needs watchfiles (the dev dependency group): run `uv sync`",
+            file=sys.stderr,
+        )
         return 2
     scheme = "https" if settings.tls_enabled else "http"
     url = f"{scheme}://{LOOPBACK}:{settings.port}/mcp"
@@ -152,7 +157,7 @@ def _say_what_changed(changes: set[tuple[Any, str]]) -> None:
 
 def _print_inspector(url: str) -> None:
     header = f'--header "Authorization: Bearer ${SECRET}"'
-    print(f"MCP Inspector (Node 22+; ${SECRET} holds a {'key' if SECRET == 'KEY' else 'token'}):")
+    print(f"MCP Inspector (Node 22+; ${SECRET} holds {WHAT}):")
     print(f"  npx -y {INSPECTOR} --transport http --server-url {url} {header}")
     print(f"  npx -y {INSPECTOR} --cli {url} --transport http --method tools/list {header}")
 

@@ -41,7 +41,9 @@ def add_parser(commands: Any) -> None:
     install = commands.add_parser("install", help="add this server to a client's configuration")
     install.add_argument("client", choices=CLIENTS)
     install.add_argument("--config", type=Path, help="the client's file (default: where the client reads it)")
-    install.add_argument("--transport", choices=answers.TRANSPORTS, help="default: stdio when the project has it")
+    install.add_argument(
+        "--transport", choices=answers.TRANSPORTS, help="default: stdio when the project has it"
+    )
     install.add_argument("--url", help="the server's URL for HTTP (default: http://127.0.0.1:MCP_PORT/mcp)")
     install.set_defaults(handler=run)
 

@@ -65,7 +65,9 @@ def run(args: argparse.Namespace) -> int:
             return _list(args.env_file)
         variable = "MCP_ADMIN_API_KEYS" if args.admin else "MCP_API_KEYS"
         entries = _read(args.env_file, variable)
-        name = args.name if args.action == "revoke" and _FINGERPRINT.match(args.name) else check_name(args.name)
+        name = (
+            args.name if args.action == "revoke" and _FINGERPRINT.match(args.name) else check_name(args.name)
+        )
         if args.action == "add":
             kept, key = _add(entries, name, _scopes(args.scopes, admin=args.admin))
         elif args.action == "rotate":
@@ -78,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if key:
         print(f"key: {key}")
-        print(f"Give this key to {name} now: it is shown only once, and {args.env_file} keeps only its digest.")
+        print(
+            f"Give this key to {name} now: it is shown only once, and {args.env_file} keeps only its digest."
+        )
     print(f"Restart the server (or let `{answers.COMMAND} dev` reload) for {variable} to take effect.")
     if variable in os.environ:
         print(f"WARNING: {variable} is set in the environment, which wins over {args.env_file}.")
@@ -100,7 +104,7 @@ def _write(path: Path, variable: str, entries: Entries) -> None:
     from dotenv import set_key
 
     live = [text for text, entry in entries if not entry.expired()]
-    for text, entry in entries:
+    for _, entry in entries:
         if entry.expired():
             print(f"Dropped {entry.principal_id}'s key whose grace ended (it was refused already).")
     set_key(path, variable, ",".join(live), quote_mode="never")
@@ -126,8 +130,8 @@ def _rotate(entries: Entries, name: str, grace: timedelta) -> tuple[Entries, str
     for text, entry in entries:
         if entry.name == name and grace:
             ends = min(entry.expires or end, end)
-            entry = KeyEntry(entry.digest, entry.name, entry.scopes, ends)  # noqa: PLW2901
-            text = entry.line()  # noqa: PLW2901
+            entry = KeyEntry(entry.digest, entry.name, entry.scopes, ends)
+            text = entry.line()
         elif entry.name == name:
             continue
         kept.append((text, entry))
