@@ -4,7 +4,7 @@ The convention (README.md, "README code blocks"): fenced blocks tagged bash, sh,
 executed; text, dotenv, yaml, json, toml, nginx and caddy are not (json, yaml and toml are parsed). A
 pasteable block that cannot run here has `<!-- readme-test: skip (reason) -->` on the line before it.
 Shell blocks share one session: exported variables and the working directory carry from block to block.
-A block whose command starts a server (`... serve`) runs until the server answers /health, then gets
+A block whose command starts a server (`... serve`, `... dev`) runs until the server answers /health, then gets
 Ctrl-C (SIGINT to its process group), as a user stops it; a stdio server is sent an MCP request on its
 stdin instead, and stopped by closing stdin (Ctrl-D), as a client does.
 """
@@ -39,7 +39,7 @@ FENCE = re.compile(
     re.MULTILINE | re.DOTALL,
 )
 # A command that starts a server: `uv run <slug> serve` at the start of a line or after `&&`.
-SERVES = re.compile(r"(?:^|&&)\s*(?:uv run|uvx)[^\n#&]*\sserve\b(?![^\n#]*--cli)", re.MULTILINE)
+SERVES = re.compile(r"(?:^|&&)\s*(?:uv run|uvx)[^\n#&]*\s(?:serve|dev)\b(?![^\n#]*--cli)", re.MULTILINE)
 
 
 @dataclass

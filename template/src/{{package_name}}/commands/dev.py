@@ -1,8 +1,8 @@
 """`dev`: `serve` over HTTP on loopback, restarted when the project's code, policies or .env change.
 
-The restart is watchfiles' (the library uvicorn's --reload runs on): it starts `serve`'s own code path
-in a child process and starts it again on a change, so every defence, connection limit and setting is
-the one `serve` has. Only two things differ from `serve`: the address is always loopback, whatever
+The restart is the one uvicorn's --reload does, on the same library (watchfiles): `serve`'s own code path
+runs in a child process, stopped with Ctrl-C's signal and started again on a change, so every defence,
+connection limit and setting is the one `serve` has. Only two things differ from `serve`: the address is always loopback, whatever
 MCP_HOST says, and each start compares the served tools with tools.lock.json and warns (without
 stopping: `check` is what fails on it) when they differ.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -70,19 +70,36 @@ def run(args: argparse.Namespace) -> int:
     inspector = _start_inspector(url) if args.inspector else None
     command = [sys.executable, "-m", PACKAGE, "dev", "--child", "--port", str(settings.port)]
     root = Path.cwd()
+    served = subprocess.Popen(command)  # noqa: S603 - this interpreter, this package
     try:
-        watchfiles.run_process(
-            root,
-            *_outside(root),
-            target=shlex.join(command),
-            target_type="command",
-            watch_filter=_watched(root),
-            callback=_say_what_changed,
-        )
+        for changes in watchfiles.watch(root, *_outside(root), watch_filter=_watched(root)):
+            _say_what_changed(changes)
+            _stop(served, signal.SIGINT)
+            served = subprocess.Popen(command)  # noqa: S603
     finally:
+        # Ctrl-C in the terminal reached the served process too (one process group): let it finish its
+        # graceful shutdown before anything else is sent, or a second signal would cut it short.
+        _stop(served, None)
         if inspector is not None:
-            inspector.terminate()
+            _stop(inspector, signal.SIGTERM)
     return 0
+
+
+def _stop(process: subprocess.Popen[bytes], sig: signal.Signals | None, timeout: float = 30) -> None:
+    """Ask `process` to stop with `sig` and wait; killed if it lingers. None: the terminal's Ctrl-C may
+    have asked it already; SIGINT only if it is still up after a moment."""
+    if sig is None:
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            sig = signal.SIGINT
+    if sig is not None and process.poll() is None:
+        process.send_signal(sig)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _settings(port: int | None) -> Settings:
