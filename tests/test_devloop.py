@@ -95,6 +95,13 @@ def add_note_refusal(url: str, key: str) -> str:
     return anyio.run(ask)
 
 
+def refused_or_down(url: str, key: str) -> str:
+    try:
+        return "refused" if refused(url, key) else "accepted"
+    except httpx2.HTTPError:
+        return "down"
+
+
 def refused(url: str, key: str) -> bool:
     response = httpx2.post(url, headers={"Authorization": f"Bearer {key}"}, json={}, timeout=30)
     return response.status_code == 401
@@ -132,8 +139,9 @@ def dev(venv: Venv, project: Path, tmp_path: Path) -> Iterator[tuple[subprocess.
     try:
         yield process, port, log
     finally:
-        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in the terminal: the group, as a terminal sends it
-        stop_process(process, signal.SIGINT, timeout=30)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in the terminal: the group, as a terminal sends it
+        stop_process(process, signal.SIGINT, timeout=60)
 
 
 def test_dev_serves_a_new_tool_module_and_a_new_key_without_a_restart(
@@ -172,6 +180,14 @@ def test_dev_serves_a_new_tool_module_and_a_new_key_without_a_restart(
     finally:
         module.unlink()
         cli(venv, project, "keys", "revoke", "carol")
+    # Once the revocation has restarted it, Ctrl-C: the served process shuts down gracefully, once,
+    # and dev ends as serve does.
+    wait_for(lambda: refused_or_down(url, carol) == "refused", timeout=120, what="carol's key to go")
+    os.killpg(process.pid, signal.SIGINT)
+    assert process.wait(timeout=60) == 130
+    text = log.read_text()
+    assert "Traceback" not in text, text
+    assert text.count("Application shutdown complete") >= 4, text  # 3 restarts (or more) and the stop
 
 
 def test_dev_in_a_stdio_project_says_what_to_do(rendered: object, venv: Venv) -> None:

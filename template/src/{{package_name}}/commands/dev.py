@@ -1,7 +1,7 @@
 """`dev`: `serve` over HTTP on loopback, restarted when the project's code, policies or .env change.
 
 The restart is the one uvicorn's --reload does, on the same library (watchfiles): `serve`'s own code path
-runs in a child process, stopped with Ctrl-C's signal and started again on a change, so every defence,
+runs in a child process, stopped (SIGTERM) and started again on a change, so every defence,
 connection limit and setting is the one `serve` has. Only two things differ from `serve`: the address is always loopback, whatever
 MCP_HOST says, and each start compares the served tools with tools.lock.json and warns (without
 stopping: `check` is what fails on it) when they differ.
@@ -74,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         for changes in watchfiles.watch(root, *_outside(root), watch_filter=_watched(root)):
             _say_what_changed(changes)
-            _stop(served, signal.SIGINT)
+            # SIGTERM, as a deployment stops it: a graceful shutdown once serving, and a quiet end
+            # while it is still importing (SIGINT there would print a KeyboardInterrupt traceback).
+            _stop(served, signal.SIGTERM)
             served = subprocess.Popen(command)  # noqa: S603
     finally:
         # Ctrl-C in the terminal reached the served process too (one process group): let it finish its

@@ -107,8 +107,9 @@ def _write(path: Path, variable: str, entries: Entries) -> None:
     for _, entry in entries:
         if entry.expired():
             print(f"Dropped {entry.principal_id}'s key whose grace ended (it was refused already).")
-    set_key(path, variable, ",".join(live), quote_mode="never")
-    path.chmod(0o600)
+    set_key(path, variable, ",".join(live), quote_mode="never")  # keeps the file's mode
+    if path.stat().st_mode & 0o777 != 0o600:
+        path.chmod(0o600)
     print(f"Updated {variable} in {path} (mode 600).")
 
 
