@@ -93,10 +93,12 @@ class Terminal:
         self.state.write_text(f"cd {shq(str(cwd))}\n")
         self.log_dir = state_dir
 
-    def script(self, body: str) -> str:
-        # Save the session on exit, also after Ctrl-C stopped a server.
-        save = f'{{ export -p; printf "cd %q\\n" "$PWD"; }} > {shq(str(self.state))}'
-        return f"source {shq(str(self.state))}\ntrap '{save}' EXIT\nset -eo pipefail\n{body}"
+    def script(self, body: str, port: int | None = None) -> str:
+        # Save the session on exit, also after Ctrl-C stopped a server. A server block's port is its own:
+        # set after the saved session is read, and not saved for the next block.
+        save = f'{{ unset MCP_PORT; export -p; printf "cd %q\\n" "$PWD"; }} > {shq(str(self.state))}'
+        serve = f"export MCP_PORT={port}\n" if port else ""
+        return f"source {shq(str(self.state))}\n{serve}trap '{save}' EXIT\nset -eo pipefail\n{body}"
 
     def run(self, body: str, *, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -116,8 +118,8 @@ class Terminal:
         log = self.log_dir / f"serve-{port}.log"
         with log.open("wb") as handle:
             process = subprocess.Popen(
-                ["bash", "-c", self.script(body)],
-                env={**self.env, "MCP_PORT": str(port)},
+                ["bash", "-c", self.script(body, port)],
+                env=self.env,
                 stdout=handle,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

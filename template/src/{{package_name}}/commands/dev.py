@@ -68,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"{answers.COMMAND} dev: serving {url}; restarts when src/, policies/, .env or the lock change")
     _print_inspector(url)
     inspector = _start_inspector(url) if args.inspector else None
+    # Ctrl-C ends dev even where it was started with SIGINT ignored (a background job); SIGTERM too.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     command = [sys.executable, "-m", PACKAGE, "dev", "--child", "--port", str(settings.port)]
     root = Path.cwd()
     served = subprocess.Popen(command)  # noqa: S603 - this interpreter, this package
@@ -85,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
         if inspector is not None:
             _stop(inspector, signal.SIGTERM)
     return 0
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _stop(process: subprocess.Popen[bytes], sig: signal.Signals | None, timeout: float = 30) -> None:
