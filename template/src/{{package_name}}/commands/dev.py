@@ -1,10 +1,10 @@
 """`dev`: `serve` over HTTP on loopback, restarted when the project's code, policies or .env change.
 
-The restart is the one uvicorn's --reload does, on the same library (watchfiles): `serve`'s own code path
-runs in a child process, stopped (SIGTERM) and started again on a change, so every defence,
-connection limit and setting is the one `serve` has. Only two things differ from `serve`: the address is always loopback, whatever
-MCP_HOST says, and each start compares the served tools with tools.lock.json and warns (without
-stopping: `check` is what fails on it) when they differ.
+The restart is the one uvicorn's --reload does, on the same library (watchfiles): `serve`'s own code
+path runs in a child process, stopped (SIGTERM) and started again on a change, so every defence,
+connection limit and setting is the one `serve` has. Only two things differ from `serve`: the address
+is always loopback, whatever MCP_HOST says, and each start compares the served tools with
+tools.lock.json and warns (without stopping: `check` is what fails on it) when they differ.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import argparse
 import os
 import shutil
 import signal
-import subprocess
+import subprocess  # nosec B404 - fixed argument lists, no shell
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,14 +73,14 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _exit_cleanly)
     command = [sys.executable, "-m", PACKAGE, "dev", "--child", "--port", str(settings.port)]
     root = Path.cwd()
-    served = subprocess.Popen(command)  # noqa: S603 - this interpreter, this package
+    served = subprocess.Popen(command)  # noqa: S603  # nosec B603 - this interpreter, this package
     try:
         for changes in watchfiles.watch(root, *_outside(root), watch_filter=_watched(root)):
             _say_what_changed(changes)
             # SIGTERM, as a deployment stops it: a graceful shutdown once serving, and a quiet end
             # while it is still importing (SIGINT there would print a KeyboardInterrupt traceback).
             _stop(served, signal.SIGTERM)
-            served = subprocess.Popen(command)  # noqa: S603
+            served = subprocess.Popen(command)  # noqa: S603  # nosec B603
     finally:
         # Ctrl-C in the terminal reached the served process too (one process group): let it finish its
         # graceful shutdown before anything else is sent, or a second signal would cut it short.
@@ -195,4 +195,5 @@ def _start_inspector(url: str) -> subprocess.Popen[bytes] | None:
         return None
     # No credential on its command line (other users can read it): add the header in its Authentication.
     print("Starting the Inspector: add the Authorization header under Authentication.")
-    return subprocess.Popen([npx, "-y", INSPECTOR, "--transport", "http", "--server-url", url])  # noqa: S603
+    inspector = [npx, "-y", INSPECTOR, "--transport", "http", "--server-url", url]
+    return subprocess.Popen(inspector)  # noqa: S603  # nosec B603 - a fixed command, no shell

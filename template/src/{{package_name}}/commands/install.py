@@ -161,7 +161,9 @@ def _vscode_input(config: dict[str, Any]) -> str:
     if any(isinstance(item, dict) and item.get("id") == ident for item in inputs):
         return ""
     description = f"{answers.PROJECT_NAME} API key"
-    inputs.append({"type": "promptString", "id": ident, "description": description, "password": True})
+    # VS Code's prompt for the key ("password": typed hidden, stored encrypted); not a password itself.
+    prompt = {"type": "promptString", "id": ident, "description": description}
+    inputs.append({**prompt, "password": True})  # nosec B105
     return "added"
 
 

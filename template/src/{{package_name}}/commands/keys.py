@@ -55,16 +55,15 @@ def add_parser(commands: Any) -> None:
     actions.add_parser("list", help="names, scopes and what each reaches; never a key or a digest")
     for action in (add, rotate, revoke):
         action.add_argument("--admin", action="store_true", help="MCP_ADMIN_API_KEYS (/security/events)")
-    keys.add_argument("--env-file", type=Path, default=ENV_FILE, help=argparse.SUPPRESS)
     keys.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         if args.action == "list":
-            return _list(args.env_file)
+            return _list(ENV_FILE)
         variable = "MCP_ADMIN_API_KEYS" if args.admin else "MCP_API_KEYS"
-        entries = _read(args.env_file, variable)
+        entries = _read(ENV_FILE, variable)
         name = (
             args.name if args.action == "revoke" and _FINGERPRINT.match(args.name) else check_name(args.name)
         )
@@ -74,18 +73,16 @@ def run(args: argparse.Namespace) -> int:
             kept, key = _rotate(entries, name, _grace(args.grace))
         else:
             kept, key = _revoke(entries, name, old_only=args.old), None
-        _write(args.env_file, variable, kept)
+        _write(ENV_FILE, variable, kept)
     except (KeysError, KeyFormatError) as exc:
         print(f"{answers.COMMAND} keys: {exc}", file=sys.stderr)
         return 2
     if key:
         print(f"key: {key}")
-        print(
-            f"Give this key to {name} now: it is shown only once, and {args.env_file} keeps only its digest."
-        )
+        print(f"Give this key to {name} now: it is shown only once, and {ENV_FILE} keeps only its digest.")
     print(f"Restart the server (or let `{answers.COMMAND} dev` reload) for {variable} to take effect.")
     if variable in os.environ:
-        print(f"WARNING: {variable} is set in the environment, which wins over {args.env_file}.")
+        print(f"WARNING: {variable} is set in the environment, which wins over {ENV_FILE}.")
     return 0
 
 
@@ -95,7 +92,7 @@ Entries = list[tuple[str, KeyEntry]]  # each entry's text as written, and what i
 def _read(path: Path, variable: str) -> Entries:
     from dotenv import dotenv_values
 
-    value = dotenv_values(path).get(variable) or "" if path.exists() else ""
+    value = (dotenv_values(path).get(variable) or "") if path.exists() else ""
     texts = split_entries(value)
     return list(zip(texts, parse_keys(value, variable), strict=True))
 
