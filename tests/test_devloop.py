@@ -23,6 +23,7 @@ import pytest
 
 from support import (
     BASE,
+    TEMPLATE_ROOT,
     Venv,
     claude_code,
     clean_env,
@@ -154,7 +155,14 @@ def test_dev_serves_a_new_tool_module_and_a_new_key_without_a_restart(
     assert "shout" not in first[0] and "whoami" in first[0]
     text = log.read_text()
     assert f"Uvicorn running on http://127.0.0.1:{port}" in text  # loopback, whatever MCP_HOST says
-    assert "npx -y @modelcontextprotocol/inspector@2.12.0 --transport http --server-url " + url in text
+    inspector = json.loads(
+        (TEMPLATE_ROOT / "node_modules/@modelcontextprotocol/inspector/package.json").read_text()
+    )
+    # The Inspector the template's tests run, pinned.
+    assert (
+        f"npx -y @modelcontextprotocol/inspector@{inspector['version']} --transport http --server-url {url}"
+        in text
+    )
     assert "npx (Node 22+) is not on PATH; serving without the Inspector" in text  # --inspector, no Node
     module = add_tool_module(project, "shout", SHOUT)
     try:
