@@ -306,6 +306,19 @@ def test_install_over_http_reads_the_key_from_the_environment(
         assert listed.returncode == 0 and "whoami" in listed.stdout, listed.stdout + listed.stderr
     refused_desktop = cli(venv, project, "install", "claude-desktop", "--transport", "http", env=env)
     assert refused_desktop.returncode == 2 and "Connectors" in refused_desktop.stderr
+    # --config names another file (Cursor's project-level one); a file with comments is left alone.
+    local = tmp_path / "workspace/.cursor/mcp.json"
+    result = cli(venv, project, "install", "cursor", "--transport", "http", "--config", str(local), env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"{command}-http" in json.loads(local.read_text())["mcpServers"]
+    commented = tmp_path / "workspace/.vscode/mcp.json"
+    commented.parent.mkdir(parents=True)
+    commented.write_text('// mine\n{"servers": {}}\n')
+    result = cli(
+        venv, project, "install", "vscode", "--transport", "http", "--config", str(commented), env=env
+    )
+    assert result.returncode == 2 and "not plain JSON" in result.stderr and "Traceback" not in result.stderr
+    assert commented.read_text() == '// mine\n{"servers": {}}\n'
 
 
 # --- keys ----------------------------------------------------------------------------------------

@@ -132,8 +132,8 @@ def _read(path: Path) -> dict[str, Any]:
         config = json.loads(path.read_text(encoding="utf-8") or "{}")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InstallError(
-            f"{path} is not plain JSON ({exc}; comments?): add the entry printed by --config "
-            "to a new file, then copy it in by hand"
+            f"{path} is not plain JSON ({exc}; comments?), so it is left as it is: write the entry to "
+            "a file of its own with --config new.json and copy it in by hand"
         ) from None
     if not isinstance(config, dict):
         raise InstallError(f"{path} does not hold a JSON object; fix or move it, then run this again")
