@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import typing
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn, cast
 
@@ -27,6 +28,8 @@ from mcp_types import Tool as MCPTool
 from .. import __version__, answers
 from ..security.guard import Guard, handle_set_level
 from ..security.guard.request_state import RequestStateAudit, request_state_security
+from ..security.guard.task_methods import TasksExtension
+from ..security.guard.tasks import TaskLimits, Tasks
 from ..security.guard.text import INSTRUCTIONS
 from ..settings import Settings
 from ..tools import register_tools
@@ -132,6 +135,12 @@ def _completer(guard: Guard) -> Callable[..., Awaitable[Completion]]:
 
 
 def build_guard(settings: Settings, services: Services) -> Guard:
+    limits = TaskLimits(
+        max_per_principal=settings.max_tasks_per_principal,
+        max_total=settings.max_tasks,
+        ttl_seconds=settings.task_ttl_seconds,
+        poll_interval_ms=settings.task_poll_interval_ms,
+    )
     guard = Guard(
         services.events,
         services.limiter,
@@ -141,6 +150,7 @@ def build_guard(settings: Settings, services: Services) -> Guard:
         max_binary_bytes=settings.max_binary_bytes,
         max_in_flight=settings.max_calls_in_flight,
         transport=settings.transport,
+        tasks=Tasks(services.tasks, services.events, limits),
     )
     register_tools(guard, settings)
     return guard
@@ -165,6 +175,8 @@ def build_server(
         # No subscriptions/listen (2026-07-28): what is served is fixed when the server is built, so no
         # list ever changes, and a listen stream would be one more stream held open for nothing.
         subscriptions=False,
+        # io.modelcontextprotocol/tasks: tasks/get, tasks/update, tasks/cancel (security/guard/tasks.py)
+        extensions=[TasksExtension(typing.cast(Tasks, guard.tasks), stdio=stdio)],
         log_level=settings.log_level,
         request_state_security=request_state_security(
             settings.request_state_key_list,

@@ -9,6 +9,7 @@ from ..security.audit.events import SecurityEvents, open_event_store
 from ..security.audit.redact import Redactor, install_log_redaction
 from ..security.identity.keys import raw_keys
 from ..security.limits import RateLimiter, ensure_reachable
+from ..security.tasks import TaskStore, open_task_store
 from ..settings import Settings
 
 
@@ -17,6 +18,7 @@ class Services:
     events: SecurityEvents
     limiter: RateLimiter
     redactor: Redactor
+    tasks: TaskStore  # MCP_TASKS_URL: where tasks live (security/tasks/)
     alerts: AlertWebhook | None = None  # MCP_ALERT_WEBHOOK_URL: serious events POSTed there
 
 
@@ -52,13 +54,19 @@ def open_services(settings: Settings) -> Services:
         store, redactor, per_source=per_source.amount, per_source_window_seconds=per_source.get_expiry()
     )
     alerts = subscribe_alerts(settings, events)
-    return Services(events, RateLimiter(settings.rate_limit_storage), redactor, alerts)
+    tasks = open_task_store(settings.tasks_url)
+    return Services(events, RateLimiter(settings.rate_limit_storage), redactor, tasks, alerts)
 
 
 def subscribe_alerts(settings: Settings, events: SecurityEvents) -> AlertWebhook | None:
     url = settings.alert_webhook_url.get_secret_value()
     if not url:
         return None
-    webhook = AlertWebhook(url, settings.alert_min_severity, timeout=settings.alert_timeout_seconds)
+    # Coalesced per kind over the same window as the trail folds anonymous events in.
+    window = RateLimiter.parse(settings.security_events_per_source).get_expiry()
+    webhook = AlertWebhook(
+        url, settings.alert_min_severity, timeout=settings.alert_timeout_seconds, coalesce_seconds=window
+    )
     events.subscribe(webhook)
+    events.on_store_health(webhook.store_health)  # fed from the failing write itself
     return webhook

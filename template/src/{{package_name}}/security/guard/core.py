@@ -21,6 +21,7 @@ from .prompt import prompt as _prompt
 from .request import Shared
 from .resource import resource as _resource
 from .results import Results
+from .tasks import Tasks
 from .tool import tool as _tool
 
 
@@ -51,12 +52,14 @@ class Guard:
         max_in_flight: int,
         transport: str,
         max_binary_bytes: int = DEFAULT_MAX_BINARY_BYTES,
+        tasks: Tasks | None = None,
     ) -> None:
         self.events = events
         self.limiter = limiter
         self.catalogue = Catalogue()
         self.results = Results(events.redactor, max_result_chars, max_binary_bytes)
         self.in_flight = InFlight()  # calls running now, per principal
+        self.tasks = tasks  # tool calls that run as tasks (tasks.py); None: never
         self._shared = Shared(
             catalogue=self.catalogue,
             events=events,
@@ -68,6 +71,7 @@ class Guard:
             max_in_flight=max_in_flight,
             default_timeout=default_timeout,
             stdio=transport == "stdio",
+            tasks=tasks,
         )
         self._handlers = Handlers(self._shared)
         # The guard's own handlers, which build_server registers with the SDK.
