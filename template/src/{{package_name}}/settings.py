@@ -79,6 +79,8 @@ class Settings(ToolSettings, SampleSettings, BaseSettings):
     oauth_client_id: str = ""
     oauth_client_secret: SecretStr = SecretStr("")
     oauth_introspection_cache_seconds: int = Field(default=60, ge=0, le=300)
+    # The token claim that lists the caller's groups (Cedar policies read them as principal.groups).
+    oauth_groups_claim: str = Field(default="groups", min_length=1, max_length=100)
     resource_url: str = ""
 
     # The HTTP perimeter
@@ -125,6 +127,9 @@ class Settings(ToolSettings, SampleSettings, BaseSettings):
     max_tasks: int = Field(default=1_000, ge=1, le=1_000_000)
     task_ttl_seconds: float = Field(default=3_600.0, gt=0, le=7 * 86_400)
     task_poll_interval_ms: int = Field(default=1_000, ge=100, le=60_000)
+
+    # Cedar policies (policies/*.cedar); no policy file there: the check is off.
+    policies_dir: Path = Path("policies")
 
     # Audit trail: memory://, sqlite:///path, redis://host:port/db. Empty: sqlite for HTTP, memory for stdio.
     security_events_url: str = ""

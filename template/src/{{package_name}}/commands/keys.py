@@ -13,6 +13,7 @@ import argparse
 import os
 import re
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ def add_parser(commands: Any) -> None:
     add = actions.add_parser("add", help="a new named key: prints it once, stores its digest")
     add.add_argument("name")
     add.add_argument("--scopes", help="comma-separated scopes the key is limited to (default: every tool)")
+    add.add_argument("--groups", help="comma-separated groups the holder is in (Cedar policies read them)")
     rotate = actions.add_parser("rotate", help="a new key for NAME; the old one lasts until --grace ends")
     rotate.add_argument("name")
     rotate.add_argument("--grace", default="1d", help="how long the old key stays valid: 0, 30m, 12h, 7d")
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
             args.name if args.action == "revoke" and _FINGERPRINT.match(args.name) else check_name(args.name)
         )
         if args.action == "add":
-            kept, key = _add(entries, name, _scopes(args.scopes, admin=args.admin))
+            kept, key = _add(entries, name, _scopes(args.scopes, admin=args.admin), _groups(args.groups))
         elif args.action == "rotate":
             kept, key = _rotate(entries, name, _grace(args.grace))
         else:
@@ -110,11 +112,11 @@ def _write(path: Path, variable: str, entries: Entries) -> None:
     print(f"Updated {variable} in {path} (mode 600).")
 
 
-def _add(entries: Entries, name: str, scopes: frozenset[str]) -> tuple[Entries, str]:
+def _add(entries: Entries, name: str, scopes: frozenset[str], groups: frozenset[str]) -> tuple[Entries, str]:
     if any(entry.name == name and not entry.expired() for _, entry in entries):
         raise KeysError(f"{name} has a key already: `keys rotate {name}` gives them a new one")
     key = new_key()
-    entry = KeyEntry(bytes.fromhex(digest_of(key).removeprefix("sha256:")), name, scopes)
+    entry = KeyEntry(bytes.fromhex(digest_of(key).removeprefix("sha256:")), name, scopes, groups)
     print(f"Added {name} ({_reach_label(scopes)}).")
     return [*entries, (entry.line(), entry)], key
 
@@ -128,13 +130,13 @@ def _rotate(entries: Entries, name: str, grace: timedelta) -> tuple[Entries, str
     for text, entry in entries:
         if entry.name == name and grace:
             ends = min(entry.expires or end, end)
-            entry = KeyEntry(entry.digest, entry.name, entry.scopes, ends)
+            entry = replace(entry, expires=ends)
             text = entry.line()
         elif entry.name == name:
             continue
         kept.append((text, entry))
     key = new_key()
-    fresh = KeyEntry(bytes.fromhex(digest_of(key).removeprefix("sha256:")), name, current[0].scopes)
+    fresh = replace(current[0], digest=bytes.fromhex(digest_of(key).removeprefix("sha256:")), expires=None)
     when = f"until {end:%Y-%m-%d %H:%M:%S} UTC" if grace else "no longer (no grace)"
     print(f"Rotated {name}: the old key is valid {when}; `keys revoke {name} --old` ends it sooner.")
     return [*kept, (fresh.line(), fresh)], key
@@ -154,6 +156,10 @@ def _scopes(text: str | None, *, admin: bool) -> frozenset[str]:
     if admin and scopes:
         raise KeysError("admin keys carry no scopes (they read /security/events only); drop --scopes")
     return scopes or frozenset({ALL_TOOL_SCOPES})
+
+
+def _groups(text: str | None) -> frozenset[str]:
+    return frozenset(check_name(g.strip(), "group") for g in (text or "").split(",") if g.strip())
 
 
 def _grace(text: str) -> timedelta:
@@ -202,15 +208,20 @@ def _status(keys: list[KeyEntry]) -> str:
     return f"{len(keys)} key{'s' if len(keys) > 1 else ''}: " + ", ".join(notes)
 
 
-def _reaches(scopes: frozenset[str], needs: frozenset[str]) -> bool:
-    return ALL_TOOL_SCOPES in scopes or needs <= scopes
+def _reaches(scopes: frozenset[str], needs: frozenset[str] | None) -> bool:
+    """As the guard decides (Policy.admits): every scope it needs, or open to all (None)."""
+    return needs is None or ALL_TOOL_SCOPES in scopes or needs <= scopes
 
 
-def _locked_tools() -> dict[str, frozenset[str]] | None:
+def _locked_tools() -> dict[str, frozenset[str] | None] | None:
+    """Each reviewed tool's scopes (None: open_to_all), from tools.lock.json; None without a lock."""
     from ..security.manifest import read_lock
 
     try:
         locked = read_lock(Path("tools.lock.json"))
     except ValueError:
         return None
-    return {name: frozenset(tool.get("scopes", ())) for name, tool in locked["tools"].items()}
+    return {
+        name: None if tool.get("open_to_all") else frozenset(tool.get("scopes", ()))
+        for name, tool in locked["tools"].items()
+    }

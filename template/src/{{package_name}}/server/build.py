@@ -31,6 +31,7 @@ from ..security.guard.request_state import RequestStateAudit, request_state_secu
 from ..security.guard.task_methods import TasksExtension
 from ..security.guard.tasks import TaskLimits, Tasks
 from ..security.guard.text import INSTRUCTIONS
+from ..security.policy.loading import load_policies, reload_on_sighup
 from ..settings import Settings
 from ..tools import register_tools
 from . import sdk
@@ -153,6 +154,9 @@ def build_guard(settings: Settings, services: Services) -> Guard:
         tasks=Tasks(services.tasks, services.events, limits),
     )
     register_tools(guard, settings)
+    policies = load_policies(settings.policies_dir, guard.catalogue, answers.COMMAND)
+    if policies is not None:
+        guard.enforce(policies)
     return guard
 
 
@@ -184,6 +188,8 @@ def build_server(
             stdio=stdio,
         ),
     )
+    if guard.policies_enforced is not None:
+        reload_on_sighup(guard.policies_enforced, services.events)
     sdk.check(server)  # before anything relies on what it checks
     server.serve_guarded()
 

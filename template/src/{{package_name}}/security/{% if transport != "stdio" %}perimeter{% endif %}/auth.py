@@ -12,6 +12,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..audit.events import SecurityEvents
+from ..identity.keys import KeyAccessToken
 from ..identity.principal import ADMIN_SCOPE, ALL_TOOL_SCOPES, Principal
 from .common import CredentialRejectedError, NamedAccessToken, client_address, refusal, send_json
 from .known_credentials import KnownCredentials
@@ -82,8 +83,15 @@ def bearer_token(scope: Scope) -> str | None:
 
 def principal_from(token: AccessToken) -> Principal:
     if isinstance(token, NamedAccessToken):  # OAuth: `user:<sub>` or `client:<client_id>`
-        return Principal(id=token.principal_id, scopes=frozenset(token.scopes), client_id=token.client_id)
-    return Principal(id=token.subject or token.client_id, scopes=frozenset(token.scopes))
+        return Principal(
+            id=token.principal_id,
+            scopes=frozenset(token.scopes),
+            client_id=token.client_id,
+            kind=token.principal_id.split(":", 1)[0],
+            groups=frozenset(token.groups),
+        )
+    groups = frozenset(token.groups) if isinstance(token, KeyAccessToken) else frozenset()
+    return Principal(id=token.subject or token.client_id, scopes=frozenset(token.scopes), groups=groups)
 
 
 class BearerAuth:
@@ -98,6 +106,7 @@ class BearerAuth:
         resource_metadata_url: str | None = None,
         required_scopes: frozenset[str] = frozenset(),
         challenge_scopes: frozenset[str] = frozenset(),
+        credential: str = "key",
         known: KnownCredentials | None = None,
     ) -> None:
         self.app = app
@@ -106,8 +115,10 @@ class BearerAuth:
         self.known = known or KnownCredentials()
         self.resource_metadata_url = resource_metadata_url
         self.required_scopes = required_scopes
-        # What a 401 tells an OAuth client to ask for: the required scopes and every tool's.
+        # What a 401 tells an OAuth client to ask for: the required scopes and the read-only items'
+        # (a write scope comes later, through a 403 insufficient_scope at first use).
         self.challenge_scopes = challenge_scopes | required_scopes
+        self.credential = credential  # what a request without one is told to send: key or access token
 
     def _challenge(
         self, error: str | None = None, description: str | None = None, scope: str | None = None
@@ -144,7 +155,11 @@ class BearerAuth:
             return None
         if Headers(scope=scope).get("authorization") is None:
             await self._unauthorized(
-                send, client, "missing_credential", "Send Authorization: Bearer <key>.", error=None
+                send,
+                client,
+                "missing_credential",
+                f"Send Authorization: Bearer <{self.credential}>.",
+                error=None,
             )
             return None
         credential = bearer_token(scope)
