@@ -77,6 +77,12 @@ def cli(
     return venv.run(venv.bin(command), *args, cwd=project, env=env, timeout=180)
 
 
+def copy_key(project: Path) -> str:
+    """The tool key the copy wrote: the part of its `<name>:mcp_...` entry a client sends."""
+    entry = read_env_file(project)["MCP_API_KEYS"].split(",")[0]
+    return entry.split(":", 1)[1] if ":mcp_" in entry else entry
+
+
 def tools_and_whoami(url: str, key: str) -> tuple[set[str], str]:
     async def ask() -> tuple[set[str], str]:
         async with http_client(url, key) as client:
@@ -150,7 +156,7 @@ def test_dev_serves_a_new_tool_module_and_a_new_key_without_a_restart(
 ) -> None:
     process, port, log = dev
     url = f"http://127.0.0.1:{port}/mcp"
-    key = read_env_file(project)["MCP_API_KEYS"].split(",")[0]
+    key = copy_key(project)
     first = wait_for(lambda: next(answering(url, key)), timeout=120, what="dev to serve")
     assert "shout" not in first[0] and "whoami" in first[0]
     text = log.read_text()
@@ -273,7 +279,7 @@ def test_install_over_http_reads_the_key_from_the_environment(
     home = tmp_path / "home"
     claude = str(claude_code.install(home / "bin"))
     variable = command.upper().replace("-", "_") + "_KEY"
-    key = read_env_file(project)["MCP_API_KEYS"].split(",")[0]
+    key = copy_key(project)
     with running_server(venv, project, {}, log_dir=tmp_path) as server:
         env = {"HOME": str(home), "PATH": f"{home / 'bin'}:/usr/bin:/bin"}
         for client in ("claude-code", "cursor", "vscode"):
@@ -345,7 +351,9 @@ def test_keys_round_trip(project: Path, venv: Venv, tmp_path: Path) -> None:
         assert "reaches: list_notes, whoami" in listed.stdout
         assert "sha256" not in listed.stdout and alice not in listed.stdout
         check = cli(venv, project, "check")
-        assert "WARNING  MCP_API_KEYS: 1 unnamed key(s)" in check.stdout
+        # The copy names its tool key; its admin key has no name, and check says what to do about it.
+        assert "WARNING  MCP_ADMIN_API_KEYS: 1 unnamed key(s)" in check.stdout and "--admin" in check.stdout
+        assert "WARNING  MCP_API_KEYS" not in check.stdout
 
         with running_server(venv, project, {}, log_dir=tmp_path) as server:
             assert "principal: alice" in tools_and_whoami(server.url, alice)[1]
