@@ -56,19 +56,15 @@ def tool(
 
     A caller needs every one of `scopes`, or `open_to_all=True`; neither: full access only (Policy.admits).
     `untrusted_output` names where results come from; they are then fenced as data.
-    Every result is sanitised (security/audit/redact.py): configured secrets are removed in any encoding,
-    and so is credential-shaped text (`token=...`, `Bearer ...`) unless `callers_own_data=True` declares
-    that the output is the caller's own data (their files, their notes), where such text is content.
-    `destructive=True` makes the guard ask the user first through MCP elicitation
-    (`confirm_message`, formatted with the arguments, is the question); without a yes it does not run.
-    A parameter annotated `Annotated[T, Resolve(fn)]` is filled by the SDK (sampling, roots, a question
-    of the tool's own), only from a client that declared the capability; it is not an argument.
-    Content blocks are checked by security/guard/content.py: `media_types` lists the MIME types the
-    tool's images, audio and embedded resources may have (default: `DEFAULT_MEDIA_TYPES` there).
-    `schema_keywords` adds JSON Schema 2020-12 rules between arguments (`allOf`, `if`/`then`/`else`,
-    ...; security/guard/rules.py) to the published schema; the guard enforces them too.
-    `@input_key("name")` on the resolver names its question on the wire.
-    `task="optional"` gives clients that declare the tasks extension a handle to poll (tasks.py).
+    Results lose secrets and credential-shaped text (security/audit/redact.py), but for the caller's own
+    data (`callers_own_data=True`: their files, their notes), where such text is content.
+    `destructive=True`: the user is asked first (`confirm_message`, formatted with the arguments).
+    A parameter annotated `Annotated[T, Resolve(fn)]` is filled by the SDK (sampling, roots, a question),
+    only from a client that declared the capability; it is not an argument.
+    `media_types`: the MIME types its content blocks may have (security/guard/content.py checks them).
+    `schema_keywords`: JSON Schema rules between arguments, published and enforced (rules.py).
+    `@input_key("name")` on the resolver names its question on the wire. `task="optional"` gives clients
+    that declare the tasks extension a handle to poll (tasks.py).
     """
     declared = _Declared(
         scopes=frozenset(scopes),
