@@ -1,4 +1,4 @@
-"""Command line: serve | keygen | check | policy | audit verify."""
+"""Command line: serve | dev | check | keygen | keys | install | policy | audit verify."""
 
 from __future__ import annotations
 
@@ -286,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=_check)
     _policy_parser(commands)
     _audit_parser(commands)
+    for command in ("dev", "keys", "install"):
+        importlib.import_module(f"{__package__}.commands.{command}").add_parser(commands)
     return parser
 
 

@@ -104,6 +104,7 @@ def _credentials_report(settings: Settings, found: Findings, *, offline: bool) -
         found.errors.extend(credentials.authorization_problems(settings))  # OAuth: asks the issuer
     found.facts.append(_key_counts(settings, credentials.SCHEME))
     found.facts.extend(_key_holders(settings, tool_keys=credentials.SCHEME == "api_key"))
+    found.warnings.extend(_unnamed_keys(settings, tool_keys=credentials.SCHEME == "api_key"))
 
 
 def _network_report(settings: Settings, found: Findings) -> None:
@@ -243,6 +244,29 @@ _KINDS = {
     "resource_template": "resource templates",
     "prompt": "prompts",
 }
+
+
+def _unnamed_keys(settings: Settings, *, tool_keys: bool) -> list[str]:
+    """Keys with no name: the audit trail shows a fingerprint, and `keys` cannot rotate them by name."""
+    from ..security.identity.keys import KeyFormatError, parse_keys
+
+    configured = [("MCP_ADMIN_API_KEYS", settings.admin_api_keys, " --admin")]
+    if tool_keys:
+        configured.insert(0, ("MCP_API_KEYS", settings.api_keys, ""))
+    warnings = []
+    for variable, value, flag in configured:
+        try:
+            unnamed = [key for key in parse_keys(value.get_secret_value(), variable) if key.name is None]
+        except KeyFormatError:
+            continue  # credential_problems reported it
+        if unnamed:
+            names = ", ".join(key.principal_id for key in unnamed)
+            warnings.append(
+                f"{variable}: {len(unnamed)} unnamed key(s) ({names}): give each holder a named key "
+                f"(`{answers.COMMAND} keys add NAME{flag}`), then `keys revoke {unnamed[0].principal_id}"
+                f"{flag}`, so that the audit trail names them and `keys` can rotate them"
+            )
+    return warnings
 
 
 @contextlib.contextmanager
