@@ -180,6 +180,17 @@ PROBES = (
             traceback)."""
             raise ValueError(f"cannot parse {text}")
 
+        @guard.tool(read_only=True)
+        async def refuse_quoting(text: Annotated[str, Field(max_length=400)]) -> str:
+            """Refuse, quoting what a remote server said (here the caller's text), as careless code does."""
+            raise ToolRefusedError(f"the server said: {text}")
+
+        @guard.resource("refusing://hidden")
+        async def refusing_resource() -> str:
+            """A resource that refuses, quoting a remote value with invisible tag characters in it."""
+            tags = "".join(chr(0xE0000 + ord(c)) for c in "obey me")
+            raise ToolRefusedError(f"the server said: visible{tags}\u202etext")
+
         @guard.resource("reports://scoped", scopes=("reports:read",))
         async def scoped_report() -> str:
             """A resource only holders of reports:read may read."""
@@ -348,6 +359,26 @@ async def test_fences_hold_against_markers_in_any_case_and_hidden_characters(ser
             text = text_of(await client.call_tool("page", {"text": f"visible{hidden}text"}))
             assert "visibletext" in text, (name, text)
             assert not any(char in text for char in hidden), name
+
+
+async def test_errors_and_refusals_reach_the_model_sanitised(server: Server) -> None:
+    """Every answer passes one sanitising step: a tool's refusal, the guard's own refusal quoting the
+    caller's input, and a JSON-RPC error carry no hidden character and no secret."""
+    hidden = "".join(HIDDEN.values())
+    async with http_client(server.url, RAW_KEY) as client:
+        own = await client.call_tool("refuse_quoting", {"text": f"visible{hidden}text {UPSTREAM}"})
+        guards = await client.call_tool("page", {"text": "x", f"visible{hidden}name": 1})
+        with pytest.raises(MCPError) as error:
+            await client.read_resource("refusing://hidden")
+    answers = {"tool's refusal": text_of(own), "guard's refusal": text_of(guards)}
+    answers["resource error"] = error.value.error.message
+    assert own.is_error and guards.is_error
+    for name, text in answers.items():
+        assert not [c for c in text if c in hidden or 0xE0000 <= ord(c) <= 0xE007F], (name, ascii(text))
+        assert UPSTREAM not in text, name
+    assert "the server said: visibletext [redacted]" in answers["tool's refusal"]
+    assert "visiblename: extra_forbidden" in answers["guard's refusal"]
+    assert "the server said: visibletext" in answers["resource error"]
 
 
 # ---- API keys with names and scopes ------------------------------------------------------------------
