@@ -43,7 +43,7 @@ pytestmark = pytest.mark.anyio
 
 RAW_KEY = "mcp_raw-tool-key-kept-unhashed-0123456789abc"
 RAW_ADMIN = "mcp_raw-admin-key-kept-unhashed-9876543210xyz"
-UPSTREAM = "Upstream-Secret/Value+42=with~punctuation"
+UPSTREAM = 'Upstream-Secret/Value+42=with~"punctuation"\\and'  # every character JSON escapes
 ALICE_OLD = "mcp_alice-key-before-rotation-0123456789ab"
 BOB = "mcp_bob-key-for-probes-only-0123456789abcdef"
 OPS = "mcp_ops-admin-key-with-a-name-0123456789abc"
@@ -74,12 +74,30 @@ FORMS = (
     "bearer_b64",
     "bearer_b64url_nopad",
     "b64_mime_lines",
+    "json_u_every_char",
+    "json_U_every_char",
+    "json_dotnet",
+    "json_php",
+    "json_quote_backslash",
+    "json_double",
 )
 
 
 def disguise(secret: str, form: str) -> str:
     """The secret as a careless tool (or a clever prompt injection) might hand it back."""
     data = secret.encode()
+    if form.startswith("json"):  # as a JSON string's body, the way some upstreams echo it
+        every = "".join(f"\\u{ord(c):04x}" for c in secret)
+        dotnet = json.dumps(secret)[1:-1].replace("+", "\\u002B")  # .NET escapes + < > & '
+        php = json.dumps(secret)[1:-1].replace("/", "\\/")
+        return {
+            "json_u_every_char": every,
+            "json_U_every_char": every.upper().replace("\\U", "\\u"),
+            "json_dotnet": dotnet,
+            "json_php": php,
+            "json_quote_backslash": json.dumps(secret)[1:-1],
+            "json_double": json.dumps(dotnet)[1:-1],  # JSON inside JSON: every backslash doubled
+        }[form]
     if form.startswith(("b64", "bearer")):
         if form == "b64_mime_lines":  # wrapped at 76 characters, as email does
             return base64.encodebytes(b"key: " + data * 2).decode()
@@ -114,6 +132,7 @@ PROBES = (
 
     import base64
     import html
+    import json
     import urllib.parse
     from typing import Annotated, Literal
 
