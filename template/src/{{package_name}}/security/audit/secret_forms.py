@@ -40,7 +40,8 @@ def _hex_digits(value: int, width: int) -> str:
 
 
 def _json_escaped(char: str) -> str:
-    r"""A regex for `char` as a JSON string escape (`\u002b`, a surrogate pair, `\/`), escaped once or more."""
+    r"""A regex for `char` as a JSON string escape (`\u002b`, a surrogate pair, `\/`), escaped once or
+    more."""
     data = char.encode("utf-16-be")
     units = [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
     forms = ["".join(r"\\+u" + _hex_digits(unit, 4) for unit in units)]

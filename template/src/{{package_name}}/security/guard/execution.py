@@ -1,9 +1,9 @@
 """Running one admitted tool call, resource read or prompt get: the one path every item takes.
 
 Under the item's timeout, counted in flight for its principal; what happened becomes the call's
-outcome, one audit event records it, and only then does the answer leave (sanitised by pipeline.py). A function's
-result is finished inside the function the SDK calls (results.py); this module handles what happens
-around it: a timeout, a request the SDK rejects, a store that is down, a bug outside the function.
+outcome, one audit event records it, and only then does the answer leave (sanitised by pipeline.py). A
+function's result is finished inside the function the SDK calls (results.py); this module handles what
+happens around it: a timeout, a request the SDK rejects, a store that is down, a bug outside the function.
 """
 
 from __future__ import annotations
@@ -89,11 +89,10 @@ async def run(call: Call, call_next: CallNext) -> HandlerResult:
     finally:
         finished(token)
     duration_ms = round((time.perf_counter() - started) * 1000, 2)
-    if failure is None:
-        if info.outcome == "ok" and is_error(result):
-            # An error result the function did not report (e.g. the SDK's own argument checks).
-            info.outcome = shape.failed
-            info.details = {"reason": "error result"}
+    if failure is None and info.outcome == "ok" and is_error(result):
+        # An error result the function did not report (e.g. the SDK's own argument checks).
+        info.outcome = shape.failed
+        info.details = {"reason": "error result"}
     try:
         await _record(call, info, shape, duration_ms)
     except AuditUnavailableError:
@@ -175,4 +174,3 @@ async def _record(call: Call, info: CallInfo, shape: Shape, duration_ms: float) 
         **counts(info),
         **info.details,
     )
-

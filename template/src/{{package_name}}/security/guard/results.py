@@ -96,7 +96,8 @@ def _plain(text: str) -> str:
 
 
 def _error_texts(result: HandlerResult, clean: Callable[[str], str]) -> HandlerResult:
-    """An error result whose text parts have passed `clean` (the SDK and the guard build it from a message)."""
+    """An error result with its text parts passed through `clean` (the SDK and the guard build it from a
+    message)."""
     if isinstance(result, CallToolResult):
         content = [
             part.model_copy(update={"text": clean(part.text)}) if isinstance(part, TextContent) else part
@@ -104,13 +105,13 @@ def _error_texts(result: HandlerResult, clean: Callable[[str], str]) -> HandlerR
         ]
         return result.model_copy(update={"content": content})
     if isinstance(result, dict):
-        content = [
+        wire: list[Any] = [
             {**part, "text": clean(part["text"])}
             if isinstance(part, dict) and isinstance(part.get("text"), str)
             else part
             for part in result.get("content", [])
         ]
-        return {**result, "content": content}
+        return {**result, "content": wire}
     return result
 
 
