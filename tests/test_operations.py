@@ -580,6 +580,72 @@ async def test_anomaly_rules_fire_on_bursts_and_stay_quiet_when_steady(
         await eventually(lambda: [a for a in alerts(webhook) if a["id"] == refusals[0]["id"]])
 
 
+def exported_spans(receiver: Receiver) -> list[tuple[str, str, dict[str, str]]]:
+    """(name, trace id in hex, attributes) of every span the receiver got."""
+    found = []
+    for body in list(receiver.bodies):
+        for resource_spans in ExportTraceServiceRequest.FromString(body).resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    attributes = {a.key: a.value.string_value for a in span.attributes}
+                    found.append((span.name, span.trace_id.hex(), attributes))
+    return found
+
+
+CLIENT_TRACE = "5eed" * 8  # the trace a client asks to join
+TRACEPARENT = f"00-{CLIENT_TRACE}-{'ab' * 8}-01"
+
+
+async def send_client_text(http: httpx2.AsyncClient, server: Server, key: str) -> None:
+    """An unknown method of 20 KB with a password in it, and a call that names a trace to join."""
+    method = "x/" + "password=hunter2-MUST-NOT-BE-EXPORTED;" * 520
+    await post(http, server, key, method, {})
+    params = {"name": "whoami", "arguments": {}, "_meta": {"traceparent": TRACEPARENT}}
+    response = await post(http, server, key, "tools/call", params)
+    assert response.status_code == 200, response.text
+
+
+async def test_spans_export_no_client_text_and_join_no_client_trace(
+    watched_server: Server, collector: Receiver
+) -> None:
+    async with httpx2.AsyncClient(timeout=60) as http:
+        await send_client_text(http, watched_server, KEYS["calls"])
+    with anyio.fail_after(20):  # the spans of both requests
+        await eventually(
+            lambda: {"_unknown", "tools/call whoami"} <= {name for name, _, _ in exported_spans(collector)}
+        )
+    unknown = [attributes for name, _, attributes in exported_spans(collector) if name == "_unknown"]
+    assert unknown and all(a["mcp.method.name"] == "_unknown" for a in unknown)
+    assert b"hunter2" not in b"".join(collector.bodies)
+    assert CLIENT_TRACE not in {trace for _, trace, _ in exported_spans(collector)}
+    assert all(len(a.get("jsonrpc.request.id", "")) <= 64 for _, _, a in exported_spans(collector))
+
+
+def test_a_trusted_client_joins_its_trace(venv: Venv, project: Path) -> None:
+    """MCP_TRUST_CLIENT_TRACE_CONTEXT=true: the request's span is in the trace its client named."""
+    with Receiver(ExportTraceServiceResponse().SerializeToString()) as receiver:
+        env = base_env(
+            project,
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.port}",
+            OTEL_BSP_SCHEDULE_DELAY="100",
+            MCP_TRUST_CLIENT_TRACE_CONTEXT="true",
+        )
+        with running_server(venv, project, env, ready_kwargs=SLOW_START) as server:
+
+            async def exchange() -> None:
+                async with httpx2.AsyncClient(timeout=60) as http:
+                    await send_client_text(http, server, KEYS["calls"])
+                with anyio.fail_after(20):
+                    await eventually(
+                        lambda: any(n == "tools/call whoami" for n, _, _ in exported_spans(receiver))
+                    )
+
+            anyio.run(exchange)
+        joined = [trace for name, trace, _ in exported_spans(receiver) if name == "tools/call whoami"]
+        assert joined == [CLIENT_TRACE]
+        assert b"hunter2" not in b"".join(receiver.bodies)  # trusted or not, client text stays out
+
+
 async def test_spans_reach_an_otlp_receiver(watched_server: Server, collector: Receiver) -> None:
     secret_argument = "note-text-THAT-MUST-NOT-BE-EXPORTED"
     async with httpx2.AsyncClient(timeout=60) as http:

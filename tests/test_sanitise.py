@@ -371,6 +371,8 @@ def read_as_marker(text: str) -> str:
     text = "".join("-" if unicodedata.category(c) == "Pd" else c for c in text)
     text = "".join(c for c in text if unicodedata.category(c) != "Mn")
     return text.translate(str.maketrans("\u2212\u2215\u0430\u2039", "-/a<"))
+
+
 HIDDEN = {
     "tag characters": "\U000e0001\U000e0049\U000e0047\U000e004e\U000e004f\U000e0052\U000e0045\U000e007f",
     "arabic letter mark": "\u061c",

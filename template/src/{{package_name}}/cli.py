@@ -52,7 +52,10 @@ def _serve(args: argparse.Namespace) -> int:
     from .server.observability import configure_tracing, served_names
 
     server = build_server(settings)
-    configure_tracing(os.environ, served_names(server.guard))  # the standard OTEL_* variables; off by default
+    # The standard OTEL_* variables; off by default.
+    configure_tracing(
+        os.environ, served_names(server.guard), trust_client_context=settings.trust_client_trace_context
+    )
     freeze_startup_objects()
     server.run("stdio")
     return 0

@@ -129,6 +129,8 @@ class Settings(ToolSettings, SampleSettings, BaseSettings):
 
     # Operations: metrics, alerts, anomaly detection (README: "Operating it")
     metrics_enabled: bool = True
+    # Tracing (OTEL_*): join the trace a client names in `_meta.traceparent` only if the clients are yours.
+    trust_client_trace_context: bool = False
     alert_webhook_url: SecretStr = SecretStr("")  # often carries a token in its path: kept secret
     alert_min_severity: Literal["low", "medium", "high", "critical"] = "high"
     alert_timeout_seconds: float = Field(default=5.0, gt=0, le=60)

@@ -64,7 +64,9 @@ def build_app(
     )
     server = build_server(settings, services, outermost=[metrics.middleware] if metrics else [])
     if environ is not None:
-        configure_tracing(environ, served_names(server.guard))
+        configure_tracing(
+            environ, served_names(server.guard), trust_client_context=settings.trust_client_trace_context
+        )
     allowed_hosts = settings.allowed_hosts or default_allowed_hosts(settings.host, settings.port)
     security = transport_security(allowed_hosts, settings.trusted_origins)
     mcp_app = _mcp_app(server, settings, security)
