@@ -35,7 +35,7 @@ def tool(
     guard: Guard,
     *,
     scopes: tuple[str, ...] = (),
-    read_only: bool,
+    read_only: bool | None = None,
     destructive: bool = False,
     idempotent: bool = False,
     open_world: bool = False,
@@ -56,6 +56,7 @@ def tool(
     Every result is sanitised (security/audit/redact.py): configured secrets are removed in any encoding,
     and so is credential-shaped text (`token=...`, `Bearer ...`) unless `callers_own_data=True` declares
     that the output is the caller's own data (their files, their notes), where such text is content.
+    `read_only` must be said (True or False: clients show it); a destructive tool is `read_only=False`.
     `destructive=True` makes the guard ask the user first through MCP elicitation
     (`confirm_message`, formatted with the arguments, is the question); without a yes it does not run.
     A parameter annotated `Annotated[T, Resolve(fn)]` is filled by the SDK (sampling, roots, a question
@@ -84,10 +85,24 @@ def tool(
     )
 
     def register(fn: ToolFn[P, R]) -> ToolFn[P, R]:
-        _register(guard, fn, name or fn.__name__, declared)
+        tool_name = name or fn.__name__
+        _check_hints(tool_name, read_only, destructive)
+        _register(guard, fn, tool_name, declared)
         return fn
 
     return register
+
+
+def _check_hints(tool_name: str, read_only: bool | None, destructive: bool) -> None:
+    """Refuse annotations a client would show wrongly, naming the tool (start-up stops here)."""
+    if read_only is None:
+        say = "read_only=False (it changes things)" if destructive else "read_only=True or read_only=False"
+        raise TypeError(f"tool {tool_name!r}: add {say} to @guard.tool(...); clients show it to the user")
+    if read_only and destructive:
+        raise TypeError(
+            f"tool {tool_name!r}: read_only=True and destructive=True contradict each other; "
+            "a tool that destroys something is read_only=False"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +110,7 @@ class _Declared:
     """What `@guard.tool(...)` was given, besides the name."""
 
     scopes: frozenset[str]
-    read_only: bool
+    read_only: bool | None
     destructive: bool
     idempotent: bool
     open_world: bool

@@ -1,0 +1,116 @@
+"""Settings and start-up that tell the truth: what `check` passes, `serve` starts with, and nothing else.
+
+The rendered project's own commands, run as a user runs them (`check`, `serve` in a directory with a
+.env), on a project rendered once; no server is reached, since each case stops (or must stop) at start-up.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from support import BASE, Venv, package_of
+from support.projects import installed_project
+
+KEY = "mcp_startup-tool-key-0123456789abcdefghijkl"
+ADMIN = "mcp_startup-admin-key-0123456789abcdefghijk"
+
+
+@pytest.fixture(scope="module")
+def project(rendered: Callable[[str], Path]) -> Path:
+    return rendered("both")
+
+
+def run(venv: Venv, project: Path, where: Path, env_text: str, *args: str) -> tuple[int, str]:
+    """A project command in `where`, whose .env is `env_text` (and no MCP_* variable in the environment)."""
+    (where / ".env").write_text(textwrap.dedent(env_text).lstrip())
+    (where / ".env").chmod(0o600)
+    command, _ = package_of(project)
+    lock = ("--lock", str(project / "tools.lock.json")) if args[0] == "check" else ()
+    result = venv.run(venv.bin(command), *args, *lock, cwd=where, timeout=60)
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output, output
+    return result.returncode, output
+
+
+SOUND = f"""
+    MCP_TRANSPORT=stdio
+    MCP_API_KEYS={KEY}
+    MCP_ADMIN_API_KEYS={ADMIN}
+"""
+
+
+def test_a_sound_env_passes(venv: Venv, project: Path, tmp_path: Path) -> None:
+    code, output = run(venv, project, tmp_path, SOUND, "check")
+    assert code == 0, output
+
+
+@pytest.mark.parametrize("command", [("check",), ("serve", "--transport", "stdio")])
+def test_a_line_without_equals_stops_start_up_naming_the_line(
+    venv: Venv, project: Path, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    # The key pasted on a line of its own: python-dotenv skips it, and the server would start without it.
+    env = SOUND + f"    # the admin's new key\n    {ADMIN}-new\n"
+    code, output = run(venv, project, tmp_path, env, *command)
+    assert code == 2, output
+    assert ".env line 5: has no `=`; write NAME=value" in output, output
+    assert ADMIN not in output, output  # the line is likely a key: never quoted
+
+
+@pytest.mark.parametrize("command", [("check",), ("serve", "--transport", "stdio")])
+def test_a_name_set_twice_stops_start_up_naming_both_lines(
+    venv: Venv, project: Path, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    # A stray second MCP_API_KEYS line would silently drop every key of the first.
+    env = SOUND + "    MCP_RATE_LIMIT=100/minute\n    mcp_api_keys=mcp_other-key-0123456789abcdefghijklmn\n"
+    code, output = run(venv, project, tmp_path, env, *command)
+    assert code == 2, output
+    assert ".env line 5: mcp_api_keys is set again (first on line 2)" in output, output
+    assert "mcp_other-key" not in output and KEY not in output
+
+
+def test_a_line_that_does_not_parse_stops_start_up(venv: Venv, project: Path, tmp_path: Path) -> None:
+    code, output = run(venv, project, tmp_path, SOUND + "    !! not a setting\n", "check")
+    assert code == 2 and ".env line 4: not NAME=value" in output, output
+
+
+@pytest.mark.parametrize("level", ["debug", "Warning", "info"])
+def test_the_log_level_is_accepted_in_any_case(venv: Venv, project: Path, tmp_path: Path, level: str) -> None:
+    code, output = run(venv, project, tmp_path, SOUND + f"    MCP_LOG_LEVEL={level}\n", "check")
+    assert code == 0, output
+
+
+@pytest.mark.parametrize("limit", ["0/minute", "100/minute;0/day"])
+def test_a_rate_limit_of_nothing_is_refused(venv: Venv, project: Path, tmp_path: Path, limit: str) -> None:
+    code, output = run(venv, project, tmp_path, SOUND + f"    MCP_RATE_LIMIT={limit}\n", "check")
+    assert code == 2, output
+    assert "MCP_RATE_LIMIT" in output and "allows no call at all" in output, output
+
+
+DESTRUCTIVE = '''
+"""A destructive tool whose author forgot read_only=False."""
+
+from ..security.guard import Guard
+from ..settings import Settings
+
+
+def register(guard: Guard, settings: Settings) -> None:
+    @guard.tool(destructive=True)
+    async def purge_customers() -> str:
+        """Delete every customer."""
+        return "done"
+'''
+
+
+def test_a_destructive_tool_without_read_only_false_is_named(
+    venv: Venv, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    answers = {**BASE, "project_name": "Acme Startup", "transport": "stdio", "sample_tools": []}
+    project = installed_project(venv, tmp_path_factory.mktemp("startup"), answers, {"purge": DESTRUCTIVE})
+    code, output = run(venv, project, project, SOUND, "check")
+    assert code == 1 and "ERROR    tool 'purge_customers': add read_only=False" in output, output
+    code, output = run(venv, project, project, SOUND, "serve")
+    assert code == 2 and "tool 'purge_customers': add read_only=False" in output, output
