@@ -1,4 +1,4 @@
-"""Command line: serve | keygen | check."""
+"""Command line: serve | keygen | check | audit-digest."""
 
 from __future__ import annotations
 
@@ -137,6 +137,23 @@ def _check(args: argparse.Namespace) -> int:
     return print_report(settings, args.lock, offline=args.offline)
 
 
+def _audit_digest(args: argparse.Namespace) -> int:
+    from .security.audit.redact import Redactor
+    from .server.services import audit_digest_key
+
+    key = audit_digest_key(_load())
+    if key is None:
+        print(
+            "no digest key: set MCP_AUDIT_DIGEST_KEY (or MCP_REQUEST_STATE_KEYS); without one, each run of "
+            "the server digests with a key of its own",
+            file=sys.stderr,
+        )
+        return 2
+    value = args.value if args.value is not None else sys.stdin.readline().removesuffix("\n")
+    print(Redactor(digest_key=key).digest(value))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=answers.COMMAND, description=answers.PROJECT_NAME)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -169,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="contact no other server (OAuth authorization server, Redis): for CI without them",
     )
     check.set_defaults(handler=_check)
+    digest = commands.add_parser(
+        "audit-digest", help="print the audit trail's digest of a sensitive argument's value (to search)"
+    )
+    digest.add_argument("value", nargs="?", help="default: one line from stdin (kept out of shell history)")
+    digest.set_defaults(handler=_audit_digest)
     return parser
 
 

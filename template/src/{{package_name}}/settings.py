@@ -133,6 +133,9 @@ class Settings(ToolSettings, SampleSettings, BaseSettings):
 
     # Audit trail: memory://, sqlite:///path, redis://host:port/db. Empty: sqlite for HTTP, memory for stdio.
     security_events_url: str = ""
+    # Keys the digests of sensitive arguments in the audit trail (>= 32 bytes; every replica the same one).
+    # Empty: derived from the first MCP_REQUEST_STATE_KEYS key, else a key per process.
+    audit_digest_key: SecretStr = SecretStr("")
     security_events_retention_days: int = Field(default=90, ge=1)
     security_events_max_rows: int = Field(default=1_000_000, ge=1_000)
     security_events_max_anonymous_rows: int = Field(default=100_000, ge=1_000)
@@ -217,7 +220,7 @@ class Settings(ToolSettings, SampleSettings, BaseSettings):
             raise ValueError("use memory://, sqlite:///path/events.db or redis://host:port/db")
         return value
 
-    @field_validator("request_state_keys")
+    @field_validator("request_state_keys", "audit_digest_key")
     @classmethod
     def _long_keys(cls, value: SecretStr) -> SecretStr:
         for index, key in enumerate(_split_commas(value.get_secret_value())):

@@ -71,22 +71,34 @@ def configure_tracing(
         )
     try:
         from opentelemetry import propagate, trace
-        from opentelemetry.context import Context
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-        from opentelemetry.sdk.trace import Span, SpanProcessor, TracerProvider
+        from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
-        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
     except ImportError:
         raise SettingsError(
             "OTEL_EXPORTER_OTLP_ENDPOINT is set but the OpenTelemetry exporter is not installed: "
             "run `uv sync --extra otel` (or pip install '.[otel]'), or unset OTEL_EXPORTER_OTLP_ENDPOINT"
         ) from None
 
-    class KnownNamesOnly(SpanProcessor):
-        """Replaces a method MCP does not define and a tool or prompt name the server does not serve (client
-        text) before export, and cuts ids the client chose to length."""
+    if not trust_client_context:
+        propagate.set_global_textmap(_own_trace_context())
 
+    resource = Resource.create({SERVICE_NAME: environ.get("OTEL_SERVICE_NAME") or answers.COMMAND})
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(_known_names_only(served))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    return True
+
+
+def _known_names_only(served: Callable[[str], bool]) -> Any:
+    """A span processor (the otel extra is installed: configure_tracing checked) that replaces a method MCP
+    does not define and a tool or prompt name the server does not serve (client text) before export, and
+    cuts ids the client chose to length."""
+    from opentelemetry.sdk.trace import Span, SpanProcessor
+
+    class KnownNamesOnly(SpanProcessor):
         def on_start(self, span: Span, parent_context: Any = None) -> None:
             attributes = span.attributes or {}
             method = attributes.get(METHOD)
@@ -104,22 +116,20 @@ def configure_tracing(
                 if isinstance(value, str) and len(value) > limit:
                     span.set_attribute(attribute, value[:limit])
 
-    class OwnTraceContext(TraceContextTextMapPropagator):
-        """W3C trace context sent on (inject), never taken from a client (extract): each request is a new
-        trace, so no client places its requests in a trace of its choosing."""
+    return KnownNamesOnly()
 
+
+def _own_trace_context() -> Any:
+    """W3C trace context sent on (inject), never taken from a client (extract): each request starts a new
+    trace, so no client places its requests in a trace of its choosing."""
+    from opentelemetry.context import Context
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    class OwnTraceContext(TraceContextTextMapPropagator):
         def extract(self, carrier: Any, context: Any = None, getter: Any = None) -> Any:
             return context if context is not None else Context()
 
-    if not trust_client_context:
-        propagate.set_global_textmap(OwnTraceContext())
-
-    resource = Resource.create({SERVICE_NAME: environ.get("OTEL_SERVICE_NAME") or answers.COMMAND})
-    provider = TracerProvider(resource=resource)
-    provider.add_span_processor(KnownNamesOnly())
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    trace.set_tracer_provider(provider)
-    return True
+    return OwnTraceContext()
 
 
 def subscribe_anomaly_detection(

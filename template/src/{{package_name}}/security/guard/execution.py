@@ -170,7 +170,7 @@ async def _record(call: Call, info: CallInfo, shape: Shape, duration_ms: float) 
         **tagged,
         outcome=outcome,
         duration_ms=duration_ms,
-        arguments=call.shared.redactor.summary(call.arguments),
+        arguments=call.shared.redactor.summary(call.arguments, policy.sensitive),
         **counts(info),
         **info.details,
     )

@@ -12,6 +12,7 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.tools import Tool
 from mcp.types import ToolAnnotations
 
+from ..audit.redact import ALL_ARGUMENTS
 from .arguments import arguments_model, check_bounded, notify_parameter, show_sdk
 from .call import CallInfo
 from .catalogue import Policy
@@ -41,6 +42,7 @@ def tool(
     open_world: bool = False,
     untrusted_output: str | None = None,
     callers_own_data: bool = False,
+    sensitive: Sequence[str] | bool = (),
     rate_limit: str | None = None,
     per_caller: bool = True,
     timeout: float | None = None,
@@ -52,13 +54,12 @@ def tool(
 ) -> Callable[[ToolFn[P, R]], ToolFn[P, R]]:
     """Register an async tool that returns text, or MCP content blocks (images, audio, resources).
 
-    `untrusted_output` names where results come from; they are then fenced as data.
-    Every result is sanitised (security/audit/redact.py): configured secrets are removed in any encoding,
-    and so is credential-shaped text (`token=...`, `Bearer ...`) unless `callers_own_data=True` declares
-    that the output is the caller's own data (their files, their notes), where such text is content.
-    `read_only` must be said (True or False: clients show it); a destructive tool is `read_only=False`.
-    `destructive=True` makes the guard ask the user first through MCP elicitation
-    (`confirm_message`, formatted with the arguments, is the question); without a yes it does not run.
+    `untrusted_output` names where results come from; they are then fenced as data. Every result is
+    sanitised (security/audit/redact.py): configured secrets are removed in any encoding, and so is
+    credential-shaped text (`token=...`) unless `callers_own_data=True` says the output is the caller's own
+    data. `sensitive` names the arguments (True: all) whose values the audit trail keeps as keyed digests.
+    `read_only` is required; `destructive=True` (read_only=False) makes the guard ask the user through MCP
+    elicitation first (`confirm_message`, formatted with the arguments, is the question; no yes, no run).
     A parameter annotated `Annotated[T, Resolve(fn)]` is filled by the SDK (sampling, roots, a question
     of the tool's own), only from a client that declared the capability; it is not an argument.
     Content blocks are checked by security/guard/content.py: `media_types` lists the MIME types the
@@ -75,6 +76,7 @@ def tool(
         open_world=open_world,
         untrusted_output=untrusted_output,
         callers_own_data=callers_own_data,
+        sensitive=frozenset([ALL_ARGUMENTS] if sensitive is True else sensitive or ()),
         rate_limit=rate_limit,
         per_caller=per_caller,
         timeout=timeout,
@@ -85,9 +87,7 @@ def tool(
     )
 
     def register(fn: ToolFn[P, R]) -> ToolFn[P, R]:
-        tool_name = name or fn.__name__
-        _check_hints(tool_name, read_only, destructive)
-        _register(guard, fn, tool_name, declared)
+        _register(guard, fn, name or fn.__name__, declared)
         return fn
 
     return register
@@ -116,6 +116,7 @@ class _Declared:
     open_world: bool
     untrusted_output: str | None
     callers_own_data: bool
+    sensitive: frozenset[str]
     rate_limit: str | None
     per_caller: bool
     timeout: float | None
@@ -127,11 +128,15 @@ class _Declared:
 
 def _register(guard: Guard, fn: Callable[..., Awaitable[Any]], tool_name: str, declared: _Declared) -> None:
     """Check fn, build its policy and the SDK's Tool, and add both to the catalogue."""
+    _check_hints(tool_name, declared.read_only, declared.destructive)
     if not inspect.iscoroutinefunction(fn):
         raise TypeError(f"tool {tool_name!r} must be async so its timeout can cancel it")
     arguments = arguments_model(tool_name, fn, resolvers=True)
     schema = arguments.model_json_schema()
     check_bounded(tool_name, schema)
+    unknown = declared.sensitive - {ALL_ARGUMENTS, *schema.get("properties", {})}
+    if unknown:
+        raise TypeError(f"tool {tool_name!r}: sensitive= names {sorted(unknown)}, not arguments of it")
     arguments_check = None
     if declared.schema_keywords is not None:
         schema, arguments_check = with_keywords(tool_name, schema, declared.schema_keywords)
@@ -147,6 +152,7 @@ def _register(guard: Guard, fn: Callable[..., Awaitable[Any]], tool_name: str, d
         timeout=declared.timeout,
         untrusted_output=declared.untrusted_output,
         callers_own_data=declared.callers_own_data,
+        sensitive=declared.sensitive,
         media_types=declared.media_types,
         arguments_check=arguments_check,
     )
