@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from support import BASE, Venv, package_of
+from support import BASE, Venv, free_port, package_of
 from support.projects import installed_project
 
 KEY = "mcp_startup-tool-key-0123456789abcdefghijkl"
@@ -114,3 +114,45 @@ def test_a_destructive_tool_without_read_only_false_is_named(
     assert code == 1 and "ERROR    tool 'purge_customers': add read_only=False" in output, output
     code, output = run(venv, project, project, SOUND, "serve")
     assert code == 2 and "tool 'purge_customers': add read_only=False" in output, output
+
+
+# ---- the audit store's file -----------------------------------------------------------------------------
+
+SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def files_of(path: Path) -> dict[str, tuple[bytes, int]]:
+    """Each file at `path` and beside it (its SQLite side files): (content, mode)."""
+    found = {}
+    for file in (path, *(path.with_name(path.name + suffix) for suffix in SIDE_FILES)):
+        if file.exists():
+            found[file.name] = (file.read_bytes(), file.stat().st_mode & 0o777)
+    return found
+
+
+@pytest.mark.parametrize("database", ["notes.txt", "absent.db"])
+def test_an_audit_store_path_that_is_not_a_database_is_refused_and_left_alone(
+    venv: Venv, project: Path, tmp_path: Path, database: str
+) -> None:
+    """A file that is not a database, or side files with no database: `check` says so, and `serve` neither
+    changes their mode nor deletes them (SQLite would)."""
+    path = tmp_path / "data" / database
+    path.parent.mkdir()
+    if database == "notes.txt":
+        path.write_text("my notes, not a database\n")
+        path.chmod(0o644)
+    for suffix in SIDE_FILES:
+        side = path.with_name(path.name + suffix)
+        side.write_bytes(b"someone else's " + suffix.encode())
+        side.chmod(0o644)
+    before = files_of(path)
+    env = SOUND + f"    MCP_SECURITY_EVENTS_URL=sqlite:///{path}\n"
+    code, output = run(venv, project, tmp_path, env, "check", "--transport", "http")
+    assert code == 1 and "ERROR    MCP_SECURITY_EVENTS_URL: " in output, output
+    assert ("is not a SQLite database" if database == "notes.txt" else "belong to no database") in output
+    code, output = run(
+        venv, project, tmp_path, env, "serve", "--transport", "http", "--port", str(free_port())
+    )
+    assert code == 2 and "MCP_SECURITY_EVENTS_URL" in output, output
+    assert files_of(path) == before
+    assert path.exists() == (database == "notes.txt")
