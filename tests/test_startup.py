@@ -6,14 +6,18 @@ The rendered project's own commands, run as a user runs them (`check`, `serve` i
 
 from __future__ import annotations
 
+import re
+import socket
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from support import BASE, Venv, free_port, package_of
+from support import BASE, Venv, free_port, http_client, package_of, read_env_file, running_server
 from support.projects import installed_project
+
+pytestmark = pytest.mark.anyio
 
 KEY = "mcp_startup-tool-key-0123456789abcdefghijkl"
 ADMIN = "mcp_startup-admin-key-0123456789abcdefghijk"
@@ -156,3 +160,38 @@ def test_an_audit_store_path_that_is_not_a_database_is_refused_and_left_alone(
     assert code == 2 and "MCP_SECURITY_EVENTS_URL" in output, output
     assert files_of(path) == before
     assert path.exists() == (database == "notes.txt")
+
+
+# ---- what `serve` says on stderr ----------------------------------------------------------------------
+
+LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: ")
+
+
+async def test_stderr_that_is_not_a_terminal_has_one_format_and_no_false_alarms(
+    venv: Venv, project: Path, tmp_path: Path
+) -> None:
+    """A file (as under a service manager): every line one plain format or a security event, never wrapped,
+    and no routine start-up line that reads like a problem."""
+    env = {**read_env_file(project), "MCP_DATA_DIR": str(tmp_path)}
+    with running_server(venv, project, env, log_dir=tmp_path) as server:
+        async with http_client(server.url, env["MCP_API_KEYS"].split(",")[0]) as client:
+            assert not (await client.call_tool("whoami", {})).is_error
+        server.stop()
+        lines = [line for line in server.log().splitlines() if line.strip()]
+    odd = [line for line in lines if not (LINE.match(line) or line.startswith('{"logger":"security"'))]
+    assert not odd, odd
+    assert any("Uvicorn running on" in line for line in lines) and any("POST /mcp" in line for line in lines)
+    log = "\n".join(lines)
+    assert "session manager" not in log and "lifespan" not in log, log
+
+
+def test_a_port_in_use_is_named_with_its_fix(venv: Venv, project: Path, tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        command = ("serve", "--transport", "http", "--host", "127.0.0.1", "--port", str(port))
+        code, output = run(venv, project, tmp_path, SOUND, *command)
+    assert code == 2, output
+    assert f"port {port} on 127.0.0.1 is in use" in output and "MCP_PORT or --port" in output, output
+    assert "Application startup" not in output and "Errno" not in output, output

@@ -45,6 +45,9 @@ def _serve(args: argparse.Namespace) -> int:
         k: v for k, v in (("transport", args.transport), ("host", args.host), ("port", args.port)) if v
     }
     settings = _load(**overrides)
+    from .server.logs import configure_logging
+
+    configure_logging(settings.log_level)
     if settings.transport == "http":
         importlib.import_module(f"{__package__}.transport.http.app").serve_http(settings, os.environ)
         return 0
