@@ -8,6 +8,9 @@ tested with the real promtool (Debian package `prometheus`).
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
 import re
 import shutil
@@ -87,12 +90,14 @@ class Receiver:
     def __init__(self, answer: bytes = b"{}") -> None:
         self.bodies: list[bytes] = []
         self.paths: list[str] = []
+        self.headers: list[dict[str, str]] = []
         received = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 received.paths.append(self.path)
+                received.headers.append({k.lower(): v for k, v in self.headers.items()})
                 received.bodies.append(body)
                 self.send_response(200)
                 self.send_header("content-length", str(len(answer)))
@@ -403,6 +408,7 @@ def watched_server(venv: Venv, project: Path, webhook: Receiver, collector: Rece
     env = base_env(
         project,
         MCP_ALERT_WEBHOOK_URL=f"http://127.0.0.1:{webhook.port}/hooks/security",
+        MCP_ALERT_WEBHOOK_SECRET=WEBHOOK_SECRET,
         OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{collector.port}",
         OTEL_BSP_SCHEDULE_DELAY="100",
         OTEL_SERVICE_NAME="acme-ops-test",
@@ -410,6 +416,9 @@ def watched_server(venv: Venv, project: Path, webhook: Receiver, collector: Rece
     )
     with running_server(venv, project, env, ready_kwargs=SLOW_START) as running:
         yield running
+
+
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"the webhook's shared secret, 32+ b").decode()
 
 
 def alerts(receiver: Receiver) -> list[dict[str, Any]]:
@@ -440,6 +449,14 @@ async def test_webhook_gets_client_blocked_without_the_credential(
     everything = b"".join(webhook.bodies).decode()
     for secret in (WRONG_KEY, ADMIN, *KEYS.values()):
         assert secret not in everything
+    # Each alert is signed as Standard Webhooks says: the receiver can tell it from a forged one.
+    key = base64.b64decode(WEBHOOK_SECRET.removeprefix("whsec_"))
+    for headers, body in zip(webhook.headers, webhook.bodies, strict=True):
+        signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+        expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+        assert headers["webhook-signature"] == f"v1,{expected}", headers
+        assert headers["webhook-id"] == json.loads(body)["id"]
+        assert abs(time.time() - int(headers["webhook-timestamp"])) < 120
     # Below the minimum severity (high) nothing is sent: the 401s themselves were medium.
     assert not [a for a in alerts(webhook) if a["event"] == "authentication_failed"]
 

@@ -149,6 +149,7 @@ class Settings(ToolSettings, SampleSettings, BaseSettings):
     # Tracing (OTEL_*): join the trace a client names in `_meta.traceparent` only if the clients are yours.
     trust_client_trace_context: bool = False
     alert_webhook_url: SecretStr = SecretStr("")  # often carries a token in its path: kept secret
+    alert_webhook_secret: SecretStr = SecretStr("")  # signs each alert (security/audit/alerts.py)
     alert_min_severity: Literal["low", "medium", "high", "critical"] = "high"
     alert_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     anomaly_detection: bool = True
@@ -220,7 +221,7 @@ class Settings(ToolSettings, SampleSettings, BaseSettings):
             raise ValueError("use memory://, sqlite:///path/events.db or redis://host:port/db")
         return value
 
-    @field_validator("request_state_keys", "audit_digest_key")
+    @field_validator("request_state_keys", "audit_digest_key", "alert_webhook_secret")
     @classmethod
     def _long_keys(cls, value: SecretStr) -> SecretStr:
         for index, key in enumerate(_split_commas(value.get_secret_value())):

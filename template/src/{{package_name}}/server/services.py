@@ -73,6 +73,11 @@ def subscribe_alerts(settings: Settings, events: SecurityEvents) -> AlertWebhook
     url = settings.alert_webhook_url.get_secret_value()
     if not url:
         return None
-    webhook = AlertWebhook(url, settings.alert_min_severity, timeout=settings.alert_timeout_seconds)
+    webhook = AlertWebhook(
+        url,
+        settings.alert_min_severity,
+        timeout=settings.alert_timeout_seconds,
+        secret=settings.alert_webhook_secret.get_secret_value(),
+    )
     events.subscribe(webhook)
     return webhook
