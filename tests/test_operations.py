@@ -59,6 +59,7 @@ SANDBOX_PYTHON = (
 )
 SLOW_START = {"timeout": 120}  # the machine may be shared; start-up is not what these tests measure
 RULES = Path("monitoring/prometheus-alerts.yml")
+SANDBOX_RULES = Path("monitoring/prometheus-alerts-sandbox.yml")  # rendered with the sandbox sample only
 
 
 def base_env(project: Path, **extra: str) -> dict[str, str]:
@@ -293,18 +294,19 @@ def promtool() -> str:
 
 
 def test_alert_rules_pass_promtool_and_fire(project: Path, tmp_path: Path, metrics_server: Server) -> None:
-    rules = project / RULES
+    files = [str(project / RULES), str(project / SANDBOX_RULES)]
     checked = subprocess.run(
-        [promtool(), "check", "rules", str(rules)], capture_output=True, text=True, timeout=60
+        [promtool(), "check", "rules", *files], capture_output=True, text=True, timeout=60
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+    groups = [group for file in files for group in yaml.safe_load(Path(file).read_text())["groups"]]
     # Every metric a rule reads is one the server exposes (names drift otherwise, and alerts go silent).
     exposed = families(metrics_server) | {"mcp_alerts_total"}  # declared only when a webhook is set
-    exprs = [rule["expr"] for group in yaml.safe_load(rules.read_text())["groups"] for rule in group["rules"]]
+    exprs = [rule["expr"] for group in groups for rule in group["rules"]]
     used = {name for expr in exprs for name in re.findall(r"\b(mcp_[a-z_]+)\b", expr)}
     assert used and used - exposed <= {"mcp_alerts_total"}, used - exposed
     # promtool compares annotations too; the unit test is about when each expression fires.
-    bare = yaml.safe_load(rules.read_text())
+    bare = {"groups": groups}
     for group in bare["groups"]:
         for rule in group["rules"]:
             rule.pop("annotations", None)
@@ -378,6 +380,14 @@ def test_alert_rules_pass_promtool_and_fire(project: Path, tmp_path: Path, metri
         [promtool(), "test", "rules", str(test_file)], capture_output=True, text=True, timeout=60
     )
     assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+def test_readme_and_rules_name_no_metric_of_a_sample_not_rendered(rendered: Callable[[str], Path]) -> None:
+    """A project without the sandbox sample: no sandbox metric or alert in its README or alert rules."""
+    project = rendered("both")  # HTTP, no sample tools
+    assert (project / RULES).exists() and not (project / SANDBOX_RULES).exists()
+    for text in ((project / "README.md").read_text(), (project / RULES).read_text()):
+        assert "mcp_sandbox" not in text and "MCPSandbox" not in text and "sandbox" not in text.lower()
 
 
 # ---- alerts, anomaly detection, OTLP spans ----------------------------------------------------------------
