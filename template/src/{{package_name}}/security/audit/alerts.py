@@ -15,9 +15,9 @@ with backoff. A full queue drops the new alert; a webhook that keeps failing is 
 (`mcp_alerts_total` on /metrics), and neither ever stops the server or changes what a client is answered.
 
 With MCP_ALERT_WEBHOOK_SECRET set, each POST is signed as Standard Webhooks (standardwebhooks.com) signs:
-`webhook-id` (the event id, or the body's digest), `webhook-timestamp` (Unix seconds) and `webhook-signature: v1,<base64
-HMAC-SHA256 of "id.timestamp.body">`, so the receiver can tell the server's alerts from forged ones, and
-old ones replayed.
+`webhook-id` (the event id, or the body's digest), `webhook-timestamp` (Unix seconds) and
+`webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`, so the receiver can tell the
+server's alerts from forged ones, and old ones replayed.
 """
 
 from __future__ import annotations
