@@ -55,20 +55,19 @@ def tool(
 ) -> Callable[[ToolFn[P, R]], ToolFn[P, R]]:
     """Register an async tool that returns text, or MCP content blocks (images, audio, resources).
 
-    `untrusted_output` names where results come from; they are then fenced as data. Every result is
-    sanitised (security/audit/redact.py): configured secrets are removed in any encoding, and so is
-    credential-shaped text (`token=...`) unless `callers_own_data=True` says the output is the caller's own
-    data. `sensitive` names the arguments (True: all) whose values the audit trail keeps as keyed digests.
-    `read_only` is required; `destructive=True` (read_only=False) makes the guard ask the user through MCP
-    elicitation first (`confirm_message`, formatted with the arguments, is the question; no yes, no run).
-    A parameter annotated `Annotated[T, Resolve(fn)]` is filled by the SDK (sampling, roots, a question
-    of the tool's own), only from a client that declared the capability; it is not an argument.
-    Content blocks are checked by security/guard/content.py: `media_types` lists the MIME types the
-    tool's images, audio and embedded resources may have (default: `DEFAULT_MEDIA_TYPES` there).
-    `schema_keywords` adds JSON Schema 2020-12 rules between arguments (`allOf`, `if`/`then`/`else`,
-    ...; security/guard/rules.py) to the published schema; the guard enforces them too.
-    `@input_key("name")` on the resolver names its question on the wire.
-    `task="optional"` gives clients that declare the tasks extension a handle to poll (tasks.py).
+    `untrusted_output` names where results come from; they are then fenced as data. Every result is sanitised
+    (security/audit/redact.py): configured secrets are removed in any encoding, and so is credential-shaped
+    text (`token=...`) unless `callers_own_data=True` says the output is the caller's own data. `sensitive`
+    names arguments (True: all) the audit trail keeps only as keyed digests. `read_only` is required;
+    `destructive=True` (read_only=False) makes the guard ask the user through MCP elicitation first
+    (`confirm_message`, formatted with the arguments, is the question; no yes, no run). A parameter annotated
+    `Annotated[T, Resolve(fn)]` is filled by the SDK (sampling, roots, a question), only from a client that
+    declared the capability; it is no argument. Content blocks are checked by security/guard/content.py:
+    `media_types` lists the MIME types the tool's images, audio and embedded resources may have (default:
+    `DEFAULT_MEDIA_TYPES`). `schema_keywords` adds JSON Schema 2020-12 rules between arguments (`allOf`,
+    `if`/`then`/`else`, ...; rules.py) to the schema; the guard enforces them. `@input_key("name")` on a
+    resolver names its question on the wire. `task="optional"` gives clients of the tasks extension a handle
+    to poll (tasks.py).
     """
     declared = _Declared(
         scopes=frozenset(scopes),
@@ -89,6 +88,12 @@ def tool(
         task=task,
     )
 
+    return _registering(guard, name, declared)
+
+
+def _registering(
+    guard: Guard, name: str | None, declared: _Declared
+) -> Callable[[ToolFn[P, R]], ToolFn[P, R]]:
     def register(fn: ToolFn[P, R]) -> ToolFn[P, R]:
         _register(guard, fn, name or fn.__name__, declared)
         return fn
