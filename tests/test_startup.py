@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from support import BASE, Venv, free_port, http_client, package_of, read_env_file, running_server
+from support import BASE, Venv, client_key, free_port, http_client, package_of, read_env_file, running_server
 from support.projects import installed_project
 
 pytestmark = pytest.mark.anyio
@@ -174,7 +174,7 @@ async def test_stderr_that_is_not_a_terminal_has_one_format_and_no_false_alarms(
     and no routine start-up line that reads like a problem."""
     env = {**read_env_file(project), "MCP_DATA_DIR": str(tmp_path)}
     with running_server(venv, project, env, log_dir=tmp_path) as server:
-        async with http_client(server.url, env["MCP_API_KEYS"].split(",")[0]) as client:
+        async with http_client(server.url, client_key(env)) as client:
             assert not (await client.call_tool("whoami", {})).is_error
         server.stop()
         lines = [line for line in server.log().splitlines() if line.strip()]

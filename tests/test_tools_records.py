@@ -13,7 +13,17 @@ from typing import Any
 import anyio
 import pytest
 
-from support import Server, Venv, clean_env, http_client, package_of, read_env_file, running_server, text_of
+from support import (
+    Server,
+    Venv,
+    clean_env,
+    client_key,
+    http_client,
+    package_of,
+    read_env_file,
+    running_server,
+    text_of,
+)
 from support.perimeter import security_events
 from support.tooling import all_events, refusals_for
 
@@ -146,7 +156,7 @@ def assert_clean(text: str) -> None:
 
 
 async def test_allowed_queries_return_only_allowed_columns(records_server: Server) -> None:
-    async with http_client(records_server.url, records_server.env["MCP_API_KEYS"]) as client:
+    async with http_client(records_server.url, client_key(records_server.env)) as client:
         everything = await client.call_tool("query_records", {"table": "products", "limit": 100})
         filtered = await client.call_tool(
             "query_records",
@@ -188,7 +198,7 @@ async def test_hostile_arguments_are_refused_with_an_event_each(records_server: 
     before = len(
         refusals_for(await anyio.to_thread.run_sync(all_events, records_server, admin), "query_records")
     )
-    async with http_client(records_server.url, records_server.env["MCP_API_KEYS"]) as client:
+    async with http_client(records_server.url, client_key(records_server.env)) as client:
         for arguments in HOSTILE:
             result = await client.call_tool("query_records", arguments)
             text = text_of(result)
@@ -209,7 +219,7 @@ async def test_hostile_arguments_are_refused_with_an_event_each(records_server: 
 
 @pytest.mark.parametrize("value", INERT_VALUES)
 async def test_sql_in_values_is_bound_not_run(records_server: Server, value: str) -> None:
-    async with http_client(records_server.url, records_server.env["MCP_API_KEYS"]) as client:
+    async with http_client(records_server.url, client_key(records_server.env)) as client:
         for column, op in (("name", "="), ("name", "like"), ("category", "!=")):
             result = await client.call_tool(
                 "query_records",
@@ -228,7 +238,7 @@ async def test_personal_data_reaches_the_trail_only_as_a_searchable_digest(
     """The samples that take personal data declare it sensitive: the trail keeps a keyed digest, never the
     value, and `audit-digest` (the value on stdin) prints the digest that finds it."""
     email, note = "alice.customer@example.org", "Call alice.customer@example.org about her refund"
-    async with http_client(records_server.url, records_server.env["MCP_API_KEYS"]) as client:
+    async with http_client(records_server.url, client_key(records_server.env)) as client:
         query = {"table": "orders", "where": [{"column": "status", "op": "=", "value": email}]}
         assert not (await client.call_tool("query_records", query)).is_error
         assert not (await client.call_tool("add_note", {"text": note})).is_error

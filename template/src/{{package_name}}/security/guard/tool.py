@@ -15,7 +15,7 @@ from mcp.types import ToolAnnotations
 from ..audit.redact import ALL_ARGUMENTS
 from .arguments import arguments_model, check_bounded, notify_parameter, show_sdk
 from .call import CallInfo
-from .catalogue import Policy, TaskSupport
+from .catalogue import Policy, TaskSupport, check_open
 from .consent import CONFIRMATION, check_confirmed, input_keys, with_confirmation
 from .content import ToolOutput
 from .content import media_types as allowed_types
@@ -36,6 +36,7 @@ def tool(
     guard: Guard,
     *,
     scopes: tuple[str, ...] = (),
+    open_to_all: bool = False,
     read_only: bool | None = None,
     destructive: bool = False,
     idempotent: bool = False,
@@ -55,22 +56,22 @@ def tool(
 ) -> Callable[[ToolFn[P, R]], ToolFn[P, R]]:
     """Register an async tool that returns text, or MCP content blocks (images, audio, resources).
 
-    `untrusted_output` names where results come from; they are then fenced as data. Every result is sanitised
-    (security/audit/redact.py): configured secrets are removed in any encoding, and so is credential-shaped
-    text (`token=...`) unless `callers_own_data=True` says the output is the caller's own data. `sensitive`
-    names arguments (True: all) the audit trail keeps only as keyed digests. `read_only` is required;
-    `destructive=True` (read_only=False) makes the guard ask the user through MCP elicitation first
-    (`confirm_message`, formatted with the arguments, is the question; no yes, no run). A parameter annotated
-    `Annotated[T, Resolve(fn)]` is filled by the SDK (sampling, roots, a question), only from a client that
-    declared the capability; it is no argument. Content blocks are checked by security/guard/content.py:
-    `media_types` lists the MIME types the tool's images, audio and embedded resources may have (default:
-    `DEFAULT_MEDIA_TYPES`). `schema_keywords` adds JSON Schema 2020-12 rules between arguments (`allOf`,
-    `if`/`then`/`else`, ...; rules.py) to the schema; the guard enforces them. `@input_key("name")` on a
-    resolver names its question on the wire. `task="optional"` gives clients of the tasks extension a handle
-    to poll (tasks.py).
+    A caller needs every one of `scopes`, or `open_to_all=True`; neither: full access only (Policy.admits).
+    `untrusted_output` names where results come from; they are then fenced as data.
+    Results lose secrets and credential-shaped text (security/audit/redact.py), but for the caller's own
+    data (`callers_own_data=True`: their files, their notes), where such text is content.
+    `read_only` is required; `destructive=True` (read_only=False): the user is asked first (confirm_message).
+    `sensitive` names arguments (True: all) the audit trail keeps only as keyed digests.
+    A parameter annotated `Annotated[T, Resolve(fn)]` is filled by the SDK (sampling, roots, a question),
+    only from a client that declared the capability; it is not an argument.
+    `media_types`: the MIME types its content blocks may have (security/guard/content.py checks them).
+    `schema_keywords`: JSON Schema rules between arguments, published and enforced (rules.py).
+    `@input_key("name")` on the resolver names its question on the wire. `task="optional"` gives clients
+    that declare the tasks extension a handle to poll (tasks.py).
     """
     declared = _Declared(
         scopes=frozenset(scopes),
+        open_to_all=open_to_all,
         read_only=read_only,
         destructive=destructive,
         idempotent=idempotent,
@@ -118,6 +119,7 @@ class _Declared:
     """What `@guard.tool(...)` was given, besides the name."""
 
     scopes: frozenset[str]
+    open_to_all: bool
     read_only: bool | None
     destructive: bool
     idempotent: bool
@@ -140,6 +142,7 @@ def _register(guard: Guard, fn: Callable[..., Awaitable[Any]], tool_name: str, d
     _check_hints(tool_name, declared.read_only, declared.destructive)
     if not inspect.iscoroutinefunction(fn):
         raise TypeError(f"tool {tool_name!r} must be async so its timeout can cancel it")
+    check_open(f"tool {tool_name}", declared.scopes, declared.open_to_all)
     arguments = arguments_model(tool_name, fn, resolvers=True)
     schema = arguments.model_json_schema()
     check_bounded(tool_name, schema)
@@ -156,6 +159,8 @@ def _register(guard: Guard, fn: Callable[..., Awaitable[Any]], tool_name: str, d
         fn=fn,
         arguments=arguments,
         scopes=declared.scopes,
+        open_to_all=declared.open_to_all,
+        read_only=bool(declared.read_only),  # _check_hints refused None
         rate_limit=guard.limiter.parse(declared.rate_limit) if declared.rate_limit else None,
         per_caller=declared.per_caller,
         timeout=declared.timeout,
