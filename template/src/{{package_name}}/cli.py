@@ -1,4 +1,4 @@
-"""Command line: serve | dev | check | keygen | keys | install | policy | audit verify."""
+"""Command line: serve | dev | check | keygen | keys | install | policy | audit verify | audit digest."""
 
 from __future__ import annotations
 
@@ -45,6 +45,9 @@ def _serve(args: argparse.Namespace) -> int:
         k: v for k, v in (("transport", args.transport), ("host", args.host), ("port", args.port)) if v
     }
     settings = _load(**overrides)
+    from .server.logs import configure_logging
+
+    configure_logging(settings.log_level)
     if settings.transport == "http":
         importlib.import_module(f"{__package__}.transport.http.app").serve_http(settings, os.environ)
         return 0
@@ -52,7 +55,10 @@ def _serve(args: argparse.Namespace) -> int:
     from .server.observability import configure_tracing, served_names
 
     server = build_server(settings)
-    configure_tracing(os.environ, served_names(server.guard))  # the standard OTEL_* variables; off by default
+    # The standard OTEL_* variables; off by default.
+    configure_tracing(
+        os.environ, served_names(server.guard), trust_client_context=settings.trust_client_trace_context
+    )
     freeze_startup_objects()
     server.run("stdio")
     server.guard.events.publish_heads()  # the audit chains' heads as the server leaves them (HTTP: app.py)
@@ -172,6 +178,24 @@ def _audit_parser(commands: Any) -> None:
     )
     verify.add_argument("--log", type=Path, help="a server log: its newest published heads are checked")
     verify.set_defaults(handler=_audit_verify)
+    digest = audit.add_parser("digest", help="print the trail's digest of a sensitive argument's value (to search)")
+    digest.add_argument("value", nargs="?", help="default: one line from stdin (kept out of shell history)")
+    digest.set_defaults(handler=_audit_digest)
+def _audit_digest(args: argparse.Namespace) -> int:
+    from .security.audit.redact import Redactor
+    from .server.services import audit_digest_key
+
+    key = audit_digest_key(_load())
+    if key is None:
+        print(
+            "no digest key: set MCP_AUDIT_DIGEST_KEY (or MCP_REQUEST_STATE_KEYS); without one, each run of "
+            "the server digests with a key of its own",
+            file=sys.stderr,
+        )
+        return 2
+    value = args.value if args.value is not None else sys.stdin.readline().removesuffix("\n")
+    print(Redactor(digest_key=key).digest(value))
+    return 0
 
 
 def _policy(args: argparse.Namespace) -> int:

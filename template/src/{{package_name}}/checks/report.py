@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from .. import answers
+from ..security.toolkit.private import database_problem
 from .upgrade import upgrade_warnings
 
 if TYPE_CHECKING:
@@ -296,8 +297,9 @@ def _audit_store_report(settings: Settings, found: Findings, *, offline: bool) -
         path = Path(url.removeprefix("sqlite:///"))
         where = f"audit trail: SQLite file {path}" + ("" if path.is_absolute() else f" (in {Path.cwd()})")
         existing = next(parent for parent in (path, *path.absolute().parents) if parent.exists())
-        if existing == path and not path.is_file():
-            found.errors.append(f"MCP_SECURITY_EVENTS_URL: {path} is not a file; point it at a database file")
+        problem = database_problem(path)
+        if problem is not None:
+            found.errors.append(f"MCP_SECURITY_EVENTS_URL: {problem}")
         elif not os.access(existing, os.W_OK) or (existing != path and not existing.is_dir()):
             found.errors.append(
                 f"MCP_SECURITY_EVENTS_URL: {existing} is not writable; point it at a writable path"

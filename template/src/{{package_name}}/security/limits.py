@@ -184,7 +184,10 @@ class RateLimiter:
 
     @staticmethod
     def parse(limit: str) -> RateLimitItem:
-        return parse(limit)
+        item = parse(limit)
+        if item.amount < 1:
+            raise ValueError(f"rate limit {limit!r} allows no call at all; write at least 1 per period")
+        return item
 
     async def hit(self, item: RateLimitItem, *keys: str, window: Window = "moving") -> Decision:
         """Take one slot if there is one (atomically, also in Redis)."""
