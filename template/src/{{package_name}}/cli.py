@@ -178,9 +178,11 @@ def _audit_parser(commands: Any) -> None:
     )
     verify.add_argument("--log", type=Path, help="a server log: its newest published heads are checked")
     verify.set_defaults(handler=_audit_verify)
-    digest = audit.add_parser("digest", help="print the trail's digest of a sensitive argument's value (to search)")
+    digest = audit.add_parser("digest", help="print the trail's digest of a sensitive value (to search)")
     digest.add_argument("value", nargs="?", help="default: one line from stdin (kept out of shell history)")
     digest.set_defaults(handler=_audit_digest)
+
+
 def _audit_digest(args: argparse.Namespace) -> int:
     from .security.audit.redact import Redactor
     from .server.services import audit_digest_key
