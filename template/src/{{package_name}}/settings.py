@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -31,6 +33,13 @@ VERIFIABLE_ALGORITHMS = (
     "EdDSA",
 )
 CommaList = Annotated[list[str], NoDecode]
+
+
+def default_replica_id() -> str:
+    """This machine's host name (a container's, under an orchestrator), in the characters MCP_REPLICA_ID
+    allows."""
+    name = re.sub(r"[^A-Za-z0-9._:-]", "-", socket.gethostname()).strip("-._:")[:64]
+    return name or "replica"
 
 
 class SettingsError(Exception):
@@ -151,6 +160,8 @@ class Settings(ToolSettings, SampleSettings, BaseSettings):
     # Empty: derived from the first MCP_REQUEST_STATE_KEYS key, else a key per process.
     audit_digest_key: SecretStr = SecretStr("")
     security_events_retention_days: int = Field(default=90, ge=1)
+    # Named in every event (details.replica), so a trail several replicas write tells them apart.
+    replica_id: str = Field(default_factory=default_replica_id, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
     security_events_max_rows: int = Field(default=1_000_000, ge=1_000)
     security_events_max_anonymous_rows: int = Field(default=100_000, ge=1_000)
     security_events_per_source: str = "60/minute"

@@ -65,7 +65,11 @@ def open_services(settings: Settings) -> Services:
     )
     per_source = RateLimiter.parse(settings.security_events_per_source)
     events = SecurityEvents(
-        store, redactor, per_source=per_source.amount, per_source_window_seconds=per_source.get_expiry()
+        store,
+        redactor,
+        per_source=per_source.amount,
+        per_source_window_seconds=per_source.get_expiry(),
+        replica=settings.replica_id,
     )
     alerts = subscribe_alerts(settings, events)
     tasks = open_task_store(settings.tasks_url)

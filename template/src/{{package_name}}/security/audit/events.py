@@ -134,9 +134,11 @@ class SecurityEvents:
         *,
         per_source: int = 60,
         per_source_window_seconds: float = 60.0,
+        replica: str = "",
     ) -> None:
         self.store = store
         self.redactor = redactor
+        self.replica = replica  # named in each event's details: which replica wrote it
         self._healthy_until = 0.0
         self._down_until = 0.0
         self.listeners: list[Listener] = []
@@ -217,7 +219,7 @@ class SecurityEvents:
             identifier=self.redactor.text(str(identifier), 100),
             tool=None if tool is None else self.redactor.text(tool, 100),
             request_id=None if request_id is None else self.redactor.text(str(request_id), 64),
-            details=self._bounded(details),
+            details={**self._bounded(details), "replica": self.replica} if self.replica else self._bounded(details),
         )
 
     async def _write(self, record: SecurityEvent, *, anonymous: bool) -> None:
