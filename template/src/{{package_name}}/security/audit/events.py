@@ -219,7 +219,7 @@ class SecurityEvents:
             identifier=self.redactor.text(str(identifier), 100),
             tool=None if tool is None else self.redactor.text(tool, 100),
             request_id=None if request_id is None else self.redactor.text(str(request_id), 64),
-            details={**self._bounded(details), "replica": self.replica} if self.replica else self._bounded(details),
+            details=self._bounded(details) | ({"replica": self.replica} if self.replica else {}),
         )
 
     async def _write(self, record: SecurityEvent, *, anonymous: bool) -> None:
