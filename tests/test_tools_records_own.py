@@ -224,6 +224,7 @@ HOSTILE: list[dict[str, Any]] = [
     where(column="name", value=1),
     where(column="id", op="like", value="%"),
     where(value=1.5),
+    where(column="name", op="like", value="Ada\\"),
     # huge or unbounded asks
     {"table": "big", "limit": 101},
     {"table": "big", "limit": 10**9},
@@ -233,7 +234,7 @@ INERT_VALUES = [
     "' OR '1'='1",
     "x'; DROP TABLE customers; --",
     "%' UNION SELECT password_hash FROM customers --",
-    "\\",
+    "a\\b",
     "$1",
     "'); SELECT pg_sleep(10); --",
 ]
