@@ -1,4 +1,4 @@
-"""Command line: serve | keygen | check."""
+"""Command line: serve | keygen | check (| dev-auth, in OAuth projects)."""
 
 from __future__ import annotations
 
@@ -124,6 +124,13 @@ def _update_lock(settings: Settings, lock: Path, *, offline: bool = False) -> in
     return 0
 
 
+def _dev_auth(args: argparse.Namespace) -> int:
+    # dev_auth.py exists in OAuth projects only, as does this subcommand.
+    dev_auth = importlib.import_module(f"{__package__}.dev_auth")
+    result: int = dev_auth.run(_load(), args.host, args.port, args.user)
+    return result
+
+
 def _check(args: argparse.Namespace) -> int:
     overrides = {"transport": args.transport} if args.transport else {}
     settings = _load(**overrides)
@@ -166,6 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="contact no other server (OAuth authorization server, Redis): for CI without them",
     )
     check.set_defaults(handler=_check)
+    if answers.AUTH_MODE == "oauth":
+        dev_auth = commands.add_parser(
+            "dev-auth", help="run the development authorization server (loopback only) and print .env lines"
+        )
+        dev_auth.add_argument("--host", default="127.0.0.1", help="a loopback address")
+        dev_auth.add_argument("--port", type=int, default=9400)
+        dev_auth.add_argument("--user", default="developer", help="who signs in (a login_hint wins)")
+        dev_auth.set_defaults(handler=_dev_auth)
     return parser
 
 
