@@ -84,9 +84,7 @@ def container(rendered: Callable[[str], Path], tmp_path_factory: pytest.TempPath
                    image)  # fmt: skip
         yield Running(podman, name, port, env, command)
     finally:
-        podman.run("rm", "-f", "-t", "5", name, check=False)
-        podman.run("volume", "rm", "-f", volume, check=False)
-        podman.run("rmi", "-f", image, base, check=False)
+        podman.reset()
 
 
 def test_the_healthcheck_passes_with_a_public_host_allow_list(container: Running) -> None:

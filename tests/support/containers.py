@@ -42,17 +42,20 @@ def require(*tools: str) -> list[str]:
 
 
 class Podman:
-    """`podman` with the sandbox's configuration (containers.conf written under `workdir`)."""
+    """`podman` with the sandbox's configuration (containers.conf written under `workdir`) and a storage of
+    its own there, so that images, build stages, containers and volumes go when `reset()` is called."""
 
     def __init__(self, workdir: Path) -> None:
         self.podman, _, self.mmdebstrap = require("podman", "runc", "mmdebstrap")
         workdir.mkdir(parents=True, exist_ok=True)
         self.conf = workdir / "containers.conf"
         self.conf.write_text(CONTAINERS_CONF)
+        self.storage = ["--root", str(workdir / "storage"), "--runroot", str(workdir / "run")]
+        self.workdir = workdir
 
     def run(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
-            [self.podman, *args],
+            [self.podman, *self.storage, *args],
             env={**os.environ, "CONTAINERS_CONF": str(self.conf)},
             capture_output=True,
             text=True,
@@ -64,6 +67,14 @@ class Podman:
                 f"podman {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-3000:]}"
             )
         return done
+
+    def reset(self) -> None:
+        """Remove everything this storage holds (containers, volumes, images), then the storage."""
+        self.run("rm", "-af", "-t", "5", check=False)
+        self.run("volume", "rm", "-af", check=False)
+        self.run("rmi", "-af", check=False)
+        shutil.rmtree(self.workdir / "storage", ignore_errors=True)
+        shutil.rmtree(self.workdir / "run", ignore_errors=True)
 
     def stand_in_python_image(self, workdir: Path, tag: str) -> str:
         """mmdebstrap a bookworm base like the official python image; import it as `tag`."""
