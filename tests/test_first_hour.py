@@ -142,8 +142,8 @@ def test_check_reports_audit_location_key_counts_and_sandbox(
 ) -> None:
     project = copy_of(rendered("http_all"), tmp_path / "p")
     env = {
-        "MCP_API_KEYS": "mcp_first-key-0123456789abcdef,sha256:" + "a" * 64,
-        "MCP_ADMIN_API_KEYS": "mcp_admin-key-0123456789abcdef",
+        "MCP_API_KEYS": "mcp_first-key-7bT2xQv9LmZr4KpW8sNd,sha256:" + "a" * 64,
+        "MCP_ADMIN_API_KEYS": "mcp_admin-key-Hq3nV8cRt2YwL6jXp5Fz",
     }
     result = run(venv, project, "check", env=env, cwd=project)
     assert result.returncode == 0, result.stdout + result.stderr

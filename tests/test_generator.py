@@ -308,6 +308,31 @@ def test_after_update_reports_answers_edited_by_hand(tmp_path: Path) -> None:
     assert "Nothing changed" not in result.stdout
 
 
+def test_check_warns_about_answers_and_commit_edited_by_hand(
+    rendered: Callable[[str], Path], venv: Venv, tmp_path: Path
+) -> None:
+    """An answer typed into .copier-answers.yml renders nothing (the project keeps serving HTTP), and a
+    `_commit` moved forward by hand makes `copier update` skip the fixes in between: `check` says both."""
+    project = tmp_path / "project"
+    shutil.copytree(rendered("both"), project, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+    command, _ = package_of(project)
+    answers_file = project / ".copier-answers.yml"
+    answers = answers_file.read_text()
+    commit = yaml.safe_load(answers)["_commit"]
+    assert f"# Rendered from template version {commit}\n" in answers
+    clean = venv.run(venv.bin(command), "check", cwd=project)
+    assert "copier-answers" not in clean.stdout, clean.stdout
+    answers_file.write_text(
+        answers.replace("transport: both", "transport: stdio")
+        .replace(f"_commit: {commit}", "_commit: 9.9.9")
+        .replace("sample_tools: []", "sample_tools:\n- sandbox")
+    )
+    result = venv.run(venv.bin(command), "check", cwd=project)
+    assert "says transport: stdio, but the files were rendered for transport: both" in result.stdout
+    assert f"says _commit: 9.9.9, but the files were rendered from template version {commit}" in result.stdout
+    assert "sample_tools" in result.stdout and "'sandbox'" in result.stdout, result.stdout
+
+
 def test_check_warns_about_api_keys_left_after_switching_to_oauth(
     rendered: Callable[[str], Path], venv: Venv, tmp_path: Path
 ) -> None:

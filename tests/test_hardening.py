@@ -309,10 +309,10 @@ def test_a_malformed_request_gets_400_with_security_headers_and_an_event(server:
     assert [e["details"]["status"] for e in watch.new("http_error")] == [400]
 
 
-# ---- 8: a blocked address still admits valid keys --------------------------------------------------------
+# ---- 8: a blocked address still admits the keys it was already using -------------------------------------
 
 
-def test_a_valid_key_is_admitted_from_a_blocked_address_while_bad_ones_stay_refused(
+def test_a_key_already_used_is_admitted_from_a_blocked_address_while_others_stay_refused(
     project: Path, venv: Venv, tmp_path: Path
 ) -> None:
     tool_key, admin = keys(project)
@@ -324,18 +324,18 @@ def test_a_valid_key_is_admitted_from_a_blocked_address_while_bad_ones_stay_refu
         MCP_RATE_LIMIT="1000/minute",
     )
     with running_server(venv, project, env, log_dir=tmp_path) as blocked:
+        assert post_mcp(blocked, CALL, tool_key).status_code == 200  # in use before the block
         bad = [post_mcp(blocked, CALL, WRONG_KEY).status_code for _ in range(5)]
         good = post_mcp(blocked, CALL, tool_key)
-        admin_read = httpx2.get(
-            blocked.base + "/security/events", headers={"Authorization": f"Bearer {admin}"}
-        )
+        events = httpx2.get(blocked.base + "/security/events", headers={"Authorization": f"Bearer {admin}"})
         still_bad = post_mcp(blocked, CALL, WRONG_KEY)
         no_key = post_mcp(blocked, CALL)
     assert bad == [401, 401, 401, 429, 429]
     assert good.status_code == 200 and "result" in good.json(), good.text
-    assert admin_read.status_code == 200
+    # The admin key was not used from this address before the block: one 429 like any other key.
+    assert events.status_code == 429 and events.json()["error"] == "client_blocked"
     assert still_bad.status_code == 429 and still_bad.json()["error"] == "client_blocked"
-    assert no_key.status_code == 429
+    assert no_key.status_code == 401  # no credential: the challenge, never the block
     assert int(still_bad.headers["retry-after"]) > 500
 
 

@@ -119,7 +119,11 @@ def package_of(project: Path) -> tuple[str, str]:
     """(command name, package name) of a rendered project."""
     data = tomllib.loads((project / "pyproject.toml").read_text())
     command = next(iter(data["project"]["scripts"]))
-    package = data["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"][0].split("/")[-1]
+    backend = data["tool"].get("uv", {}).get("build-backend")
+    if backend is not None:
+        package = backend["module-name"]
+    else:  # projects of releases before 0.2.0 build with hatchling
+        package = data["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"][0].split("/")[-1]
     return command, package
 
 

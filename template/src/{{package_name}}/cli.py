@@ -149,7 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.set_defaults(handler=_serve)
-    keygen = commands.add_parser("keygen", help="print a new random key and the digest to store")
+    keygen = commands.add_parser(
+        "keygen",
+        help="print a new random key and the digest to store",
+        description=(
+            "Print a new random key (256 bits) and the sha256: digest to store instead of it. A key of "
+            "your own making is refused at start-up and by `check` if it is easy to guess (below about "
+            "128 bits, or built from words, dates or sequences)."
+        ),
+    )
     keygen.add_argument("--admin", action="store_true", help="a key for MCP_ADMIN_API_KEYS")
     keygen.add_argument("--name", help="who holds the key (stays the same when the key is rotated)")
     keygen.add_argument(

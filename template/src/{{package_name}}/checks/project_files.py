@@ -4,6 +4,7 @@
 - Unresolved `copier update` conflicts: conflict markers or `*.rej` files.
 - A template source other than the reviewed one: `copier update` runs code from the repository that
   _src_path in .copier-answers.yml names, so it must equal the pin in .template-source.
+- Answers edited by hand in .copier-answers.yml (answers_file.py): Copier rendered nothing for them.
 - Credentials of an authentication mode this project no longer uses (after `copier update` changed
   the `auth` answer): MCP_API_KEYS with OAuth is ignored now, and would be accepted again on a switch back.
 
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import answers
+from .answers_file import answers_file_problems
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -49,6 +51,7 @@ def project_problems(settings: Settings, root: Path = Path()) -> tuple[list[str]
     if (root / "pyproject.toml").is_file():
         errors.extend(conflict_problems(root))
         errors.extend(template_source_problems(root))
+        warnings.extend(answers_file_problems(root))
     if answers.AUTH_MODE == "oauth" and settings.api_keys.get_secret_value():
         warnings.append(
             "MCP_API_KEYS is set, but this project authenticates with OAuth access tokens: the keys are "

@@ -103,6 +103,16 @@ live_session_ids: Callable[[StreamableHTTPSessionManager], Container[str]] = ope
     "_server_instances"
 )
 
+
+async def end_session(manager: StreamableHTTPSessionManager, session_id: str) -> None:
+    """End a session as the manager does on DELETE: forgotten at once (its id answers 404), then its
+    transport terminated. For a principal at its session cap (transport/http/sessions.py). Upstream ask:
+    a public `StreamableHTTPSessionManager.terminate_session(session_id)`."""
+    transport = manager._server_instances.get(session_id)
+    if transport is not None:
+        await manager._discard_session(session_id, transport)
+
+
 # `handle_modern_request` (imported above from the private `mcp.server._streamable_http_modern`): the
 # SDK's entry for one 2026-07-28 request whose answer may stream notifications (transport/http/streaming.py).
 # Upstream ask: export it, or let the stateless manager choose SSE per request.
@@ -129,6 +139,7 @@ def builtin_middleware(server: MCPServer) -> list[Any]:
 # nothing precedes its response (the template's docs/benchmarks.md measures the SSE stream at about half
 # the CPU of a request); it would delete AnswerFirstTransport and these names.
 SESSION_MANAGER_METHODS = ("_admit_session",)  # overridden: a replay buffer per session, the transport class
+SESSION_MANAGER_CALLED = ("_discard_session",)  # end_session, above
 SESSION_MANAGER_STATE = ("event_store", "_lifespan_state", "_server_instances")
 TRANSPORT_METHODS = (
     "_handle_post_request",  # overridden
@@ -185,7 +196,9 @@ def _missing() -> Iterator[str]:
     yield from _absent(session, "mcp ServerSession", SESSION_STATE)
     yield from _absent(Server, "mcp Server", ("add_request_handler",))
     yield from _absent(
-        StreamableHTTPSessionManager, "mcp StreamableHTTPSessionManager", SESSION_MANAGER_METHODS
+        StreamableHTTPSessionManager,
+        "mcp StreamableHTTPSessionManager",
+        SESSION_MANAGER_METHODS + SESSION_MANAGER_CALLED,
     )
     manager = StreamableHTTPSessionManager(app=Server("sdk-check"))
     yield from _absent(manager, "mcp StreamableHTTPSessionManager", SESSION_MANAGER_STATE)

@@ -59,6 +59,11 @@ def subscribe_alerts(settings: Settings, events: SecurityEvents) -> AlertWebhook
     url = settings.alert_webhook_url.get_secret_value()
     if not url:
         return None
-    webhook = AlertWebhook(url, settings.alert_min_severity, timeout=settings.alert_timeout_seconds)
+    # Coalesced per kind over the same window as the trail folds anonymous events in.
+    window = RateLimiter.parse(settings.security_events_per_source).get_expiry()
+    webhook = AlertWebhook(
+        url, settings.alert_min_severity, timeout=settings.alert_timeout_seconds, coalesce_seconds=window
+    )
     events.subscribe(webhook)
+    events.on_store_health(webhook.store_health)  # fed from the failing write itself
     return webhook

@@ -10,6 +10,13 @@ Events of sources that have not authenticated (`anonymous=True`: the perimeter's
 client address) cannot flood the trail: each source writes at most MCP_SECURITY_EVENTS_PER_SOURCE
 events per window, the rest are counted by kind and written as one `events_aggregated` event per
 source and window; and stores keep them under their own row cap, so they never evict principals' events.
+Except the ones worth keeping through a flood: a high or critical one, and each source's first of a
+window, up to MAX_NOTABLE_PER_WINDOW a window, are kept with principals' events, so thousands of
+addresses cannot push the real attacker's `client_blocked` out of the trail.
+
+A store that fails a write (or its probe) tells the health listeners once when it goes down and once when
+it works again (alerts.py sends both), straight from that failing path: an outage that stops events
+being stored still raises an alert.
 """
 
 from __future__ import annotations
@@ -45,12 +52,15 @@ from .redact import Redactor
 
 MAX_DETAILS_BYTES = 2_048
 MAX_SOURCES_TRACKED = 10_000  # per window; beyond it, further new sources are written one row per event
+MAX_NOTABLE_PER_WINDOW = 100  # anonymous events kept with principals' events (module docstring)
 HEALTHY_FOR_SECONDS = 1.0  # a successful write vouches for the store this long
 RETRY_AFTER_SECONDS = 1.0  # a failed store is not retried sooner than this
 
 log = logging.getLogger("security")
 # Called with each stored event (metrics, alerts, anomaly detection); must not raise or block.
 Listener = Callable[["SecurityEvent"], Awaitable[None]]
+# Called with False when the store stops taking writes and True when it takes them again; must not raise.
+HealthListener = Callable[[bool], None]
 
 
 class AuditUnavailableError(RuntimeError):
@@ -70,6 +80,16 @@ class _SourceBudget:
         self.written: dict[str, int] = {}
         self.folded: dict[str, dict[str, int]] = {}  # source -> event name -> count
         self.worst: dict[str, Severity] = {}
+        self.notable = 0  # anonymous events kept with principals' events this window
+
+    def keeps(self, record: SecurityEvent, first: bool) -> bool:
+        """Whether an admitted anonymous event is kept out of the anonymous tier's eviction."""
+        if self.notable >= MAX_NOTABLE_PER_WINDOW:
+            return False
+        if first or SEVERITY_RANK[record.severity] >= SEVERITY_RANK["high"]:
+            self.notable += 1
+            return True
+        return False
 
     def admits(self, source: str) -> bool:
         """Count one event of `source`: True while it is within its budget (or cannot be tracked)."""
@@ -95,6 +115,7 @@ class _SourceBudget:
         taken = (self.started, self.folded, self.worst)
         self.started = time.monotonic()
         self.written, self.folded, self.worst = {}, {}, {}
+        self.notable = 0
         return taken
 
 
@@ -114,6 +135,8 @@ class SecurityEvents:
         self._healthy_until = 0.0
         self._down_until = 0.0
         self.listeners: list[Listener] = []
+        self.health_listeners: list[HealthListener] = []
+        self._store_down = False
         self._budget = _SourceBudget(per_source, per_source_window_seconds)
         self._flush_timer: asyncio.TimerHandle | None = None
         self._flushing: set[asyncio.Task[None]] = set()
@@ -122,6 +145,20 @@ class SecurityEvents:
         """Call `listener` with every event written (metrics, alerts, anomaly rules); folded ones are
         seen through their window's `events_aggregated` event."""
         self.listeners.append(listener)
+
+    def on_store_health(self, listener: HealthListener) -> None:
+        """Call `listener(False)` once when the store goes down, `listener(True)` once when it is back."""
+        self.health_listeners.append(listener)
+
+    def _health(self, up: bool) -> None:
+        if self._store_down == (not up):
+            return  # no change: one call per outage, one per recovery
+        self._store_down = not up
+        for listener in self.health_listeners:
+            try:
+                listener(up)
+            except Exception:
+                log.exception("store health listener failed")
 
     async def record(
         self,
@@ -143,7 +180,10 @@ class SecurityEvents:
         if anonymous:
             if time.monotonic() - self._budget.started >= self._budget.window_seconds:
                 await self.flush_aggregates()
-            if not self._budget.admits(record.identifier):
+            first = record.identifier not in self._budget.written
+            if self._budget.admits(record.identifier):
+                anonymous = not self._budget.keeps(record, first)
+            else:
                 if time.monotonic() < self._down_until:
                     self._store_failed(record, None)
                 self._budget.fold(record)  # no row, no log line: the window's aggregate carries it
@@ -180,6 +220,7 @@ class SecurityEvents:
         except Exception as exc:  # noqa: BLE001 - any store failure means the same: refuse the work
             self._store_failed(record, exc)
         self._healthy_until = time.monotonic() + HEALTHY_FOR_SECONDS
+        self._health(True)
         _emit_log_line(record)
         for listener in self.listeners:
             try:
@@ -249,13 +290,16 @@ class SecurityEvents:
         except Exception as exc:  # noqa: BLE001
             self._down_until = time.monotonic() + RETRY_AFTER_SECONDS
             log.critical("audit store failed its write probe; tools are refused (%s)", type(exc).__name__)
+            self._health(False)
             raise AuditUnavailableError("the audit trail is unavailable") from None
         self._healthy_until = time.monotonic() + HEALTHY_FOR_SECONDS
+        self._health(True)
 
     def _store_failed(self, record: SecurityEvent, exc: Exception | None) -> typing.NoReturn:
         self._healthy_until = 0.0
         if exc is not None:
             self._down_until = time.monotonic() + RETRY_AFTER_SECONDS
+            self._health(False)
         # The event is not lost from view: its log line still goes out, marked as not stored.
         _emit_log_line(record, stored=False)
         log.critical(

@@ -9,18 +9,25 @@ A name stays when its key is rotated (list the old and the new digest under the 
 clients move), so the audit trail, rate limits and notes follow the person, not the key. Scopes use
 the same names as OAuth scopes: a tool's `scopes=` means the same with either kind of credential.
 A key without scopes may call every tool.
+
+A raw key must be hard to guess (key_strength_problem): at least 128 bits by its length and alphabet, and
+no pattern a cracker tries first (words, dates, keyboard runs, repeats), as zxcvbn estimates it. A digest
+cannot be measured: make the key with keygen.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 import secrets
+import string
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from mcp.server.auth.provider import AccessToken
+from zxcvbn import zxcvbn
 
 from .principal import ADMIN_SCOPE, ALL_TOOL_SCOPES
 
@@ -32,6 +39,12 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 SCOPE = re.compile(r"^[\x21\x23-\x2a\x2d-\x5b\x5d-\x7e]{1,128}$")
 # Visible ASCII only: a key with spaces or control characters would break the Authorization header.
 _RAW_KEY = re.compile(r"^[\x21-\x7e]{16,512}$")
+MIN_KEY_BITS = 128
+# zxcvbn's estimate of the guesses a cracker needs, trying likely patterns first. It counts a random
+# character as 10 guesses, so a random key scores far below its true strength (a 128-bit random url-safe
+# key: about 10^22); `Welcome2026!Spring` scores 10^11.
+MIN_KEY_GUESSES_LOG10 = 20
+_ALPHABETS = (string.ascii_lowercase, string.ascii_uppercase, string.digits, string.punctuation)
 
 
 class KeyFormatError(ValueError):
@@ -54,6 +67,18 @@ class KeyEntry:
 
 def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def key_strength_problem(key: str) -> str | None:
+    """Why `key` is too easy to guess, or None. Measured on raw keys at start-up and by `check`."""
+    alphabet = sum(len(chars) for chars in _ALPHABETS if any(c in chars for c in key))
+    bits = len(key) * math.log2(max(alphabet, 2))
+    if bits < MIN_KEY_BITS:
+        return f"it carries about {bits:.0f} bits by its length and characters, below {MIN_KEY_BITS}"
+    # zxcvbn reads at most 72 characters; a weak beginning is enough to refuse a key.
+    if zxcvbn(key[:72])["guesses_log10"] < MIN_KEY_GUESSES_LOG10:
+        return "it is built from words, dates, sequences or repeats that a cracker tries first"
+    return None
 
 
 def digest_of(key: str) -> str:
@@ -99,6 +124,11 @@ def _parse_entry(entry: str, variable: str, position: int) -> KeyEntry:
         )
     if not _RAW_KEY.match(entry):
         raise KeyFormatError(f"{where}: a key must be 16 to 512 visible ASCII characters")
+    if weak := key_strength_problem(entry):
+        raise KeyFormatError(
+            f"{where} is too easy to guess: {weak}. Use a key from `keygen` (256 random bits), "
+            "and store its sha256: digest instead"
+        )
     return KeyEntry(hashlib.sha256(entry.encode()).digest())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol, runtime_checkable
 from urllib.parse import parse_qsl
 
@@ -13,6 +14,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..audit.events import SecurityEvents
 from ..identity.principal import ADMIN_SCOPE, ALL_TOOL_SCOPES, Principal
 from .common import CredentialRejectedError, NamedAccessToken, client_address, refusal, send_json
+from .known_credentials import KnownCredentials
+
+log = logging.getLogger(__name__)
 
 PUBLIC_PATHS = frozenset({"/health"})
 PUBLIC_PREFIXES = ("/.well-known/oauth-protected-resource",)
@@ -26,6 +30,8 @@ def is_public_path(path: str) -> bool:
 ADMIN_PATHS = frozenset({"/security/events", "/metrics"})
 QUERY_CREDENTIALS = frozenset({"api_key", "apikey", "key", "access_token", "token", "bearer", "auth"})
 MAX_CREDENTIAL_LENGTH = 8_192
+# Set by the failure block (blocking.py) for a blocked address whose credential it recalled: no new check.
+RECALLED = "recalled_access"
 # What a client is told for each refusal reason: enough to fix its own request, nothing about ours.
 REJECTION_MESSAGES = {
     "expired": "The access token has expired; get a new one.",
@@ -48,6 +54,32 @@ class ExplainingVerifier(Protocol):
     async def check(self, token: str) -> AccessToken: ...
 
 
+def _query_names(scope: Scope) -> set[str]:
+    query = scope.get("query_string", b"").decode("latin-1")
+    return {name.lower() for name, _ in parse_qsl(query)}
+
+
+def carries_credential(scope: Scope) -> bool:
+    """Whether the request presents anything as a credential (a header, or one put in the URL).
+
+    A request without one is an OAuth client's first step, never a guess: it is not counted as a
+    failed login and always gets the 401 challenge (blocking.py)."""
+    has_header = Headers(scope=scope).get("authorization") is not None
+    return has_header or bool(_query_names(scope) & QUERY_CREDENTIALS)
+
+
+def bearer_token(scope: Scope) -> str | None:
+    """The credential of a well-formed `Authorization: Bearer <credential>` header, else None."""
+    header = Headers(scope=scope).get("authorization")
+    if header is None:
+        return None
+    scheme, _, credential = header.partition(" ")
+    credential = credential.strip()
+    if scheme.lower() != "bearer" or not credential or len(credential) > MAX_CREDENTIAL_LENGTH:
+        return None
+    return credential
+
+
 def principal_from(token: AccessToken) -> Principal:
     if isinstance(token, NamedAccessToken):  # OAuth: `user:<sub>` or `client:<client_id>`
         return Principal(id=token.principal_id, scopes=frozenset(token.scopes), client_id=token.client_id)
@@ -66,10 +98,12 @@ class BearerAuth:
         resource_metadata_url: str | None = None,
         required_scopes: frozenset[str] = frozenset(),
         challenge_scopes: frozenset[str] = frozenset(),
+        known: KnownCredentials | None = None,
     ) -> None:
         self.app = app
         self.verifier = verifier
         self.events = events
+        self.known = known or KnownCredentials()
         self.resource_metadata_url = resource_metadata_url
         self.required_scopes = required_scopes
         # What a 401 tells an OAuth client to ask for: the required scopes and every tool's.
@@ -99,8 +133,7 @@ class BearerAuth:
 
     async def _authenticate(self, scope: Scope, send: Send, client: str) -> AccessToken | None:
         """The caller's verified token, or None once the 401 has been sent."""
-        query_keys = {name.lower() for name, _ in parse_qsl(scope.get("query_string", b"").decode("latin-1"))}
-        if query_keys & QUERY_CREDENTIALS:
+        if _query_names(scope) & QUERY_CREDENTIALS:
             await self._unauthorized(
                 send,
                 client,
@@ -109,15 +142,13 @@ class BearerAuth:
                 error="invalid_request",
             )
             return None
-        header = Headers(scope=scope).get("authorization")
-        if header is None:
+        if Headers(scope=scope).get("authorization") is None:
             await self._unauthorized(
                 send, client, "missing_credential", "Send Authorization: Bearer <key>.", error=None
             )
             return None
-        scheme, _, credential = header.partition(" ")
-        credential = credential.strip()
-        if scheme.lower() != "bearer" or not credential or len(credential) > MAX_CREDENTIAL_LENGTH:
+        credential = bearer_token(scope)
+        if credential is None:
             await self._unauthorized(
                 send,
                 client,
@@ -126,12 +157,17 @@ class BearerAuth:
                 error="invalid_request",
             )
             return None
+        recalled: AccessToken | None = scope.get("state", {}).pop(RECALLED, None)
+        if recalled is not None:
+            return recalled
         try:
-            return await self._verify(credential)
+            token = await self._verify(credential)
         except CredentialRejectedError as rejected:
             message = REJECTION_MESSAGES.get(rejected.reason, "The credential is not valid.")
             await self._unauthorized(send, client, rejected.reason, message)
             return None
+        self.known.remember(client, credential, token)
+        return token
 
     async def _authorize(self, path: str, principal: Principal, send: Send, client: str) -> bool:
         """Whether the principal may use the path; if not, the 403 has been sent."""
@@ -168,9 +204,17 @@ class BearerAuth:
         )
 
     async def _verify(self, credential: str) -> AccessToken:
-        if isinstance(self.verifier, ExplainingVerifier):
-            return await self.verifier.check(credential)
-        token = await self.verifier.verify_token(credential)
+        try:
+            if isinstance(self.verifier, ExplainingVerifier):
+                return await self.verifier.check(credential)
+            token = await self.verifier.verify_token(credential)
+        except CredentialRejectedError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever a library raises on a crafted credential
+            # e.g. PyJWT's TypeError for a JWT whose alg does not fit the key its kid names: the
+            # credential is bad, so it is an invalid_token 401 (counted, one event), never a 500.
+            log.warning("credential verification failed unexpectedly: %s", type(exc).__name__)
+            raise CredentialRejectedError("invalid_token") from None
         if token is None:
             raise CredentialRejectedError("unknown_credential")
         return token

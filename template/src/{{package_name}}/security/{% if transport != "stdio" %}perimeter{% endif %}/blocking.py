@@ -1,12 +1,15 @@
 """Anomaly response: a client address that keeps failing authentication is blocked for a while.
 
 MCP_AUTH_FAILURE_THRESHOLD failures within MCP_AUTH_FAILURE_WINDOW_SECONDS block the address for
-MCP_AUTH_BLOCK_SECONDS (one `client_blocked` event of high severity). While blocked, every request
-that does not authenticate is answered 429; a valid credential is still served, so one guesser
-behind a NAT or a proxy cannot lock out everyone there. Keys are 256-bit: a guesser who tries a
-million keys a second for a century finds one with a chance below 10^-60, blocked or not, so
-admitting valid keys gives nothing away (the template's docs/security.md). Failures and blocks are counted in
-the rate-limit storage, so replicas sharing MCP_RATE_LIMIT_STORAGE share them too.
+MCP_AUTH_BLOCK_SECONDS (one `client_blocked` event of high severity). Only a request that presents a
+credential can fail: one without any (an OAuth client's first request, by design) is never counted, and
+always gets the 401 challenge, blocked address or not, so sign-in cannot lock out an office.
+
+While blocked, nothing the address sends is verified (no key lookup, no signature check, no
+introspection call): every credential gets the same 429, right or wrong, except one that already
+authenticated from this address within the hour (known_credentials.py), so colleagues behind the same
+NAT who were working keep working, and a guesser learns nothing it did not already know. Failures and
+blocks are counted in the rate-limit storage, so replicas sharing MCP_RATE_LIMIT_STORAGE share them too.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from ...server.services import Services
 from ...settings import Settings
 from ..audit.events import SecurityEvents
 from ..limits import RateLimiter, RateLimitUnavailableError
-from .auth import is_public_path
-from .common import client_address, refusal, refuse_unless_authenticated, send_json
+from .auth import RECALLED, bearer_token, carries_credential, is_public_path
+from .common import client_address, refusal, send_json
+from .known_credentials import KnownCredentials
 
 
 class AuthFailureBlock:
@@ -34,6 +38,7 @@ class AuthFailureBlock:
         threshold: int,
         window_seconds: int,
         block_seconds: int,
+        known: KnownCredentials,
     ) -> None:
         if threshold < 1 or window_seconds < 1 or block_seconds < 1:
             raise ValueError("auth failure threshold, window and block time must be at least 1")
@@ -43,12 +48,15 @@ class AuthFailureBlock:
         self.threshold = threshold
         self.window_seconds = window_seconds
         self.block_seconds = block_seconds
+        self.known = known
         self.failures = RateLimitItemPerSecond(threshold, window_seconds)
         # One slot per block period: taken means blocked, and it frees itself when the period ends.
         self.block = RateLimitItemPerSecond(1, block_seconds)
 
     @classmethod
-    def from_settings(cls, app: ASGIApp, services: Services, settings: Settings) -> AuthFailureBlock:
+    def from_settings(
+        cls, app: ASGIApp, services: Services, settings: Settings, known: KnownCredentials
+    ) -> AuthFailureBlock:
         return cls(
             app,
             services.limiter,
@@ -56,12 +64,13 @@ class AuthFailureBlock:
             threshold=settings.auth_failure_threshold,
             window_seconds=settings.auth_failure_window_seconds,
             block_seconds=settings.auth_block_seconds,
+            known=known,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or is_public_path(path):
-            await self.app(scope, receive, send)
+        if scope["type"] != "http" or is_public_path(path) or not carries_credential(scope):
+            await self.app(scope, receive, send)  # nothing presented: the challenge, never a failure
             return
         client = client_address(scope)
         try:
@@ -78,9 +87,13 @@ class AuthFailureBlock:
             )
             return
         if not state.allowed:
-            await refuse_unless_authenticated(
-                self.app, scope, receive, send, lambda: self._refuse(send, client, state.reset_after, path)
-            )
+            credential = bearer_token(scope)
+            recalled = None if credential is None else self.known.recall(client, credential)
+            if recalled is None:
+                await self._refuse(send, client, state.reset_after, path)
+                return
+            scope.setdefault("state", {})[RECALLED] = recalled
+            await self.app(scope, receive, send)
             return
         replaced = False
 

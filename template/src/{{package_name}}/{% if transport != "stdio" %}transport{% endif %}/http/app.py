@@ -37,6 +37,7 @@ from ...security.perimeter.framing import AmbiguousFraming
 from ...security.perimeter.headers import SecurityHeadersMiddleware
 from ...security.perimeter.http_errors import HttpErrorAudit
 from ...security.perimeter.jsonrpc_errors import CleanJsonRpcErrors
+from ...security.perimeter.known_credentials import KnownCredentials
 from ...security.perimeter.origin import HostGate, OriginGate, cors, default_allowed_hosts, transport_security
 from ...security.perimeter.scope_gate import ScopeGate
 from ...security.perimeter.tls import tls_problems, uvicorn_options
@@ -99,6 +100,7 @@ def _perimeter(
             required=required,
         )
     app = PrincipalRateLimit(app, services.limiter, settings.rate_limit, services.events)
+    known = KnownCredentials()  # what a blocked address may still use (known_credentials.py)
     app = BearerAuth(
         app,
         credentials.build_verifier(settings),
@@ -106,9 +108,10 @@ def _perimeter(
         resource_metadata_url=metadata_url,
         required_scopes=required,
         challenge_scopes=advertised,
+        known=known,
     )
     app = HttpErrorAudit(app, services.events)
-    app = AuthFailureBlock.from_settings(app, services, settings)
+    app = AuthFailureBlock.from_settings(app, services, settings, known)
     app = ClientRateLimit(app, services.limiter, settings.rate_limit, services.events)
     app = BodyLimit(app, settings.max_body_bytes, services.events)
     app = HostGate(app, security, services.events)

@@ -11,11 +11,18 @@ unknown id gets, and a security event. Bounded: MCP_MAX_SESSIONS overall (the SD
 MCP_MAX_SESSIONS_PER_PRINCIPAL, MCP_SESSION_IDLE_TIMEOUT_SECONDS (the SDK's idle timeout),
 MCP_SESSION_MAX_STREAMS requests open at once per session, and a GET stream that carries nothing for
 MCP_SESSION_STREAM_IDLE_SECONDS is closed. Without a session, GET and DELETE /mcp answer 405.
+
+A principal at MCP_MAX_SESSIONS_PER_PRINCIPAL that opens another session ends its own least recently
+used one (whose id then answers 404, and its client initializes again, as the protocol says), instead
+of being refused: most clients never end their sessions when they restart, and refusing would lock their
+owner out until the idle timeout. Only the principal's own sessions are ever ended. A slot is reserved
+before the session exists, so concurrent initializes cannot open more than the cap.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Container
 
 import anyio
@@ -86,8 +93,10 @@ class Sessions(NoSessions):
         self.per_principal = per_principal
         self.max_streams = max_streams
         self.stream_idle_seconds = stream_idle_seconds
-        self._owners: dict[str, str] = {}
+        # Session id -> owner, least recently used first (moved to the end on each request).
+        self._owners: OrderedDict[str, str] = OrderedDict()
         self._streams: dict[str, int] = {}
+        self._opening: dict[str, int] = {}  # principal -> sessions reserved, not yet opened
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -106,26 +115,39 @@ class Sessions(NoSessions):
         live = self._live()
         for session_id in [sid for sid in self._owners if sid not in live]:
             del self._owners[session_id]
-        owned = sum(1 for owner in self._owners.values() if owner == principal)
-        if owned >= self.per_principal:
-            await self.events.record(
-                "rate_limit_exceeded",
-                "medium",
-                principal,
-                reason="sessions per principal",
-                limit=self.per_principal,
-                client=client_address(scope),
-            )
-            await send_json(
-                send,
-                429,
-                refusal(
-                    "too_many_sessions",
-                    f"This principal has {owned} open sessions (MCP_MAX_SESSIONS_PER_PRINCIPAL); "
-                    "end one (DELETE /mcp) or wait for it to expire.",
-                ),
-            )
+        # From here to the reservation nothing awaits: concurrent initializes see each other's slots.
+        owned = [sid for sid, owner in self._owners.items() if owner == principal]
+        reserved = self._opening.get(principal, 0)
+        if len(owned) + reserved >= self.per_principal and not owned:
+            await self._too_many_sessions(send, scope, principal, reserved)  # every slot is opening right now
             return
+        evicted = owned[0] if len(owned) + reserved >= self.per_principal else None
+        if evicted is not None:
+            del self._owners[evicted]
+        self._opening[principal] = reserved + 1
+        try:
+            if evicted is not None:
+                await self._end(evicted, scope, principal)
+            await self._open_session(scope, receive, send, principal)
+        finally:
+            self._opening[principal] -= 1
+            if not self._opening[principal]:
+                del self._opening[principal]
+
+    async def _end(self, session_id: str, scope: Scope, principal: str) -> None:
+        """End the principal's least recently used session, to make room for its new one."""
+        await self.events.record(
+            "session_ended",
+            "low",
+            principal,
+            reason="sessions per principal: least recently used ended for a new one",
+            limit=self.per_principal,
+            session=hashlib.sha256(session_id.encode()).hexdigest()[:12],
+            client=client_address(scope),
+        )
+        await sdk.end_session(self.manager, session_id)
+
+    async def _open_session(self, scope: Scope, receive: Receive, send: Send, principal: str) -> None:
         opened: dict[str, int | str] = {}
 
         async def watch(message: Message) -> None:
@@ -134,6 +156,8 @@ class Sessions(NoSessions):
                 for name, value in message.get("headers", []):
                     if name.lower() == _SESSION_HEADER:
                         opened["id"] = value.decode("latin-1")
+                        if opened["id"] in self._live():  # owned before its client can use it
+                            self._owners[str(opened["id"])] = principal
             await send(message)
 
         await self.manager.handle_request(scope, receive, watch)
@@ -145,13 +169,31 @@ class Sessions(NoSessions):
                 reason="sessions overall",
                 client=client_address(scope),
             )
-        new_id = opened.get("id")
-        if isinstance(new_id, str) and new_id in live:
-            self._owners[new_id] = principal
+
+    async def _too_many_sessions(self, send: Send, scope: Scope, principal: str, opening: int) -> None:
+        await self.events.record(
+            "rate_limit_exceeded",
+            "medium",
+            principal,
+            reason="sessions per principal",
+            limit=self.per_principal,
+            client=client_address(scope),
+        )
+        await send_json(
+            send,
+            429,
+            refusal(
+                "too_many_sessions",
+                f"This principal is opening {opening} sessions at once (MCP_MAX_SESSIONS_PER_PRINCIPAL); "
+                "retry when they are open.",
+            ),
+        )
 
     async def in_session(self, session_id: str, scope: Scope, receive: Receive, send: Send) -> None:
         principal = _principal(scope)
         owner = self._owners.get(session_id)
+        if owner == principal:
+            self._owners.move_to_end(session_id)  # the most recently used of its owner's sessions
         if owner is not None and owner != principal:
             await self.events.record(
                 "authorization_denied",
