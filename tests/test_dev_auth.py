@@ -33,6 +33,7 @@ from support import (
     running_server,
     stop_process,
     text_of,
+    wait_for,
 )
 from support.node import NODE_BIN, node_env, node_tool
 from support.oidc import OidcProvider
@@ -82,6 +83,18 @@ def dev_auth(project: Path, venv: Venv) -> Iterator[dict[str, str]]:
     assert "MCP_OAUTH_ISSUER" in printed, process.stderr.read() if process.stderr else ""
     yield printed
     stop_process(process)
+    # node goes with it (its stdin closes), although dev-auth was ended by a signal it does not handle.
+    wait_for(
+        lambda: not answers(printed["MCP_OAUTH_ISSUER"] + "/jwks"), what="the issuer to stop", timeout=15
+    )
+
+
+def answers(url: str) -> bool:
+    try:
+        httpx2.get(url, timeout=2)
+    except httpx2.TransportError:
+        return False
+    return True
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@
 //
 // Environment: DEV_AUTH_HOST (a loopback address), DEV_AUTH_PORT, DEV_AUTH_RESOURCE (MCP_RESOURCE_URL),
 // DEV_AUTH_SCOPES (space separated), DEV_AUTH_USER, DEV_AUTH_MACHINE_SECRET (the dev-machine client's
-// secret, for client credentials). Prints one JSON line {"issuer": ...} when it listens.
+// secret, for client credentials), DEV_AUTH_STDIN_LIFELINE (stop when stdin closes). Prints one JSON
+// line {"issuer": ...} when it listens.
 import { createServer } from "node:http";
 import { generateKeyPair, exportJWK } from "jose";
 import Provider, { errors } from "oidc-provider";
@@ -113,4 +114,7 @@ provider.use(async (ctx, next) => {
 
 server.on("request", provider.callback());
 process.stdout.write(JSON.stringify({ issuer }) + "\n");
-for (const signal of ["SIGTERM", "SIGINT"]) process.on(signal, () => server.close(() => process.exit(0)));
+const stop = () => server.close(() => process.exit(0));
+for (const signal of ["SIGTERM", "SIGINT"]) process.on(signal, stop);
+// Started by `dev-auth`, with a pipe on stdin: when that process ends, however it ends, so does this one.
+if (process.env.DEV_AUTH_STDIN_LIFELINE) process.stdin.on("close", stop).resume();
