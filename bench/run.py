@@ -6,6 +6,8 @@
 
 1. HTTP throughput and latency (wrk, kept-alive connections) for `ping` and `tools/call whoami`:
    - template-no-metrics: the same with MCP_METRICS_ENABLED=false, for the cost of metrics;
+   - template-no-policies / template-20-policies: the same with no Cedar policy file, and with a set of
+     20 policies (POLICIES_20), for what a policy decision costs per tools/call;
    - template: the rendered project's own `serve`, every protection on (API-key auth, CORS with a
      trusted origin, security headers, Host/Origin checks, body limit, per-client and per-tool rate
      limits at a limit that is not reached, audit trail to SQLite);
@@ -83,7 +85,32 @@ HEADERS = {
     "Accept": "application/json, text/event-stream",
     "Mcp-Protocol-Version": "2025-11-25",
 }
-TARGETS = ("template", "template-session", "template-no-metrics", "sdk-default", "sdk-stateless")
+TARGETS = (
+    "template",
+    "template-session",
+    "template-no-metrics",
+    "template-no-policies",
+    "template-20-policies",
+    "sdk-default",
+    "sdk-stateless",
+)
+# 20 policies a team might write, all about the tool called (so every one is asked): one permit, and forbids
+# on groups, the principal's kind, a key's name, the transport and the client's address.
+_CONDITIONS = (
+    *(f'principal.groups.contains("group-{n}")' for n in range(7)),
+    *(f'principal.kind == "kind-{n}"' for n in range(3)),
+    *(f'principal == Mcp::Principal::"key:user-{n}"' for n in range(3)),
+    *('context.transport == "stdio" && principal.groups.contains("remote-only")' for _ in range(3)),
+    *(
+        f'principal.groups.contains("office-{n}") && !context.client_address.isInRange(ip("10.{n}.0.0/16"))'
+        for n in range(3)
+    ),
+)
+POLICIES_20 = '@id("scopes-decide")\npermit (principal, action, resource);\n' + "".join(
+    f'@id("rule-{n}")\nforbid (principal, action == Mcp::Action::"whoami", resource)\n'
+    f"when {{ {condition} }};\n"
+    for n, condition in enumerate(_CONDITIONS)
+)
 REFERENCE = "template@{ref}"  # --reference: the template rendered from an earlier commit, measured alongside
 
 
@@ -231,6 +258,17 @@ def http_targets(
         targets["template-no-metrics"] = Target(
             "template-no-metrics", plain.port, plain.process, auth=f"Bearer {env['MCP_API_KEYS']}"
         )
+        # What a policy decision costs: no policy file against 20 policies, in the same rounds.
+        for name, text in (("template-no-policies", None), ("template-20-policies", POLICIES_20)):
+            directory = RESULTS / name
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir(parents=True)
+            if text is not None:
+                (directory / "bench.cedar").write_text(text, encoding="utf-8")
+            server = start_with_own_audit(
+                venv, project, {**env, "MCP_POLICIES_DIR": str(directory)}, f"events-{name}.db"
+            )
+            targets[name] = Target(name, server.port, server.process, auth=f"Bearer {env['MCP_API_KEYS']}")
         if reference is not None:
             ref, ref_venv, ref_project = reference
             ref_env = read_env_file(ref_project)  # its own keys; the same settings as "template"
@@ -663,6 +701,10 @@ def report(
         "to SQLite (a `tool_called` event per call).",
         "- **template-no-metrics**: the same with `MCP_METRICS_ENABLED=false` (no /metrics, no "
         "per-request histogram or event counters): the difference is what metrics cost.",
+        "- **template-no-policies** / **template-20-policies**: the same with no `.cedar` file, and with "
+        "20 policies (`POLICIES_20`: one permit, 19 forbids on groups, kind, name, transport and address, "
+        "all on the tool called, so every one is asked): the "
+        "difference is what a policy decision costs per call.",
         "- **template-session**: the same project on a server and audit file of its own, called as an "
         "initialize-era client with a session (`initialize` first, then `Mcp-Session-Id` on every request).",
         "- **sdk-default**: a bare `MCPServer` with the same `whoami` tool, `streamable_http_app()` "
@@ -732,6 +774,16 @@ def report(
             f"(throughput on / off {med(on.rps) / med(off.rps):.2f}) "
             f"| {med(on.cpu_us) - med(off.cpu_us):.0f} µs "
             "| <= 50 µs | " + ("met" if med(on.cpu_us) - med(off.cpu_us) <= 50 else "NOT MET") + " |"
+        )
+    for connections in levels:
+        with_set, without = (
+            runs[("template-20-policies", "tools/call", connections)],
+            runs[("template-no-policies", "tools/call", connections)],
+        )
+        cost = med(with_set.cpu_us) - med(without.cpu_us)
+        lines.append(
+            f"| tools/call with 20 Cedar policies, {connections} connection(s): CPU µs/request 20 - none "
+            f"| {cost:.0f} µs | <= 60 µs | " + ("met" if cost <= 60 else "NOT MET") + " |"
         )
     ours_cold, sdk_cold = med(cold["template wall"]), med(cold["sdk wall"])
     lines.append(

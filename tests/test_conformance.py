@@ -32,7 +32,7 @@ from support import (
     running_server,
     text_of,
 )
-from support.conformance_fixtures import CONTENT_SOURCE, QUESTIONS, SOURCE, STREAMS_SOURCE
+from support.conformance_fixtures import CONTENT_SOURCE, QUESTIONS, SOURCE, STREAMS_SOURCE, TASKS_SOURCE
 from support.node import run_node_tool
 from support.projects import installed_project
 from support.proxy import running_proxy
@@ -89,6 +89,16 @@ MUST_PASS = {
         "tools-call-with-progress",
         "server-stateless",
         "http-custom-header-server-validation",
+        # the tasks extension (SEP-2663): fixtures in conformance_tasks, through the guard (guard/tasks.py)
+        "tasks-capability-negotiation",
+        "tasks-dispatch-and-envelope",
+        "tasks-lifecycle",
+        "tasks-mrtr-composition",
+        "tasks-mrtr-input",
+        "tasks-request-headers",
+        "tasks-request-state-removal",
+        "tasks-required-task-error",
+        "tasks-wire-fields",
     }
     | S5E_CONTENT,
     "2025-11-25": {
@@ -138,6 +148,7 @@ def proxied(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
         "conformance_content": CONTENT_SOURCE,  # s5e: images, audio, blobs
         "conformance_questions": QUESTIONS,  # s5d: elicitation, sampling, roots
         "conformance_streams": STREAMS_SOURCE,
+        "conformance_tasks": TASKS_SOURCE,  # the tasks extension
     }
     project = installed_project(venv, tmp_path_factory.mktemp("conformance-project"), answers, modules)
     env = read_env_file(project)
@@ -360,3 +371,22 @@ def test_notification_and_stream_passes_are_our_fixtures_answering(
         assert "conformance_streams" not in refused["message"]  # no module path in the answer
         custom = [c for c in checks["http-custom-header-server-validation"] if c["id"] != "wire-schema-valid"]
         assert custom and all(c["details"].get("toolName") == "test_custom_header" for c in custom), custom
+
+
+def test_task_passes_are_our_fixtures_answering(
+    suite_run: tuple[str, int, str, dict[str, Any]], proxied: tuple[Server, str]
+) -> None:
+    """The tasks-* scenarios passed on tasks our guard created and ran (guard/tasks.py), each audited."""
+    era, _, _, checks = suite_run
+    if era != "2026-07-28":  # the extension exists from 2026-07-28 on
+        return
+    by_id = {c["id"]: c for scenario in checks.values() for c in scenario}
+    assert by_id["sep-2663-tasks-get-status-completed"]["details"]["hasResult"] is True
+    assert by_id["sep-2663-cancel-ack-empty-result"]["details"]["statusAfterCancel"] == "cancelled"
+    assert by_id["tasks-extension-advertised"]["details"]["hasTasksExtension"] is True
+    server, _ = proxied
+    trail = all_events(server, server.env["MCP_ADMIN_API_KEYS"].split(",")[0])
+    created = {e["tool"] for e in trail if e["event"] == "task_created"}
+    assert {"slow_compute", "failing_job", "confirm_delete", "multi_input", "test_tool_with_task"} <= created
+    ended = {e["details"].get("task_status") for e in trail if e["tool"] == "slow_compute"}
+    assert {"completed", "cancelled"} <= ended, ended

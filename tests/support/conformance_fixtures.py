@@ -500,3 +500,82 @@ def register(guard: Guard, settings: Settings) -> None:
         """A resource a client may subscribe to (conformance fixture)."""
         return "watched"
 '''
+
+
+# ---- the tasks extension (SEP-2663): tools that run as tasks, through the guard ------------------------
+# Written as tools/conformance_tasks.py. Each fixture is what the tasks-* scenarios name; confirm_delete
+# is destructive, so the guard's own confirmation is what the task asks through tasks/update.
+TASKS_SOURCE = '''"""Fixtures of the MCP conformance suite: the tasks extension (test-only)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from mcp.server.elicitation import AcceptedElicitation
+from mcp.server.mcpserver import Elicit, Resolve
+from pydantic import BaseModel, Field
+
+from ..security.guard import Guard, ToolRefusedError, ask_user, input_key
+from ..settings import Settings
+
+Short = Annotated[str, Field(max_length=200)]
+
+
+class Name(BaseModel):
+    name: Short
+
+
+class NameAndConfirm(BaseModel):
+    name: Short = ""
+    confirm: bool = False
+
+
+@input_key("user_name")
+async def ask_name() -> Elicit[Name]:
+    return Elicit("What is your name?", Name)
+
+
+def register(guard: Guard, settings: Settings) -> None:
+    @guard.tool(read_only=True, name="greet")
+    async def greet(name: Short) -> str:
+        """Greet someone (conformance fixture, never a task)."""
+        return f"Hello, {name}!"
+
+    @guard.tool(read_only=True, name="slow_compute", task="optional", timeout=120)
+    async def slow_compute(seconds: Annotated[int, Field(ge=0, le=60)], label: Short = "") -> str:
+        """Sleep, then answer (conformance fixture; runs as a task)."""
+        await asyncio.sleep(seconds)
+        return f"computed {label} after {seconds}s"
+
+    @guard.tool(read_only=True, name="failing_job", task="required")
+    async def failing_job() -> str:
+        """Fail as a tool after a second (conformance fixture; only as a task)."""
+        await asyncio.sleep(1)
+        raise ToolRefusedError("failing_job failed on purpose")
+
+    @guard.tool(read_only=True, name="protocol_error_job", task="optional")
+    async def protocol_error_job() -> str:
+        """Crash (conformance fixture; a failed task)."""
+        raise RuntimeError("a crash inside the tool")
+
+    @guard.tool(read_only=False, destructive=True, name="confirm_delete", task="optional")
+    async def confirm_delete(filename: Short) -> str:
+        """Delete a file once the user confirms (conformance fixture; nothing is deleted)."""
+        return f"deleted {filename}"
+
+    @guard.tool(read_only=True, name="multi_input", task="optional")
+    async def multi_input() -> str:
+        """Ask two questions at once while running as a task (conformance fixture)."""
+        first, second = await asyncio.gather(
+            ask_user("First name?", NameAndConfirm), ask_user("Second name?", NameAndConfirm)
+        )
+        names = [a.data.name for a in (first, second) if isinstance(a, AcceptedElicitation)]
+        return f"got {', '.join(names)}"
+
+    @guard.tool(read_only=True, name="test_tool_with_task", task="required")
+    async def tool_with_task(answer: Annotated[Name, Resolve(ask_name)]) -> str:
+        """Ask the user's name first, then run as a task (conformance fixture)."""
+        await asyncio.sleep(0.2)
+        return f"Hello, {answer.name}, from a task!"
+'''

@@ -1,4 +1,4 @@
-"""Command line: serve | keygen | check (| dev-auth, in OAuth projects)."""
+"""Command line: serve | keygen | check | policy (| dev-auth, in OAuth projects)."""
 
 from __future__ import annotations
 
@@ -64,12 +64,13 @@ def _keygen(args: argparse.Namespace) -> int:
     if args.write_env:
         return _write_env(Path(".env"))
     scopes = [scope.strip() for scope in (args.scopes or "").split(",") if scope.strip()]
-    if args.admin and scopes:
-        print("admin keys carry no scopes (they read /security/events only); drop --scopes", file=sys.stderr)
+    groups = [group.strip() for group in (args.groups or "").split(",") if group.strip()]
+    if args.admin and (scopes or groups):
+        print("admin keys carry no scopes or groups (they read /security/events only)", file=sys.stderr)
         return 2
     key = new_key()
     try:
-        line = entry_line(key, args.name, scopes)
+        line = entry_line(key, args.name, scopes, groups)
     except KeyFormatError as exc:
         print(f"{answers.COMMAND} keygen: {exc}", file=sys.stderr)
         return 2
@@ -141,6 +142,75 @@ def _check(args: argparse.Namespace) -> int:
     return print_report(settings, args.lock, offline=args.offline)
 
 
+def _policy(args: argparse.Namespace) -> int:
+    """`policy explain | schema | test`: the policies as the server would load them (README: Policies)."""
+    import json
+
+    from .checks.policies import explain, policy_report
+    from .checks.report import scratch_settings
+    from .security.policy.base import PolicyError
+    from .security.policy.cases import case_action, principal_named
+    from .server.build import build_guard
+    from .server.services import open_services
+
+    settings = _load()
+    with scratch_settings(settings, offline=True) as scratch:
+        policies = build_guard(scratch, open_services(scratch)).policies_enforced
+    if policies is None:
+        print(
+            f"{answers.COMMAND}: no .cedar file in {settings.policies_dir}: policies are off", file=sys.stderr
+        )
+        return 1
+    if args.policy_command == "schema":
+        print(policies.model.text)
+        return 0
+    if args.policy_command == "test":
+        errors, facts = policy_report(policies, settings)
+        print("\n".join([*facts, *errors]))
+        return 1 if errors else 0
+    try:
+        arguments = json.loads(args.args)
+    except ValueError:
+        raise PolicyError('--args is a JSON object, e.g. \'{"path": "reports/q3.txt"}\'') from None
+    groups, scopes = _held(settings, args.principal)
+    principal = principal_named(args.principal, args.groups or groups, scopes, "--as")
+    case = {"tool": args.tool, "resource": args.resource, "prompt": args.prompt}
+    action, extra = case_action(case, "policy explain")
+    print(explain(policies, principal, action, arguments, args.client, extra))
+    return 0
+
+
+def _held(settings: Settings, uid: str) -> tuple[list[str], list[str]]:
+    """The groups and scopes MCP_API_KEYS gives the key `key:<name>`, for `policy explain --as`."""
+    from .security.identity.keys import KeyFormatError, parse_keys
+
+    try:
+        entries = parse_keys(settings.api_keys.get_secret_value(), "MCP_API_KEYS")
+    except KeyFormatError:
+        return [], []
+    for entry in entries:
+        if f"key:{entry.principal_id.removeprefix('key:')}" == uid:
+            return sorted(entry.groups), sorted(entry.scopes)
+    return [], []
+
+
+def _policy_parser(commands: Any) -> None:
+    policy = commands.add_parser("policy", help="the Cedar policies: explain a decision, print the schema")
+    actions = policy.add_subparsers(dest="policy_command", required=True)
+    explain = actions.add_parser("explain", help="the decision for one request, and the policies behind it")
+    explain.add_argument("--as", dest="principal", required=True, help="key:alice, user:<sub>, client:<id>")
+    what = explain.add_mutually_exclusive_group(required=True)
+    what.add_argument("--tool")
+    what.add_argument("--resource", help="a resource URI")
+    what.add_argument("--prompt")
+    explain.add_argument("--args", default="{}", help="the arguments, a JSON object")
+    explain.add_argument("--groups", type=lambda text: [g for g in text.split(",") if g], default=None)
+    explain.add_argument("--client", default="stdio", help="an HTTP client's address (default: stdio)")
+    actions.add_parser("schema", help="print the Cedar schema policies are validated against")
+    actions.add_parser("test", help="run the cases in policies/tests/")
+    policy.set_defaults(handler=_policy)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=answers.COMMAND, description=answers.PROJECT_NAME)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -163,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument(
         "--scopes", help="comma-separated scopes the key is limited to, e.g. notes:read,notes:write"
     )
+    keygen.add_argument("--groups", help="comma-separated groups, read by Cedar policies, e.g. analysts")
     keygen.add_argument(
         "--write-env", action="store_true", help="create .env with a tool key and an admin key"
     )
@@ -181,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="contact no other server (OAuth authorization server, Redis): for CI without them",
     )
     check.set_defaults(handler=_check)
+    _policy_parser(commands)
     if answers.AUTH_MODE == "oauth":
         dev_auth = commands.add_parser(
             "dev-auth", help="run the development authorization server (loopback only) and print .env lines"
@@ -202,12 +274,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from .security.audit.events import EventStoreConfigError
         from .security.limits import RateLimitConfigError
+        from .security.policy.base import PolicyError
         from .settings import SettingsError
 
         args = build_parser().parse_args(argv)
         try:
             result: int = args.handler(args)
-        except (SettingsError, EventStoreConfigError, RateLimitConfigError) as exc:
+        except (SettingsError, EventStoreConfigError, RateLimitConfigError, PolicyError) as exc:
             print(f"{answers.COMMAND}: {exc}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:

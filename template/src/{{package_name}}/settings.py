@@ -79,6 +79,8 @@ class Settings(ToolSettings, SampleSettings, BaseSettings):
     oauth_client_id: str = ""
     oauth_client_secret: SecretStr = SecretStr("")
     oauth_introspection_cache_seconds: int = Field(default=60, ge=0, le=300)
+    # The token claim that lists the caller's groups (Cedar policies read them as principal.groups).
+    oauth_groups_claim: str = Field(default="groups", min_length=1, max_length=100)
     resource_url: str = ""
 
     # The HTTP perimeter
@@ -116,6 +118,18 @@ class Settings(ToolSettings, SampleSettings, BaseSettings):
     request_state_keys: SecretStr = SecretStr("")
     request_state_ttl_seconds: float = Field(default=600.0, gt=0, le=86_400)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0, le=3_600)
+    # Tasks (2026-07-28 clients that declare io.modelcontextprotocol/tasks; tools with task=...):
+    # memory:// (default, this process only), sqlite:///path (survives a restart), redis://host:port/db
+    # (shared by replicas). Live tasks per principal and in all; kept this long
+    # after they end; the poll interval advertised (polling sooner counts against the rate limit).
+    tasks_url: str = "memory://"
+    max_tasks_per_principal: int = Field(default=10, ge=1, le=10_000)
+    max_tasks: int = Field(default=1_000, ge=1, le=1_000_000)
+    task_ttl_seconds: float = Field(default=3_600.0, gt=0, le=7 * 86_400)
+    task_poll_interval_ms: int = Field(default=1_000, ge=100, le=60_000)
+
+    # Cedar policies (policies/*.cedar); no policy file there: the check is off.
+    policies_dir: Path = Path("policies")
 
     # Audit trail: memory://, sqlite:///path, redis://host:port/db. Empty: sqlite for HTTP, memory for stdio.
     security_events_url: str = ""
@@ -203,6 +217,13 @@ class Settings(ToolSettings, SampleSettings, BaseSettings):
     def _known_event_store(cls, value: str) -> str:
         if value and not value.startswith(("memory://", "sqlite:///", "redis://", "rediss://")):
             raise ValueError("use memory://, sqlite:///path/events.db or redis://host:port/db")
+        return value
+
+    @field_validator("tasks_url")
+    @classmethod
+    def _known_task_store(cls, value: str) -> str:
+        if not value.startswith(("memory://", "sqlite:///", "redis://", "rediss://")):
+            raise ValueError("use memory://, sqlite:///path/tasks.db or redis://host:port/db")
         return value
 
     @field_validator("request_state_keys")

@@ -67,8 +67,26 @@ def security_report(
         _credentials_report(settings, found, offline=offline)
         _network_report(settings, found)
         _shared_state_report(settings, found, offline=offline)
+    _tasks_report(settings, found)
     _tools_report(settings, lock, found, offline=offline)
     return found.errors, found.warnings, found.facts
+
+
+def _tasks_report(settings: Settings, found: Findings) -> None:
+    """Where tasks live (the tasks extension) and their limits."""
+    url = settings.tasks_url
+    if url.startswith("sqlite:///"):
+        where = f"SQLite file {url.removeprefix('sqlite:///')} (survives a restart)"
+    elif url.startswith(("redis://", "rediss://")):
+        host = urlsplit(url)
+        where = f"Redis at {host.hostname}:{host.port or 6379}{host.path or '/0'} (shared by replicas)"
+    else:
+        where = "memory (this process; lost when it stops)"
+    found.facts.append(
+        f"tasks: {where}; at most {settings.max_tasks_per_principal} live per principal and "
+        f"{settings.max_tasks} in all, kept {settings.task_ttl_seconds:g}s after they end, "
+        f"polled every {settings.task_poll_interval_ms} ms"
+    )
 
 
 def _credentials_report(settings: Settings, found: Findings, *, offline: bool) -> None:
@@ -134,6 +152,11 @@ def _shared_state_report(settings: Settings, found: Findings, *, offline: bool) 
             "retry that reaches another replica is refused. Give every replica the same key "
             '(python -c "import secrets; print(secrets.token_hex(32))").'
         )
+    if shared and not settings.tasks_url.startswith(("redis://", "rediss://")):
+        found.warnings.append(
+            "Redis stores suggest several replicas, but MCP_TASKS_URL is not Redis: a task created on one "
+            "replica is unknown to the others. Set MCP_TASKS_URL to the same redis:// URL on every replica."
+        )
     sessions = "off (stateless for every client)"
     if settings.sessions:
         sessions = (
@@ -157,6 +180,11 @@ def _tools_report(settings: Settings, lock: Path, found: Findings, *, offline: b
         found.errors.append(str(exc))
         return
     current = served(guard)
+    from .policies import policy_report
+
+    policy_errors, policy_facts = policy_report(guard.policies_enforced, settings)
+    found.errors.extend(policy_errors)
+    found.facts.extend(policy_facts)
     if "sandbox" in answers.SAMPLE_TOOLS:
         _sandbox_report(settings, found)
     try:

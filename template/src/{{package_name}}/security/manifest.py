@@ -21,7 +21,7 @@ from .guard import Guard
 
 SECTIONS = ("tools", "resources", "resource_templates", "prompts")
 FIELDS: dict[str, tuple[str, ...]] = {
-    "tools": ("title", "description", "input_schema", "annotations", "scopes"),
+    "tools": ("title", "description", "input_schema", "annotations", "scopes", "task"),
     "resources": ("name", "title", "description", "mime_type", "scopes"),
     "resource_templates": ("name", "title", "description", "mime_type", "input_schema", "scopes"),
     "prompts": ("title", "description", "arguments", "input_schema", "scopes", "text_sha256"),
@@ -51,6 +51,8 @@ def served(guard: Guard) -> Manifest:
             "annotations": annotations,
             "scopes": sorted(guard.policies[tool.name].scopes),
         }
+        if guard.policies[tool.name].task != "never":  # may run as a task (absent: never)
+            out["tools"][tool.name]["task"] = guard.policies[tool.name].task
     for policy in guard.catalogue.policies():
         kind, key = policy.kind, policy.key
         if kind == "tool":

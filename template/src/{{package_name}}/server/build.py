@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import typing
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn, cast
 
@@ -27,7 +28,10 @@ from mcp_types import Tool as MCPTool
 from .. import __version__, answers
 from ..security.guard import Guard, handle_set_level
 from ..security.guard.request_state import RequestStateAudit, request_state_security
+from ..security.guard.task_methods import TasksExtension
+from ..security.guard.tasks import TaskLimits, Tasks
 from ..security.guard.text import INSTRUCTIONS
+from ..security.policy.loading import load_policies, reload_on_sighup
 from ..settings import Settings
 from ..tools import register_tools
 from . import sdk
@@ -132,6 +136,12 @@ def _completer(guard: Guard) -> Callable[..., Awaitable[Completion]]:
 
 
 def build_guard(settings: Settings, services: Services) -> Guard:
+    limits = TaskLimits(
+        max_per_principal=settings.max_tasks_per_principal,
+        max_total=settings.max_tasks,
+        ttl_seconds=settings.task_ttl_seconds,
+        poll_interval_ms=settings.task_poll_interval_ms,
+    )
     guard = Guard(
         services.events,
         services.limiter,
@@ -141,8 +151,12 @@ def build_guard(settings: Settings, services: Services) -> Guard:
         max_binary_bytes=settings.max_binary_bytes,
         max_in_flight=settings.max_calls_in_flight,
         transport=settings.transport,
+        tasks=Tasks(services.tasks, services.events, limits),
     )
     register_tools(guard, settings)
+    policies = load_policies(settings.policies_dir, guard.catalogue, answers.COMMAND)
+    if policies is not None:
+        guard.enforce(policies)
     return guard
 
 
@@ -165,6 +179,8 @@ def build_server(
         # No subscriptions/listen (2026-07-28): what is served is fixed when the server is built, so no
         # list ever changes, and a listen stream would be one more stream held open for nothing.
         subscriptions=False,
+        # io.modelcontextprotocol/tasks: tasks/get, tasks/update, tasks/cancel (security/guard/tasks.py)
+        extensions=[TasksExtension(typing.cast(Tasks, guard.tasks), stdio=stdio)],
         log_level=settings.log_level,
         request_state_security=request_state_security(
             settings.request_state_key_list,
@@ -172,6 +188,8 @@ def build_server(
             stdio=stdio,
         ),
     )
+    if guard.policies_enforced is not None:
+        reload_on_sighup(guard.policies_enforced, services.events)
     sdk.check(server)  # before anything relies on what it checks
     server.serve_guarded()
 

@@ -9,6 +9,7 @@ from ..security.audit.events import SecurityEvents, open_event_store
 from ..security.audit.redact import Redactor, install_log_redaction
 from ..security.identity.keys import raw_keys
 from ..security.limits import RateLimiter, ensure_reachable
+from ..security.tasks import TaskStore, open_task_store
 from ..settings import Settings
 
 
@@ -17,6 +18,7 @@ class Services:
     events: SecurityEvents
     limiter: RateLimiter
     redactor: Redactor
+    tasks: TaskStore  # MCP_TASKS_URL: where tasks live (security/tasks/)
     alerts: AlertWebhook | None = None  # MCP_ALERT_WEBHOOK_URL: serious events POSTed there
 
 
@@ -52,7 +54,8 @@ def open_services(settings: Settings) -> Services:
         store, redactor, per_source=per_source.amount, per_source_window_seconds=per_source.get_expiry()
     )
     alerts = subscribe_alerts(settings, events)
-    return Services(events, RateLimiter(settings.rate_limit_storage), redactor, alerts)
+    tasks = open_task_store(settings.tasks_url)
+    return Services(events, RateLimiter(settings.rate_limit_storage), redactor, tasks, alerts)
 
 
 def subscribe_alerts(settings: Settings, events: SecurityEvents) -> AlertWebhook | None:

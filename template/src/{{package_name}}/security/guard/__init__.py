@@ -10,6 +10,7 @@ from .catalogue import Match, Policy
 from .consent import input_key
 from .core import Guard
 from .notify import Notify, handle_set_level
+from .tasks import ask_user
 
 __all__ = [
     "CallInfo",
@@ -19,6 +20,7 @@ __all__ = [
     "Policy",
     "ToolRefusedError",
     "UnboundedArgumentError",
+    "ask_user",
     "current_call",
     "handle_set_level",
     "input_key",

@@ -22,6 +22,9 @@ from .content import DEFAULT_MEDIA_TYPES
 from .rules import ArgumentsCheck
 
 Kind = Literal["tool", "resource", "resource_template", "prompt"]
+# Whether a tool may run as a task (MCP extension io.modelcontextprotocol/tasks, guard/tasks.py); a
+# "required" one refuses clients that cannot take a task (-32021).
+TaskSupport = Literal["never", "optional", "required"]
 # Suggests values for one argument from what the user typed so far.
 Completer = Callable[[str], Awaitable[Sequence[str]]]
 Served = Tool | Resource | ResourceTemplate | Prompt
@@ -51,6 +54,7 @@ class Policy:
     completers: Mapping[str, Completer] = field(default_factory=dict)
     # The SDK's key of a resolver's question -> the key its author named with `input_key`.
     input_keys: Mapping[str, str] = field(default_factory=dict)
+    task: TaskSupport = "never"
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 
 from .arguments import is_context, is_resolved, sdk_signature, show_sdk
 from .call import CallInfo, ToolRefusedError
+from .task_slot import asks_in_task
 
 F = TypeVar("F", bound=Callable[..., Any])
 CONFIRMATION = "guard_confirmation"  # the parameter the SDK fills with the user's answer
@@ -43,6 +44,13 @@ class Confirmation(BaseModel):
 
 class _CannotAsk(BaseModel):
     """What the confirmation resolver returns when the client cannot ask its user."""
+
+
+class AskInTask(BaseModel):
+    """What the confirmation resolver returns when the call becomes a task: asked inside it (tasks.py),
+    answered through tasks/update."""
+
+    message: str
 
 
 def input_key(key: str) -> Callable[[F], F]:
@@ -114,11 +122,13 @@ def with_confirmation(
     names = [p.name for p in params if not (is_context(hints.get(p.name)) or is_resolved(hints.get(p.name)))]
     confirmation_message(tool, template, dict.fromkeys(names, ""))  # a bad template fails at registration
 
-    async def ask(guard_context: Context, **arguments: Any) -> Elicit[Confirmation] | _CannotAsk:
+    async def ask(guard_context: Context, **arguments: Any) -> Elicit[Confirmation] | _CannotAsk | AskInTask:
         capabilities = guard_context.client_capabilities
         elicitation = capabilities.elicitation if capabilities is not None else None
         if elicitation is None or (elicitation.form is None and elicitation.url is not None):
             return _CannotAsk()
+        if asks_in_task():
+            return AskInTask(message=confirmation_message(tool, template, arguments))
         return Elicit(confirmation_message(tool, template, arguments), Confirmation)
 
     context_param = inspect.Parameter(

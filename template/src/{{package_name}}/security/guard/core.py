@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver.prompts import Prompt
@@ -21,7 +22,11 @@ from .prompt import prompt as _prompt
 from .request import Shared
 from .resource import resource as _resource
 from .results import Results
+from .tasks import Tasks
 from .tool import tool as _tool
+
+if TYPE_CHECKING:
+    from ..policy.engine import Policies
 
 
 class Guard:
@@ -51,12 +56,14 @@ class Guard:
         max_in_flight: int,
         transport: str,
         max_binary_bytes: int = DEFAULT_MAX_BINARY_BYTES,
+        tasks: Tasks | None = None,
     ) -> None:
         self.events = events
         self.limiter = limiter
         self.catalogue = Catalogue()
         self.results = Results(events.redactor, max_result_chars, max_binary_bytes)
         self.in_flight = InFlight()  # calls running now, per principal
+        self.tasks = tasks  # tool calls that run as tasks (tasks.py); None: never
         self._shared = Shared(
             catalogue=self.catalogue,
             events=events,
@@ -68,12 +75,21 @@ class Guard:
             max_in_flight=max_in_flight,
             default_timeout=default_timeout,
             stdio=transport == "stdio",
+            tasks=tasks,
         )
         self._handlers = Handlers(self._shared)
         # The guard's own handlers, which build_server registers with the SDK.
         self.handle_completion = self._handlers.completion
         self.handle_subscribe = self._handlers.subscribe
         self.handle_unsubscribe = self._handlers.unsubscribe
+
+    def enforce(self, policies: Policies) -> None:
+        """Ask `policies` about every request from now on (build_server, before serving)."""
+        self._shared = replace(self._shared, policies=policies)
+
+    @property
+    def policies_enforced(self) -> Policies | None:
+        return self._shared.policies
 
     async def middleware(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         """Every inbound message passes here: each request is counted, checked and audited (pipeline.py)."""

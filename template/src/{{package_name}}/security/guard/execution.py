@@ -21,12 +21,15 @@ from pydantic import ValidationError
 from ..audit.events import AuditUnavailableError, Severity
 from ..identity.principal import Principal
 from ..limits import RateLimitUnavailableError
+from . import task_slot
 from .call import CallInfo, finished, running
 from .catalogue import Policy
 from .consent import asks_for_input, unmet_capability, with_answers_renamed, with_questions_renamed
 from .notify import counts
 from .request import Call, client_of
 from .results import SHAPES, Shape, error_result
+from .task_slot import Slot
+from .tasks import declares_tasks
 
 log = logging.getLogger(__name__)
 MALFORMED = (
@@ -82,12 +85,18 @@ async def run(call: Call, call_next: CallNext) -> HandlerResult:
     shape = SHAPES[policy.kind]
     info = CallInfo(principal=principal, client=call.client, tool=policy.name, request_id=call.request_id)
     started = time.perf_counter()
-    token = running(info)
+    # A tool the client may run as a task: the guarded function hands its call over (tasks.py).
+    as_task = shared.tasks is not None and policy.task != "never" and declares_tasks(call.ctx)
+    slot = Slot() if as_task else None
+    token, slot_token = running(info), task_slot.slot.set(slot)
     try:
         with shared.in_flight.holding(principal.id):
             result, failure = await _attempt(call, call_next, info, shape)
     finally:
         finished(token)
+        task_slot.slot.reset(slot_token)
+    if slot is not None and slot.fn is not None and failure is None and shared.tasks is not None:
+        return await shared.tasks.launch(call, info, slot, lambda c, i, ms: _record(c, i, shape, ms))
     duration_ms = round((time.perf_counter() - started) * 1000, 2)
     if failure is None:
         result = shared.results.redacted(result, policy)
@@ -158,7 +167,7 @@ async def _record(call: Call, info: CallInfo, shape: Shape, duration_ms: float) 
     """The call's one audit event."""
     policy, principal = typing.cast(Policy, call.policy), info.principal
     outcome = info.outcome
-    if outcome in ("ok", "input_required"):
+    if outcome in ("ok", "input_required", "cancelled"):  # cancelled: a task the client stopped
         event, severity = shape.done, "low"
     else:
         event, severity = (shape.failed_event if outcome == shape.failed else outcome), "medium"

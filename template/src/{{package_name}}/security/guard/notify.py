@@ -20,6 +20,7 @@ from mcp.types import (
 
 from ...server.sdk import connection
 from .call import CallInfo
+from .task_slot import in_task
 from .text import cap, strip_controls
 
 MAX_NOTIFICATIONS_PER_CALL = 100  # a call's notifications after this many are dropped (and counted)
@@ -46,7 +47,10 @@ class Notify:
         self._call = call
 
     def _counted_in(self) -> bool:
-        """Count one more notification of this call; False once the call has sent its most."""
+        """Count one more notification of this call; False once the call has sent its most, and in a
+        task (its request has been answered: the client polls tasks/get instead)."""
+        if in_task():
+            return False
         if self._call.notifications >= MAX_NOTIFICATIONS_PER_CALL:
             self._call.notifications_dropped += 1
             return False

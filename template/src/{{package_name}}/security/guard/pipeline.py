@@ -5,11 +5,13 @@ refusal is answered by `refuse()`, the one place that writes its security event 
 an error result for tools/call (the model reads it), a JSON-RPC error for the other methods, nothing
 for a request sent as a notification. A request that passes every step runs through execution.py.
 
+    (permitted_by_policy: the Cedar policies, policies.py; off without a policy file)
     tools/call            TOOLS_CALL, then execution.run
     resources/read        RESOURCES_READ, then execution.run
     prompts/get           PROMPTS_GET, then execution.run
     completion/complete   COMPLETE, then the guard's handler (handlers.py)
     resources/(un)subscribe  SUBSCRIBE, then the guard's handler (initialize era only)
+    tasks/get, tasks/update, tasks/cancel  TASKS, then the tasks extension (task_methods.py; 2026-07-28)
     initialize            nothing
     anything else         OTHER; an unknown method is recorded
 """
@@ -26,6 +28,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from ..audit.events import AuditUnavailableError
 from .execution import run
+from .policies import permitted_by_policy
 from .request import Call, Refused, Shared, identify
 from .results import error_result
 from .steps import (
@@ -45,20 +48,32 @@ from .steps import (
     within_limits,
     within_principal_limit,
 )
+from .task_steps import (
+    declares_extension,
+    names_the_task,
+    own_task,
+    polled_at_pace,
+    room_for_a_task,
+    task_supported,
+)
 
 Step = Callable[[Call], Awaitable[None]]
 Answer = Literal["result", "error", "none"]
 Proceed = Callable[[Call, CallNext], Awaitable[HandlerResult]]
 
 # fmt: off
-TOOLS_CALL     = (known_tool, authenticated, authorised, valid_arguments, schema_rules,
-                  within_limits, below_in_flight_cap, audit_store_up)
+TOOLS_CALL     = (known_tool, authenticated, authorised, task_supported, valid_arguments, schema_rules,
+                  permitted_by_policy, within_limits, below_in_flight_cap, room_for_a_task, audit_store_up)
 RESOURCES_READ = (known_resource, safe_template_values, authenticated, authorised, valid_arguments,
+                  permitted_by_policy, within_limits, below_in_flight_cap, audit_store_up)
+PROMPTS_GET    = (known_prompt, authenticated, authorised, valid_arguments, permitted_by_policy,
                   within_limits, below_in_flight_cap, audit_store_up)
-PROMPTS_GET    = (known_prompt, authenticated, authorised, valid_arguments,
-                  within_limits, below_in_flight_cap, audit_store_up)
-COMPLETE       = (known_reference, authenticated, authorised, bounded_value, within_principal_limit)
-SUBSCRIBE      = (known_resource, safe_template_values, authenticated, authorised, within_principal_limit)
+COMPLETE       = (known_reference, authenticated, authorised, permitted_by_policy, bounded_value,
+                  within_principal_limit)
+SUBSCRIBE      = (known_resource, safe_template_values, authenticated, authorised, permitted_by_policy,
+                  within_principal_limit)
+TASKS          = (declares_extension, authenticated, within_principal_limit, names_the_task, own_task,
+                  polled_at_pace)
 OTHER          = (within_principal_limit,)
 NOTIFICATION   = (sent_with_an_id,)  # a request without an id is never run: always refused
 # fmt: on
@@ -97,6 +112,8 @@ ROUTES: dict[str, Route] = {
     "resources/unsubscribe": (SUBSCRIBE, "error", forward),
     "initialize": ((), "error", forward_known),
 }
+TASK_ROUTE: Route = (TASKS, "error", forward)
+_TASK_METHODS = ("tasks/get", "tasks/update", "tasks/cancel")
 _OTHER: Route = (OTHER, "error", forward_known)
 _NOTIFICATION: Route = (NOTIFICATION, "none", forward)
 _SUBSCRIPTIONS = ("resources/subscribe", "resources/unsubscribe")
@@ -111,6 +128,8 @@ async def handle(shared: Shared, ctx: ServerRequestContext[Any, Any], call_next:
         route = _NOTIFICATION
     elif method in _SUBSCRIPTIONS and ctx.protocol_version not in HANDSHAKE_PROTOCOL_VERSIONS:
         route = _OTHER  # 2026-07-28 removed them: the SDK's "method not found"
+    elif method in _TASK_METHODS and ctx.protocol_version not in HANDSHAKE_PROTOCOL_VERSIONS:
+        route = TASK_ROUTE
     else:
         route = ROUTES.get(method, _OTHER)
     steps, answer, proceed = route
@@ -139,7 +158,7 @@ async def refuse(call: Call, refused: Refused, answer: Answer) -> HandlerResult:
     except AuditUnavailableError:
         # Refused either way; the store failure itself was logged at critical level.
         message += " (The audit trail is unavailable.)"
-    if answer == "result":
+    if answer == "result" and not refused.protocol:
         return error_result(message)
     if answer == "none":
         return None

@@ -15,8 +15,10 @@ from ..limits import PRINCIPAL_COUNTED, RateLimiter
 from .catalogue import Catalogue, Policy
 
 if TYPE_CHECKING:
+    from ..policy.engine import Policies
     from .execution import InFlight
     from .results import Results
+    from .tasks import Tasks
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,8 @@ class Shared:
     max_in_flight: int
     default_timeout: float
     stdio: bool  # a request without an HTTP request is the local user's (stdio), else nobody's
+    tasks: Tasks | None = None  # the tasks extension (tasks.py)
+    policies: Policies | None = None  # the Cedar policies (policies/*.cedar); None: no policy file
 
 
 class Refused(Exception):
@@ -40,7 +44,8 @@ class Refused(Exception):
     with `message` in the method's shape.
 
     `code` is the JSON-RPC error code where the answer is an error (tools/call answers with an error
-    result instead). `named=False` records the refusal without the item (a limit of the principal's).
+    result instead, unless `protocol=True`: what the client itself lacks, such as -32021).
+    `named=False` records the refusal without the item (a limit of the principal's).
     """
 
     def __init__(
@@ -52,6 +57,7 @@ class Refused(Exception):
         *,
         data: dict[str, Any] | None = None,
         named: bool = True,
+        protocol: bool = False,
         **details: Any,
     ) -> None:
         super().__init__(message)
@@ -61,6 +67,7 @@ class Refused(Exception):
         self.message = message
         self.data = data
         self.named = named
+        self.protocol = protocol
         self.details = details
 
 

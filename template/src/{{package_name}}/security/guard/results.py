@@ -27,6 +27,7 @@ from ..refusal import RefusedError
 from .call import CallInfo, current_call
 from .catalogue import Kind, Policy
 from .content import ContentCheck, ContentRefusedError
+from .task_slot import capture
 from .text import cap, fence
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,8 @@ class Results:
 
         @functools.wraps(fn)
         async def guarded(*args: Any, **kwargs: Any) -> Any:
+            if capture(guarded, kwargs):  # it runs as a task (tasks.py), not now
+                return ""
             call = current_call()
             try:
                 if prepare is not None:

@@ -168,21 +168,21 @@ async def within_limits(call: Call) -> None:
     """The principal's rate limit (unless the HTTP perimeter counted it), then the item's own."""
     policy, principal = cast(Policy, call.policy), cast(Principal, call.principal)
     if not call.counted:
-        await _take(call, call.shared.principal_limit, ("principal", principal.id), "per-client")
+        await take(call, call.shared.principal_limit, ("principal", principal.id), "per-client")
     if policy.rate_limit is not None:
         keys = (policy.kind, policy.key, principal.id) if policy.per_caller else (policy.kind, policy.key)
-        await _take(call, policy.rate_limit, keys, f"per-{policy.kind.split('_')[0]}")
+        await take(call, policy.rate_limit, keys, f"per-{policy.kind.split('_')[0]}")
 
 
 async def within_principal_limit(call: Call) -> None:
     """The principal's rate limit only; a request nobody authenticated is left to the HTTP perimeter."""
     if call.principal is not None and not call.counted:
-        await _take(
+        await take(
             call, call.shared.principal_limit, ("principal", call.principal.id), "per-client", named=False
         )
 
 
-async def _take(
+async def take(
     call: Call, limit: RateLimitItem, keys: tuple[str, ...], scope: str, *, named: bool = True
 ) -> None:
     try:

@@ -14,7 +14,7 @@ from mcp.types import ToolAnnotations
 
 from .arguments import arguments_model, check_bounded, notify_parameter, show_sdk
 from .call import CallInfo
-from .catalogue import Policy
+from .catalogue import Policy, TaskSupport
 from .consent import CONFIRMATION, check_confirmed, input_keys, with_confirmation
 from .content import ToolOutput
 from .content import media_types as allowed_types
@@ -49,6 +49,7 @@ def tool(
     confirm_message: str | None = None,
     media_types: Sequence[str] | None = None,
     schema_keywords: Mapping[str, Any] | None = None,
+    task: TaskSupport = "never",
 ) -> Callable[[ToolFn[P, R]], ToolFn[P, R]]:
     """Register an async tool that returns text, or MCP content blocks (images, audio, resources).
 
@@ -65,6 +66,7 @@ def tool(
     `schema_keywords` adds JSON Schema 2020-12 rules between arguments (`allOf`, `if`/`then`/`else`,
     ...; security/guard/rules.py) to the published schema; the guard enforces them too.
     `@input_key("name")` on the resolver names its question on the wire.
+    `task="optional"` gives clients that declare the tasks extension a handle to poll (tasks.py).
     """
     declared = _Declared(
         scopes=frozenset(scopes),
@@ -81,6 +83,7 @@ def tool(
         confirm_message=confirm_message,
         media_types=allowed_types(media_types),
         schema_keywords=schema_keywords,
+        task=task,
     )
 
     def register(fn: ToolFn[P, R]) -> ToolFn[P, R]:
@@ -108,6 +111,7 @@ class _Declared:
     confirm_message: str | None
     media_types: frozenset[str]
     schema_keywords: Mapping[str, Any] | None
+    task: TaskSupport
 
 
 def _register(guard: Guard, fn: Callable[..., Awaitable[Any]], tool_name: str, declared: _Declared) -> None:
@@ -134,6 +138,7 @@ def _register(guard: Guard, fn: Callable[..., Awaitable[Any]], tool_name: str, d
         callers_own_data=declared.callers_own_data,
         media_types=declared.media_types,
         arguments_check=arguments_check,
+        task=declared.task,
     )
     served = Tool.from_function(
         _guarded(guard, fn, policy, declared),

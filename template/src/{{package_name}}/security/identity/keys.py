@@ -5,6 +5,7 @@ An entry in MCP_API_KEYS (comma-separated) is one of
   <raw key>                                      the same, stored unhashed (hashed at start-up)
   <name>:sha256:<64 hex>                         a named key: the caller is <name>, whatever its digest
   <name>:sha256:<64 hex>:<scope>+<scope>...      a named key limited to those scopes
+  <name>[<group>+<group>...]:sha256:<64 hex>...  a named key in those groups (read by Cedar policies)
 A name stays when its key is rotated (list the old and the new digest under the same name while
 clients move), so the audit trail, rate limits and notes follow the person, not the key. Scopes use
 the same names as OAuth scopes: a tool's `scopes=` means the same with either kind of credential.
@@ -27,13 +28,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from mcp.server.auth.provider import AccessToken
+from pydantic import Field
 from zxcvbn import zxcvbn
 
 from .principal import ADMIN_SCOPE, ALL_TOOL_SCOPES
 
 KEY_PREFIX = "mcp_"
 _DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
-_NAMED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]{0,63}):sha256:([0-9a-fA-F]{64})(?::(.*))?$")
+_NAMED = re.compile(
+    r"^([A-Za-z0-9][A-Za-z0-9._-]{0,63})(?:\[([^\]]*)\])?:sha256:([0-9a-fA-F]{64})(?::(.*))?$"
+)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # An OAuth scope token (RFC 6749 section 3.3) without `+` and `,`, which separate scopes and entries here.
 SCOPE = re.compile(r"^[\x21\x23-\x2a\x2d-\x5b\x5d-\x7e]{1,128}$")
@@ -58,6 +62,7 @@ class KeyEntry:
     digest: bytes
     name: str | None = None
     scopes: frozenset[str] = frozenset({ALL_TOOL_SCOPES})
+    groups: frozenset[str] = frozenset()
 
     @property
     def principal_id(self) -> str:
@@ -85,16 +90,22 @@ def digest_of(key: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
-def entry_line(key: str, name: str | None = None, scopes: Iterable[str] = ()) -> str:
-    """The text to put in MCP_API_KEYS for `key`: its digest, with the name and scopes if given."""
+def entry_line(
+    key: str, name: str | None = None, scopes: Iterable[str] = (), groups: Iterable[str] = ()
+) -> str:
+    """The text to put in MCP_API_KEYS for `key`: its digest, with the name, groups and scopes if given."""
     line = digest_of(key)
     if name is None:
-        if scopes:
-            raise KeyFormatError("scopes need a name: use --name with --scopes")
+        if scopes or groups:
+            raise KeyFormatError("scopes need a name, and so do groups: use --name with --scopes or --groups")
         return line
     if not NAME.match(name):
         raise KeyFormatError(f"{name!r} is not a key name: 1 to 64 letters, digits, '.', '_' or '-'")
-    line = f"{name}:{line}"
+    member_of = sorted(set(groups))
+    for group in member_of:
+        if not NAME.match(group):
+            raise KeyFormatError(f"{group!r} is not a group name: 1 to 64 letters, digits, '.', '_' or '-'")
+    line = f"{name}[{'+'.join(member_of)}]:{line}" if member_of else f"{name}:{line}"
     wanted = sorted(set(scopes))
     for scope in wanted:
         if not SCOPE.match(scope):
@@ -105,16 +116,17 @@ def entry_line(key: str, name: str | None = None, scopes: Iterable[str] = ()) ->
 def _parse_entry(entry: str, variable: str, position: int) -> KeyEntry:
     where = f"{variable} entry {position}"
     if named := _NAMED.match(entry):
-        name, hex_digest, scope_text = named.groups()
+        name, group_text, hex_digest, scope_text = named.groups()
+        groups = _groups(group_text, f"{where} ({name})")
         if scope_text is None:
-            return KeyEntry(bytes.fromhex(hex_digest), name)
+            return KeyEntry(bytes.fromhex(hex_digest), name, groups=groups)
         scopes = [scope for scope in scope_text.split("+") if scope]
         bad = [scope for scope in scopes if not SCOPE.match(scope)]
         if bad or not scopes:
             raise KeyFormatError(
                 f"{where} ({name}): after the digest write scopes joined by '+', e.g. :notes:read+notes:write"
             )
-        return KeyEntry(bytes.fromhex(hex_digest), name, frozenset(scopes))
+        return KeyEntry(bytes.fromhex(hex_digest), name, frozenset(scopes), groups)
     if match := _DIGEST.match(entry.lower()):
         return KeyEntry(bytes.fromhex(match.group(1)))
     if entry.lower().startswith("sha256:") or ":sha256:" in entry.lower():
@@ -132,23 +144,33 @@ def _parse_entry(entry: str, variable: str, position: int) -> KeyEntry:
     return KeyEntry(hashlib.sha256(entry.encode()).digest())
 
 
+def _groups(text: str | None, where: str) -> frozenset[str]:
+    groups = [group for group in (text or "").split("+") if group]
+    if text is not None and (not groups or not all(NAME.match(group) for group in groups)):
+        raise KeyFormatError(
+            f"{where}: write groups as name[group+group]:sha256:..., each 1 to 64 letters, digits, "
+            "'.', '_' or '-'"
+        )
+    return frozenset(groups)
+
+
 def parse_keys(value: str, variable: str, *, allow_scopes: bool = True) -> list[KeyEntry]:
     """Turn `key1,sha256:<hex>,alice:sha256:<hex>:scope,...` into entries; raw keys are hashed at once."""
     entries = [entry.strip() for entry in value.split(",") if entry.strip()]
     parsed = [_parse_entry(entry, variable, position) for position, entry in enumerate(entries, start=1)]
-    scopes_of: dict[str, frozenset[str]] = {}
+    held: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
     for key in parsed:
         if key.name is None:
             continue
-        if not allow_scopes and key.scopes != {ALL_TOOL_SCOPES}:
+        if not allow_scopes and (key.scopes != {ALL_TOOL_SCOPES} or key.groups):
             raise KeyFormatError(
-                f"{variable}: admin keys carry no scopes (they read /security/events only); remove "
-                f"the scopes after {key.name}'s digest, and give tool access with a key in MCP_API_KEYS"
+                f"{variable}: admin keys carry no scopes or groups (they read /security/events only); "
+                f"remove them from {key.name}'s entry, and give tool access with a key in MCP_API_KEYS"
             )
-        if scopes_of.setdefault(key.name, key.scopes) != key.scopes:
+        if held.setdefault(key.name, (key.scopes, key.groups)) != (key.scopes, key.groups):
             # One name is one caller: rotating a key must not quietly change what that caller may do.
             raise KeyFormatError(
-                f"{variable}: the keys named {key.name} have different scopes; make them one"
+                f"{variable}: the keys named {key.name} have different scopes or groups; make them one"
             )
     return parsed
 
@@ -167,6 +189,7 @@ def describe(entries: list[KeyEntry], *, admin: bool = False) -> list[str]:
         counts[key.principal_id] = counts.get(key.principal_id, 0) + 1
         scopes[key.principal_id] = key.scopes
     lines = []
+    groups = {key.principal_id: key.groups for key in entries}
     for holder, count in counts.items():
         if admin:
             allowed = "reads /security/events"
@@ -175,7 +198,8 @@ def describe(entries: list[KeyEntry], *, admin: bool = False) -> list[str]:
         else:
             allowed = "scopes " + " ".join(sorted(scopes[holder]))
         rotating = f" ({count} keys: rotating)" if count > 1 else ""
-        lines.append(f"{holder}: {allowed}{rotating}")
+        member = f", groups {' '.join(sorted(groups[holder]))}" if groups[holder] else ""
+        lines.append(f"{holder}: {allowed}{member}{rotating}")
     return lines
 
 
@@ -184,6 +208,13 @@ class _Key:
     digest: bytes
     principal_id: str
     scopes: tuple[str, ...]
+    groups: tuple[str, ...] = ()
+
+
+class KeyAccessToken(AccessToken):
+    """A verified API key: the holder's groups travel with it (policies read them)."""
+
+    groups: list[str] = Field(default_factory=list)
 
 
 class ApiKeyVerifier:
@@ -194,7 +225,10 @@ class ApiKeyVerifier:
     """
 
     def __init__(self, tool_keys: list[KeyEntry], admin_keys: list[KeyEntry]) -> None:
-        keys = [_Key(k.digest, k.principal_id, tuple(sorted(k.scopes))) for k in tool_keys]
+        keys = [
+            _Key(k.digest, k.principal_id, tuple(sorted(k.scopes)), tuple(sorted(k.groups)))
+            for k in tool_keys
+        ]
         # Admin keys read /security/events and nothing else (parse_keys refuses scopes on them); listed
         # last, so a digest configured as both is an admin key, as it always was.
         keys += [_Key(k.digest, k.principal_id, (ADMIN_SCOPE,)) for k in admin_keys]
@@ -212,4 +246,9 @@ class ApiKeyVerifier:
             return None
         # The key itself is not kept on the token: the name (or the digest's fingerprint) names the caller,
         # and its scopes become the principal's, as an OAuth token's do.
-        return AccessToken(token="", client_id=found.principal_id, scopes=list(found.scopes))  # nosec B106
+        return KeyAccessToken(
+            token="",  # nosec B106
+            client_id=found.principal_id,
+            scopes=list(found.scopes),
+            groups=list(found.groups),
+        )

@@ -12,6 +12,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..audit.events import SecurityEvents
+from ..identity.keys import KeyAccessToken
 from ..identity.principal import ADMIN_SCOPE, ALL_TOOL_SCOPES, Principal
 from .common import CredentialRejectedError, NamedAccessToken, client_address, refusal, send_json
 from .known_credentials import KnownCredentials
@@ -82,8 +83,15 @@ def bearer_token(scope: Scope) -> str | None:
 
 def principal_from(token: AccessToken) -> Principal:
     if isinstance(token, NamedAccessToken):  # OAuth: `user:<sub>` or `client:<client_id>`
-        return Principal(id=token.principal_id, scopes=frozenset(token.scopes), client_id=token.client_id)
-    return Principal(id=token.subject or token.client_id, scopes=frozenset(token.scopes))
+        return Principal(
+            id=token.principal_id,
+            scopes=frozenset(token.scopes),
+            client_id=token.client_id,
+            kind=token.principal_id.split(":", 1)[0],
+            groups=frozenset(token.groups),
+        )
+    groups = frozenset(token.groups) if isinstance(token, KeyAccessToken) else frozenset()
+    return Principal(id=token.subject or token.client_id, scopes=frozenset(token.scopes), groups=groups)
 
 
 class BearerAuth:

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from mcp.server.auth.provider import AccessToken
+from pydantic import Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..identity.principal import principal_in
@@ -24,6 +25,9 @@ class NamedAccessToken(AccessToken):
     """A verified token whose verifier also named the principal (OAuth: `user:<sub>` or `client:<id>`)."""
 
     principal_id: str
+    groups: list[str] = Field(
+        default_factory=list
+    )  # from the claim MCP_OAUTH_GROUPS_CLAIM names (Cedar policies read them)
 
 
 def client_address(scope: Scope) -> str:

@@ -26,13 +26,14 @@ def check_audience(aud: object, audience: str, allow_missing: bool) -> None:
         raise CredentialRejectedError("wrong_audience")
 
 
-def named_token(claims: dict[str, Any], audience: str) -> NamedAccessToken:
+def named_token(claims: dict[str, Any], audience: str, groups_claim: str = "groups") -> NamedAccessToken:
     """The token's caller, namespaced so a user and a client can never be the same principal.
 
     A token is a client's own (client credentials) when it has no `sub`, when `sub` is the client id
     (RFC 9068 section 2.2), or when the issuer says so (`gty: client-credentials` from Auth0,
     `idtyp: app` from Entra ID): the principal is `client:<client_id>`. Otherwise a user signed in
-    through a client: `user:<sub>`, with the client id kept next to it for the audit trail.
+    through a client: `user:<sub>`, with the client id kept next to it for the audit trail. The
+    principal's groups are the claim `groups_claim` names (a list, or a space-separated string).
     """
     client = str(
         claims.get("client_id") or claims.get("azp") or claims.get("cid") or claims.get("appid") or ""
@@ -54,7 +55,14 @@ def named_token(claims: dict[str, Any], audience: str) -> NamedAccessToken:
         resource=audience,
         subject=None if own else subject,
         principal_id=principal,
+        groups=sorted(_strings(claims.get(groups_claim))),
     )
+
+
+def _strings(raw: object) -> set[str]:
+    if isinstance(raw, list):
+        return {str(item) for item in raw if isinstance(item, str | int)}
+    return set(raw.split()) if isinstance(raw, str) else set()
 
 
 def scopes_of(claims: dict[str, Any]) -> set[str]:

@@ -37,6 +37,7 @@ class Introspection:
         issuer: str,
         audience: str,
         allow_missing_audience: bool = False,
+        groups_claim: str = "groups",
         cache_seconds: float = 60,
         max_entries: int = INTROSPECTION_CACHE_SIZE,
     ) -> None:
@@ -45,6 +46,7 @@ class Introspection:
         self.issuer = issuer
         self.audience = audience
         self.allow_missing_audience = allow_missing_audience
+        self.groups_claim = groups_claim
         self._ttl = cache_seconds
         self._max_entries = max_entries
         self._cache: OrderedDict[bytes, tuple[float, NamedAccessToken]] = OrderedDict()
@@ -98,4 +100,4 @@ class Introspection:
         if isinstance(exp, int | float) and exp + LEEWAY_SECONDS < now:
             raise CredentialRejectedError("expired")
         check_audience(answer.get("aud"), self.audience, self.allow_missing_audience)
-        return named_token(answer, self.audience)
+        return named_token(answer, self.audience, self.groups_claim)

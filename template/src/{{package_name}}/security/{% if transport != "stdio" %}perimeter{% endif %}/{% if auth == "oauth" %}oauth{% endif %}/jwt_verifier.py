@@ -111,6 +111,7 @@ class JwtVerifier:
         jwks: JwksKeys | None = None,
         require_at_jwt: bool = True,
         allow_missing_audience: bool = False,
+        groups_claim: str = "groups",
         introspection: Introspection | None = None,
     ) -> None:
         self.issuer = issuer
@@ -119,6 +120,7 @@ class JwtVerifier:
         self.jwks = jwks or JwksKeys(jwks_url)
         self.require_at_jwt = require_at_jwt
         self.allow_missing_audience = allow_missing_audience
+        self.groups_claim = groups_claim
         self.introspection = introspection
         # Operators read /security/events with an admin API key in this mode too.
         self.admin = ApiKeyVerifier([], parse_keys(admin_keys, "MCP_ADMIN_API_KEYS"))
@@ -168,4 +170,4 @@ class JwtVerifier:
             reason = next((name for kind, name in _REASONS if isinstance(exc, kind)), "invalid_token")
             raise CredentialRejectedError(reason) from None
         check_audience(claims.get("aud"), self.audience, self.allow_missing_audience)
-        return named_token(claims, self.audience)
+        return named_token(claims, self.audience, self.groups_claim)
