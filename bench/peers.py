@@ -36,6 +36,7 @@ from run import (
     RESULTS,
     Runs,
     Target,
+    client_key,
     free_port,
     machine,
     post,
@@ -73,7 +74,7 @@ def peer_targets() -> Iterator[dict[str, Target]]:
     targets: dict[str, Target] = {}
     try:
         server = start_with_own_audit(venv, project, env, "events-peers.db")
-        targets["template"] = Target("template", server.port, server.process, f"Bearer {env['MCP_API_KEYS']}")
+        targets["template"] = Target("template", server.port, server.process, f"Bearer {client_key(env)}")
         token = secrets.token_urlsafe(32)
         targets["fastmcp"] = spawn(
             "fastmcp", sys.executable, BENCH / "peer_servers.py", "fastmcp", "--token", token

@@ -58,6 +58,7 @@ from support import (  # noqa: E402 (tests/ is on sys.path from here)
     Server,
     Venv,
     clean_env,
+    client_key,
     free_port,
     make_venv,
     package_of,
@@ -249,14 +250,14 @@ def http_targets(
     try:
         server = start_with_own_audit(venv, project, env, "events.db")
         targets["template"] = Target(
-            "template", server.port, server.process, auth=f"Bearer {env['MCP_API_KEYS']}"
+            "template", server.port, server.process, auth=f"Bearer {client_key(env)}"
         )
         # The same server without /metrics and its per-request counting: what metrics cost.
         plain = start_with_own_audit(
             venv, project, {**env, "MCP_METRICS_ENABLED": "false"}, "events-no-metrics.db"
         )
         targets["template-no-metrics"] = Target(
-            "template-no-metrics", plain.port, plain.process, auth=f"Bearer {env['MCP_API_KEYS']}"
+            "template-no-metrics", plain.port, plain.process, auth=f"Bearer {client_key(env)}"
         )
         # What a policy decision costs: no policy file against 20 policies, in the same rounds.
         for name, text in (("template-no-policies", None), ("template-20-policies", POLICIES_20)):
@@ -277,9 +278,7 @@ def http_targets(
             )
             earlier = start_with_own_audit(ref_venv, ref_project, ref_env, "events-reference.db")
             name = REFERENCE.format(ref=ref)
-            targets[name] = Target(
-                name, earlier.port, earlier.process, auth=f"Bearer {ref_env['MCP_API_KEYS']}"
-            )
+            targets[name] = Target(name, earlier.port, earlier.process, auth=f"Bearer {client_key(ref_env)}")
         for mode in ("default", "stateless"):
             port = free_port()
             with (logs / f"sdk-{mode}.log").open("wb") as log:

@@ -2,7 +2,8 @@
 
 1. Create .env with fresh random keys (mode 600) unless it exists: a tool key and an admin key, or with
    OAuth (clients bring access tokens) the admin key alone. With HTTP, a request-state
-   key too.
+   key too. The tool key is named after the author (else $USER, else "owner"): `<name>:mcp_...`, so
+   rotating it with `keygen --name <name>` keeps the caller, its audit trail and its data.
    An existing .env is kept, and the report says so (and whether others can read it).
 2. Lock dependencies with `uv lock` when uv is on PATH (MCP_TEMPLATE_SKIP_LOCK=1 skips it).
 3. `git init` and a first commit when the destination is not already inside a git repository,
@@ -29,6 +30,7 @@ import secrets
 import shutil
 import subprocess  # nosec B404 - fixed argument lists, no shell
 import sys
+import unicodedata
 from pathlib import Path
 
 COMMIT_MESSAGE = "Initial project from the secure MCP server template"
@@ -42,11 +44,19 @@ CONDITIONAL = re.compile(r"\{%-?\s*if\b.*?%\}(.*?)\{%-?\s*endif\s*-?%\}")
 VARIABLE = re.compile(r"\{\{-?\s*([\w.]+)\s*-?\}\}")
 
 
-def write_env(path: Path, *, tool_key: bool = True) -> bool:
-    """A fresh .env with a tool key (unless OAuth) and an admin key; never replaces an existing file."""
+def key_name(text: str) -> str | None:
+    """`text` as a key name (the project's security/identity/keys.py:key_name, which this hook cannot
+    import): ASCII letters, digits, '.', '_', '-'; None if nothing is left. "Zoë O'Brien" -> "zoe-o-brien"."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    name = re.sub(r"[^a-z0-9._-]+", "-", ascii_text.lower()).strip("-._")[:64].rstrip("-._")
+    return name or None
+
+
+def write_env(path: Path, *, tool_key: bool = True, name: str = "owner") -> bool:
+    """A fresh .env with a tool key named `name` (unless OAuth) and an admin key; never replaces a file."""
     if path.exists():
         return False
-    keys = {"MCP_API_KEYS": "mcp_" + secrets.token_urlsafe(32)} if tool_key else {}
+    keys = {"MCP_API_KEYS": f"{name}:mcp_" + secrets.token_urlsafe(32)} if tool_key else {}
     keys["MCP_ADMIN_API_KEYS"] = "mcp_" + secrets.token_urlsafe(32)
     body = "# Made by the template at copy time. Never commit this file.\n"
     body += "".join(f"{name}={value}\n" for name, value in keys.items())
@@ -163,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     root = Path.cwd()
     oauth = args.auth == "oauth" and args.transport != "stdio"
     env_kept = (root / ".env").is_file()
-    env_made = write_env(root / ".env", tool_key=not oauth)
+    name = key_name(args.author_name) or key_name(os.environ.get("USER", "")) or "owner"
+    env_made = write_env(root / ".env", tool_key=not oauth, name=name)
     if env_made and args.transport != "stdio":
         add_request_state_key(root / ".env")
     locked = lock(shutil.which("uv"))
@@ -174,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     if env_made and oauth:
         print("  Created .env with a fresh admin key (mode 600; git ignores it); OAuth clients bring tokens.")
     elif env_made:
-        print("  Created .env with a fresh tool key and admin key (mode 600; git ignores it).")
+        print(
+            f"  Created .env with a fresh tool key named {name} and an admin key (mode 600; git ignores it)."
+        )
     elif env_kept:
         print(env_kept_note(root / ".env"))
     print(
@@ -218,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     elif oauth:
         serving = "serves http://127.0.0.1:8000/mcp once MCP_OAUTH_* are set in .env"
     else:
-        serving = "serves http://127.0.0.1:8000/mcp (bearer key: MCP_API_KEYS in .env)"
+        serving = "serves http://127.0.0.1:8000/mcp (bearer key: MCP_API_KEYS in .env, after its name)"
     print("\nNext steps:")
     print(f"  cd {root}")
     print(f"  uv run {args.command} check   # validates .env and prints the security report")

@@ -24,7 +24,9 @@ from support import (
     Server,
     Venv,
     clean_env,
+    client_key,
     jsonrpc,
+    key_holder,
     package_of,
     post_mcp,
     read_env_file,
@@ -45,13 +47,13 @@ HIGH_LIMITS = {
 
 def keys(server: Server) -> tuple[str, str]:
     """The tool and admin keys the server was started with (not .env as it is now)."""
-    return server.env["MCP_API_KEYS"], server.env["MCP_ADMIN_API_KEYS"]
+    return client_key(server.env), server.env["MCP_ADMIN_API_KEYS"]
 
 
 def env_keys(project: Path) -> tuple[str, str]:
     """The tool and admin keys in the project's .env (for a test that starts its own server from it)."""
     env = read_env_file(project)
-    return env["MCP_API_KEYS"], env["MCP_ADMIN_API_KEYS"]
+    return client_key(env), env["MCP_ADMIN_API_KEYS"]
 
 
 def server_env(project: Path, db: Path, **extra: str) -> dict[str, str]:
@@ -171,7 +173,7 @@ async def test_each_refusal_and_call_writes_one_event_read_back_by_admin(
         assert event["timestamp"].endswith("Z")
     called = events[0]
     assert called["tool"] == "whoami" and called["request_id"] == "101"
-    assert called["identifier"].startswith("key:")
+    assert called["identifier"] == key_holder(server.env)  # the name the copy gave the key
     assert called["details"]["outcome"] == "ok" and called["details"]["duration_ms"] >= 0
     assert called["details"]["arguments"] == {}
     # Filters: by name, by minimum severity, by time.

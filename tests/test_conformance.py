@@ -26,6 +26,7 @@ from support import (
     TEMPLATE_ROOT,
     Server,
     Venv,
+    client_key,
     free_port,
     http_client,
     read_env_file,
@@ -158,7 +159,7 @@ def proxied(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
     env.update(MCP_RATE_LIMIT="100000/minute")  # sessions at their defaults (issue 29)
     logs = tmp_path_factory.mktemp("conformance-logs")
     with running_server(venv, project, env, log_dir=logs) as server:
-        auth = {"Authorization": f"Bearer {env['MCP_API_KEYS']}"}
+        auth = {"Authorization": f"Bearer {client_key(env)}"}
         with running_proxy(proxy_port, server.base, auth, logs / "proxy.log") as proxy_base:
             yield server, proxy_base + "/mcp"
 
@@ -267,7 +268,7 @@ async def test_completion_completes_tool_names(proxied: tuple[Server, str]) -> N
     (logging/setLevel is checked by the suite at 2025-11-25; this client speaks 2026-07-28, which removed it.)
     """
     server, _ = proxied
-    async with http_client(server.url, server.env["MCP_API_KEYS"]) as client:
+    async with http_client(server.url, client_key(server.env)) as client:
         result = await client.complete(
             PromptReference(name="use_tools_safely"), {"name": "tool", "value": "who"}
         )
@@ -338,7 +339,7 @@ def test_content_passes_went_through_the_guard(
 async def test_the_json_schema_rules_are_enforced(proxied: tuple[Server, str]) -> None:
     """What json_schema_2020_12_tool publishes (if contactMethod is phone then phone) the guard holds."""
     server, _ = proxied
-    async with http_client(server.url, server.env["MCP_API_KEYS"]) as client:
+    async with http_client(server.url, client_key(server.env)) as client:
         tool = next(t for t in (await client.list_tools()).tools if t.name == "json_schema_2020_12_tool")
         broken = await client.call_tool(
             "json_schema_2020_12_tool", {"contactMethod": "phone", "email": "a@b.c"}

@@ -13,7 +13,7 @@ import pytest
 from mcp.shared.exceptions import MCPError
 from mcp.types import BlobResourceContents, EmbeddedResource, ImageContent, TextContent
 
-from support import BASE, Server, Venv, http_client, read_env_file, running_server, text_of
+from support import BASE, Server, Venv, client_key, http_client, read_env_file, running_server, text_of
 from support.projects import installed_project
 from support.tooling import all_events
 
@@ -140,7 +140,7 @@ def served(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
 
 
 def key(server: Server) -> str:
-    return server.env["MCP_API_KEYS"].split(",")[0]
+    return client_key(server.env)
 
 
 async def call(server: Server, tool: str, arguments: dict[str, Any] | None = None) -> Any:

@@ -25,6 +25,7 @@ from support import (
     Server,
     Venv,
     clean_env,
+    client_key,
     free_port,
     git,
     http_client,
@@ -370,7 +371,7 @@ def test_healthcheck_answers_with_a_public_host_allow_list(project: Path, venv: 
                 assert answer.status_code == 200, (host, path, answer.text)
                 assert answer.headers["x-content-type-options"] == "nosniff"
         assert len(security_events(server)) == before, "health probes wrote events"
-        assert_other_paths_keep_the_host_check(server, env["MCP_API_KEYS"], env["MCP_ADMIN_API_KEYS"])
+        assert_other_paths_keep_the_host_check(server, client_key(env), env["MCP_ADMIN_API_KEYS"])
 
 
 def assert_other_paths_keep_the_host_check(server: Server, tool_key: str, admin_key: str) -> None:
@@ -416,7 +417,7 @@ async def test_runtime_files_are_private_and_ignored_by_git(
     assert (await anyio.run_process([git(), "status", "--porcelain"], cwd=work)).stdout == b""
     env = {**read_env_file(work), "MCP_SECURITY_EVENTS_URL": "sqlite:///audit/events.db"}  # relocated
     with running_server(venv, work, env, ready_kwargs=SLOW_START, log_dir=tmp_path) as server:
-        async with http_client(server.url, env["MCP_API_KEYS"]) as client:
+        async with http_client(server.url, client_key(env)) as client:
             for name, arguments in (
                 ("read_file", {"path": "welcome.txt"}),
                 ("add_note", {"text": "hello"}),

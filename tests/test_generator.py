@@ -333,7 +333,7 @@ def test_check_warns_about_answers_and_commit_edited_by_hand(
     assert "sample_tools" in result.stdout and "'sandbox'" in result.stdout, result.stdout
 
 
-def test_check_warns_about_api_keys_left_after_switching_to_oauth(
+def test_check_refuses_api_keys_left_after_switching_to_oauth(
     rendered: Callable[[str], Path], venv: Venv, tmp_path: Path
 ) -> None:
     project = tmp_path / "project"
@@ -347,6 +347,8 @@ def test_check_warns_about_api_keys_left_after_switching_to_oauth(
     with (project / ".env").open("a") as handle:
         handle.write("MCP_API_KEYS=mcp_left-from-api-key-mode-0123456789\n")
     result = venv.run(venv.bin(command), "check", "--offline", cwd=project, env=env)
-    assert "WARNING  MCP_API_KEYS is set, but this project authenticates with OAuth" in result.stdout, (
+    # Refused, not ignored (issue 29): an OAuth server accepts no tool key.
+    assert result.returncode == 1
+    assert "ERROR    MCP_API_KEYS is set, but this project authenticates with OAuth" in result.stdout, (
         result.stdout
     )

@@ -153,7 +153,8 @@ def test_the_lock_names_new_tools_and_a_changed_description(
 
 async def test_the_new_tools_are_listed_with_bounded_schemas_and_hints(served: tuple[Server, Issuer]) -> None:
     server, issuer = served
-    async with http_client(server.url, issuer.token("lister", "reports:read")) as client:
+    # A token is shown only what it may call (issue 29): this one holds both scopes the new tools use.
+    async with http_client(server.url, issuer.token("lister", "reports:read probes:run")) as client:
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
     report = tools["monthly_report"]
     assert report.input_schema["additionalProperties"] is False

@@ -44,6 +44,7 @@ GUARD_MEMBERS = [
 # default on purpose: every tool says whether it writes.
 TOOL_PARAMETERS = [
     ["scopes", "KEYWORD_ONLY", "()"],
+    ["open_to_all", "KEYWORD_ONLY", "False"],
     ["read_only", "KEYWORD_ONLY", None],
     ["destructive", "KEYWORD_ONLY", "False"],
     ["idempotent", "KEYWORD_ONLY", "False"],
@@ -62,6 +63,7 @@ TOOL_PARAMETERS = [
 RESOURCE_PARAMETERS = [
     ["uri", "POSITIONAL_OR_KEYWORD", None],
     ["scopes", "KEYWORD_ONLY", "()"],
+    ["open_to_all", "KEYWORD_ONLY", "False"],
     ["name", "KEYWORD_ONLY", "None"],
     ["title", "KEYWORD_ONLY", "None"],
     ["description", "KEYWORD_ONLY", "None"],
@@ -75,6 +77,7 @@ RESOURCE_PARAMETERS = [
 ]
 PROMPT_PARAMETERS = [
     ["scopes", "KEYWORD_ONLY", "()"],
+    ["open_to_all", "KEYWORD_ONLY", "False"],
     ["name", "KEYWORD_ONLY", "None"],
     ["title", "KEYWORD_ONLY", "None"],
     ["description", "KEYWORD_ONLY", "None"],

@@ -24,6 +24,7 @@ from support import (
     MCP_HEADERS,
     Server,
     Venv,
+    client_key,
     jsonrpc,
     post_mcp,
     post_mcp_async,
@@ -50,7 +51,7 @@ def env_of(project: Path, db: Path, **extra: str) -> dict[str, str]:
 
 def keys(project: Path) -> tuple[str, str]:
     env = read_env_file(project)
-    return env["MCP_API_KEYS"], env["MCP_ADMIN_API_KEYS"]
+    return client_key(env), env["MCP_ADMIN_API_KEYS"]
 
 
 def stored(server: Server, admin: str, **params: Any) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from support import Server, Venv, package_of, read_env_file, running_server
+from support import Server, Venv, client_key, key_holder, package_of, read_env_file, running_server
 from support.node import run_node_tool
 
 
@@ -70,7 +70,7 @@ def test_stdio_tools_call(project: Path, venv: Venv, tmp_path: Path) -> None:
 
 
 def test_http_tools_list_and_call_with_bearer_key(http_server: Server, tmp_path: Path) -> None:
-    key = http_server.env["MCP_API_KEYS"]
+    key = client_key(http_server.env)
     header = ["--header", f"Authorization: Bearer {key}"]
     code, listed, output = inspector(
         http_server.url, "--method", "tools/list", *header, cwd=tmp_path, home=tmp_path
@@ -89,7 +89,7 @@ def test_http_tools_list_and_call_with_bearer_key(http_server: Server, tmp_path:
     )
     assert code == 0, output
     assert called["isError"] is False
-    assert "principal: key:" in called["content"][0]["text"]
+    assert f"principal: {key_holder(http_server.env)}\n" in called["content"][0]["text"]
     assert key not in output
 
 

@@ -12,8 +12,10 @@ from mcp import Client
 from support import (
     Server,
     Venv,
+    client_key,
     http_client,
     jsonrpc,
+    key_holder,
     post_mcp,
     read_env_file,
     running_server,
@@ -54,13 +56,13 @@ async def test_both_project_also_serves_stdio(rendered: Callable[[str], Path], v
 
 
 async def test_http_with_the_key_from_env_lists_and_calls(http_server: Server) -> None:
-    key = http_server.env["MCP_API_KEYS"]
+    key = client_key(http_server.env)
     async with http_client(http_server.url, key) as client:
         names = [tool.name for tool in (await client.list_tools()).tools]
         result = await client.call_tool("whoami", {})
     assert "whoami" in names
     assert not result.is_error
-    assert "principal: key:" in text_of(result)
+    assert f"principal: {key_holder(http_server.env)}\n" in text_of(result)
     assert key not in text_of(result)
 
 

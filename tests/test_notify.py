@@ -24,6 +24,7 @@ from support import (
     MCP_HEADERS,
     Server,
     Venv,
+    client_key,
     jsonrpc,
     post_mcp,
     read_env_file,
@@ -115,7 +116,7 @@ def served(project: Path, venv: Venv, tmp_path_factory: pytest.TempPathFactory) 
 
 
 def key(server: Server) -> str:
-    return server.env["MCP_API_KEYS"].split(",")[0]
+    return client_key(server.env)
 
 
 async def chat(
@@ -309,11 +310,11 @@ async def test_stdio_clients_get_the_same_sanitised_lines(project: Path, venv: V
 
     async with Client(stdio_params(venv, project, env), logging_callback=on_log, mode="legacy") as client:
         result = await client.call_tool(
-            "chatty", {"secret": env["MCP_API_KEYS"], "count": 2}, progress_callback=on_progress
+            "chatty", {"secret": client_key(env), "count": 2}, progress_callback=on_progress
         )
     assert text_of(result) == "done" and progress == [0, 1]
     assert [line.level for line in lines] == ["warning", "info"]
-    assert env["MCP_API_KEYS"] not in str(lines[0].data) and "\x1b" not in str(lines[0].data)
+    assert client_key(env) not in str(lines[0].data) and "\x1b" not in str(lines[0].data)
 
 
 def test_the_replay_buffer_keeps_only_the_newest_bytes(served: Server) -> None:

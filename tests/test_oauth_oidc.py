@@ -5,7 +5,8 @@ One authorization server for the module (tests/support/oidc_provider.mjs), confi
 authorization server: resource indicators with JWT access tokens, dynamic registration, client
 credentials, authorization code + PKCE S256, introspection. The rendered server runs with the default
 OAuth configuration (no required scopes) and the notes tools, whose scopes (notes:read, notes:write)
-are not required, so clients learn them from the server and step up after a 403.
+are not required. The first 401 names the baseline only (the read-only items' scopes: notes:read), so a
+client's first token lacks notes:write, and the first write steps up after a 403 (issue 29, item 4).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from support.perimeter import EventWatch, security_events
 
 pytestmark = pytest.mark.anyio
 TOOL_SCOPES = ["notes:read", "notes:write"]
+BASELINE = "notes:read"  # required scopes (none here) plus those of the read-only items
 REDIRECT_URI = "http://127.0.0.1:9/callback"  # nothing listens: the code is read from the redirect
 OTHER_RESOURCE = "http://127.0.0.1:9/other/mcp"
 ID_TOKEN_SECRET = "id-token-client-secret-0123456789"
@@ -118,13 +120,15 @@ def challenge_of(response: httpx2.Response) -> str:
     return response.headers.get("www-authenticate", "")
 
 
-def test_metadata_and_401_name_the_tools_scopes(server: Server) -> None:
+def test_metadata_names_every_scope_and_the_401_the_baseline(server: Server) -> None:
     metadata = httpx2.get(server.base + "/.well-known/oauth-protected-resource/mcp", timeout=10).json()
     assert metadata["scopes_supported"] == TOOL_SCOPES  # no offline_access, no wildcard, no admin
     response = post_mcp(server, jsonrpc("tools/list"))
     assert response.status_code == 401
     challenge = challenge_of(response)
-    assert f'scope="{" ".join(TOOL_SCOPES)}"' in challenge
+    assert f'scope="{BASELINE}"' in challenge  # least privilege at sign-in: no write scope yet
+    # An OAuth server speaks of tokens only (issue 29, item 5).
+    assert response.json()["message"] == "Send Authorization: Bearer <access token>."
     # No credential at all: no error code and no description (RFC 6750 section 3.1).
     assert "error=" not in challenge and "error_description" not in challenge
 
@@ -199,8 +203,8 @@ class MemoryStorage:
 async def test_python_sdk_client_signs_in_and_steps_up_and_users_never_meet_clients(
     server: Server, oidc: OidcProvider
 ) -> None:
-    # alice declines notes:write the first time she is asked; she agrees when the client asks again.
-    oidc.set_user("alice", decline_once=("notes:write",))
+    # alice grants what the client asks for: first the baseline, then notes:write at the first write.
+    oidc.set_user("alice")
     browser = Browser(oidc)
     storage = MemoryStorage()
     provider = OAuthClientProvider(
@@ -225,8 +229,9 @@ async def test_python_sdk_client_signs_in_and_steps_up_and_users_never_meet_clie
     assert whoami == f"principal: user:alice\nscopes: notes:read\nclient: {client_id}"
     assert not saved.is_error and "Saved note" in text_of(saved)
     assert "alice's note" in listed
-    # Two authorizations: the first for every scope the server named, the second after the 403.
-    assert browser.asked == ["notes:read notes:write", "notes:read notes:write"]
+    # Two authorizations: the first for the baseline the 401 named (no write scope), the second after the
+    # 403 insufficient_scope of the first write.
+    assert browser.asked == [BASELINE, "notes:read notes:write"]
     assert "notes:write" in storage.tokens.scope.split()
     denied = [e for e in watch.new() if e["event"] == "authorization_denied"]
     assert [(e["identifier"], e["details"]["client_id"], e["tool"]) for e in denied] == [
@@ -246,7 +251,7 @@ def security_events_named(server: Server, name: str) -> list[dict[str, Any]]:
 
 
 def test_typescript_sdk_client_signs_in_and_steps_up(server: Server, oidc: OidcProvider) -> None:
-    oidc.set_user("bob", decline_once=("notes:write",))
+    oidc.set_user("bob")
     script = Path(__file__).parent / "support" / "ts_oauth_client.mjs"
     result = subprocess.run(
         [
@@ -270,7 +275,8 @@ def test_typescript_sdk_client_signs_in_and_steps_up(server: Server, oidc: OidcP
     assert 401 in report["statuses"] and 403 in report["statuses"]
     assert report["authorizations"] == 2
     assert report["resource"] == server.url
-    assert report["requested_scopes"] == ["notes:read notes:write", "notes:read notes:write"]
+    assert report["requested_scopes"] == [BASELINE, "notes:read notes:write"]
+    assert report["token_scopes"][0].split() == [BASELINE]  # the first token lacks the write scope
     assert "notes:write" in report["token_scopes"][-1].split()
 
 

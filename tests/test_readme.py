@@ -13,7 +13,17 @@ from pathlib import Path
 import anyio
 import pytest
 
-from support import TEMPLATE_ROOT, clean_env, free_port, http_client, read_env_file, text_of, uv
+from support import (
+    TEMPLATE_ROOT,
+    clean_env,
+    client_key,
+    free_port,
+    http_client,
+    key_holder,
+    read_env_file,
+    text_of,
+    uv,
+)
 from support.readme import EXECUTED, Terminal, blocks, convention_problems
 
 README = (TEMPLATE_ROOT / "README.md").read_text()
@@ -83,8 +93,8 @@ async def test_top_readme_blocks_run_as_written_on_debians_python(tmp_path: Path
     terminal = Terminal(tmp_path, env, tmp_path)
 
     def call_whoami(port: int) -> None:
-        key = read_env_file(tmp_path / "acme-tools")["MCP_API_KEYS"]
-        anyio.from_thread.run(whoami, f"http://127.0.0.1:{port}/mcp", key)
+        env = read_env_file(tmp_path / "acme-tools")
+        anyio.from_thread.run(whoami, f"http://127.0.0.1:{port}/mcp", client_key(env), key_holder(env))
 
     ran = 0
     for block in blocks(README):
@@ -134,11 +144,11 @@ def clean_clone(dest: Path) -> Path:
     return dest
 
 
-async def whoami(url: str, key: str) -> None:
+async def whoami(url: str, key: str, holder: str) -> None:
     async with http_client(url, key) as client:
         tools = [tool.name for tool in (await client.list_tools()).tools]
         text = text_of(await client.call_tool("whoami", {}))
-    assert "whoami" in tools and "principal: key:" in text
+    assert "whoami" in tools and f"principal: {holder}\n" in text
 
 
 def test_copy_without_trust_and_tasks_works_after_keygen(tmp_path: Path) -> None:

@@ -34,8 +34,10 @@ from support import (
     TEMPLATE_ROOT,
     Venv,
     claude_code,
+    client_key,
     free_port,
     jsonrpc,
+    key_holder,
     package_of,
     read_env_file,
     render,
@@ -188,11 +190,12 @@ def test_the_both_readme_runs_as_written(user: User, venv: Venv) -> None:
         log_dir=user.tmp,
     ) as server:
         joined = user.run_blocks(user.substitutions(server.port))
-        key = read_env_file(user.project)["MCP_API_KEYS"].split(",")[0]
+        key = client_key(read_env_file(user.project))
         http_configs_answer(user, server.port, key)
     stdio_configs_answer(user, {"whoami"})
     assert '"name":"whoami"' in joined.replace(" ", "")  # curl tools/list
-    assert "principal: key:" in joined  # the Python script's call
+    # The Python script's call, printed as a repr (its newline escaped).
+    assert f"principal: {key_holder(read_env_file(user.project))}\\n" in joined
     assert '"events":' in joined  # the audit trail, read with the admin key
     assert (
         joined.count("whoami") >= 5

@@ -12,7 +12,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from support import MCP_HEADERS, Server, Venv, jsonrpc, post_mcp, read_env_file, running_server
+from support import MCP_HEADERS, Server, Venv, client_key, jsonrpc, post_mcp, read_env_file, running_server
 
 INITIALIZE = jsonrpc(
     "initialize",
@@ -32,7 +32,7 @@ def server(rendered: Callable[[str], Path], venv: Venv) -> Iterator[Server]:
 
 
 def open_session(server: Server) -> dict[str, str]:
-    key = server.env["MCP_API_KEYS"]
+    key = client_key(server.env)
     opened = post_mcp(server, INITIALIZE, key)
     assert opened.status_code == 200, opened.text
     headers = {"Mcp-Session-Id": opened.headers["mcp-session-id"]}
@@ -55,7 +55,7 @@ def test_a_request_with_nothing_to_say_first_is_answered_as_json(server: Server)
         [jsonrpc("ping"), jsonrpc("tools/list"), jsonrpc("tools/call", {"name": "whoami", "arguments": {}})],
         start=2,
     ):
-        response = post_mcp(server, {**body, "id": number}, server.env["MCP_API_KEYS"], session)
+        response = post_mcp(server, {**body, "id": number}, client_key(server.env), session)
         assert response.status_code == 200, response.text
         assert response.headers["content-type"] == "application/json"  # the SDK alone: text/event-stream
         assert response.headers["mcp-session-id"] == session["Mcp-Session-Id"]
@@ -66,7 +66,7 @@ def test_a_request_with_nothing_to_say_first_is_answered_as_json(server: Server)
 
 def test_a_question_streams_and_its_answer_comes_back(server: Server) -> None:
     """A destructive tool asks first: the call streams the question, the answer (a POST) reaches it."""
-    key, session = server.env["MCP_API_KEYS"], open_session(server)
+    key, session = client_key(server.env), open_session(server)
     added = post_mcp(
         server, jsonrpc("tools/call", {"name": "add_note", "arguments": {"text": "x"}}, id=2), key, session
     )
@@ -86,7 +86,7 @@ def test_a_question_streams_and_its_answer_comes_back(server: Server) -> None:
 
 
 def test_a_call_that_takes_longer_starts_its_stream_before_it_answers(server: Server) -> None:
-    key, session = server.env["MCP_API_KEYS"], open_session(server)
+    key, session = client_key(server.env), open_session(server)
     code = "import time\ntime.sleep(3)\nprint('slept')"
     call = jsonrpc("tools/call", {"name": "run_python", "arguments": {"code": code}}, id=2)
     headers = {**MCP_HEADERS, "Authorization": f"Bearer {key}", **session}

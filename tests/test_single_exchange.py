@@ -20,8 +20,10 @@ from support import (
     MCP_HEADERS,
     Server,
     Venv,
+    client_key,
     http_client,
     jsonrpc,
+    key_holder,
     post_mcp,
     read_env_file,
     running_server,
@@ -50,7 +52,7 @@ async def session_answers(server: Server, mode: str) -> dict[str, Any]:
 
 
 async def _session_answers(server: Server, mode: str) -> dict[str, Any]:
-    async with http_client(server.url, server.env["MCP_API_KEYS"], mode=mode) as client:
+    async with http_client(server.url, client_key(server.env), mode=mode) as client:
         return {
             "tools": sorted(tool.name for tool in (await client.list_tools()).tools),
             "whoami": text_of(await client.call_tool("whoami", {})),
@@ -66,24 +68,25 @@ async def test_a_legacy_client_gets_what_a_2026_client_gets(server: Server) -> N
     modern = await session_answers(server, "auto")
     legacy = await session_answers(server, "legacy")
     assert legacy == modern
-    assert "principal: key:" in legacy["whoami"]
+    assert f"principal: {key_holder(server.env)}\n" in legacy["whoami"]
     assert "query_records" in legacy["tools"]
 
 
 async def test_each_legacy_call_is_audited_once_with_its_principal(server: Server) -> None:
     before = len(tool_called(server))
     with anyio.fail_after(30):
-        async with http_client(server.url, server.env["MCP_API_KEYS"], mode="legacy") as client:
+        async with http_client(server.url, client_key(server.env), mode="legacy") as client:
             for _ in range(3):
                 assert not (await client.call_tool("whoami", {})).is_error
     await anyio.sleep(0.2)
     events = tool_called(server)[before:]
     assert len(events) == 3
-    assert all(event["identifier"].startswith("key:") and event["tool"] == "whoami" for event in events)
+    holder = key_holder(server.env)
+    assert all(event["identifier"] == holder and event["tool"] == "whoami" for event in events)
 
 
 def post(server: Server, body: Any, headers: dict[str, str] | None = None) -> httpx2.Response:
-    return post_mcp(server, body, server.env["MCP_API_KEYS"], headers)
+    return post_mcp(server, body, client_key(server.env), headers)
 
 
 @pytest.mark.parametrize("request_id", [7, "call-7", 0])
@@ -95,7 +98,7 @@ def test_the_answer_carries_the_request_id_and_the_perimeter_headers(server: Ser
     assert "mcp-session-id" not in response.headers
     body = response.json()
     assert body["id"] == request_id and body["jsonrpc"] == "2.0"
-    assert "principal: key:" in body["result"]["content"][0]["text"]
+    assert f"principal: {key_holder(server.env)}\n" in body["result"]["content"][0]["text"]
 
 
 def test_initialize_from_a_json_only_client_is_answered_without_a_session(server: Server) -> None:
@@ -146,7 +149,7 @@ def test_what_is_not_one_request_goes_to_the_sdk(
     server: Server, body: Any, headers: dict[str, str], status: int, code: int | None
 ) -> None:
     content = body if isinstance(body, str) else json.dumps(body)
-    all_headers = {**MCP_HEADERS, "Authorization": f"Bearer {server.env['MCP_API_KEYS']}", **headers}
+    all_headers = {**MCP_HEADERS, "Authorization": f"Bearer {client_key(server.env)}", **headers}
     response = httpx2.post(server.url, content=content, headers=all_headers, timeout=30)
     assert response.status_code == status, response.text
     assert "Traceback" not in response.text and "result" not in response.text

@@ -15,7 +15,17 @@ import httpx2
 import pytest
 import trustme
 
-from support import Server, Venv, http_client, jsonrpc, package_of, read_env_file, running_server, text_of
+from support import (
+    Server,
+    Venv,
+    client_key,
+    http_client,
+    jsonrpc,
+    package_of,
+    read_env_file,
+    running_server,
+    text_of,
+)
 from support.perimeter import assert_security_headers
 
 pytestmark = pytest.mark.anyio
@@ -104,7 +114,7 @@ async def test_tls_serves_mcp_with_hsts(tls_server: Server, pki: Pki) -> None:
     refused = httpx2.post(tls_server.url, json=jsonrpc("tools/list"), verify=pki.context(), timeout=10)
     assert refused.status_code == 401
     assert_security_headers(refused, tls=True)
-    async with http_client(tls_server.url, tls_server.env["MCP_API_KEYS"], verify=pki.context()) as client:
+    async with http_client(tls_server.url, client_key(tls_server.env), verify=pki.context()) as client:
         result = await client.call_tool("whoami", {})
     assert not result.is_error, text_of(result)
 
@@ -117,7 +127,7 @@ def test_plain_http_to_the_tls_port_gets_nothing(tls_server: Server) -> None:
 async def test_mutual_tls_client_with_a_certificate_from_the_client_ca_connects(
     mtls_server: Server, pki: Pki, client_cert: trustme.LeafCert
 ) -> None:
-    key = mtls_server.env["MCP_API_KEYS"]
+    key = client_key(mtls_server.env)
     async with http_client(mtls_server.url, key, verify=pki.context(client_cert)) as client:
         result = await client.call_tool("whoami", {})
     assert not result.is_error, text_of(result)
@@ -135,7 +145,7 @@ def test_mutual_tls_refuses_a_client_without_a_certificate_from_the_client_ca(
             json=jsonrpc("tools/list"),
             verify=pki.context(cert),
             timeout=10,
-            headers={"Authorization": f"Bearer {mtls_server.env['MCP_API_KEYS']}"},
+            headers={"Authorization": f"Bearer {client_key(mtls_server.env)}"},
         )
     # The request never reached the application.
     assert mtls_server.log().count('"POST /mcp') == requests_before

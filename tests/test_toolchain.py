@@ -31,6 +31,7 @@ from support import (
     Server,
     Venv,
     clean_env,
+    client_key,
     free_port,
     http_client,
     package_of,
@@ -220,7 +221,7 @@ def contained_server(
     server = Server(process, port, log_path, env=env)
     try:
         wait_until_up(server)
-        yield server, {"stage": stage, "data": data, "sandbox": sandbox, "key": env["MCP_API_KEYS"]}
+        yield server, {"stage": stage, "data": data, "sandbox": sandbox, "key": client_key(env)}
     finally:
         server.stop(signal.SIGTERM)
 

@@ -30,7 +30,17 @@ import pytest
 import trustme
 from mcp import Client, StdioServerParameters
 
-from support import Server, Venv, clean_env, free_port, http_client, read_env_file, running_server, text_of
+from support import (
+    Server,
+    Venv,
+    clean_env,
+    client_key,
+    free_port,
+    http_client,
+    read_env_file,
+    running_server,
+    text_of,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -261,7 +271,7 @@ async def test_hostile_corpus_is_refused(product: Server, servers: dict[str, Loc
     corpus = hostile_corpus(servers)
     assert len(corpus) >= 50
     before = len(security_events(product.log(), "fetch_url"))
-    async with http_client(product.url, product.env["MCP_API_KEYS"]) as client:
+    async with http_client(product.url, client_key(product.env)) as client:
         for url in corpus:
             result = await client.call_tool("fetch_url", {"url": url})
             text = text_of(result)

@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import pytest
 
-from support import Server, Venv, http_client, read_env_file, running_server, text_of
+from support import Server, Venv, client_key, http_client, read_env_file, running_server, text_of
 from support.tooling import all_events, refusals_for
 
 pytestmark = pytest.mark.anyio
@@ -160,7 +160,7 @@ def assert_clean(text: str, root: Path) -> None:
 
 async def test_legitimate_reads_work_and_are_fenced(files_server: tuple[Server, Path, Path]) -> None:
     server, root, _ = files_server
-    async with http_client(server.url, server.env["MCP_API_KEYS"]) as client:
+    async with http_client(server.url, client_key(server.env)) as client:
         guide = await client.call_tool("read_file", {"path": "docs/guide.txt"})
         listing = await client.call_tool("list_files", {"path": ""})
         injected = await client.call_tool("read_file", {"path": "injection.txt"})
@@ -188,7 +188,7 @@ async def test_hostile_paths_are_refused_with_an_event_each(files_server: tuple[
         for t in ("read_file", "list_files")
     }
     calls = 0
-    async with http_client(server.url, server.env["MCP_API_KEYS"]) as client:
+    async with http_client(server.url, client_key(server.env)) as client:
         for tool in ("read_file", "list_files"):
             for path in HOSTILE_PATHS:
                 if tool == "list_files" and path in ("docs", "docs/./guide.txt"):
@@ -233,7 +233,7 @@ async def test_a_symlink_swapped_in_during_calls_never_leaks(files_server: tuple
     swapper.start()
     outcomes: list[str] = []
     try:
-        async with http_client(server.url, server.env["MCP_API_KEYS"]) as client:
+        async with http_client(server.url, client_key(server.env)) as client:
             for _ in range(150):
                 for path in ("race.txt", "racedir/secret.txt"):
                     result = await client.call_tool("read_file", {"path": path})
@@ -277,7 +277,7 @@ async def test_a_missing_root_is_created_with_a_sample_file(
     root = tmp_path / "new-root"
     env = {**read_env_file(project), "MCP_FILES_ROOT": str(root), "MCP_DATA_DIR": str(tmp_path)}
     with running_server(venv, project, env, log_dir=tmp_path) as server:
-        async with http_client(server.url, env["MCP_API_KEYS"]) as client:
+        async with http_client(server.url, client_key(env)) as client:
             result = await client.call_tool("read_file", {"path": "welcome.txt"})
     assert not result.is_error and "MCP_FILES_ROOT" in text_of(result)
     assert stat.S_IMODE(root.stat().st_mode) == 0o700

@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
-from support import Server, Venv, http_client, read_env_file, running_server, text_of
+from support import Server, Venv, client_key, http_client, read_env_file, running_server, text_of
 from support.tooling import all_events, refusals_for
 
 pytestmark = pytest.mark.anyio
@@ -140,7 +140,7 @@ def assert_clean(text: str) -> None:
 
 
 async def test_allowed_queries_return_only_allowed_columns(records_server: Server) -> None:
-    async with http_client(records_server.url, records_server.env["MCP_API_KEYS"]) as client:
+    async with http_client(records_server.url, client_key(records_server.env)) as client:
         everything = await client.call_tool("query_records", {"table": "products", "limit": 100})
         filtered = await client.call_tool(
             "query_records",
@@ -182,7 +182,7 @@ async def test_hostile_arguments_are_refused_with_an_event_each(records_server: 
     before = len(
         refusals_for(await anyio.to_thread.run_sync(all_events, records_server, admin), "query_records")
     )
-    async with http_client(records_server.url, records_server.env["MCP_API_KEYS"]) as client:
+    async with http_client(records_server.url, client_key(records_server.env)) as client:
         for arguments in HOSTILE:
             result = await client.call_tool("query_records", arguments)
             text = text_of(result)
@@ -203,7 +203,7 @@ async def test_hostile_arguments_are_refused_with_an_event_each(records_server: 
 
 @pytest.mark.parametrize("value", INERT_VALUES)
 async def test_sql_in_values_is_bound_not_run(records_server: Server, value: str) -> None:
-    async with http_client(records_server.url, records_server.env["MCP_API_KEYS"]) as client:
+    async with http_client(records_server.url, client_key(records_server.env)) as client:
         for column, op in (("name", "="), ("name", "like"), ("category", "!=")):
             result = await client.call_tool(
                 "query_records",

@@ -19,7 +19,7 @@ import anyio
 import httpx2
 import pytest
 
-from support import Server, Venv, http_client, read_env_file, running_server, text_of
+from support import Server, Venv, client_key, http_client, read_env_file, running_server, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -54,7 +54,7 @@ def events(server: Server, tool: str) -> list[dict[str, object]]:
 
 
 async def run_python(server: Server, code: str) -> tuple[bool, str]:
-    async with http_client(server.url, server.env["MCP_API_KEYS"]) as client:
+    async with http_client(server.url, client_key(server.env)) as client:
         result = await client.call_tool("run_python", {"code": code})
     return bool(result.is_error), text_of(result)
 
@@ -79,7 +79,7 @@ async def test_code_runs_and_output_is_fenced(server: Server) -> None:
 
 
 async def test_host_files_are_not_visible(server: Server, project: Path) -> None:
-    secret_key = read_env_file(project)["MCP_API_KEYS"]
+    secret_key = client_key(read_env_file(project))
     code = f"""
 import os
 print("root:", sorted(os.listdir("/")))

@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 import pytest
 
-from support import Server, Venv, free_port, http_client, read_env_file, running_server, text_of
+from support import Server, Venv, client_key, free_port, http_client, read_env_file, running_server, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -102,7 +102,7 @@ def server(project: Path, venv: Venv, upstream: str) -> Iterator[Server]:
 
 
 async def call(server: Server, path: str, key: str | None = None) -> tuple[bool, str]:
-    async with http_client(server.url, key or server.env["MCP_API_KEYS"].split(",")[0]) as client:
+    async with http_client(server.url, key or client_key(server.env)) as client:
         result = await client.call_tool("upstream_get", {"path": path})
     return bool(result.is_error), text_of(result)
 

@@ -194,6 +194,18 @@ def read_env_file(project: Path) -> dict[str, str]:
     return values
 
 
+def client_key(env: Mapping[str, str]) -> str:
+    """The first key of MCP_API_KEYS, as a client sends it: without the name the copy writes before it
+    (`alice:mcp_...`)."""
+    first = env["MCP_API_KEYS"].split(",")[0].strip()
+    return first.rpartition(":")[2] if ":mcp_" in first else first
+
+
+def key_holder(env: Mapping[str, str]) -> str:
+    """The caller the first key of MCP_API_KEYS names: the name the copy writes before it."""
+    return env["MCP_API_KEYS"].split(",")[0].strip().partition(":")[0]
+
+
 def stop_process(process: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 10) -> int:
     """Ask `process` to stop with `sig`; kill it if it has not after `timeout` seconds. Its exit code."""
     if process.poll() is None:

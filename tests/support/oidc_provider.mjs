@@ -68,6 +68,21 @@ for (const event of ["access_token.issued", "access_token.saved"]) {
   });
 }
 
+// Dynamic registration does not pin a client's scopes: the SDKs register with the scopes of the first
+// challenge (the server's read-only baseline), and a pinned list would refuse every later step-up with
+// invalid_scope. What a token gets is decided per authorization (consent, and the policy above), as an
+// authorization server for MCP step-up must. (oidc-provider reads a body parsed before it: req.body.)
+provider.use(async (ctx, next) => {
+  if (ctx.method === "POST" && ctx.path === "/reg") {
+    const chunks = [];
+    for await (const chunk of ctx.req) chunks.push(chunk);
+    const metadata = JSON.parse(Buffer.concat(chunks).toString() || "{}");
+    delete metadata.scope;
+    ctx.req.body = metadata;
+  }
+  await next();
+});
+
 // Login and consent, answered without a page.
 provider.use(async (ctx, next) => {
   if (ctx.method === "POST" && ctx.path === "/test/user") {

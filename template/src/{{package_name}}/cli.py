@@ -84,17 +84,24 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _write_env(path: Path) -> int:
+    import getpass
     import secrets
 
-    from .security.identity.keys import new_key
+    from .security.identity.keys import key_name, new_key
 
     if path.exists():
         print(f"{path} exists; not overwriting it. Use `{answers.COMMAND} keygen` to make one more key.")
         return 1
-    # OAuth clients bring access tokens: no tool key to hand out, only the admin key.
+    # OAuth clients bring access tokens: no tool key to hand out, only the admin key. The tool key is
+    # named after the user, so that rotating it (keygen --name) keeps the caller, and its data, the same.
     oauth = answers.AUTH_MODE == "oauth"
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no USER and no passwd entry (some containers)
+        user = ""
+    name = key_name(user) or "owner"
     lines = ["# Made by keygen. Never commit this file."]
-    lines += [] if oauth else [f"MCP_API_KEYS={new_key()}"]
+    lines += [] if oauth else [f"MCP_API_KEYS={name}:{new_key()}"]
     lines += [f"MCP_ADMIN_API_KEYS={new_key()}"]
     if "http" in answers.TRANSPORTS:
         lines.append(f"MCP_REQUEST_STATE_KEYS={secrets.token_hex(32)}")
@@ -102,7 +109,8 @@ def _write_env(path: Path) -> int:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write("\n".join(lines))
-    print(f"Wrote {path} (mode 600) with {'an admin key' if oauth else 'a tool key and an admin key'}.")
+    made = "an admin key" if oauth else f"a tool key named {name} and an admin key"
+    print(f"Wrote {path} (mode 600) with {made}.")
     return 0
 
 

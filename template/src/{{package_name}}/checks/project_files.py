@@ -53,10 +53,10 @@ def project_problems(settings: Settings, root: Path = Path()) -> tuple[list[str]
         errors.extend(template_source_problems(root))
         warnings.extend(answers_file_problems(root))
     if answers.AUTH_MODE == "oauth" and settings.api_keys.get_secret_value():
-        warnings.append(
-            "MCP_API_KEYS is set, but this project authenticates with OAuth access tokens: the keys are "
-            "ignored now, and would be accepted again if the project switched back to API keys. Remove "
-            "MCP_API_KEYS from .env and revoke the keys"
+        errors.append(
+            "MCP_API_KEYS is set, but this project authenticates with OAuth access tokens: the server "
+            "accepts no tool key, and would accept these again if the project switched back to API keys. "
+            "Remove MCP_API_KEYS from .env and revoke the keys"
         )
     return errors, warnings
 

@@ -19,6 +19,7 @@ from .upgrade import upgrade_warnings
 if TYPE_CHECKING:
     from pydantic import SecretStr
 
+    from ..security.guard import Guard
     from ..settings import Settings
 
 PACKAGE = __name__.rsplit(".", 2)[0]  # the project's package: this module is <package>.checks.report
@@ -185,6 +186,8 @@ def _tools_report(settings: Settings, lock: Path, found: Findings, *, offline: b
     policy_errors, policy_facts = policy_report(guard.policies_enforced, settings)
     found.errors.extend(policy_errors)
     found.facts.extend(policy_facts)
+    if settings.transport == "http" and answers.AUTH_MODE == "api_key":
+        found.facts.extend(_key_reach(settings, guard))
     if "sandbox" in answers.SAMPLE_TOOLS:
         _sandbox_report(settings, found)
     try:
@@ -214,6 +217,32 @@ def _key_holders(settings: Settings, *, tool_keys: bool) -> list[str]:
         admin = variable == "MCP_ADMIN_API_KEYS"
         facts.extend(f"{variable} key {holder}" for holder in describe(entries, admin=admin))
     return facts
+
+
+def _key_reach(settings: Settings, guard: Guard) -> list[str]:
+    """For each tool key's holder, the tools, resources and prompts it reaches (`Policy.admits`)."""
+    from ..security.identity.keys import KeyFormatError, parse_keys
+
+    try:
+        entries = parse_keys(settings.api_keys.get_secret_value(), "MCP_API_KEYS")
+    except KeyFormatError:
+        return []  # credential_problems reported it
+    facts = []
+    for holder, scopes in {key.principal_id: key.scopes for key in entries}.items():
+        reached: dict[str, list[str]] = {}
+        for policy in guard.catalogue.reachable(scopes):
+            reached.setdefault(_KINDS[policy.kind], []).append(policy.key)
+        parts = [f"{kind} {', '.join(sorted(keys))}" for kind, keys in sorted(reached.items())]
+        facts.append(f"MCP_API_KEYS key {holder} reaches: {'; '.join(parts) or 'nothing served'}")
+    return facts
+
+
+_KINDS = {
+    "tool": "tools",
+    "resource": "resources",
+    "resource_template": "resource templates",
+    "prompt": "prompts",
+}
 
 
 @contextlib.contextmanager

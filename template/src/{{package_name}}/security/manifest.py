@@ -21,16 +21,30 @@ from .guard import Guard
 
 SECTIONS = ("tools", "resources", "resource_templates", "prompts")
 FIELDS: dict[str, tuple[str, ...]] = {
-    "tools": ("title", "description", "input_schema", "annotations", "scopes", "task"),
-    "resources": ("name", "title", "description", "mime_type", "scopes"),
-    "resource_templates": ("name", "title", "description", "mime_type", "input_schema", "scopes"),
-    "prompts": ("title", "description", "arguments", "input_schema", "scopes", "text_sha256"),
+    "tools": ("title", "description", "input_schema", "annotations", "scopes", "open_to_all", "task"),
+    "resources": ("name", "title", "description", "mime_type", "scopes", "open_to_all"),
+    "resource_templates": (
+        "name",
+        "title",
+        "description",
+        "mime_type",
+        "input_schema",
+        "scopes",
+        "open_to_all",
+    ),
+    "prompts": ("title", "description", "arguments", "input_schema", "scopes", "open_to_all", "text_sha256"),
 }
 _LABELS = {
     "tools": "tool",
     "resources": "resource",
     "resource_templates": "resource template",
     "prompts": "prompt",
+}
+_SECTION_OF = {
+    "tool": "tools",
+    "resource": "resources",
+    "resource_template": "resource_templates",
+    "prompt": "prompts",
 }
 Manifest = dict[str, dict[str, dict[str, Any]]]
 
@@ -81,6 +95,9 @@ def served(guard: Guard) -> Manifest:
         if kind == "resource_template":
             entry["input_schema"] = policy.arguments.model_json_schema()
         out["resources" if kind == "resource" else "resource_templates"][key] = entry
+    for policy in guard.catalogue.policies():
+        if policy.open_to_all:  # recorded only when set, so that locks of items with scopes stay as they were
+            out[_SECTION_OF[policy.kind]][policy.key]["open_to_all"] = True
     return {section: dict(sorted(_json(items).items())) for section, items in out.items()}
 
 

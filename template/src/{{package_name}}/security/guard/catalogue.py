@@ -17,6 +17,7 @@ from mcp.server.mcpserver.resources import Resource, ResourceSecurityError, Reso
 from mcp.server.mcpserver.tools import Tool
 from pydantic import BaseModel
 
+from ..identity.principal import ALL_TOOL_SCOPES
 from .arguments import unsafe_value
 from .content import DEFAULT_MEDIA_TYPES
 from .rules import ArgumentsCheck
@@ -55,6 +56,27 @@ class Policy:
     # The SDK's key of a resolver's question -> the key its author named with `input_key`.
     input_keys: Mapping[str, str] = field(default_factory=dict)
     task: TaskSupport = "never"
+    # Declared open to every authenticated caller, whatever its scopes (`open_to_all=True`).
+    open_to_all: bool = False
+    read_only: bool = True  # a tool's read_only; resources and prompts only read
+
+    def admits(self, scopes: frozenset[str]) -> bool:
+        """Whether a credential holding `scopes` may use this item: the one rule, everywhere.
+
+        It reaches the items whose scopes it holds, and those declared `open_to_all`. An item that
+        declares no scope and is not open is for full-access credentials only (a key without scopes,
+        the local user on stdio): a scoped credential never reaches it by default.
+        """
+        if self.open_to_all or ALL_TOOL_SCOPES in scopes:
+            return True
+        return bool(self.scopes) and self.scopes <= scopes
+
+
+def check_open(item: str, scopes: frozenset[str], open_to_all: bool) -> None:
+    """`open_to_all=True` and `scopes=` contradict each other: refuse both at registration."""
+    if open_to_all and scopes:
+        listed = tuple(sorted(scopes))
+        raise TypeError(f"{item!r}: open_to_all=True admits every caller; drop scopes={listed}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +128,17 @@ class Catalogue:
         return list(self._served[kind].values())
 
     def scopes_used(self) -> frozenset[str]:
-        """Every scope an item needs: what OAuth clients are told they may ask for."""
+        """Every scope an item needs: what the protected-resource metadata lists."""
         return frozenset().union(*(policy.scopes for policy in self._policies.values()))
+
+    def baseline_scopes(self) -> frozenset[str]:
+        """The scopes of every item that only reads: what a first OAuth sign-in asks for (write scopes
+        come later, through a 403 insufficient_scope step-up at first use)."""
+        return frozenset().union(*(p.scopes for p in self._policies.values() if p.read_only))
+
+    def reachable(self, scopes: frozenset[str]) -> list[Policy]:
+        """The items a credential holding `scopes` may use, in the order registered."""
+        return [policy for policy in self._policies.values() if policy.admits(scopes)]
 
     def names(self) -> frozenset[str]:
         """The names of every tool and prompt served (metrics and trace labels)."""

@@ -12,12 +12,14 @@ from mcp.server.mcpserver.resources import Resource, ResourceTemplate
 from mcp.server.mcpserver.tools import Tool
 
 from ..audit.events import SecurityEvents
+from ..identity.principal import Principal
 from ..limits import RateLimiter
 from . import pipeline
 from .catalogue import Catalogue, Match, Policy
 from .content import DEFAULT_MAX_BINARY_BYTES
 from .execution import InFlight
 from .handlers import Handlers
+from .listing import Listing
 from .prompt import prompt as _prompt
 from .request import Shared
 from .resource import resource as _resource
@@ -76,6 +78,7 @@ class Guard:
             default_timeout=default_timeout,
             stdio=transport == "stdio",
             tasks=tasks,
+            listing=Listing(self.catalogue),
         )
         self._handlers = Handlers(self._shared)
         # The guard's own handlers, which build_server registers with the SDK.
@@ -117,9 +120,11 @@ class Guard:
     def prompts(self) -> list[Prompt]:
         return self.catalogue.served("prompt")
 
-    def tool_names(self) -> list[str]:
-        """The names of the tools served, sorted."""
-        return self.catalogue.tool_names()
+    def tool_names(self, caller: Principal | None = None) -> list[str]:
+        """The names of the tools served, sorted; with `caller`, only those it may call."""
+        if caller is None:
+            return self.catalogue.tool_names()
+        return sorted(p.name for p in self.catalogue.reachable(caller.scopes) if p.kind == "tool")
 
     @property
     def policies(self) -> Mapping[str, Policy]:
@@ -131,8 +136,12 @@ class Guard:
         return self.catalogue.match(method, params)
 
     def scopes_used(self) -> frozenset[str]:
-        """Every scope a tool, resource or prompt needs: what OAuth clients are told they may ask for."""
+        """Every scope a tool, resource or prompt needs: what the protected-resource metadata lists."""
         return self.catalogue.scopes_used()
+
+    def baseline_scopes(self) -> frozenset[str]:
+        """The scopes of the items that only read: what a first OAuth sign-in is told to ask for."""
+        return self.catalogue.baseline_scopes()
 
     def check_serves_only_guarded(self, served: set[str]) -> None:
         """Fail at build time if the server offers a tool that was not registered here."""

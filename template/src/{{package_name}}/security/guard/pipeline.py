@@ -9,9 +9,11 @@ for a request sent as a notification. A request that passes every step runs thro
     tools/call            TOOLS_CALL, then execution.run
     resources/read        RESOURCES_READ, then execution.run
     prompts/get           PROMPTS_GET, then execution.run
-    completion/complete   COMPLETE, then the guard's handler (handlers.py)
+    completion/complete   COMPLETE, then the guard's handler (handlers.py), as the caller
     resources/(un)subscribe  SUBSCRIBE, then the guard's handler (initialize era only)
     tasks/get, tasks/update, tasks/cancel  TASKS, then the tasks extension (task_methods.py; 2026-07-28)
+    tools/list, resources/list, resources/templates/list, prompts/list
+                          OTHER, then only what the caller may use (listing.py)
     initialize            nothing
     anything else         OTHER; an unknown method is recorded
 """
@@ -19,7 +21,7 @@ for a request sent as a notification. A request that passes every step runs thro
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.shared.exceptions import MCPError
@@ -27,7 +29,11 @@ from mcp.types import METHOD_NOT_FOUND
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from ..audit.events import AuditUnavailableError
+from ..identity.principal import Principal
+from .call import CallInfo, finished, running
+from .catalogue import Policy
 from .execution import run
+from .listing import LISTS
 from .policies import permitted_by_policy
 from .request import Call, Refused, Shared, identify
 from .results import error_result
@@ -102,15 +108,32 @@ async def forward_known(call: Call, call_next: CallNext) -> HandlerResult:
     return await refuse(call, refused, "error")
 
 
+async def as_caller(call: Call, call_next: CallNext) -> HandlerResult:
+    """completion/complete: the completer runs as the caller (`current_call()`), as a tool does."""
+    policy, principal = cast(Policy, call.policy), cast(Principal, call.principal)  # the steps found both
+    token = running(CallInfo(principal, call.client, policy.name, call.request_id))
+    try:
+        return await call_next(call.ctx)
+    finally:
+        finished(token)
+
+
+async def listed(call: Call, call_next: CallNext) -> HandlerResult:
+    """A list, with only the items the caller may use (listing.py)."""
+    result = await call_next(call.ctx)
+    return call.shared.listing.for_caller(call.ctx.method, result, call.principal)
+
+
 Route = tuple[tuple[Step, ...], Answer, Proceed]
 ROUTES: dict[str, Route] = {
     "tools/call": (TOOLS_CALL, "result", run),
     "resources/read": (RESOURCES_READ, "error", run),
     "prompts/get": (PROMPTS_GET, "error", run),
-    "completion/complete": (COMPLETE, "error", forward),
+    "completion/complete": (COMPLETE, "error", as_caller),
     "resources/subscribe": (SUBSCRIBE, "error", forward),
     "resources/unsubscribe": (SUBSCRIBE, "error", forward),
     "initialize": ((), "error", forward_known),
+    **{method: (OTHER, "error", listed) for method in LISTS},
 }
 TASK_ROUTE: Route = (TASKS, "error", forward)
 _TASK_METHODS = ("tasks/get", "tasks/update", "tasks/cancel")

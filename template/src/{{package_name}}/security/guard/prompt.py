@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, TypeVar
 from mcp.server.mcpserver.prompts import Prompt
 
 from .arguments import check_completers, item_arguments, show_sdk
-from .catalogue import Completer, Policy
+from .catalogue import Completer, Policy, check_open
 from .consent import asking
 from .content import PromptOutput
 from .content import media_types as allowed_types
@@ -25,6 +25,7 @@ def prompt(
     guard: Guard,
     *,
     scopes: tuple[str, ...] = (),
+    open_to_all: bool = False,
     name: str | None = None,
     title: str | None = None,
     description: str | None = None,
@@ -37,6 +38,7 @@ def prompt(
 ) -> Callable[[PromptFn], PromptFn]:
     """Register an async prompt that returns its text (one user message), or messages.
 
+    Scopes as for a tool: a caller needs every one of `scopes`, or `open_to_all=True`.
     Arguments are bounded and validated like a tool's. `complete` maps an argument name to an
     async function that suggests values for it (`completion/complete`). Messages (or bare content
     blocks, one user message each) may carry images, audio and embedded resources, checked by
@@ -47,6 +49,7 @@ def prompt(
 
     def register(fn: PromptFn) -> PromptFn:
         item = name or fn.__name__
+        check_open(f"prompt {item}", frozenset(scopes), open_to_all)
         arguments = item_arguments("prompt", item, fn, resolvers=True)
         check_completers("prompt", item, complete, arguments)
         policy = Policy(
@@ -56,6 +59,7 @@ def prompt(
             fn=fn,
             arguments=arguments,
             scopes=frozenset(scopes),
+            open_to_all=open_to_all,
             rate_limit=guard.limiter.parse(rate_limit) if rate_limit else None,
             per_caller=per_caller,
             timeout=timeout,

@@ -17,6 +17,7 @@ from .catalogue import Catalogue, Policy
 if TYPE_CHECKING:
     from ..policy.engine import Policies
     from .execution import InFlight
+    from .listing import Listing
     from .results import Results
     from .tasks import Tasks
 
@@ -35,6 +36,7 @@ class Shared:
     max_in_flight: int
     default_timeout: float
     stdio: bool  # a request without an HTTP request is the local user's (stdio), else nobody's
+    listing: Listing  # the lists each caller is shown
     tasks: Tasks | None = None  # the tasks extension (tasks.py)
     policies: Policies | None = None  # the Cedar policies (policies/*.cedar); None: no policy file
 

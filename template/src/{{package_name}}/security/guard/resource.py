@@ -12,7 +12,7 @@ from mcp.shared.uri_template import UriTemplate
 from pydantic import BaseModel
 
 from .arguments import check_completers, item_arguments, show_sdk
-from .catalogue import Completer, Kind, Policy
+from .catalogue import Completer, Kind, Policy, check_open
 from .content import ResourceOutput
 from .content import media_types as allowed_types
 
@@ -27,6 +27,7 @@ def resource(
     uri: str,
     *,
     scopes: tuple[str, ...] = (),
+    open_to_all: bool = False,
     name: str | None = None,
     title: str | None = None,
     description: str | None = None,
@@ -42,10 +43,12 @@ def resource(
 
     Each template variable is a parameter of the function, bounded like a tool argument; values
     with `..`, absolute paths, NUL, control characters or percent-encoding left after decoding are
-    refused. `complete` maps a template variable to an async function that suggests values.
+    refused. Scopes as for a tool: a caller needs every one of `scopes`, or `open_to_all=True`.
+    `complete` maps a template variable to an async function that suggests values.
     A resource that returns bytes is sent as a blob of `mime_type`, which must be one of
     `media_types` (default: `DEFAULT_MEDIA_TYPES` in security/guard/content.py), which checks it.
     """
+    check_open(f"resource {uri}", frozenset(scopes), open_to_all)
     declared = Policy(
         kind="resource",
         name="",
@@ -53,6 +56,7 @@ def resource(
         fn=_unregistered,
         arguments=BaseModel,
         scopes=frozenset(scopes),
+        open_to_all=open_to_all,
         rate_limit=guard.limiter.parse(rate_limit) if rate_limit else None,
         per_caller=per_caller,
         timeout=timeout,

@@ -122,13 +122,14 @@ async def authenticated(call: Call) -> None:
 
 async def authorised(call: Call) -> None:
     policy, principal = cast(Policy, call.policy), cast(Principal, call.principal)
-    if not principal.has_scopes(policy.scopes):
+    if not policy.admits(principal.scopes):
         missing = sorted(policy.scopes - principal.scopes)
+        needs = f"needs scope {' '.join(missing)}" if missing else "is for credentials with every scope"
         raise Refused(
             "authorization_denied",
             "medium",
             INVALID_REQUEST,
-            f"Not allowed: {policy.name} needs scope {' '.join(missing)}.",
+            f"Not allowed: {policy.name} {needs}.",
             missing_scopes=missing,
             **client_of(principal),
         )

@@ -14,7 +14,7 @@ from mcp.types import ToolAnnotations
 
 from .arguments import arguments_model, check_bounded, notify_parameter, show_sdk
 from .call import CallInfo
-from .catalogue import Policy, TaskSupport
+from .catalogue import Policy, TaskSupport, check_open
 from .consent import CONFIRMATION, check_confirmed, input_keys, with_confirmation
 from .content import ToolOutput
 from .content import media_types as allowed_types
@@ -35,6 +35,7 @@ def tool(
     guard: Guard,
     *,
     scopes: tuple[str, ...] = (),
+    open_to_all: bool = False,
     read_only: bool,
     destructive: bool = False,
     idempotent: bool = False,
@@ -53,23 +54,21 @@ def tool(
 ) -> Callable[[ToolFn[P, R]], ToolFn[P, R]]:
     """Register an async tool that returns text, or MCP content blocks (images, audio, resources).
 
+    A caller needs every one of `scopes`, or `open_to_all=True`; neither: full access only (Policy.admits).
     `untrusted_output` names where results come from; they are then fenced as data.
-    Every result is sanitised (security/audit/redact.py): configured secrets are removed in any encoding,
-    and so is credential-shaped text (`token=...`, `Bearer ...`) unless `callers_own_data=True` declares
-    that the output is the caller's own data (their files, their notes), where such text is content.
-    `destructive=True` makes the guard ask the user first through MCP elicitation
-    (`confirm_message`, formatted with the arguments, is the question); without a yes it does not run.
-    A parameter annotated `Annotated[T, Resolve(fn)]` is filled by the SDK (sampling, roots, a question
-    of the tool's own), only from a client that declared the capability; it is not an argument.
-    Content blocks are checked by security/guard/content.py: `media_types` lists the MIME types the
-    tool's images, audio and embedded resources may have (default: `DEFAULT_MEDIA_TYPES` there).
-    `schema_keywords` adds JSON Schema 2020-12 rules between arguments (`allOf`, `if`/`then`/`else`,
-    ...; security/guard/rules.py) to the published schema; the guard enforces them too.
-    `@input_key("name")` on the resolver names its question on the wire.
-    `task="optional"` gives clients that declare the tasks extension a handle to poll (tasks.py).
+    Results lose secrets and credential-shaped text (security/audit/redact.py), but for the caller's own
+    data (`callers_own_data=True`: their files, their notes), where such text is content.
+    `destructive=True`: the user is asked first (`confirm_message`, formatted with the arguments).
+    A parameter annotated `Annotated[T, Resolve(fn)]` is filled by the SDK (sampling, roots, a question),
+    only from a client that declared the capability; it is not an argument.
+    `media_types`: the MIME types its content blocks may have (security/guard/content.py checks them).
+    `schema_keywords`: JSON Schema rules between arguments, published and enforced (rules.py).
+    `@input_key("name")` on the resolver names its question on the wire. `task="optional"` gives clients
+    that declare the tasks extension a handle to poll (tasks.py).
     """
     declared = _Declared(
         scopes=frozenset(scopes),
+        open_to_all=open_to_all,
         read_only=read_only,
         destructive=destructive,
         idempotent=idempotent,
@@ -98,6 +97,7 @@ class _Declared:
     """What `@guard.tool(...)` was given, besides the name."""
 
     scopes: frozenset[str]
+    open_to_all: bool
     read_only: bool
     destructive: bool
     idempotent: bool
@@ -118,6 +118,7 @@ def _register(guard: Guard, fn: Callable[..., Awaitable[Any]], tool_name: str, d
     """Check fn, build its policy and the SDK's Tool, and add both to the catalogue."""
     if not inspect.iscoroutinefunction(fn):
         raise TypeError(f"tool {tool_name!r} must be async so its timeout can cancel it")
+    check_open(f"tool {tool_name}", declared.scopes, declared.open_to_all)
     arguments = arguments_model(tool_name, fn, resolvers=True)
     schema = arguments.model_json_schema()
     check_bounded(tool_name, schema)
@@ -131,6 +132,8 @@ def _register(guard: Guard, fn: Callable[..., Awaitable[Any]], tool_name: str, d
         fn=fn,
         arguments=arguments,
         scopes=declared.scopes,
+        open_to_all=declared.open_to_all,
+        read_only=declared.read_only,
         rate_limit=guard.limiter.parse(declared.rate_limit) if declared.rate_limit else None,
         per_caller=declared.per_caller,
         timeout=declared.timeout,

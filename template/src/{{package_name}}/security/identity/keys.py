@@ -6,10 +6,13 @@ An entry in MCP_API_KEYS (comma-separated) is one of
   <name>:sha256:<64 hex>                         a named key: the caller is <name>, whatever its digest
   <name>:sha256:<64 hex>:<scope>+<scope>...      a named key limited to those scopes
   <name>[<group>+<group>...]:sha256:<64 hex>...  a named key in those groups (read by Cedar policies)
+  <name>:mcp_<key>                               a key made by keygen, stored unhashed, named (the
+                                                 client sends mcp_<key>; the copy writes one such)
 A name stays when its key is rotated (list the old and the new digest under the same name while
 clients move), so the audit trail, rate limits and notes follow the person, not the key. Scopes use
 the same names as OAuth scopes: a tool's `scopes=` means the same with either kind of credential.
-A key without scopes may call every tool.
+A key without scopes may call every tool. `admin` is not a scope: it is the class of the keys in
+MCP_ADMIN_API_KEYS (they read /security/events and /metrics), so no tool key may carry it.
 
 A raw key must be hard to guess (key_strength_problem): at least 128 bits by its length and alphabet, and
 no pattern a cracker tries first (words, dates, keyboard runs, repeats), as zxcvbn estimates it. A digest
@@ -24,8 +27,9 @@ import math
 import re
 import secrets
 import string
+import unicodedata
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mcp.server.auth.provider import AccessToken
 from pydantic import Field
@@ -39,6 +43,7 @@ _NAMED = re.compile(
     r"^([A-Za-z0-9][A-Za-z0-9._-]{0,63})(?:\[([^\]]*)\])?:sha256:([0-9a-fA-F]{64})(?::(.*))?$"
 )
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_NAMED_RAW = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]{0,63}):(" + KEY_PREFIX + r"[^:]*)$")
 # An OAuth scope token (RFC 6749 section 3.3) without `+` and `,`, which separate scopes and entries here.
 SCOPE = re.compile(r"^[\x21\x23-\x2a\x2d-\x5b\x5d-\x7e]{1,128}$")
 # Visible ASCII only: a key with spaces or control characters would break the Authorization header.
@@ -49,6 +54,12 @@ MIN_KEY_BITS = 128
 # key: about 10^22); `Welcome2026!Spring` scores 10^11.
 MIN_KEY_GUESSES_LOG10 = 20
 _ALPHABETS = (string.ascii_lowercase, string.ascii_uppercase, string.digits, string.punctuation)
+
+
+ADMIN_IS_NOT_A_SCOPE = (
+    "'admin' is not a scope a tool key may carry: admin is a kind of key. Remove it from the scopes, "
+    "and give admin access with a key in MCP_ADMIN_API_KEYS (keygen --admin)"
+)
 
 
 class KeyFormatError(ValueError):
@@ -72,6 +83,14 @@ class KeyEntry:
 
 def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def key_name(text: str) -> str | None:
+    """`text` (a person's name, a login) as a key name: ASCII letters, digits, '.', '_', '-'; None if
+    nothing is left. "Zoë O'Brien" -> "zoe-o-brien"."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    name = re.sub(r"[^a-z0-9._-]+", "-", ascii_text.lower()).strip("-._")[:64].rstrip("-._")
+    return name if NAME.match(name) else None
 
 
 def key_strength_problem(key: str) -> str | None:
@@ -110,6 +129,8 @@ def entry_line(
     for scope in wanted:
         if not SCOPE.match(scope):
             raise KeyFormatError(f"{scope!r} is not a scope: visible ASCII without spaces, '+' or ','")
+    if ADMIN_SCOPE in wanted:
+        raise KeyFormatError(ADMIN_IS_NOT_A_SCOPE)
     return f"{line}:{'+'.join(wanted)}" if wanted else line
 
 
@@ -126,9 +147,14 @@ def _parse_entry(entry: str, variable: str, position: int) -> KeyEntry:
             raise KeyFormatError(
                 f"{where} ({name}): after the digest write scopes joined by '+', e.g. :notes:read+notes:write"
             )
+        if ADMIN_SCOPE in scopes:
+            raise KeyFormatError(f"{where} ({name}): {ADMIN_IS_NOT_A_SCOPE}")
         return KeyEntry(bytes.fromhex(hex_digest), name, frozenset(scopes), groups)
     if match := _DIGEST.match(entry.lower()):
         return KeyEntry(bytes.fromhex(match.group(1)))
+    if not entry.lower().startswith("sha256:") and (named_raw := _NAMED_RAW.match(entry)):
+        name, raw = named_raw.groups()
+        return replace(_parse_entry(raw, variable, position), name=name)
     if entry.lower().startswith("sha256:") or ":sha256:" in entry.lower():
         raise KeyFormatError(
             f"{where}: a digest must be sha256: followed by 64 hex digits, optionally after name: "
@@ -178,7 +204,8 @@ def parse_keys(value: str, variable: str, *, allow_scopes: bool = True) -> list[
 def raw_keys(value: str) -> list[str]:
     """The raw keys among the entries (so redaction knows them); digests and names are not secret."""
     entries = [entry.strip() for entry in value.split(",") if entry.strip()]
-    return [entry for entry in entries if not _NAMED.match(entry) and not _DIGEST.match(entry.lower())]
+    raw = [entry for entry in entries if not _NAMED.match(entry) and not _DIGEST.match(entry.lower())]
+    return [named.group(2) if (named := _NAMED_RAW.match(entry)) else entry for entry in raw]
 
 
 def describe(entries: list[KeyEntry], *, admin: bool = False) -> list[str]:

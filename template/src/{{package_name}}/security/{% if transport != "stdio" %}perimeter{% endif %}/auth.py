@@ -106,6 +106,7 @@ class BearerAuth:
         resource_metadata_url: str | None = None,
         required_scopes: frozenset[str] = frozenset(),
         challenge_scopes: frozenset[str] = frozenset(),
+        credential: str = "key",
         known: KnownCredentials | None = None,
     ) -> None:
         self.app = app
@@ -114,8 +115,10 @@ class BearerAuth:
         self.known = known or KnownCredentials()
         self.resource_metadata_url = resource_metadata_url
         self.required_scopes = required_scopes
-        # What a 401 tells an OAuth client to ask for: the required scopes and every tool's.
+        # What a 401 tells an OAuth client to ask for: the required scopes and the read-only items'
+        # (a write scope comes later, through a 403 insufficient_scope at first use).
         self.challenge_scopes = challenge_scopes | required_scopes
+        self.credential = credential  # what a request without one is told to send: key or access token
 
     def _challenge(
         self, error: str | None = None, description: str | None = None, scope: str | None = None
@@ -152,7 +155,11 @@ class BearerAuth:
             return None
         if Headers(scope=scope).get("authorization") is None:
             await self._unauthorized(
-                send, client, "missing_credential", "Send Authorization: Bearer <key>.", error=None
+                send,
+                client,
+                "missing_credential",
+                f"Send Authorization: Bearer <{self.credential}>.",
+                error=None,
             )
             return None
         credential = bearer_token(scope)

@@ -88,6 +88,9 @@ def _perimeter(
 ) -> ASGIApp:
     """The onion of the module docstring, wrapped innermost first (layers 12 to 1)."""
     advertised = frozenset(credentials.challenge_scopes(settings, used))
+    # A first sign-in asks for the baseline only (required scopes and the read-only items'); a write
+    # scope comes through the ScopeGate's 403 insufficient_scope step-up, at first use.
+    baseline = frozenset(credentials.challenge_scopes(settings, guard.baseline_scopes()))
     required = frozenset(settings.oauth_required_scopes)
     if credentials.STEP_UP:
         app = ScopeGate(
@@ -107,7 +110,8 @@ def _perimeter(
         services.events,
         resource_metadata_url=metadata_url,
         required_scopes=required,
-        challenge_scopes=advertised,
+        challenge_scopes=baseline,
+        credential=credentials.CREDENTIAL,
         known=known,
     )
     app = HttpErrorAudit(app, services.events)
