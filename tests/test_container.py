@@ -29,7 +29,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from support import http_client, package_of, read_env_file, text_of, uv
+from support import client_key, http_client, package_of, read_env_file, text_of, uv
 from support.containers import Podman
 
 pytestmark = pytest.mark.anyio
@@ -113,7 +113,7 @@ async def public_host(request: Any) -> None:
 
 async def test_tools_work_and_run_python_refuses_cleanly(container: Running) -> None:
     hooks = {"request": [public_host]}
-    async with http_client(container.url, container.env["MCP_API_KEYS"], event_hooks=hooks) as client:
+    async with http_client(container.url, client_key(container.env), event_hooks=hooks) as client:
         saved = await client.call_tool("add_note", {"text": "kept in /data"})
         listed = text_of(await client.call_tool("list_notes", {}))
         records = await client.call_tool(

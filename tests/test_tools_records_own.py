@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from support import Server, Venv, http_client, package_of, read_env_file, running_server, text_of
+from support import Server, Venv, client_key, http_client, package_of, read_env_file, running_server, text_of
 from support.postgres import Postgres, running_postgres
 from support.readme import blocks
 
@@ -124,7 +124,7 @@ def records_server(
 
 
 async def call(server: Server, arguments: dict[str, Any]) -> tuple[bool, str]:
-    async with http_client(server.url, server.env["MCP_API_KEYS"]) as client:
+    async with http_client(server.url, client_key(server.env)) as client:
         result = await client.call_tool("query_records", arguments)
     return result.is_error, text_of(result)
 
@@ -139,7 +139,7 @@ def assert_clean(text: str) -> None:
 
 
 async def test_typed_filters_and_ordering_on_your_tables(records_server: Server) -> None:
-    async with http_client(records_server.url, records_server.env["MCP_API_KEYS"]) as client:
+    async with http_client(records_server.url, client_key(records_server.env)) as client:
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
         pro = await client.call_tool(
             "query_records",
@@ -241,7 +241,7 @@ INERT_VALUES = [
 
 
 async def test_the_hostile_corpus_is_refused_without_a_leak(records_server: Server) -> None:
-    async with http_client(records_server.url, records_server.env["MCP_API_KEYS"]) as client:
+    async with http_client(records_server.url, client_key(records_server.env)) as client:
         for arguments in HOSTILE:
             result = await client.call_tool("query_records", arguments)
             text = text_of(result)

@@ -89,6 +89,21 @@ const provider = new Provider(issuer, {
 });
 provider.proxy = false;
 
+// Dynamic registration does not pin a client's scopes: the SDKs register with the scopes of the first
+// challenge (the server's read-only baseline), and a pinned list would refuse every later step-up with
+// invalid_scope. What a token gets is decided per authorization, as MCP's step-up needs.
+// (oidc-provider reads a body parsed before it: req.body.)
+provider.use(async (ctx, next) => {
+  if (ctx.method === "POST" && ctx.path === "/reg") {
+    const chunks = [];
+    for await (const chunk of ctx.req) chunks.push(chunk);
+    const metadata = JSON.parse(Buffer.concat(chunks).toString() || "{}");
+    delete metadata.scope;
+    ctx.req.body = metadata;
+  }
+  await next();
+});
+
 // The development login and consent, answered at once, without a page.
 provider.use(async (ctx, next) => {
   if (ctx.method !== "GET" || !ctx.path.startsWith("/interaction/")) return next();
