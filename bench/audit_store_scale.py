@@ -50,9 +50,10 @@ def load_store(scratch: Path):  # type: ignore[no-untyped-def]
     )
     sys.path.insert(0, str(project / "src"))
     from bench_audit.security.audit.event_stores import sqlite as store_module
+    from bench_audit.security.audit.event_stores import sqlite_layout
     from bench_audit.security.audit.events import EventQuery
 
-    return store_module, EventQuery
+    return store_module, sqlite_layout, EventQuery
 
 
 def fill(path: Path, rows: int) -> None:
@@ -91,7 +92,7 @@ def timed(action, repeat: int = 5) -> float:  # type: ignore[no-untyped-def]
     return statistics.median(runs)
 
 
-def fetch_all(db: sqlite3.Connection, sql: str, parameters: tuple[int, ...]) -> list[Any]:
+def fetch_all(db: sqlite3.Connection, sql: str, parameters: tuple[Any, ...]) -> list[Any]:
     return db.execute(sql, parameters).fetchall()
 
 
@@ -99,7 +100,7 @@ def measure(sizes: list[int]) -> list[tuple[int, float, float, float, float, flo
     rows_out = []
     with tempfile.TemporaryDirectory() as scratch_dir:
         scratch = Path(scratch_dir)
-        store_module, event_query = load_store(scratch)
+        store_module, layout, event_query = load_store(scratch)
         for size in sizes:
             path = scratch / f"events-{size}.db"
             store = store_module.SqliteEventStore(str(path), retention_days=90, max_rows=size + 10)
@@ -107,7 +108,7 @@ def measure(sizes: list[int]) -> list[tuple[int, float, float, float, float, flo
             fill(path, size)
             store = store_module.SqliteEventStore(str(path), retention_days=90, max_rows=size + 10)
             cutoff = (datetime.now(UTC) - timedelta(days=90)).isoformat().replace("+00:00", "Z")
-            prune_new = timed(partial(store._db.execute, store_module._AGED, (cutoff, 0, size)))
+            prune_new = timed(partial(fetch_all, store._db, layout.AGED, (cutoff, 0, size)))
             prune_old = timed(partial(store._db.execute, OLD_AGED, (0, cutoff, size)))
             since = datetime.now(UTC) - timedelta(seconds=5)
             high = event_query(severity="high", limit=100, newest_first=True)

@@ -7,8 +7,10 @@ the stdio transport carrying nothing but JSON-RPC.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -369,6 +371,18 @@ async def test_sqlite_keeps_every_acknowledged_event_across_sigkill(
         stored = {event["request_id"] for event in all_events(again, admin)}
     missing = acked - stored
     assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:5]}"
+    # The hash chain survives the kill: the restarted server went on from the last stored row.
+    log = tmp_path / "after-restart.log"
+    log.write_text(again.log())
+    command, _ = package_of(project)
+    verify = (venv.bin(command), "audit", "verify", f"sqlite:///{db}", "--log", str(log))
+    verified = venv.run(*verify, cwd=project)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    with contextlib.closing(sqlite3.connect(db)) as file:  # the newest event removed: the head logged at
+        file.execute("DELETE FROM security_events WHERE seq = (SELECT MAX(seq) FROM security_events)")
+        file.commit()  # shutdown is no longer in the trail
+    cut = venv.run(*verify, cwd=project)
+    assert cut.returncode == 1 and "BROKEN: the tail was truncated" in cut.stdout, cut.stdout
 
 
 async def test_under_50_concurrent_clients_events_equal_decisions(
@@ -526,7 +540,9 @@ async def test_an_unopenable_store_stops_start_up_with_the_fix(
 # ---- stdio: stdout is the protocol -----------------------------------------------------------------
 
 
-def test_stdio_stdout_carries_only_json_rpc_and_events_go_to_stderr(project: Path, venv: Venv) -> None:
+def test_stdio_stdout_carries_only_json_rpc_and_events_go_to_stderr(
+    project: Path, venv: Venv, tmp_path: Path
+) -> None:
     command, _ = package_of(project)
     messages = [
         jsonrpc(
@@ -548,7 +564,9 @@ def test_stdio_stdout_carries_only_json_rpc_and_events_go_to_stderr(project: Pat
     process = subprocess.Popen(
         [venv.bin(command), "serve", "--transport", "stdio"],
         cwd=project,
-        env=clean_env({"MCP_UPSTREAM_API_KEY": PLANTED}),
+        env=clean_env(
+            {"MCP_UPSTREAM_API_KEY": PLANTED, "MCP_SECURITY_EVENTS_URL": f"sqlite:///{tmp_path}/events.db"}
+        ),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -581,3 +599,10 @@ def test_stdio_stdout_carries_only_json_rpc_and_events_go_to_stderr(project: Pat
         "input_validation_failed",
     ]
     assert PLANTED not in stderr.decode() and PLANTED not in "".join(lines)
+    heads = [
+        json.loads(line)["audit_chain_head"]
+        for line in stderr.decode().splitlines()
+        if line.startswith('{"logger":"audit"')
+    ]
+    # The audit chain's head once with the first event written, then as the server leaves it.
+    assert len(heads) == 2 and heads[-1][0].startswith("events:3:"), heads

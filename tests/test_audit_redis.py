@@ -5,8 +5,11 @@ Fails (never skips) when redis-server is missing; .ci/run installs it.
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import json
+import re
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -190,5 +193,102 @@ async def test_refusals_have_a_capped_stream_of_their_own_and_evict_no_principal
         events = all_events(server, admin, limit=137)  # pages that end anywhere in the merged streams
     assert [e["event"] for e in events if e["event"] == "tool_called"] == ["tool_called"]
     refusals = [e for e in events if e["event"] == "authentication_failed"]
-    assert 1_000 <= len(refusals) <= 1_200, len(refusals)  # trimmed (approximately) to its own cap
+    # The anonymous stream trimmed to its cap (a hundredth past it at most), and up to 100 notable refusals
+    # kept with principals' events (events.py, MAX_NOTABLE_PER_WINDOW).
+    assert 1_000 <= len(refusals) <= 1_010 + 100, len(refusals)
     assert len({e["id"] for e in events}) == len(events)  # no event twice across pages
+    # Trimming recorded the last entry it removed as the anchor: the kept entries still verify.
+    verified = audit_verify(project, venv, url, *published_heads(server))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "chain 'anonymous'" in verified.stdout and "pruned up to event" in verified.stdout
+
+
+def published_heads(*servers: Server) -> list[str]:
+    """Every audit chain head the servers wrote to their logs (`audit_chain_head` lines)."""
+    return [
+        f"--head={token}"
+        for server in servers
+        for line in server.log().splitlines()
+        if line.startswith('{"logger":"audit"')
+        for token in json.loads(line)["audit_chain_head"]
+    ]
+
+
+def audit_verify(project: Path, venv: Venv, url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    command, _ = package_of(project)
+    return venv.run(venv.bin(command), "audit", "verify", url, *extra, cwd=project, timeout=120)
+
+
+async def test_audit_verify_passes_on_a_trail_two_replicas_wrote_under_load_and_finds_a_cut(
+    project: Path, venv: Venv, redis_server: RedisServer
+) -> None:
+    tool_key, _ = env_keys(project)
+    url = redis_server.url.rsplit("/", 1)[0] + "/6"  # a database of its own
+    env = redis_env(project, redis_server, MCP_SECURITY_EVENTS_URL=url)
+    with running_server(venv, project, env) as first, running_server(venv, project, env) as second:
+
+        def one(number: int) -> int:
+            server = (first, second)[number % 2]
+            token = None if number % 10 == 9 else tool_key  # some refusals: the anonymous chain too
+            return post_mcp(server, call(id=9000 + number), token).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:  # both replicas write at once
+            statuses = list(pool.map(one, range(400)))
+    assert statuses.count(200) == 360 and statuses.count(401) == 40
+    heads = published_heads(first, second)
+    assert any(head.startswith("--head=events:") for head in heads)
+    verified = audit_verify(project, venv, url, *heads)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    # Every event of both replicas, in one of the two chains (a source's first refusal is kept with the
+    # principals' events).
+    counts = [int(n) for n in re.findall(r"(\d+) events verified", verified.stdout)]
+    assert len(counts) == 2 and sum(counts) == 400, verified.stdout
+    client = redis_server.client()
+    client.select(6)
+    newest = client.xrevrange("mcp:security-events", count=1)[0][0]
+    client.hdel("mcp:security-events:chain", "head_id")  # the store's own head record goes too
+    client.xdel("mcp:security-events", newest)  # the tail cut: only a published head can tell
+    assert audit_verify(project, venv, url).returncode == 0, "a clean cut looks like a shorter trail"
+    cut = audit_verify(project, venv, url, *heads)
+    assert cut.returncode == 1
+    assert "BROKEN: the tail was truncated: chain 'events'" in cut.stdout, cut.stdout
+    entries = client.xrange("mcp:security-events", count=100)
+    client.xdel("mcp:security-events", entries[50][0])  # one event deleted from the middle
+    deleted = audit_verify(project, venv, url)
+    assert deleted.returncode == 1
+    assert f"BROKEN: chain 'events': a gap before event {entries[51][0].decode()}" in deleted.stdout
+
+
+BATCHING = """
+import asyncio, sys
+import redis
+from {package}.security.audit.event_stores.redis import RedisEventStore
+from {package}.security.audit.records import SecurityEvent
+
+async def main(url):
+    store = RedisEventStore(url, max_len=10_000, max_anonymous_len=10_000)
+    await store.append(SecurityEvent("warm", "2026-01-01T00:00:00.000000Z", "tool_called", "low", "key:a"))
+    counter = redis.Redis.from_url(url)
+    counter.config_resetstat()
+    at = "2026-01-01T00:00:00.000000Z"
+    events = [SecurityEvent(str(n), at, "tool_called", "low", "key:a") for n in range(50)]
+    await asyncio.gather(*(store.append(event) for event in events))
+    calls = counter.info("commandstats").get("cmdstat_evalsha", {{}}).get("calls", 0)
+    print(calls, counter.xlen("mcp:security-events"))
+    await store.aclose()
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def test_concurrent_events_go_to_redis_in_one_script_call_per_batch(
+    project: Path, venv: Venv, redis_server: RedisServer
+) -> None:
+    _, package = package_of(project)
+    url = redis_server.url.rsplit("/", 1)[0] + "/7"
+    script = BATCHING.format(package=package)
+    result = venv.run(venv.bin("python"), "-c", script, url, cwd=project, timeout=60)
+    assert result.returncode == 0, result.stderr
+    calls, stored = (int(part) for part in result.stdout.split())
+    assert stored == 51
+    assert calls == 1, f"50 events at once took {calls} script calls, not one"

@@ -359,3 +359,29 @@ def test_the_replay_buffer_bounds_its_entries_too(project: Path, venv: Venv) -> 
     done = venv.run(venv.python, "-c", script, cwd=project)
     kept, bound = map(int, done.stdout.split())
     assert 0 < kept <= bound, done.stderr
+
+
+def test_a_full_replay_buffer_stays_within_its_setting_in_memory(project: Path, venv: Venv) -> None:
+    """Kept as JSON bytes, not message objects: small messages as objects took 6 times the setting."""
+    script = (
+        "import asyncio, gc, tracemalloc\n"
+        "from mcp_types import JSONRPCResponse\n"
+        "from acme_notify.transport.http.session_manager import SessionReplay\n"
+        "async def main():\n"
+        "    for size in (50, 400, 4000):\n"
+        "        gc.collect()\n"
+        "        tracemalloc.start()\n"
+        "        store = SessionReplay(262_144)\n"
+        "        for number in range(5_000):\n"
+        "            result = {'content': [{'type': 'text', 'text': 'x' * size}], 'isError': False}\n"
+        "            await store.store_event('1', JSONRPCResponse(jsonrpc='2.0', id=number, result=result))\n"
+        "        gc.collect()\n"
+        "        print(tracemalloc.get_traced_memory()[0])\n"
+        "        tracemalloc.stop()\n"
+        "        del store\n"
+        "asyncio.run(main())\n"
+    )
+    done = venv.run(venv.python, "-c", script, cwd=project)
+    assert done.returncode == 0, done.stderr
+    for held in map(int, done.stdout.split()):
+        assert held <= 1.5 * 262_144, f"a full 256 KiB buffer holds {held:,} bytes"

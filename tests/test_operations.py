@@ -8,6 +8,9 @@ tested with the real promtool (Debian package `prometheus`).
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
 import re
 import shutil
@@ -56,6 +59,7 @@ SANDBOX_PYTHON = (
 )
 SLOW_START = {"timeout": 120}  # the machine may be shared; start-up is not what these tests measure
 RULES = Path("monitoring/prometheus-alerts.yml")
+SANDBOX_RULES = Path("monitoring/prometheus-alerts-sandbox.yml")  # rendered with the sandbox sample only
 
 
 def base_env(project: Path, **extra: str) -> dict[str, str]:
@@ -87,12 +91,14 @@ class Receiver:
     def __init__(self, answer: bytes = b"{}") -> None:
         self.bodies: list[bytes] = []
         self.paths: list[str] = []
+        self.headers: list[dict[str, str]] = []
         received = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 received.paths.append(self.path)
+                received.headers.append({k.lower(): v for k, v in self.headers.items()})
                 received.bodies.append(body)
                 self.send_response(200)
                 self.send_header("content-length", str(len(answer)))
@@ -288,18 +294,19 @@ def promtool() -> str:
 
 
 def test_alert_rules_pass_promtool_and_fire(project: Path, tmp_path: Path, metrics_server: Server) -> None:
-    rules = project / RULES
+    files = [str(project / RULES), str(project / SANDBOX_RULES)]
     checked = subprocess.run(
-        [promtool(), "check", "rules", str(rules)], capture_output=True, text=True, timeout=60
+        [promtool(), "check", "rules", *files], capture_output=True, text=True, timeout=60
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+    groups = [group for file in files for group in yaml.safe_load(Path(file).read_text())["groups"]]
     # Every metric a rule reads is one the server exposes (names drift otherwise, and alerts go silent).
     exposed = families(metrics_server) | {"mcp_alerts_total"}  # declared only when a webhook is set
-    exprs = [rule["expr"] for group in yaml.safe_load(rules.read_text())["groups"] for rule in group["rules"]]
+    exprs = [rule["expr"] for group in groups for rule in group["rules"]]
     used = {name for expr in exprs for name in re.findall(r"\b(mcp_[a-z_]+)\b", expr)}
     assert used and used - exposed <= {"mcp_alerts_total"}, used - exposed
     # promtool compares annotations too; the unit test is about when each expression fires.
-    bare = yaml.safe_load(rules.read_text())
+    bare = {"groups": groups}
     for group in bare["groups"]:
         for rule in group["rules"]:
             rule.pop("annotations", None)
@@ -375,6 +382,14 @@ def test_alert_rules_pass_promtool_and_fire(project: Path, tmp_path: Path, metri
     assert tested.returncode == 0, tested.stdout + tested.stderr
 
 
+def test_readme_and_rules_name_no_metric_of_a_sample_not_rendered(rendered: Callable[[str], Path]) -> None:
+    """A project without the sandbox sample: no sandbox metric or alert in its README or alert rules."""
+    project = rendered("both")  # HTTP, no sample tools
+    assert (project / RULES).exists() and not (project / SANDBOX_RULES).exists()
+    for text in ((project / "README.md").read_text(), (project / RULES).read_text()):
+        assert "mcp_sandbox" not in text and "MCPSandbox" not in text and "sandbox" not in text.lower()
+
+
 # ---- alerts, anomaly detection, OTLP spans ----------------------------------------------------------------
 
 ANOMALY = {
@@ -403,6 +418,7 @@ def watched_server(venv: Venv, project: Path, webhook: Receiver, collector: Rece
     env = base_env(
         project,
         MCP_ALERT_WEBHOOK_URL=f"http://127.0.0.1:{webhook.port}/hooks/security",
+        MCP_ALERT_WEBHOOK_SECRET=WEBHOOK_SECRET,
         OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{collector.port}",
         OTEL_BSP_SCHEDULE_DELAY="100",
         OTEL_SERVICE_NAME="acme-ops-test",
@@ -410,6 +426,9 @@ def watched_server(venv: Venv, project: Path, webhook: Receiver, collector: Rece
     )
     with running_server(venv, project, env, ready_kwargs=SLOW_START) as running:
         yield running
+
+
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"the webhook's shared secret, 32+ b").decode()
 
 
 def alerts(receiver: Receiver) -> list[dict[str, Any]]:
@@ -440,6 +459,14 @@ async def test_webhook_gets_client_blocked_without_the_credential(
     everything = b"".join(webhook.bodies).decode()
     for secret in (WRONG_KEY, ADMIN, *KEYS.values()):
         assert secret not in everything
+    # Each alert is signed as Standard Webhooks says: the receiver can tell it from a forged one.
+    key = base64.b64decode(WEBHOOK_SECRET.removeprefix("whsec_"))
+    for headers, body in zip(webhook.headers, webhook.bodies, strict=True):
+        signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+        expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+        assert headers["webhook-signature"] == f"v1,{expected}", headers
+        assert headers["webhook-id"] == json.loads(body)["id"]
+        assert abs(time.time() - int(headers["webhook-timestamp"])) < 120
     # Below the minimum severity (high) nothing is sent: the 401s themselves were medium.
     assert not [a for a in alerts(webhook) if a["event"] == "authentication_failed"]
 
@@ -580,6 +607,72 @@ async def test_anomaly_rules_fire_on_bursts_and_stay_quiet_when_steady(
         await eventually(lambda: [a for a in alerts(webhook) if a["id"] == refusals[0]["id"]])
 
 
+def exported_spans(receiver: Receiver) -> list[tuple[str, str, dict[str, str]]]:
+    """(name, trace id in hex, attributes) of every span the receiver got."""
+    found = []
+    for body in list(receiver.bodies):
+        for resource_spans in ExportTraceServiceRequest.FromString(body).resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    attributes = {a.key: a.value.string_value for a in span.attributes}
+                    found.append((span.name, span.trace_id.hex(), attributes))
+    return found
+
+
+CLIENT_TRACE = "5eed" * 8  # the trace a client asks to join
+TRACEPARENT = f"00-{CLIENT_TRACE}-{'ab' * 8}-01"
+
+
+async def send_client_text(http: httpx2.AsyncClient, server: Server, key: str) -> None:
+    """An unknown method of 20 KB with a password in it, and a call that names a trace to join."""
+    method = "x/" + "password=hunter2-MUST-NOT-BE-EXPORTED;" * 520
+    await post(http, server, key, method, {})
+    params = {"name": "whoami", "arguments": {}, "_meta": {"traceparent": TRACEPARENT}}
+    response = await post(http, server, key, "tools/call", params)
+    assert response.status_code == 200, response.text
+
+
+async def test_spans_export_no_client_text_and_join_no_client_trace(
+    watched_server: Server, collector: Receiver
+) -> None:
+    async with httpx2.AsyncClient(timeout=60) as http:
+        await send_client_text(http, watched_server, KEYS["calls"])
+    with anyio.fail_after(20):  # the spans of both requests
+        await eventually(
+            lambda: {"_unknown", "tools/call whoami"} <= {name for name, _, _ in exported_spans(collector)}
+        )
+    unknown = [attributes for name, _, attributes in exported_spans(collector) if name == "_unknown"]
+    assert unknown and all(a["mcp.method.name"] == "_unknown" for a in unknown)
+    assert b"hunter2" not in b"".join(collector.bodies)
+    assert CLIENT_TRACE not in {trace for _, trace, _ in exported_spans(collector)}
+    assert all(len(a.get("jsonrpc.request.id", "")) <= 64 for _, _, a in exported_spans(collector))
+
+
+def test_a_trusted_client_joins_its_trace(venv: Venv, project: Path) -> None:
+    """MCP_TRUST_CLIENT_TRACE_CONTEXT=true: the request's span is in the trace its client named."""
+    with Receiver(ExportTraceServiceResponse().SerializeToString()) as receiver:
+        env = base_env(
+            project,
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.port}",
+            OTEL_BSP_SCHEDULE_DELAY="100",
+            MCP_TRUST_CLIENT_TRACE_CONTEXT="true",
+        )
+        with running_server(venv, project, env, ready_kwargs=SLOW_START) as server:
+
+            async def exchange() -> None:
+                async with httpx2.AsyncClient(timeout=60) as http:
+                    await send_client_text(http, server, KEYS["calls"])
+                with anyio.fail_after(20):
+                    await eventually(
+                        lambda: any(n == "tools/call whoami" for n, _, _ in exported_spans(receiver))
+                    )
+
+            anyio.run(exchange)
+        joined = [trace for name, trace, _ in exported_spans(receiver) if name == "tools/call whoami"]
+        assert joined == [CLIENT_TRACE]
+        assert b"hunter2" not in b"".join(receiver.bodies)  # trusted or not, client text stays out
+
+
 async def test_spans_reach_an_otlp_receiver(watched_server: Server, collector: Receiver) -> None:
     secret_argument = "note-text-THAT-MUST-NOT-BE-EXPORTED"
     async with httpx2.AsyncClient(timeout=60) as http:
@@ -615,3 +708,28 @@ async def test_spans_reach_an_otlp_receiver(watched_server: Server, collector: R
     raw = b"".join(collector.bodies)
     assert secret_argument.encode() not in raw and b"zz-made-up-tool-name" not in raw
     assert set(collector.paths) == {"/v1/traces"}
+
+
+async def test_the_audit_chain_head_goes_to_the_webhook_as_to_the_log(
+    venv: Venv, project: Path, tmp_path: Path
+) -> None:
+    with Receiver() as receiver:
+        env = base_env(
+            project,
+            MCP_SECURITY_EVENTS_URL=f"sqlite:///{tmp_path / 'events.db'}",
+            MCP_ALERT_WEBHOOK_URL=f"http://127.0.0.1:{receiver.port}/hooks/security",
+        )
+        with running_server(venv, project, env, ready_kwargs=SLOW_START) as server:
+            async with httpx2.AsyncClient(timeout=60) as http:
+                assert (await call(http, server, KEYS["steady"], "whoami")).status_code == 200
+            with anyio.fail_after(20):
+                posted = await eventually(
+                    lambda: [a for a in alerts(receiver) if a.get("event") == "audit_chain_head"]
+                )
+        logged = [
+            json.loads(line)["audit_chain_head"]
+            for line in server.log().splitlines()
+            if line.startswith('{"logger":"audit"')
+        ]
+    assert posted[0]["heads"] == logged[0] and logged[0][0].startswith("events:1:")
+    assert len(logged) == 2, "the first event's head, then the head at shutdown"

@@ -4,9 +4,10 @@ down."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +147,49 @@ async def test_tool_call_gets_an_error_result_while_redis_is_down(
                 break
             await anyio.sleep(0.2)
         assert back is not None and not back.is_error, text_of(back)
+
+
+def round_trips(redis_server: RedisServer, act: Callable[[], Any]) -> list[str]:
+    """The commands clients sent Redis while `act` ran (MONITOR; not those scripts ran inside Redis)."""
+    seen: list[str] = []
+    with redis_server.client().monitor() as monitor:
+        watcher = threading.Thread(target=lambda: seen.extend(_commands(monitor)), daemon=True)
+        watcher.start()
+        act()
+        redis_server.client().echo("end-of-act")
+        watcher.join(timeout=10)
+    return seen
+
+
+def _commands(monitor: Any) -> Iterator[str]:
+    for command in monitor.listen():
+        if command["command"] == "ECHO end-of-act":
+            return
+        name = command["command"].split()[0].upper()
+        if command.get("client_type") != "lua" and name not in {"HELLO", "CLIENT"}:  # not connections' set-up
+            yield name
+
+
+def test_each_rate_limit_decision_is_one_redis_round_trip(
+    venv: Venv, project: Path, redis_server: RedisServer
+) -> None:
+    env = {
+        **env_for(project, redis_server),
+        "MCP_RATE_LIMIT": "1000/minute",
+        "MCP_RATE_LIMIT_STORAGE": redis_server.url.rsplit("/", 1)[0] + "/3",  # a database of its own
+    }
+    responses: list[httpx2.Response] = []
+
+    def one_call() -> None:
+        body = jsonrpc("tools/call", {"name": "whoami", "arguments": {}})
+        headers = {**MCP_HEADERS, "Authorization": f"Bearer {KEY}"}
+        responses.append(httpx2.post(server.url, json=body, headers=headers, timeout=30))
+
+    with running_server(venv, project, env) as server:
+        one_call()  # connections open, scripts loaded
+        sent = round_trips(redis_server, one_call)
+    assert responses[-1].status_code == 200
+    assert responses[-1].headers["ratelimit-remaining"] == "998"  # the figures came back with the decision
+    # The call's three decisions, one script call each (five round trips before: a fixed window's figures
+    # took a GET and a TTL, a moving window's take and its figures two scripts).
+    assert sent == ["EVALSHA"] * 3, sent

@@ -66,7 +66,9 @@ MAX_PER_PRINCIPAL = 3
 def server(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     assert shutil.which("bwrap"), "bubblewrap is required for these tests: apt-get install bubblewrap"
     base = tmp_path_factory.mktemp("tasks")
-    project = installed_project(venv, base, ANSWER_SETS["http_all"], {"task_tools": TOOLS})
+    # A name of its own: the shared venv installs one project per package, and http_all's is other tests'.
+    answers = {**ANSWER_SETS["http_all"], "project_name": "Acme Tasks"}
+    project = installed_project(venv, base, answers, {"task_tools": TOOLS})
     env = read_env_file(project)
     other = secrets.token_urlsafe(32)
     env.update(
@@ -80,7 +82,11 @@ def server(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
 
 
 def keys(server: Server) -> list[str]:
-    return server.env["MCP_API_KEYS"].split(",")
+    # As a client sends each: without the name the copy writes before its key (`test:mcp_...`).
+    return [
+        entry.rpartition(":")[2] if ":mcp_" in entry else entry
+        for entry in server.env["MCP_API_KEYS"].split(",")
+    ]
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from support import (
     ANSWER_SETS,
     Server,
     Venv,
+    client_key,
     eventually,
     free_port,
     package_of,
@@ -36,7 +37,8 @@ MARKER = "argument-marker-" + secrets.token_hex(4)  # an argument value: never s
 @pytest.fixture(scope="module")
 def project(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("tasks-stores")
-    return installed_project(venv, base, ANSWER_SETS["http_none"], {"task_tools": TOOLS})
+    answers = {**ANSWER_SETS["http_none"], "project_name": "Acme Task Stores"}  # a package of its own
+    return installed_project(venv, base, answers, {"task_tools": TOOLS})
 
 
 def env_of(project: Path, **extra: str) -> dict[str, str]:
@@ -61,7 +63,9 @@ def logged(servers: list[Server], **match: Any) -> list[dict[str, Any]]:
 
 
 def assert_no_credentials(stored: bytes, env: dict[str, str]) -> None:
-    for secret in (*env["MCP_API_KEYS"].split(","), *env["MCP_ADMIN_API_KEYS"].split(",")):
+    entries = (*env["MCP_API_KEYS"].split(","), *env["MCP_ADMIN_API_KEYS"].split(","))
+    raw = {entry.rpartition(":")[2] for entry in entries if ":mcp_" in entry}  # a named key kept raw
+    for secret in {*entries, *raw}:
         assert secret.encode() not in stored
     for word in (b"Bearer", b"authorization", b"Authorization", b"mcp-name", MARKER.encode()):
         assert word not in stored, word
@@ -83,7 +87,7 @@ def replicas(project: Path, venv: Venv, tmp_path_factory: pytest.TempPathFactory
 
 async def test_replicas_share_tasks_through_redis(replicas: Any) -> None:
     servers, url, redis, env = replicas
-    client = TasksClient(url, env["MCP_API_KEYS"])
+    client = TasksClient(url, client_key(env))
     # Each request goes to the other replica: every get, update and cancel below is served by the
     # replica that did not create the task.
     for _ in range(3):
@@ -110,7 +114,7 @@ async def test_replicas_share_tasks_through_redis(replicas: Any) -> None:
     assert (await client.get(long))["result"]["status"] == "cancelled"
     # And without the balancer: created on one replica, answered and read on the other; created on the
     # other, cancelled from the first, and its work (which runs only where it was created) stopped there.
-    one, two = (TasksClient(server.url, env["MCP_API_KEYS"]) for server in servers)
+    one, two = (TasksClient(server.url, client_key(env)) for server in servers)
     direct = await started(one, "erase", {"name": "direct"})
     [key] = (await two.until(direct, "input_required"))["inputRequests"]
     await two.send("tasks/update", {"taskId": direct, "inputResponses": {key: yes}})
@@ -141,7 +145,7 @@ async def test_sqlite_keeps_finished_tasks_across_a_restart(
     base = tmp_path_factory.mktemp("sqlite-restart")
     env = env_of(project, MCP_TASKS_URL=f"sqlite:///{base / 'tasks.db'}")
     with running_server(venv, project, env, log_dir=base) as server:
-        client = TasksClient(server.url, env["MCP_API_KEYS"])
+        client = TasksClient(server.url, client_key(env))
         quiet = await started(client, "keep_quiet", {"note": MARKER})
         await client.until(quiet, "completed")
         finished = await started(client, "erase", {"name": "draft"})
@@ -151,7 +155,7 @@ async def test_sqlite_keeps_finished_tasks_across_a_restart(
         done = await client.until(finished, "completed")
         running = await started(client, "slow_task", {"seconds": 30})
     with running_server(venv, project, env, log_dir=base) as server:
-        client = TasksClient(server.url, env["MCP_API_KEYS"])
+        client = TasksClient(server.url, client_key(env))
         assert (await client.get(finished))["result"]["result"] == done["result"]
         lost = (await client.get(running))["result"]
     assert lost["status"] == "failed" and "restarted" in lost["error"]["message"], lost
@@ -174,7 +178,7 @@ async def test_a_flood_of_creations_and_polls_is_bounded(
         MCP_TASK_TTL_SECONDS="1",
     )
     with running_server(venv, project, env, log_dir=base) as server:
-        client = TasksClient(server.url, env["MCP_API_KEYS"])
+        client = TasksClient(server.url, client_key(env))
         # A finished task is kept for its TTL, then removed with an event: its id is then unknown.
         brief = await started(client, "slow_task", {"seconds": 0})
         await anyio.sleep(2.5)
@@ -229,12 +233,12 @@ async def test_a_task_store_that_goes_down_fails_closed(
     with running_redis(base) as redis:
         env = env_of(project, MCP_TASKS_URL=redis.url)
         with running_server(venv, project, env, log_dir=base) as server:
-            client = TasksClient(server.url, env["MCP_API_KEYS"])
+            client = TasksClient(server.url, client_key(env))
             task_id = await started(client, "slow_task", {"seconds": 0})
             redis.stop()
             refused = (await client.call("slow_task", {"seconds": 0}))["result"]
             unread = await client.get(task_id)
-            waited = await TasksClient(server.url, env["MCP_API_KEYS"], tasks=False).call(
+            waited = await TasksClient(server.url, client_key(env), tasks=False).call(
                 "slow_task", {"seconds": 0}
             )
             failed = logged([server], event="tool_execution_failed", reason="task store unavailable")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,18 @@ from typing import Any
 import anyio
 import pytest
 
-from support import Server, Venv, client_key, http_client, read_env_file, running_server, text_of
+from support import (
+    Server,
+    Venv,
+    clean_env,
+    client_key,
+    http_client,
+    package_of,
+    read_env_file,
+    running_server,
+    text_of,
+)
+from support.perimeter import security_events
 from support.tooling import all_events, refusals_for
 
 pytestmark = pytest.mark.anyio
@@ -23,6 +35,9 @@ CLEAR_ERROR = re.compile(
     r"^(Invalid arguments for query_records: "
     r"|Error executing tool query_records: Column '.+' is not readable)"
 )
+
+
+DIGEST_KEY = "audit-digest-key-for-the-records-tests-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +51,7 @@ def records_server(
         "MCP_DATA_DIR": str(base / "data"),
         "MCP_FILES_ROOT": str(base / "files"),
         "MCP_RATE_LIMIT": "100000/minute",
+        "MCP_AUDIT_DIGEST_KEY": DIGEST_KEY,
     }
     with running_server(venv, project, env, log_dir=base) as server:
         yield server
@@ -214,3 +230,40 @@ async def test_sql_in_values_is_bound_not_run(records_server: Server, value: str
             assert_clean(text)
             expected_rows = 8 if op == "!=" else 0
             assert text.count('{"id": ') == expected_rows, text
+
+
+async def test_personal_data_reaches_the_trail_only_as_a_searchable_digest(
+    records_server: Server, rendered: Callable[[str], Path], venv: Venv, tmp_path: Path
+) -> None:
+    """The samples that take personal data declare it sensitive: the trail keeps a keyed digest, never the
+    value, and `audit digest` (the value on stdin) prints the digest that finds it."""
+    email, note = "alice.customer@example.org", "Call alice.customer@example.org about her refund"
+    async with http_client(records_server.url, client_key(records_server.env)) as client:
+        query = {"table": "orders", "where": [{"column": "status", "op": "=", "value": email}]}
+        assert not (await client.call_tool("query_records", query)).is_error
+        assert not (await client.call_tool("add_note", {"text": note})).is_error
+    calls = {
+        e["tool"]: e["details"]["arguments"]
+        for e in security_events(records_server)
+        if e["event"] == "tool_called"
+    }
+    assert "alice.customer" not in records_server.log()
+    command, _ = package_of(rendered("http_all"))
+
+    def audit_digest(value: str) -> str:
+        result = subprocess.run(
+            [venv.bin(command), "audit", "digest"],
+            input=value + "\n",
+            cwd=tmp_path,
+            env=clean_env({"MCP_AUDIT_DIGEST_KEY": DIGEST_KEY}),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return result.stdout.strip()
+
+    assert calls["add_note"] == {"text": audit_digest(note)}
+    [condition] = calls["query_records"]["where"]
+    assert condition["value"] == audit_digest(email) and condition["value"].startswith("hmac-sha256:")
+    assert calls["query_records"]["table"] == "orders"  # arguments not declared sensitive: as before

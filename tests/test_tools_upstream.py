@@ -25,7 +25,15 @@ from support import Server, Venv, client_key, free_port, http_client, read_env_f
 
 pytestmark = pytest.mark.anyio
 
-UPSTREAM_KEY = "upk_" + secrets.token_urlsafe(24)
+UPSTREAM_KEY = "upk_" + secrets.token_urlsafe(24) + "+/"  # + and /: characters JSON encoders escape
+# The key as upstreams echo it inside a JSON string: .NET writes + as \u002B, PHP / as \/, some
+# encoders escape every character, and JSON inside JSON doubles each backslash.
+JSON_ECHOES = {
+    "dotnet": lambda key: key.replace("+", "\\u002B"),
+    "php": lambda key: key.replace("/", "\\/"),
+    "every": lambda key: "".join(f"\\u{ord(c):04X}" for c in key),
+    "double": lambda key: key.replace("+", "\\\\u002B").replace("/", "\\\\/"),
+}
 
 
 class Upstream(BaseHTTPRequestHandler):
@@ -48,6 +56,9 @@ class Upstream(BaseHTTPRequestHandler):
         body = json.dumps({"you_sent": auth, "key": key, "note": f"key={key}", "path": self.path})
         if self.path.startswith("/v1/ok"):
             self._send(200, body, echoes)
+        elif self.path.startswith("/v1/escaped/"):
+            echo = JSON_ECHOES[self.path.rsplit("/", 1)[1]](key)
+            self._send(200, '{"received": "' + echo + '"}', {})
         elif self.path.startswith("/v1/error500"):
             self._send(
                 500, f"Traceback (most recent call last):\n  key {key} rejected at /srv/app.py", echoes
@@ -142,6 +153,14 @@ async def test_upstream_errors_become_safe_messages(server: Server, path: str, m
     assert is_error
     assert_no_key(text)
     assert "Traceback" not in text and "/srv/app.py" not in text
+
+
+@pytest.mark.parametrize("form", sorted(JSON_ECHOES))
+async def test_a_key_echoed_json_escaped_never_reaches_the_model(server: Server, form: str) -> None:
+    is_error, text = await call(server, f"/v1/escaped/{form}")
+    assert not is_error, text
+    assert JSON_ECHOES[form](UPSTREAM_KEY) not in text, text
+    assert '"received": "[redacted]"' in text, text
 
 
 @pytest.mark.parametrize(

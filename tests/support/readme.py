@@ -4,7 +4,7 @@ The convention (README.md, "README code blocks"): fenced blocks tagged bash, sh,
 executed; text, dotenv, yaml, json, toml, nginx and caddy are not (json, yaml and toml are parsed). A
 pasteable block that cannot run here has `<!-- readme-test: skip (reason) -->` on the line before it.
 Shell blocks share one session: exported variables and the working directory carry from block to block.
-A block whose command starts a server (`... serve`) runs until the server answers /health, then gets
+A block whose command starts a server (`... serve`, `... dev`) runs until the server answers /health, then gets
 Ctrl-C (SIGINT to its process group), as a user stops it; a stdio server is sent an MCP request on its
 stdin instead, and stopped by closing stdin (Ctrl-D), as a client does.
 """
@@ -40,7 +40,7 @@ FENCE = re.compile(
     re.MULTILINE | re.DOTALL,
 )
 # A command that starts a server: `uv run <slug> serve` at the start of a line or after `&&`.
-SERVES = re.compile(r"(?:^|&&)\s*(?:uv run|uvx)[^\n#&]*\sserve\b(?![^\n#]*--cli)", re.MULTILINE)
+SERVES = re.compile(r"(?:^|&&)\s*(?:uv run|uvx)[^\n#&]*\s(?:serve|dev)\b(?![^\n#]*--cli)", re.MULTILINE)
 
 
 @dataclass
@@ -94,10 +94,12 @@ class Terminal:
         self.state.write_text(f"cd {shq(str(cwd))}\n")
         self.log_dir = state_dir
 
-    def script(self, body: str) -> str:
-        # Save the session on exit, also after Ctrl-C stopped a server.
-        save = f'{{ export -p; printf "cd %q\\n" "$PWD"; }} > {shq(str(self.state))}'
-        return f"source {shq(str(self.state))}\ntrap '{save}' EXIT\nset -eo pipefail\n{body}"
+    def script(self, body: str, port: int | None = None) -> str:
+        # Save the session on exit, also after Ctrl-C stopped a server. A server block's port is its own:
+        # set after the saved session is read, and not saved for the next block.
+        save = f'{{ unset MCP_PORT; export -p; printf "cd %q\\n" "$PWD"; }} > {shq(str(self.state))}'
+        serve = f"export MCP_PORT={port}\n" if port else ""
+        return f"source {shq(str(self.state))}\n{serve}trap '{save}' EXIT\nset -eo pipefail\n{body}"
 
     def run(self, body: str, *, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -117,8 +119,8 @@ class Terminal:
         log = self.log_dir / f"serve-{port}.log"
         with log.open("wb") as handle:
             process = subprocess.Popen(
-                ["bash", "-c", self.script(body)],
-                env={**self.env, "MCP_PORT": str(port)},
+                ["bash", "-c", self.script(body, port)],
+                env=self.env,
                 stdout=handle,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -1,4 +1,5 @@
-"""Command line: serve | keygen | check | policy (| dev-auth, in OAuth projects)."""
+"""Command line: serve | dev | check | keygen | keys | install | policy | audit verify | audit digest
+(| dev-auth, in OAuth projects)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,9 @@ def _serve(args: argparse.Namespace) -> int:
         k: v for k, v in (("transport", args.transport), ("host", args.host), ("port", args.port)) if v
     }
     settings = _load(**overrides)
+    from .server.logs import configure_logging
+
+    configure_logging(settings.log_level)
     if settings.transport == "http":
         importlib.import_module(f"{__package__}.transport.http.app").serve_http(settings, os.environ)
         return 0
@@ -52,9 +56,13 @@ def _serve(args: argparse.Namespace) -> int:
     from .server.observability import configure_tracing, served_names
 
     server = build_server(settings)
-    configure_tracing(os.environ, served_names(server.guard))  # the standard OTEL_* variables; off by default
+    # The standard OTEL_* variables; off by default.
+    configure_tracing(
+        os.environ, served_names(server.guard), trust_client_context=settings.trust_client_trace_context
+    )
     freeze_startup_objects()
     server.run("stdio")
+    server.guard.events.publish_heads()  # the audit chains' heads as the server leaves them (HTTP: app.py)
     return 0
 
 
@@ -150,6 +158,56 @@ def _check(args: argparse.Namespace) -> int:
     return print_report(settings, args.lock, offline=args.offline)
 
 
+def _audit_verify(args: argparse.Namespace) -> int:
+    from .security.audit.chain import Head
+    from .security.audit.verify import heads_in_log, print_verification
+
+    url = args.store or _load().events_url
+    where = url if url.startswith("sqlite:///") else url.split("@")[-1]  # never a Redis password
+    try:
+        heads = [Head.parse(token) for token in args.head or []]
+        heads += heads_in_log(args.log) if args.log else []
+        return print_verification(url, where, heads)
+    except ValueError as exc:  # VerifyError, or a --head that is not one
+        print(f"{answers.COMMAND} audit verify: {exc}", file=sys.stderr)
+        return 2
+
+
+def _audit_parser(commands: Any) -> None:
+    audit = commands.add_parser("audit", help="inspect the audit trail").add_subparsers(
+        dest="audit_command", required=True
+    )
+    verify = audit.add_parser("verify", help="walk the audit trail's hash chain; non-zero if it is broken")
+    verify.add_argument(
+        "store", nargs="?", help="sqlite:///path or redis://host:port/db (default: MCP_SECURITY_EVENTS_URL)"
+    )
+    verify.add_argument(
+        "--head", action="append", help="a head the server published (chain:position:hash); repeatable"
+    )
+    verify.add_argument("--log", type=Path, help="a server log: its newest published heads are checked")
+    verify.set_defaults(handler=_audit_verify)
+    digest = audit.add_parser("digest", help="print the trail's digest of a sensitive value (to search)")
+    digest.add_argument("value", nargs="?", help="default: one line from stdin (kept out of shell history)")
+    digest.set_defaults(handler=_audit_digest)
+
+
+def _audit_digest(args: argparse.Namespace) -> int:
+    from .security.audit.redact import Redactor
+    from .server.services import audit_digest_key
+
+    key = audit_digest_key(_load())
+    if key is None:
+        print(
+            "no digest key: set MCP_AUDIT_DIGEST_KEY (or MCP_REQUEST_STATE_KEYS); without one, each run of "
+            "the server digests with a key of its own",
+            file=sys.stderr,
+        )
+        return 2
+    value = args.value if args.value is not None else sys.stdin.readline().removesuffix("\n")
+    print(Redactor(digest_key=key).digest(value))
+    return 0
+
+
 def _policy(args: argparse.Namespace) -> int:
     """`policy explain | schema | test`: the policies as the server would load them (README: Policies)."""
     import json
@@ -219,6 +277,18 @@ def _policy_parser(commands: Any) -> None:
     policy.set_defaults(handler=_policy)
 
 
+def _dev_auth_parser(commands: Any) -> None:
+    if answers.AUTH_MODE != "oauth":
+        return
+    dev_auth = commands.add_parser(
+        "dev-auth", help="run the development authorization server (loopback only) and print .env lines"
+    )
+    dev_auth.add_argument("--host", default="127.0.0.1", help="a loopback address")
+    dev_auth.add_argument("--port", type=int, default=9400)
+    dev_auth.add_argument("--user", default="developer", help="who signs in (a login_hint wins)")
+    dev_auth.set_defaults(handler=_dev_auth)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=answers.COMMAND, description=answers.PROJECT_NAME)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -261,14 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(handler=_check)
     _policy_parser(commands)
-    if answers.AUTH_MODE == "oauth":
-        dev_auth = commands.add_parser(
-            "dev-auth", help="run the development authorization server (loopback only) and print .env lines"
-        )
-        dev_auth.add_argument("--host", default="127.0.0.1", help="a loopback address")
-        dev_auth.add_argument("--port", type=int, default=9400)
-        dev_auth.add_argument("--user", default="developer", help="who signs in (a login_hint wins)")
-        dev_auth.set_defaults(handler=_dev_auth)
+    _audit_parser(commands)
+    for command in ("dev", "keys", "install"):
+        importlib.import_module(f"{__package__}.commands.{command}").add_parser(commands)
+    _dev_auth_parser(commands)
     return parser
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -12,6 +14,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from . import answers
+from .env_file import problems as env_file_problems
 from .samples.settings import SampleSettings, absent_sample
 from .tool_settings import ToolSettings
 
@@ -32,6 +35,13 @@ VERIFIABLE_ALGORITHMS = (
 CommaList = Annotated[list[str], NoDecode]
 
 
+def default_replica_id() -> str:
+    """This machine's host name (a container's, under an orchestrator), in the characters MCP_REPLICA_ID
+    allows."""
+    name = re.sub(r"[^A-Za-z0-9._:-]", "-", socket.gethostname()).strip("-._:")[:64]
+    return name or "replica"
+
+
 class SettingsError(Exception):
     """The configuration cannot be used; the message names the setting and the fix."""
 
@@ -39,6 +49,19 @@ class SettingsError(Exception):
 def _split_commas(value: Any) -> Any:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+def valid_rate_limit(value: str) -> str:
+    """`value` if it is a rate limit that lets calls through (`100/minute`, `10/second;1000/day`)."""
+    from limits import parse_many
+
+    try:
+        items = parse_many(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a rate limit; write e.g. 100/minute") from None
+    if any(item.amount < 1 for item in items):
+        raise ValueError(f"{value!r} allows no call at all; write at least 1 per period, e.g. 100/minute")
     return value
 
 
@@ -58,7 +81,7 @@ class Settings(ToolSettings, SampleSettings, BaseSettings):
     transport: Literal["stdio", "http"] = answers.TRANSPORTS[0]
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"  # any case
 
     # Credentials: raw keys or sha256:<hex> digests, comma-separated (several at once to rotate).
     api_keys: SecretStr = SecretStr("")
@@ -133,7 +156,12 @@ class Settings(ToolSettings, SampleSettings, BaseSettings):
 
     # Audit trail: memory://, sqlite:///path, redis://host:port/db. Empty: sqlite for HTTP, memory for stdio.
     security_events_url: str = ""
+    # Keys the digests of sensitive arguments in the audit trail (>= 32 bytes; every replica the same one).
+    # Empty: derived from the first MCP_REQUEST_STATE_KEYS key, else a key per process.
+    audit_digest_key: SecretStr = SecretStr("")
     security_events_retention_days: int = Field(default=90, ge=1)
+    # Named in every event (details.replica), so a trail several replicas write tells them apart.
+    replica_id: str = Field(default_factory=default_replica_id, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
     security_events_max_rows: int = Field(default=1_000_000, ge=1_000)
     security_events_max_anonymous_rows: int = Field(default=100_000, ge=1_000)
     security_events_per_source: str = "60/minute"
@@ -143,7 +171,10 @@ class Settings(ToolSettings, SampleSettings, BaseSettings):
 
     # Operations: metrics, alerts, anomaly detection (README: "Operating it")
     metrics_enabled: bool = True
+    # Tracing (OTEL_*): join the trace a client names in `_meta.traceparent` only if the clients are yours.
+    trust_client_trace_context: bool = False
     alert_webhook_url: SecretStr = SecretStr("")  # often carries a token in its path: kept secret
+    alert_webhook_secret: SecretStr = SecretStr("")  # signs each alert (security/audit/alerts.py)
     alert_min_severity: Literal["low", "medium", "high", "critical"] = "high"
     alert_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     anomaly_detection: bool = True
@@ -194,16 +225,12 @@ class Settings(ToolSettings, SampleSettings, BaseSettings):
             )
         return algorithms
 
-    @field_validator("rate_limit", "security_events_per_source")
+    @field_validator("log_level", mode="before")
     @classmethod
-    def _parse_rate_limit(cls, value: str) -> str:
-        from limits import parse_many
+    def _upper_case(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
 
-        try:
-            parse_many(value)
-        except ValueError:
-            raise ValueError(f"{value!r} is not a rate limit; write e.g. 100/minute") from None
-        return value
+    _rate_limits = field_validator("rate_limit", "security_events_per_source")(valid_rate_limit)
 
     @field_validator("rate_limit_storage")
     @classmethod
@@ -226,7 +253,7 @@ class Settings(ToolSettings, SampleSettings, BaseSettings):
             raise ValueError("use memory://, sqlite:///path/tasks.db or redis://host:port/db")
         return value
 
-    @field_validator("request_state_keys")
+    @field_validator("request_state_keys", "audit_digest_key", "alert_webhook_secret")
     @classmethod
     def _long_keys(cls, value: SecretStr) -> SecretStr:
         for index, key in enumerate(_split_commas(value.get_secret_value())):
@@ -333,6 +360,9 @@ def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Set
             raise SettingsError(_renamed(name.upper(), "rename it where it is set (the environment)"))
     for name, setting in misspelled_variables(os.environ):
         raise SettingsError(f"unknown setting {name}: did you mean {setting}? (see .env.example)")
+    unreadable = env_file_problems(Path(env_file)) if env_file is not None else []
+    if unreadable:
+        raise SettingsError(".env cannot be read as it stands:\n  " + "\n  ".join(unreadable))
     try:
         return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from .. import answers
+from ..security.toolkit.private import database_problem
 from .upgrade import upgrade_warnings
 
 if TYPE_CHECKING:
@@ -104,6 +105,7 @@ def _credentials_report(settings: Settings, found: Findings, *, offline: bool) -
         found.errors.extend(credentials.authorization_problems(settings))  # OAuth: asks the issuer
     found.facts.append(_key_counts(settings, credentials.SCHEME))
     found.facts.extend(_key_holders(settings, tool_keys=credentials.SCHEME == "api_key"))
+    found.warnings.extend(_unnamed_keys(settings, tool_keys=credentials.SCHEME == "api_key"))
 
 
 def _network_report(settings: Settings, found: Findings) -> None:
@@ -245,6 +247,29 @@ _KINDS = {
 }
 
 
+def _unnamed_keys(settings: Settings, *, tool_keys: bool) -> list[str]:
+    """Keys with no name: the audit trail shows a fingerprint, and `keys` cannot rotate them by name."""
+    from ..security.identity.keys import KeyFormatError, parse_keys
+
+    configured = [("MCP_ADMIN_API_KEYS", settings.admin_api_keys, " --admin")]
+    if tool_keys:
+        configured.insert(0, ("MCP_API_KEYS", settings.api_keys, ""))
+    warnings = []
+    for variable, value, flag in configured:
+        try:
+            unnamed = [key for key in parse_keys(value.get_secret_value(), variable) if key.name is None]
+        except KeyFormatError:
+            continue  # credential_problems reported it
+        if unnamed:
+            names = ", ".join(key.principal_id for key in unnamed)
+            warnings.append(
+                f"{variable}: {len(unnamed)} unnamed key(s) ({names}): give each holder a named key "
+                f"(`{answers.COMMAND} keys add NAME{flag}`), then `keys revoke {unnamed[0].principal_id}"
+                f"{flag}`, so that the audit trail names them and `keys` can rotate them"
+            )
+    return warnings
+
+
 @contextlib.contextmanager
 def scratch_settings(settings: Settings, *, offline: bool = False) -> Iterator[Settings]:
     """The same settings writing nowhere real, so that `check` builds every tool and creates no file.
@@ -272,13 +297,16 @@ def _audit_store_report(settings: Settings, found: Findings, *, offline: bool) -
         path = Path(url.removeprefix("sqlite:///"))
         where = f"audit trail: SQLite file {path}" + ("" if path.is_absolute() else f" (in {Path.cwd()})")
         existing = next(parent for parent in (path, *path.absolute().parents) if parent.exists())
-        if existing == path and not path.is_file():
-            found.errors.append(f"MCP_SECURITY_EVENTS_URL: {path} is not a file; point it at a database file")
+        problem = database_problem(path)
+        if problem is not None:
+            found.errors.append(f"MCP_SECURITY_EVENTS_URL: {problem}")
         elif not os.access(existing, os.W_OK) or (existing != path and not existing.is_dir()):
             found.errors.append(
                 f"MCP_SECURITY_EVENTS_URL: {existing} is not writable; point it at a writable path"
             )
         found.facts.append(where + ("" if existing == path else ", created at first start"))
+        if path.is_file():
+            _chain_report(url, found)
     else:
         from ..security.audit.events import open_event_store
 
@@ -291,6 +319,35 @@ def _audit_store_report(settings: Settings, found: Findings, *, offline: bool) -
         found.facts.append(
             f"audit trail: Redis at {host.hostname}:{host.port or 6379}{host.path or '/0'}"
             + (" (not contacted: --offline)" if offline else "")
+        )
+        if not offline and not found.errors:
+            _chain_report(url, found)
+
+
+CHAIN_LOOK = 1_000  # the newest links `check` verifies; `audit verify` walks them all
+
+
+def _chain_report(url: str, found: Findings) -> None:
+    """The audit chains' state, and whether their newest links hold (a quick look, not a full walk; a
+    SQLite file as of its last checkpoint, since check changes no file)."""
+    from ..security.audit.verify import VerifyError, verify
+
+    try:
+        reports, problem = verify(url, tail=CHAIN_LOOK, untouched=True)
+    except VerifyError as exc:
+        found.warnings.append(f"audit chain: {exc}")
+        return
+    for report in reports:
+        found.facts.append(f"audit {report.summary()}")
+    if problem:
+        found.warnings.append(
+            f"audit chain broken in its newest {CHAIN_LOOK:,} events: {problem}; "
+            f"`{answers.COMMAND} audit verify` walks the whole trail"
+        )
+    else:
+        found.facts.append(
+            f"audit chain: the newest {CHAIN_LOOK:,} links of each hold "
+            f"(`{answers.COMMAND} audit verify` walks the whole trail)"
         )
 
 

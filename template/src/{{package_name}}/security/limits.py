@@ -21,6 +21,7 @@ from limits.aio.strategies import RateLimiter as RateLimiterStrategy
 from limits.storage import storage_from_string
 
 from ..server.sdk import MEMORY_STORAGE_METHODS, MEMORY_STORAGE_STATE
+from .limits_redis import RedisDecisions
 
 # Set on an HTTP request's state once the perimeter has counted it against its principal,
 # so the guard does not count the same request twice.
@@ -74,7 +75,7 @@ class Decision:
         return headers
 
 
-def _decision(allowed: bool, item: RateLimitItem, reset_at: float, remaining: int) -> Decision:
+def _decision(allowed: bool, reset_at: float, remaining: int, item: RateLimitItem) -> Decision:
     # reset_at is when the oldest hit in the window expires, i.e. when a slot frees up.
     reset_after = max(1, math.ceil(reset_at - time.time()))
     return Decision(allowed, item.amount, max(0, remaining), reset_after)
@@ -150,6 +151,8 @@ class RateLimiter:
 
     def __init__(self, storage_url: str) -> None:
         storage: Storage
+        # Redis: one script call per decision (limits_redis.py); memory: limits' strategies, no round trip.
+        self._redis: RedisDecisions | None = None
         if storage_url.startswith("memory://"):
             storage = _MemoryStorage()
         else:
@@ -170,6 +173,9 @@ class RateLimiter:
             if not isinstance(found, Storage):
                 raise ValueError("MCP_RATE_LIMIT_STORAGE needs an async storage")
             storage = found
+            from redis.asyncio import Redis
+
+            self._redis = RedisDecisions(Redis(connection_pool=pool))
         self._storage = storage
         self._strategies: dict[Window, RateLimiterStrategy] = {
             "moving": MovingWindowRateLimiter(storage),
@@ -178,37 +184,53 @@ class RateLimiter:
 
     @staticmethod
     def parse(limit: str) -> RateLimitItem:
-        return parse(limit)
+        item = parse(limit)
+        if item.amount < 1:
+            raise ValueError(f"rate limit {limit!r} allows no call at all; write at least 1 per period")
+        return item
 
     async def hit(self, item: RateLimitItem, *keys: str, window: Window = "moving") -> Decision:
         """Take one slot if there is one (atomically, also in Redis)."""
         strategy = self._strategies[window]
         try:
+            if self._redis is not None:
+                return _decision(
+                    *await self._redis.decide(item, keys, moving=window == "moving", take=True), item
+                )
             allowed = await strategy.hit(item, *keys)
             reset_at, remaining = await strategy.get_window_stats(item, *keys)
         except Exception as exc:
             raise RateLimitUnavailableError(f"rate-limit storage unavailable ({type(exc).__name__})") from exc
-        return _decision(allowed, item, reset_at, remaining)
+        return _decision(allowed, reset_at, remaining, item)
 
     async def take(self, item: RateLimitItem, *keys: str, window: Window = "moving") -> Decision | None:
         """Take one slot if there is one: None if taken, else the refusal's figures. For callers that send no
         RateLimit headers: an allowed call costs one storage call instead of two."""
         strategy = self._strategies[window]
         try:
+            if self._redis is not None:
+                allowed, reset_at, remaining = await self._redis.decide(
+                    item, keys, moving=window == "moving", take=True
+                )
+                return None if allowed else _decision(False, reset_at, remaining, item)
             if await strategy.hit(item, *keys):
                 return None
             reset_at, remaining = await strategy.get_window_stats(item, *keys)
         except Exception as exc:
             raise RateLimitUnavailableError(f"rate-limit storage unavailable ({type(exc).__name__})") from exc
-        return _decision(False, item, reset_at, remaining)
+        return _decision(False, reset_at, remaining, item)
 
     async def peek(self, item: RateLimitItem, *keys: str, window: Window = "moving") -> Decision:
         """Whether a slot is free, without taking it (and without storing anything for a new key)."""
         try:
+            if self._redis is not None:
+                return _decision(
+                    *await self._redis.decide(item, keys, moving=window == "moving", take=False), item
+                )
             reset_at, remaining = await self._strategies[window].get_window_stats(item, *keys)
         except Exception as exc:
             raise RateLimitUnavailableError(f"rate-limit storage unavailable ({type(exc).__name__})") from exc
-        return _decision(remaining > 0, item, reset_at, remaining)
+        return _decision(remaining > 0, reset_at, remaining, item)
 
     async def ping(self) -> None:
         try:

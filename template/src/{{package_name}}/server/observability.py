@@ -4,8 +4,10 @@ Tracing is off by default. Set the standard OTEL_EXPORTER_OTLP_ENDPOINT (or
 OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) and install the `otel` extra (`uv sync --extra otel`); the SDK's
 spans (one per MCP message) then go out over OTLP/HTTP (protobuf), batched, configured by the other
 standard OTEL_* variables (headers, timeout, OTEL_SERVICE_NAME...). The SDK's spans carry the method,
-the tool or prompt name and the request id, never arguments; names this server does not serve are
-replaced by "_unknown" before export, so client text never leaves in a span name or attribute.
+the tool or prompt name and the request id, never arguments; a method MCP does not define and a name this
+server does not serve are replaced by "_unknown" before export, and ids are cut to 64 characters, so
+client text never leaves in a span name or attribute. A client's `_meta.traceparent` is ignored (each
+request starts its own trace) unless MCP_TRUST_CLIENT_TRACE_CONTEXT=true says the clients are yours.
 
 Anomaly detection listens to the security events (security/audit/anomaly.py); `check` lists what is
 enabled (`operations_facts`).
@@ -17,6 +19,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from mcp_types.methods import SPEC_CLIENT_METHODS, SPEC_CLIENT_NOTIFICATION_METHODS
+
 from .. import answers
 from ..security.audit.anomaly import AnomalyDetector, Thresholds
 from ..security.audit.events import SecurityEvents
@@ -26,8 +30,10 @@ from ..settings import Settings, SettingsError
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 NAME_ATTRIBUTES = ("gen_ai.tool.name", "gen_ai.prompt.name")
 UNKNOWN = "_unknown"
-REQUEST_ID = "jsonrpc.request.id"  # chosen by the client: kept, but short
-MAX_REQUEST_ID = 64
+METHOD = "mcp.method.name"
+KNOWN_METHODS = frozenset([*SPEC_CLIENT_METHODS, *SPEC_CLIENT_NOTIFICATION_METHODS])
+# Chosen by the client: kept, but short.
+BOUNDED = {"jsonrpc.request.id": 64, "mcp.protocol.version": 32}
 
 
 def tracing_endpoint(environ: Mapping[str, str]) -> str | None:
@@ -47,10 +53,13 @@ def served_names(guard: Guard) -> Callable[[str], bool]:
     ).__contains__
 
 
-def configure_tracing(environ: Mapping[str, str], served: Callable[[str], bool]) -> bool:
+def configure_tracing(
+    environ: Mapping[str, str], served: Callable[[str], bool], *, trust_client_context: bool = False
+) -> bool:
     """Install a TracerProvider that exports over OTLP/HTTP; False (nothing done) when tracing is off.
 
-    `served` (`served_names(guard)`) tells the names span attributes may keep from client text.
+    `served` (`served_names(guard)`) tells the names span attributes may keep from client text;
+    `trust_client_context` (MCP_TRUST_CLIENT_TRACE_CONTEXT) lets a request join the trace its client names.
     """
     if tracing_endpoint(environ) is None:
         return False
@@ -61,10 +70,10 @@ def configure_tracing(environ: Mapping[str, str], served: Callable[[str], bool])
             "(the exporter this project installs), or unset it"
         )
     try:
-        from opentelemetry import trace
+        from opentelemetry import propagate, trace
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-        from opentelemetry.sdk.trace import Span, SpanProcessor, TracerProvider
+        from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
     except ImportError:
         raise SettingsError(
@@ -72,26 +81,55 @@ def configure_tracing(environ: Mapping[str, str], served: Callable[[str], bool])
             "run `uv sync --extra otel` (or pip install '.[otel]'), or unset OTEL_EXPORTER_OTLP_ENDPOINT"
         ) from None
 
-    class KnownNamesOnly(SpanProcessor):
-        """Replaces a tool or prompt name the server does not serve (client text) before export."""
+    if not trust_client_context:
+        propagate.set_global_textmap(_own_trace_context())
 
+    resource = Resource.create({SERVICE_NAME: environ.get("OTEL_SERVICE_NAME") or answers.COMMAND})
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(_known_names_only(served))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    return True
+
+
+def _known_names_only(served: Callable[[str], bool]) -> Any:
+    """A span processor (the otel extra is installed: configure_tracing checked) that replaces a method MCP
+    does not define and a tool or prompt name the server does not serve (client text) before export, and
+    cuts ids the client chose to length."""
+    from opentelemetry.sdk.trace import Span, SpanProcessor
+
+    class KnownNamesOnly(SpanProcessor):
         def on_start(self, span: Span, parent_context: Any = None) -> None:
             attributes = span.attributes or {}
+            method = attributes.get(METHOD)
+            if isinstance(method, str) and method not in KNOWN_METHODS:
+                span.set_attribute(METHOD, UNKNOWN)
+                span.update_name(UNKNOWN)
+                method = UNKNOWN
             for attribute in NAME_ATTRIBUTES:
                 value = attributes.get(attribute)
                 if isinstance(value, str) and not served(value):
                     span.set_attribute(attribute, UNKNOWN)
-                    span.update_name(f"{attributes.get('mcp.method.name', '')} {UNKNOWN}")
-            request_id = attributes.get(REQUEST_ID)
-            if isinstance(request_id, str) and len(request_id) > MAX_REQUEST_ID:
-                span.set_attribute(REQUEST_ID, request_id[:MAX_REQUEST_ID])
+                    span.update_name(f"{method} {UNKNOWN}")
+            for attribute, limit in BOUNDED.items():
+                value = attributes.get(attribute)
+                if isinstance(value, str) and len(value) > limit:
+                    span.set_attribute(attribute, value[:limit])
 
-    resource = Resource.create({SERVICE_NAME: environ.get("OTEL_SERVICE_NAME") or answers.COMMAND})
-    provider = TracerProvider(resource=resource)
-    provider.add_span_processor(KnownNamesOnly())
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    trace.set_tracer_provider(provider)
-    return True
+    return KnownNamesOnly()
+
+
+def _own_trace_context() -> Any:
+    """W3C trace context sent on (inject), never taken from a client (extract): each request starts a new
+    trace, so no client places its requests in a trace of its choosing."""
+    from opentelemetry.context import Context
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    class OwnTraceContext(TraceContextTextMapPropagator):
+        def extract(self, carrier: Any, context: Any = None, getter: Any = None) -> Any:
+            return context if context is not None else Context()
+
+    return OwnTraceContext()
 
 
 def subscribe_anomaly_detection(

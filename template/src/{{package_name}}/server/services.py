@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 
 from ..security.audit.alerts import AlertWebhook
@@ -37,11 +39,23 @@ def secret_values(settings: Settings) -> list[str]:
     return values
 
 
+def audit_digest_key(settings: Settings) -> bytes | None:
+    """The key of the audit trail's digests: MCP_AUDIT_DIGEST_KEY, else one derived from the first
+    MCP_REQUEST_STATE_KEYS key (shared by every replica already), else None (a key per process)."""
+    key = settings.audit_digest_key.get_secret_value().strip()
+    if key:
+        return key.encode()
+    sealing = settings.request_state_key_list
+    if sealing:
+        return hmac.new(sealing[0].encode(), b"audit-digest", hashlib.sha256).digest()
+    return None
+
+
 def open_services(settings: Settings) -> Services:
     """Open the audit store and the limiter; raises EventStoreConfigError or RateLimitConfigError (with the
     fix) if either cannot be reached."""
     ensure_reachable(settings.rate_limit_storage)
-    redactor = Redactor(secret_values(settings))
+    redactor = Redactor(secret_values(settings), audit_digest_key(settings))
     install_log_redaction(redactor)
     store = open_event_store(
         settings.events_url,
@@ -51,7 +65,11 @@ def open_services(settings: Settings) -> Services:
     )
     per_source = RateLimiter.parse(settings.security_events_per_source)
     events = SecurityEvents(
-        store, redactor, per_source=per_source.amount, per_source_window_seconds=per_source.get_expiry()
+        store,
+        redactor,
+        per_source=per_source.amount,
+        per_source_window_seconds=per_source.get_expiry(),
+        replica=settings.replica_id,
     )
     alerts = subscribe_alerts(settings, events)
     tasks = open_task_store(settings.tasks_url)
@@ -65,8 +83,13 @@ def subscribe_alerts(settings: Settings, events: SecurityEvents) -> AlertWebhook
     # Coalesced per kind over the same window as the trail folds anonymous events in.
     window = RateLimiter.parse(settings.security_events_per_source).get_expiry()
     webhook = AlertWebhook(
-        url, settings.alert_min_severity, timeout=settings.alert_timeout_seconds, coalesce_seconds=window
+        url,
+        settings.alert_min_severity,
+        timeout=settings.alert_timeout_seconds,
+        coalesce_seconds=window,
+        secret=settings.alert_webhook_secret.get_secret_value(),
     )
     events.subscribe(webhook)
+    events.head_listeners.append(webhook.publish_heads)
     events.on_store_health(webhook.store_health)  # fed from the failing write itself
     return webhook

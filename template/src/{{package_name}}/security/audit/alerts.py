@@ -1,6 +1,8 @@
 """Alerts: security events at or above MCP_ALERT_MIN_SEVERITY are POSTed as JSON to MCP_ALERT_WEBHOOK_URL.
 
-The body is the event exactly as stored (already redacted). Alerts are coalesced per kind (event name)
+The body is the event exactly as stored (already redacted); the audit chains' heads are posted too,
+as `{"event": "audit_chain_head", "heads": [...]}` (events.py), so a deleted tail is seen from outside,
+never coalesced. Alerts are coalesced per kind (event name)
 and window: the first event of a kind in a window is sent as it is; the others of that kind are counted
 and sent as one `alerts_coalesced` body when the window ends (kind, count, worst severity, the first
 identifiers). So a flood from a thousand addresses costs one alert and one summary, and never crowds
@@ -13,11 +15,20 @@ works again; an outage stores no event, so an alert fed from stored events could
 Sending never blocks a request: alerts wait in a bounded queue for one background sender, which retries
 with backoff. A full queue drops the new alert; a webhook that keeps failing is logged and counted
 (`mcp_alerts_total` on /metrics), and neither ever stops the server or changes what a client is answered.
+
+With MCP_ALERT_WEBHOOK_SECRET set, each POST is signed as Standard Webhooks (standardwebhooks.com) signs:
+`webhook-id` (the event id, or the body's digest), `webhook-timestamp` (Unix seconds) and
+`webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`, so the receiver can tell the
+server's alerts from forged ones, and old ones replayed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -72,10 +83,12 @@ class AlertWebhook:
         attempts: int = ATTEMPTS,
         backoff: float = FIRST_BACKOFF_SECONDS,
         coalesce_seconds: float = COALESCE_SECONDS,
+        secret: str = "",
     ) -> None:
         if min_severity not in SEVERITY_RANK:
             raise ValueError(f"min_severity must be one of {', '.join(SEVERITY_RANK)}")
         self._url = url
+        self._key = signing_key(secret) if secret else None
         self.min_rank = SEVERITY_RANK[min_severity]
         self._timeout = timeout
         self._attempts = attempts
@@ -123,6 +136,10 @@ class AlertWebhook:
             }
         )
 
+    def publish_heads(self, tokens: list[str]) -> None:
+        """A head listener (SecurityEvents.head_listeners): the chains' heads, kept outside the store."""
+        self._enqueue({"event": "audit_chain_head", "timestamp": _now(), "heads": tokens})
+
     def store_health(self, up: bool) -> None:
         """SecurityEvents' health listener: one alert when the audit store goes down, one when it is back."""
         self._enqueue(
@@ -160,12 +177,13 @@ class AlertWebhook:
                     self._queue.task_done()
 
     async def _send(self, http: httpx2.AsyncClient, alert: dict[str, Any]) -> None:
+        body = json.dumps(alert, separators=(",", ":"), default=str).encode()
         problem = ""
         for attempt in range(self._attempts):
             if attempt:
                 await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
             try:
-                response = await http.post(self._url, json=alert)
+                response = await http.post(self._url, content=body, headers=self._headers(alert, body))
             except Exception as exc:  # noqa: BLE001 - any failure to deliver: retry, then count it
                 problem = type(exc).__name__
                 continue
@@ -183,6 +201,29 @@ class AlertWebhook:
             alert.get("id"),
         )
 
+    def _headers(self, alert: dict[str, Any], body: bytes) -> dict[str, str]:
+        headers = {"content-type": "application/json"}
+        if self._key is not None:
+            # The event's id; a summary or a store alert has none: its body's digest (the same on a retry).
+            event_id = str(alert.get("id") or "msg_" + hashlib.sha256(body).hexdigest()[:32])
+            timestamp = str(int(time.time()))
+            signed = f"{event_id}.{timestamp}.".encode() + body
+            signature = base64.b64encode(hmac.new(self._key, signed, hashlib.sha256).digest()).decode()
+            headers |= {
+                "webhook-id": event_id,
+                "webhook-timestamp": timestamp,
+                "webhook-signature": f"v1,{signature}",
+            }
+        return headers
+
     async def drain(self) -> None:
         """Wait until every queued alert was sent or given up (for tests and shutdown)."""
         await self._queue.join()
+
+
+def signing_key(secret: str) -> bytes:
+    """The HMAC key of MCP_ALERT_WEBHOOK_SECRET: a Standard Webhooks secret (`whsec_<base64>`) decoded, any
+    other value as its UTF-8 bytes."""
+    if secret.startswith("whsec_"):
+        return base64.b64decode(secret.removeprefix("whsec_"))
+    return secret.encode()

@@ -17,6 +17,10 @@ addresses cannot push the real attacker's `client_blocked` out of the trail.
 A store that fails a write (or its probe) tells the health listeners once when it goes down and once when
 it works again (alerts.py sends both), straight from that failing path: an outage that stops events
 being stored still raises an alert.
+
+The SQLite and Redis stores chain their events (chain.py); the chains' heads go to stderr as an
+`audit_chain_head` line, and to the head listeners (the alert webhook), with the first event written and
+then at most once every HEAD_EVERY_SECONDS while events are written, and at shutdown.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ MAX_SOURCES_TRACKED = 10_000  # per window; beyond it, further new sources are w
 MAX_NOTABLE_PER_WINDOW = 100  # anonymous events kept with principals' events (module docstring)
 HEALTHY_FOR_SECONDS = 1.0  # a successful write vouches for the store this long
 RETRY_AFTER_SECONDS = 1.0  # a failed store is not retried sooner than this
+HEAD_EVERY_SECONDS = 60.0  # how often the chains' heads are published while events are written
 
 log = logging.getLogger("security")
 # Called with each stored event (metrics, alerts, anomaly detection); must not raise or block.
@@ -129,9 +134,11 @@ class SecurityEvents:
         *,
         per_source: int = 60,
         per_source_window_seconds: float = 60.0,
+        replica: str = "",
     ) -> None:
         self.store = store
         self.redactor = redactor
+        self.replica = replica  # named in each event's details: which replica wrote it
         self._healthy_until = 0.0
         self._down_until = 0.0
         self.listeners: list[Listener] = []
@@ -140,6 +147,9 @@ class SecurityEvents:
         self._budget = _SourceBudget(per_source, per_source_window_seconds)
         self._flush_timer: asyncio.TimerHandle | None = None
         self._flushing: set[asyncio.Task[None]] = set()
+        self._next_head = 0.0
+        # Called with the chains' heads ("chain:position:hash") when they are published; must not raise.
+        self.head_listeners: list[Callable[[list[str]], None]] = []
 
     def subscribe(self, listener: Listener) -> None:
         """Call `listener` with every event written (metrics, alerts, anomaly rules); folded ones are
@@ -203,13 +213,13 @@ class SecurityEvents:
     ) -> SecurityEvent:
         return SecurityEvent(
             id=uuid.uuid4().hex,
-            timestamp=datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            timestamp=_now(),
             event=event,
             severity=severity,
             identifier=self.redactor.text(str(identifier), 100),
             tool=None if tool is None else self.redactor.text(tool, 100),
             request_id=None if request_id is None else self.redactor.text(str(request_id), 64),
-            details=self._bounded(details),
+            details={**self._bounded(details), "replica": self.replica} if self.replica else self._bounded(details),
         )
 
     async def _write(self, record: SecurityEvent, *, anonymous: bool) -> None:
@@ -219,14 +229,30 @@ class SecurityEvents:
             await self.store.append(record, anonymous=anonymous)
         except Exception as exc:  # noqa: BLE001 - any store failure means the same: refuse the work
             self._store_failed(record, exc)
-        self._healthy_until = time.monotonic() + HEALTHY_FOR_SECONDS
+        now = time.monotonic()
+        self._healthy_until = now + HEALTHY_FOR_SECONDS
         self._health(True)
+        if now >= self._next_head:
+            self.publish_heads()
         _emit_log_line(record)
         for listener in self.listeners:
             try:
                 await listener(record)
             except Exception:
                 log.exception("security event listener failed")
+
+    def publish_heads(self) -> None:
+        """Write the chains' heads outside the store: a tail deleted after them no longer reaches them."""
+        self._next_head = time.monotonic() + HEAD_EVERY_SECONDS
+        tokens = [head.token() for head in self.store.heads()]
+        if not tokens:
+            return
+        _write_line({"logger": "audit", "timestamp": _now(), "audit_chain_head": tokens})
+        for listener in self.head_listeners:
+            try:
+                listener(tokens)
+            except Exception:  # the log line went out; a listener never stops a write
+                log.exception("audit chain head listener failed")
 
     async def flush_aggregates(self) -> None:
         """Write one `events_aggregated` event per source that went over its budget, and start a new window.
@@ -321,6 +347,14 @@ def _emit_log_line(event: SecurityEvent, *, stored: bool = True) -> None:
     fields: dict[str, Any] = {"logger": "security", **event.to_dict()}
     if not stored:
         fields["stored"] = False
+    _write_line(fields)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _write_line(fields: dict[str, Any]) -> None:
     line = json.dumps(fields, separators=(",", ":"), default=str)
     try:
         sys.stderr.write(line + "\n")

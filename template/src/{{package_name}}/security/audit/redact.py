@@ -4,7 +4,9 @@ Three things are removed wherever they turn up: the values of settings marked se
 credential-shaped text (bearer tokens, our keys, JWTs, common vendor keys, Authorization and Cookie
 headers, passwords in URLs and query strings), and values stored under secret-sounding names.
 Everything is also bounded in size, and tool arguments are only summarised: long text (file
-contents, documents, query results) is replaced by its length.
+contents, documents, query results) is replaced by its length, and the values of arguments an item
+declared sensitive (`sensitive=` on @guard.tool, ...) by a keyed digest: kept out of the trail, yet
+searchable for equality (`<command> audit digest VALUE` prints the digest of a value).
 
 A configured secret is also found when it is disguised in a way anyone can undo (secret_forms.py);
 credential-shaped text is found by its shape (patterns.py). Results for the model go through
@@ -14,7 +16,11 @@ credential-shaped text is found by its shape (patterns.py). Results for the mode
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+import json
 import logging
+import secrets
 import traceback
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar, cast
@@ -34,14 +40,18 @@ MAX_ARGUMENT_TEXT = 64
 MAX_LOG_LINE = 16_000
 _CACHED_CHARS = 256  # Redactor.text remembers what it made of texts up to this long
 _CACHE_ENTRIES = 4_096  # at most ~2 MB
+DIGEST_PREFIX = "hmac-sha256:"
+ALL_ARGUMENTS = "*"  # in a `sensitive` set: every argument of the item
 T = TypeVar("T")
 
 
 class Redactor:
     """Scrubs known secret values (from settings) and common key patterns, and bounds the size."""
 
-    def __init__(self, secret_values: Iterable[str] = ()) -> None:
+    def __init__(self, secret_values: Iterable[str] = (), digest_key: bytes | None = None) -> None:
         self._secrets = SecretScanner(secret_values)
+        # Without a key of the operator's, digests are comparable within this process only.
+        self._digest_key = digest_key or secrets.token_bytes(32)
         # Short texts recur on every request (tool names, principal ids, client addresses, the access
         # log's fields): each is scrubbed once, then looked up. Emptied when full (one request id per
         # call fills it slowly; a clear is atomic, so threads that log share it safely).
@@ -106,9 +116,34 @@ class Redactor:
             return cut
         return self.text(repr(value), limit)
 
-    def summary(self, arguments: Any) -> Any:
-        """Tool arguments for the audit trail: short values kept (redacted), long text only measured."""
+    def summary(self, arguments: Any, sensitive: frozenset[str] = frozenset()) -> Any:
+        """Tool arguments for the audit trail: short values kept (redacted), long text only measured, and in
+        `sensitive` arguments (every one, with `ALL_ARGUMENTS`) each text and number replaced by its digest
+        (lists and objects keep their shape, so a value inside a condition stays searchable)."""
+        if sensitive and isinstance(arguments, Mapping):
+            every = ALL_ARGUMENTS in sensitive
+            arguments = {
+                name: self._digested(value, 0) if every or name in sensitive else value
+                for name, value in arguments.items()
+            }
         return self.value(_measure_long_text(arguments, 0))
+
+    def digest(self, text: str) -> str:
+        """A keyed digest of `text`: equal texts have equal digests, and without the key no text can be
+        found from its digest (`<command> audit digest` prints it, to search the trail)."""
+        mac = hmac.new(self._digest_key, text.encode(), hashlib.sha256).hexdigest()
+        return DIGEST_PREFIX + mac[:32]
+
+    def _digested(self, value: Any, depth: int) -> Any:
+        if isinstance(value, str):
+            return self.digest(value)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return self.digest(json.dumps(value))  # 42 as the text "42"
+        if depth >= MAX_DEPTH or not isinstance(value, Mapping | list | tuple):
+            return value if value is None or isinstance(value, bool) else "[nested]"
+        if isinstance(value, Mapping):
+            return {key: self._digested(item, depth + 1) for key, item in value.items()}
+        return [self._digested(item, depth + 1) for item in value]
 
 
 def _measure_long_text(value: Any, depth: int) -> Any:

@@ -1,9 +1,10 @@
-"""Configured secrets in every form anyone can undo: another case, hex, base64 (standard or URL-safe, at
-any alignment, so `base64("Bearer <key>")` too), URL encoding, HTML entities, reversed, or split by
-whitespace.
+r"""Configured secrets in every form anyone can undo: another case, hex, base64 (standard or URL-safe, at
+any alignment, so `base64("Bearer <key>")` too), URL encoding, HTML entities, JSON string escapes
+(`\u002B` as .NET writes `+`, `\/` as PHP writes `/`, `\"`, `\\`, any `\uXXXX`, escaped again inside
+JSON), reversed, or split by whitespace.
 
-The forms are worked out once, at start-up; a text is searched in two views (whitespace removed; and URL-
-and entity-decoded), and only a hit pays for the exact removal (`SecretScanner.remove`).
+The forms are worked out once, at start-up; a text is searched in up to three views (whitespace removed;
+URL- and entity-decoded; JSON-unescaped), and only a hit pays for the exact removal (`SecretScanner.remove`).
 """
 
 from __future__ import annotations
@@ -20,8 +21,15 @@ from .patterns import REDACTED, SHORT_TEXT
 WITHHELD = "[withheld: this text contained a configured secret]"
 MIN_SECRET = 8  # shorter values would match ordinary text
 
-# Between two characters of a disguised secret: whitespace, raw or URL- or entity-encoded.
-_GAP = r"(?:\s|%(?:20|0[9aAdD])|&(?:nbsp|Tab|NewLine|#0*(?:9|10|13|32|160)|#[xX]0*(?:9|[aAdD]|20|[aA]0));?)*"
+# Between two characters of a disguised secret: whitespace, raw or URL-, entity- or JSON-encoded.
+_GAP = (
+    r"(?:\s|%(?:20|0[9aAdD])|&(?:nbsp|Tab|NewLine|#0*(?:9|10|13|32|160)|#[xX]0*(?:9|[aAdD]|20|[aA]0));?"
+    r"|\\+(?:[nrt]|u00(?:20|0[9aAdD])))*"
+)
+_JSON_SHORT = '"\\/'  # the characters JSON may escape with a backslash alone
+_JSON_ESCAPE = re.compile(r'\\(?:u([0-9a-fA-F]{4})|(["\\/bfnrt]))')
+_JSON_SIMPLE = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+_JSON_DEPTH = 3  # JSON inside JSON inside JSON: each level doubles the backslashes
 _NAMED_ENTITIES: dict[str, list[str]] = {}
 for _name, _char in html.entities.html5.items():
     _NAMED_ENTITIES.setdefault(_char, []).append(_name)
@@ -31,11 +39,24 @@ def _hex_digits(value: int, width: int) -> str:
     return "".join(f"[{d}{d.upper()}]" if d.isalpha() else d for d in f"{value:0{width}x}")
 
 
+def _json_escaped(char: str) -> str:
+    r"""A regex for `char` as a JSON string escape (`\u002b`, a surrogate pair, `\/`), escaped once or
+    more."""
+    data = char.encode("utf-16-be")
+    units = [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
+    forms = ["".join(r"\\+u" + _hex_digits(unit, 4) for unit in units)]
+    if char in _JSON_SHORT:
+        forms.append(r"\\+" + re.escape(char))
+    return "|".join(forms)
+
+
 def _one_char(char: str, *, fold: bool, alternatives: str = "") -> str:
-    """A regex for one character of a secret, written plainly, URL-encoded or as an HTML entity."""
+    """A regex for one character of a secret, written plainly, URL-encoded, as an HTML entity or as a JSON
+    string escape."""
     chars = dict.fromkeys((char.lower() + char.upper() if fold else char) + alternatives)
     forms = [re.escape(c) for c in chars]
     for c in chars:
+        forms.append(_json_escaped(c))
         forms.append("".join("%" + _hex_digits(b, 2) for b in c.encode()))
         forms.append(f"&\\#0*{ord(c)};?")
         forms.append(f"&\\#[xX]0*{_hex_digits(ord(c), 1)};?")
@@ -83,6 +104,22 @@ def _byte_forms(needles: tuple[str, ...]) -> tuple[bytes, ...]:
     return tuple(dict.fromkeys(forms))
 
 
+def _json_unescaped(text: str) -> str:
+    """`text` with JSON string escapes decoded, as often as they were applied (up to `_JSON_DEPTH`)."""
+    for _ in range(_JSON_DEPTH):
+        decoded = _JSON_ESCAPE.sub(_json_char, text)
+        if decoded == text:
+            break
+        text = decoded
+    # \uD83D\uDE00 decodes to two surrogates: join them into the character they encode.
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def _json_char(match: re.Match[str]) -> str:
+    code, short = match.groups()
+    return chr(int(code, 16)) if code else _JSON_SIMPLE.get(short, short)
+
+
 class SecretScanner:
     """Finds and removes every configured secret, in every form `_KnownSecret` lists."""
 
@@ -102,6 +139,8 @@ class SecretScanner:
         views = ["".join(text.split()) if len(text) < SHORT_TEXT else text.translate(_NO_SPACE)]
         if "%" in text or "&" in text:
             views.append("".join(html.unescape(unquote(text)).split()))
+        if "\\" in text:
+            views.append("".join(_json_unescaped(text).split()))
         return views, [view.lower() for view in views]
 
     def found_in(self, text: str) -> bool:

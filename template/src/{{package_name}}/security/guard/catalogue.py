@@ -48,6 +48,7 @@ class Policy:
     timeout: float | None
     untrusted_output: str | None = None  # where results come from: they are fenced as data
     callers_own_data: bool = False  # credential-shaped text in results is the caller's own content
+    sensitive: frozenset[str] = frozenset()  # arguments whose values the audit trail keeps as digests
     media_types: frozenset[str] = DEFAULT_MEDIA_TYPES
     mime_type: str = "text/plain"  # a resource's
     # The cross-field rules of `schema_keywords` (rules.py), checked after the model.

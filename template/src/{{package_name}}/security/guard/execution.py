@@ -1,9 +1,9 @@
 """Running one admitted tool call, resource read or prompt get: the one path every item takes.
 
 Under the item's timeout, counted in flight for its principal; what happened becomes the call's
-outcome, one audit event records it, and only then does the answer leave (redacted). A function's
-result is finished inside the function the SDK calls (results.py); this module handles what happens
-around it: a timeout, a request the SDK rejects, a store that is down, a bug outside the function.
+outcome, one audit event records it, and only then does the answer leave (sanitised by pipeline.py). A
+function's result is finished inside the function the SDK calls (results.py); this module handles what
+happens around it: a timeout, a request the SDK rejects, a store that is down, a bug outside the function.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from .catalogue import Policy
 from .consent import asks_for_input, unmet_capability, with_answers_renamed, with_questions_renamed
 from .notify import counts
 from .request import Call, client_of
-from .results import SHAPES, Shape, error_result
+from .results import SHAPES, Shape, error_result, is_error
 from .task_slot import Slot
 from .tasks import declares_tasks
 
@@ -98,12 +98,10 @@ async def run(call: Call, call_next: CallNext) -> HandlerResult:
     if slot is not None and slot.fn is not None and failure is None and shared.tasks is not None:
         return await shared.tasks.launch(call, info, slot, lambda c, i, ms: _record(c, i, shape, ms))
     duration_ms = round((time.perf_counter() - started) * 1000, 2)
-    if failure is None:
-        result = shared.results.redacted(result, policy)
-        if info.outcome == "ok" and _is_error(result):
-            # An error result the function did not report (e.g. the SDK's own argument checks).
-            info.outcome = shape.failed
-            info.details = {"reason": "error result"}
+    if failure is None and info.outcome == "ok" and is_error(result):
+        # An error result the function did not report (e.g. the SDK's own argument checks).
+        info.outcome = shape.failed
+        info.details = {"reason": "error result"}
     try:
         await _record(call, info, shape, duration_ms)
     except AuditUnavailableError:
@@ -111,8 +109,7 @@ async def run(call: Call, call_next: CallNext) -> HandlerResult:
             return error_result(WITHHELD)
         raise MCPError(INTERNAL_ERROR, WITHHELD) from None
     if failure is not None:
-        # Sanitised like every result: an error message can quote what the function read.
-        raise MCPError(failure.code, shared.redactor.result_text(failure.message), failure.data)
+        raise failure  # sanitised by pipeline.py, like every error: it can quote what the function read
     return result
 
 
@@ -182,14 +179,7 @@ async def _record(call: Call, info: CallInfo, shape: Shape, duration_ms: float) 
         **tagged,
         outcome=outcome,
         duration_ms=duration_ms,
-        arguments=call.shared.redactor.summary(call.arguments),
+        arguments=call.shared.redactor.summary(call.arguments, policy.sensitive),
         **counts(info),
         **info.details,
     )
-
-
-def _is_error(result: HandlerResult) -> bool:
-    # Middleware may see the wire form (a dict) or the model.
-    if isinstance(result, dict):
-        return bool(result.get("isError"))
-    return bool(getattr(result, "is_error", False))

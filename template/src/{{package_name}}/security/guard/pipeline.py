@@ -4,6 +4,8 @@ Each step is a small function of the request (`Call`) that returns, or raises `R
 refusal is answered by `refuse()`, the one place that writes its security event and shapes the answer:
 an error result for tools/call (the model reads it), a JSON-RPC error for the other methods, nothing
 for a request sent as a notification. A request that passes every step runs through execution.py.
+Every answer then passes the one sanitising step (results.py): an item's result, any error result, and
+every JSON-RPC error, whichever layer raised it.
 
     (permitted_by_policy: the Cedar policies, policies.py; off without a policy file)
     tools/call            TOOLS_CALL, then execution.run
@@ -36,7 +38,7 @@ from .execution import run
 from .listing import LISTS
 from .policies import permitted_by_policy
 from .request import Call, Refused, Shared, identify
-from .results import error_result
+from .results import error_result, is_error
 from .steps import (
     audit_store_up,
     authenticated,
@@ -158,11 +160,18 @@ async def handle(shared: Shared, ctx: ServerRequestContext[Any, Any], call_next:
     steps, answer, proceed = route
     call = identify(shared, ctx)
     try:
-        for step in steps:
-            await step(call)
-    except Refused as refused:
-        return await refuse(call, refused, answer)
-    return await proceed(call, call_next)
+        try:
+            for step in steps:
+                await step(call)
+        except Refused as refused:
+            result = await refuse(call, refused, answer)
+        else:
+            result = await proceed(call, call_next)
+    except MCPError as error:
+        raise shared.results.error(error) from None
+    if proceed is run or is_error(result):  # lists and the like are the server's own text
+        return shared.results.sanitised(result, call.policy)
+    return result
 
 
 async def refuse(call: Call, refused: Refused, answer: Answer) -> HandlerResult:

@@ -4,7 +4,10 @@
 it returns (content blocks checked by content.py, text fenced as data or capped). A refusal
 (`RefusedError`: the author's `ToolRefusedError`, a library's `PathRefusedError`, ...) is answered with
 its message and recorded under its event; any other exception is logged and answered without detail.
-`redacted` then removes secrets from the answer the SDK built (execution.py).
+`sanitised` is the one sanitising step every answer of an item takes, and `error_text` the one every
+error message takes, refusals included (both called by pipeline.py): configured secrets and credential-
+shaped text removed; an error's text also stripped of hidden characters and capped, since an error can
+quote a remote value (a fetched page's Content-Type) or the caller's own input.
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ from .call import CallInfo, current_call
 from .catalogue import Kind, Policy
 from .content import ContentCheck, ContentRefusedError
 from .task_slot import capture
-from .text import cap, fence
+from .text import cap, fence, strip_controls
 
 log = logging.getLogger(__name__)
 Prepare = Callable[[CallInfo, dict[str, Any]], None]
+MAX_ERROR_CHARS = 2_000  # an error message is a sentence or a list of problems, never a document
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +85,37 @@ def error_result(message: str) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
 
 
+def is_error(result: HandlerResult) -> bool:
+    """An error result of tools/call: middleware may see the wire form (a dict) or the model."""
+    if isinstance(result, dict):
+        return bool(result.get("isError"))
+    return bool(getattr(result, "is_error", False))
+
+
+def _plain(text: str) -> str:
+    return cap(strip_controls(text), MAX_ERROR_CHARS)
+
+
+def _error_texts(result: HandlerResult, clean: Callable[[str], str]) -> HandlerResult:
+    """An error result with its text parts passed through `clean` (the SDK and the guard build it from a
+    message)."""
+    if isinstance(result, CallToolResult):
+        content = [
+            part.model_copy(update={"text": clean(part.text)}) if isinstance(part, TextContent) else part
+            for part in result.content
+        ]
+        return result.model_copy(update={"content": content})
+    if isinstance(result, dict):
+        wire: list[Any] = [
+            {**part, "text": clean(part["text"])}
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+            else part
+            for part in result.get("content", [])
+        ]
+        return {**result, "content": wire}
+    return result
+
+
 class Results:
     """Finishes the results of one server's items: content checks, fence or cap, redaction."""
 
@@ -103,9 +138,20 @@ class Results:
             )
         return self._content.resource_bytes(policy.name, result, policy.mime_type, policy.media_types)
 
-    def redacted(self, result: HandlerResult, policy: Policy) -> HandlerResult:
-        """The answer the SDK built, without configured secrets or credential-shaped text."""
-        return self._redactor.result(result, callers_own_data=policy.callers_own_data)
+    def sanitised(self, result: HandlerResult, policy: Policy | None) -> HandlerResult:
+        """An item's answer as the SDK built it, or a refusal's error result: without configured secrets or
+        credential-shaped text, and an error result's text stripped of hidden characters and capped."""
+        own = policy is not None and policy.callers_own_data
+        clean = self._redactor.result(result, callers_own_data=own)
+        return _error_texts(clean, _plain) if is_error(clean) else clean
+
+    def error_text(self, message: str) -> str:
+        """An error message as the model may read it: no secret, no hidden character, a sentence long."""
+        return _plain(self._redactor.result_text(message))
+
+    def error(self, error: MCPError) -> MCPError:
+        """A JSON-RPC error with its message sanitised (`data` is the server's own: scopes, a URL)."""
+        return MCPError(error.code, self.error_text(error.message), error.data)
 
     def redact_text(self, policy: Policy) -> Callable[[str], str]:
         """How a text the function sends while it runs (Notify) is sanitised."""

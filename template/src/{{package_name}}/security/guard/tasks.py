@@ -284,7 +284,8 @@ class Tasks:
             output = await fn(**kwargs)
         except ToolError as exc:
             if "error" in info.details:  # the function crashed: a failure, not the tool's answer
-                return "failed", None, {"code": INTERNAL_ERROR, "message": str(exc)}
+                message = call.shared.results.error_text(str(exc))
+                return "failed", None, {"code": INTERNAL_ERROR, "message": message}
             return "completed", _sanitised(call, policy, _as_result(str(exc), error=True)), None
         except Exception as exc:  # outside the function (the guarded wrapper passed it on)
             info.outcome, info.details = "tool_execution_failed", {"error": type(exc).__name__}
@@ -300,7 +301,7 @@ def _as_result(output: Any, *, error: bool = False) -> CallToolResult:
 
 
 def _sanitised(call: Call, policy: Policy, result: CallToolResult) -> dict[str, Any]:
-    cleaned = call.shared.results.redacted(result, policy)
+    cleaned = call.shared.results.sanitised(result, policy)  # the pipeline's one sanitising step
     if isinstance(cleaned, BaseModel):
         cleaned = cleaned.model_dump(by_alias=True, exclude_none=True, mode="json")
     shown = dict(typing.cast(dict[str, Any], cleaned))

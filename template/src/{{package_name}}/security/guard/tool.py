@@ -12,6 +12,7 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.tools import Tool
 from mcp.types import ToolAnnotations
 
+from ..audit.redact import ALL_ARGUMENTS
 from .arguments import arguments_model, check_bounded, notify_parameter, show_sdk
 from .call import CallInfo
 from .catalogue import Policy, TaskSupport, check_open
@@ -36,12 +37,13 @@ def tool(
     *,
     scopes: tuple[str, ...] = (),
     open_to_all: bool = False,
-    read_only: bool,
+    read_only: bool | None = None,
     destructive: bool = False,
     idempotent: bool = False,
     open_world: bool = False,
     untrusted_output: str | None = None,
     callers_own_data: bool = False,
+    sensitive: Sequence[str] | bool = (),
     rate_limit: str | None = None,
     per_caller: bool = True,
     timeout: float | None = None,
@@ -58,7 +60,8 @@ def tool(
     `untrusted_output` names where results come from; they are then fenced as data.
     Results lose secrets and credential-shaped text (security/audit/redact.py), but for the caller's own
     data (`callers_own_data=True`: their files, their notes), where such text is content.
-    `destructive=True`: the user is asked first (`confirm_message`, formatted with the arguments).
+    `read_only` is required; `destructive=True` (read_only=False): the user is asked first (confirm_message).
+    `sensitive` names arguments (True: all) the audit trail keeps only as keyed digests.
     A parameter annotated `Annotated[T, Resolve(fn)]` is filled by the SDK (sampling, roots, a question),
     only from a client that declared the capability; it is not an argument.
     `media_types`: the MIME types its content blocks may have (security/guard/content.py checks them).
@@ -75,6 +78,7 @@ def tool(
         open_world=open_world,
         untrusted_output=untrusted_output,
         callers_own_data=callers_own_data,
+        sensitive=frozenset([ALL_ARGUMENTS] if sensitive is True else sensitive or ()),
         rate_limit=rate_limit,
         per_caller=per_caller,
         timeout=timeout,
@@ -85,11 +89,29 @@ def tool(
         task=task,
     )
 
+    return _registering(guard, name, declared)
+
+
+def _registering(
+    guard: Guard, name: str | None, declared: _Declared
+) -> Callable[[ToolFn[P, R]], ToolFn[P, R]]:
     def register(fn: ToolFn[P, R]) -> ToolFn[P, R]:
         _register(guard, fn, name or fn.__name__, declared)
         return fn
 
     return register
+
+
+def _check_hints(tool_name: str, read_only: bool | None, destructive: bool) -> None:
+    """Refuse annotations a client would show wrongly, naming the tool (start-up stops here)."""
+    if read_only is None:
+        say = "read_only=False (it changes things)" if destructive else "read_only=True or read_only=False"
+        raise TypeError(f"tool {tool_name!r}: add {say} to @guard.tool(...); clients show it to the user")
+    if read_only and destructive:
+        raise TypeError(
+            f"tool {tool_name!r}: read_only=True and destructive=True contradict each other; "
+            "a tool that destroys something is read_only=False"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +120,13 @@ class _Declared:
 
     scopes: frozenset[str]
     open_to_all: bool
-    read_only: bool
+    read_only: bool | None
     destructive: bool
     idempotent: bool
     open_world: bool
     untrusted_output: str | None
     callers_own_data: bool
+    sensitive: frozenset[str]
     rate_limit: str | None
     per_caller: bool
     timeout: float | None
@@ -116,12 +139,16 @@ class _Declared:
 
 def _register(guard: Guard, fn: Callable[..., Awaitable[Any]], tool_name: str, declared: _Declared) -> None:
     """Check fn, build its policy and the SDK's Tool, and add both to the catalogue."""
+    _check_hints(tool_name, declared.read_only, declared.destructive)
     if not inspect.iscoroutinefunction(fn):
         raise TypeError(f"tool {tool_name!r} must be async so its timeout can cancel it")
     check_open(f"tool {tool_name}", declared.scopes, declared.open_to_all)
     arguments = arguments_model(tool_name, fn, resolvers=True)
     schema = arguments.model_json_schema()
     check_bounded(tool_name, schema)
+    unknown = declared.sensitive - {ALL_ARGUMENTS, *schema.get("properties", {})}
+    if unknown:
+        raise TypeError(f"tool {tool_name!r}: sensitive= names {sorted(unknown)}, not arguments of it")
     arguments_check = None
     if declared.schema_keywords is not None:
         schema, arguments_check = with_keywords(tool_name, schema, declared.schema_keywords)
@@ -133,12 +160,13 @@ def _register(guard: Guard, fn: Callable[..., Awaitable[Any]], tool_name: str, d
         arguments=arguments,
         scopes=declared.scopes,
         open_to_all=declared.open_to_all,
-        read_only=declared.read_only,
+        read_only=bool(declared.read_only),  # _check_hints refused None
         rate_limit=guard.limiter.parse(declared.rate_limit) if declared.rate_limit else None,
         per_caller=declared.per_caller,
         timeout=declared.timeout,
         untrusted_output=declared.untrusted_output,
         callers_own_data=declared.callers_own_data,
+        sensitive=declared.sensitive,
         media_types=declared.media_types,
         arguments_check=arguments_check,
         task=declared.task,

@@ -6,10 +6,13 @@ An entry in MCP_API_KEYS (comma-separated) is one of
   <name>:sha256:<64 hex>                         a named key: the caller is <name>, whatever its digest
   <name>:sha256:<64 hex>:<scope>+<scope>...      a named key limited to those scopes
   <name>[<group>+<group>...]:sha256:<64 hex>...  a named key in those groups (read by Cedar policies)
+  <name>[...]@<YYYYMMDDTHHMMSSZ>:sha256:<64 hex>...  a named key valid until that UTC time, then refused
   <name>:mcp_<key>                               a key made by keygen, stored unhashed, named (the
                                                  client sends mcp_<key>; the copy writes one such)
 A name stays when its key is rotated (list the old and the new digest under the same name while
-clients move), so the audit trail, rate limits and notes follow the person, not the key. Scopes use
+clients move; `keys rotate --grace` writes the old one with its end), so the audit trail, rate limits
+and notes follow the person, not the key. Releases before the end existed refuse an entry that has one
+(it is not a name they accept), so an old server never keeps a rotated-out key valid for ever. Scopes use
 the same names as OAuth scopes: a tool's `scopes=` means the same with either kind of credential.
 A key without scopes may call every tool. `admin` is not a scope: it is the class of the keys in
 MCP_ADMIN_API_KEYS (they read /security/events and /metrics), so no tool key may carry it.
@@ -27,9 +30,11 @@ import math
 import re
 import secrets
 import string
+import time
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 from mcp.server.auth.provider import AccessToken
 from pydantic import Field
@@ -40,8 +45,10 @@ from .principal import ADMIN_SCOPE, ALL_TOOL_SCOPES
 KEY_PREFIX = "mcp_"
 _DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
 _NAMED = re.compile(
-    r"^([A-Za-z0-9][A-Za-z0-9._-]{0,63})(?:\[([^\]]*)\])?:sha256:([0-9a-fA-F]{64})(?::(.*))?$"
+    r"^([A-Za-z0-9][A-Za-z0-9._-]{0,63})(?:\[([^\]]*)\])?(?:@(\d{8}T\d{6}Z))?"
+    r":sha256:([0-9a-fA-F]{64})(?::(.*))?$"
 )
+EXPIRY_FORMAT = "%Y%m%dT%H%M%SZ"  # ISO 8601 basic, UTC: no ':' to clash with the entry's own
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _NAMED_RAW = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]{0,63}):(" + KEY_PREFIX + r"[^:]*)$")
 # An OAuth scope token (RFC 6749 section 3.3) without `+` and `,`, which separate scopes and entries here.
@@ -74,11 +81,25 @@ class KeyEntry:
     name: str | None = None
     scopes: frozenset[str] = frozenset({ALL_TOOL_SCOPES})
     groups: frozenset[str] = frozenset()
+    expires: datetime | None = None  # a rotated-out key's end (UTC); None: valid until removed
 
     @property
     def principal_id(self) -> str:
         # A short fingerprint of the digest names an unnamed key in events without revealing it.
         return self.name or "key:" + self.digest.hex()[:12]
+
+    def expired(self, now: datetime | None = None) -> bool:
+        return self.expires is not None and (now or datetime.now(UTC)) >= self.expires
+
+    def line(self) -> str:
+        """The entry as MCP_API_KEYS holds it (digest form): name, groups, end, digest and scopes."""
+        text = "sha256:" + self.digest.hex()
+        if self.name is None:
+            return text
+        member = f"[{'+'.join(sorted(self.groups))}]" if self.groups else ""
+        end = f"@{self.expires.strftime(EXPIRY_FORMAT)}" if self.expires else ""
+        scopes = "" if ALL_TOOL_SCOPES in self.scopes else ":" + "+".join(sorted(self.scopes))
+        return f"{self.name}{member}{end}:{text}{scopes}"
 
 
 def new_key() -> str:
@@ -109,47 +130,57 @@ def digest_of(key: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
-def entry_line(
-    key: str, name: str | None = None, scopes: Iterable[str] = (), groups: Iterable[str] = ()
-) -> str:
-    """The text to put in MCP_API_KEYS for `key`: its digest, with the name, groups and scopes if given."""
-    line = digest_of(key)
-    if name is None:
-        if scopes or groups:
-            raise KeyFormatError("scopes need a name, and so do groups: use --name with --scopes or --groups")
-        return line
+def check_name(name: str, kind: str = "key") -> str:
+    """A key's (or group's) name as keygen, `keys` and MCP_API_KEYS accept it: one rule for all three."""
     if not NAME.match(name):
-        raise KeyFormatError(f"{name!r} is not a key name: 1 to 64 letters, digits, '.', '_' or '-'")
-    member_of = sorted(set(groups))
-    for group in member_of:
-        if not NAME.match(group):
-            raise KeyFormatError(f"{group!r} is not a group name: 1 to 64 letters, digits, '.', '_' or '-'")
-    line = f"{name}[{'+'.join(member_of)}]:{line}" if member_of else f"{name}:{line}"
-    wanted = sorted(set(scopes))
-    for scope in wanted:
+        raise KeyFormatError(f"{name!r} is not a {kind} name: 1 to 64 letters, digits, '.', '_' or '-'")
+    return name
+
+
+def check_scopes(scopes: Iterable[str]) -> frozenset[str]:
+    """Scopes a tool key may carry, as keygen, `keys` and MCP_API_KEYS accept them: one rule for all."""
+    wanted = frozenset(scopes)
+    for scope in sorted(wanted):
         if not SCOPE.match(scope):
             raise KeyFormatError(f"{scope!r} is not a scope: visible ASCII without spaces, '+' or ','")
     if ADMIN_SCOPE in wanted:
         raise KeyFormatError(ADMIN_IS_NOT_A_SCOPE)
-    return f"{line}:{'+'.join(wanted)}" if wanted else line
+    return wanted
+
+
+def entry_line(
+    key: str, name: str | None = None, scopes: Iterable[str] = (), groups: Iterable[str] = ()
+) -> str:
+    """The text to put in MCP_API_KEYS for `key`: its digest, with the name, groups and scopes if given."""
+    if name is None:
+        if scopes or groups:
+            raise KeyFormatError("scopes need a name, and so do groups: use --name with --scopes or --groups")
+        return digest_of(key)
+    check_name(name)
+    member_of = frozenset(check_name(group, "group") for group in groups)
+    wanted = check_scopes(scopes) or frozenset({ALL_TOOL_SCOPES})
+    return KeyEntry(hashlib.sha256(key.encode()).digest(), name, wanted, member_of).line()
 
 
 def _parse_entry(entry: str, variable: str, position: int) -> KeyEntry:
     where = f"{variable} entry {position}"
     if named := _NAMED.match(entry):
-        name, group_text, hex_digest, scope_text = named.groups()
+        name, group_text, end, hex_digest, scope_text = named.groups()
         groups = _groups(group_text, f"{where} ({name})")
+        expires = _end(end, f"{where} ({name})")
         if scope_text is None:
-            return KeyEntry(bytes.fromhex(hex_digest), name, groups=groups)
+            return KeyEntry(bytes.fromhex(hex_digest), name, groups=groups, expires=expires)
         scopes = [scope for scope in scope_text.split("+") if scope]
         bad = [scope for scope in scopes if not SCOPE.match(scope)]
         if bad or not scopes:
             raise KeyFormatError(
                 f"{where} ({name}): after the digest write scopes joined by '+', e.g. :notes:read+notes:write"
             )
-        if ADMIN_SCOPE in scopes:
-            raise KeyFormatError(f"{where} ({name}): {ADMIN_IS_NOT_A_SCOPE}")
-        return KeyEntry(bytes.fromhex(hex_digest), name, frozenset(scopes), groups)
+        try:
+            wanted = check_scopes(scopes)
+        except KeyFormatError as exc:
+            raise KeyFormatError(f"{where} ({name}): {exc}") from None
+        return KeyEntry(bytes.fromhex(hex_digest), name, wanted, groups, expires)
     if match := _DIGEST.match(entry.lower()):
         return KeyEntry(bytes.fromhex(match.group(1)))
     if not entry.lower().startswith("sha256:") and (named_raw := _NAMED_RAW.match(entry)):
@@ -170,6 +201,13 @@ def _parse_entry(entry: str, variable: str, position: int) -> KeyEntry:
     return KeyEntry(hashlib.sha256(entry.encode()).digest())
 
 
+def _end(text: str | None, where: str) -> datetime | None:
+    try:
+        return datetime.strptime(text, EXPIRY_FORMAT).replace(tzinfo=UTC) if text else None
+    except ValueError:
+        raise KeyFormatError(f"{where}: @{text} is not a time: write @YYYYMMDDTHHMMSSZ (UTC)") from None
+
+
 def _groups(text: str | None, where: str) -> frozenset[str]:
     groups = [group for group in (text or "").split("+") if group]
     if text is not None and (not groups or not all(NAME.match(group) for group in groups)):
@@ -182,7 +220,7 @@ def _groups(text: str | None, where: str) -> frozenset[str]:
 
 def parse_keys(value: str, variable: str, *, allow_scopes: bool = True) -> list[KeyEntry]:
     """Turn `key1,sha256:<hex>,alice:sha256:<hex>:scope,...` into entries; raw keys are hashed at once."""
-    entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+    entries = split_entries(value)
     parsed = [_parse_entry(entry, variable, position) for position, entry in enumerate(entries, start=1)]
     held: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
     for key in parsed:
@@ -201,33 +239,45 @@ def parse_keys(value: str, variable: str, *, allow_scopes: bool = True) -> list[
     return parsed
 
 
+def split_entries(value: str) -> list[str]:
+    """The entries of a key variable as written, in order (parse_keys returns one KeyEntry for each)."""
+    return [entry.strip() for entry in value.split(",") if entry.strip()]
+
+
 def raw_keys(value: str) -> list[str]:
     """The raw keys among the entries (so redaction knows them); digests and names are not secret."""
-    entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+    entries = split_entries(value)
     raw = [entry for entry in entries if not _NAMED.match(entry) and not _DIGEST.match(entry.lower())]
     return [named.group(2) if (named := _NAMED_RAW.match(entry)) else entry for entry in raw]
 
 
 def describe(entries: list[KeyEntry], *, admin: bool = False) -> list[str]:
     """`check`'s view of the keys: who holds them and with what scopes, never a key or a digest."""
-    counts: dict[str, int] = {}
-    scopes: dict[str, frozenset[str]] = {}
+    held: dict[str, list[KeyEntry]] = {}
     for key in entries:
-        counts[key.principal_id] = counts.get(key.principal_id, 0) + 1
-        scopes[key.principal_id] = key.scopes
+        held.setdefault(key.principal_id, []).append(key)
     lines = []
-    groups = {key.principal_id: key.groups for key in entries}
-    for holder, count in counts.items():
+    for holder, keys in held.items():
         if admin:
             allowed = "reads /security/events"
-        elif ALL_TOOL_SCOPES in scopes[holder]:
+        elif ALL_TOOL_SCOPES in keys[0].scopes:
             allowed = "every tool"
         else:
-            allowed = "scopes " + " ".join(sorted(scopes[holder]))
-        rotating = f" ({count} keys: rotating)" if count > 1 else ""
-        member = f", groups {' '.join(sorted(groups[holder]))}" if groups[holder] else ""
-        lines.append(f"{holder}: {allowed}{member}{rotating}")
+            allowed = "scopes " + " ".join(sorted(keys[0].scopes))
+        member = f", groups {' '.join(sorted(keys[0].groups))}" if keys[0].groups else ""
+        lines.append(f"{holder}: {allowed}{member}{_validity(keys)}")
     return lines
+
+
+def _validity(keys: list[KeyEntry]) -> str:
+    """` (2 keys: rotating, one valid until ...)`: what a name's keys are doing, without the keys."""
+    if len(keys) == 1 and keys[0].expires is None:
+        return ""
+    notes = [f"{len(keys)} keys: rotating"] if len(keys) > 1 else []
+    for end in sorted(key.expires for key in keys if key.expires):
+        state = "expired at" if end <= datetime.now(UTC) else "valid until"
+        notes.append(f"one {state} {end:%Y-%m-%d %H:%M:%S} UTC")
+    return f" ({', '.join(notes)})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +286,7 @@ class _Key:
     principal_id: str
     scopes: tuple[str, ...]
     groups: tuple[str, ...] = ()
+    expires: float = float("inf")  # time.time() from which the key is refused (a rotated-out key)
 
 
 class KeyAccessToken(AccessToken):
@@ -253,12 +304,12 @@ class ApiKeyVerifier:
 
     def __init__(self, tool_keys: list[KeyEntry], admin_keys: list[KeyEntry]) -> None:
         keys = [
-            _Key(k.digest, k.principal_id, tuple(sorted(k.scopes)), tuple(sorted(k.groups)))
+            _Key(k.digest, k.principal_id, tuple(sorted(k.scopes)), tuple(sorted(k.groups)), _ends(k))
             for k in tool_keys
         ]
         # Admin keys read /security/events and nothing else (parse_keys refuses scopes on them); listed
         # last, so a digest configured as both is an admin key, as it always was.
-        keys += [_Key(k.digest, k.principal_id, (ADMIN_SCOPE,)) for k in admin_keys]
+        keys += [_Key(k.digest, k.principal_id, (ADMIN_SCOPE,), expires=_ends(k)) for k in admin_keys]
         self._by_digest = {key.digest: key for key in keys}
 
     def __bool__(self) -> bool:
@@ -271,6 +322,8 @@ class ApiKeyVerifier:
         found = self._by_digest.get(candidate)
         if found is None or not hmac.compare_digest(candidate, found.digest):
             return None
+        if time.time() >= found.expires:
+            return None  # a rotated-out key whose grace has ended: refused as any unknown key
         # The key itself is not kept on the token: the name (or the digest's fingerprint) names the caller,
         # and its scopes become the principal's, as an OAuth token's do.
         return KeyAccessToken(
@@ -279,3 +332,7 @@ class ApiKeyVerifier:
             scopes=list(found.scopes),
             groups=list(found.groups),
         )
+
+
+def _ends(key: KeyEntry) -> float:
+    return key.expires.timestamp() if key.expires else float("inf")

@@ -41,6 +41,7 @@ from ...security.perimeter.known_credentials import KnownCredentials
 from ...security.perimeter.origin import HostGate, OriginGate, cors, default_allowed_hosts, transport_security
 from ...security.perimeter.scope_gate import ScopeGate
 from ...security.perimeter.tls import tls_problems, uvicorn_options
+from ...server import logs
 from ...server.build import GuardedServer, build_server, freeze_startup_objects
 from ...server.observability import configure_tracing, served_names
 from ...server.services import Services, open_services
@@ -65,7 +66,9 @@ def build_app(
     )
     server = build_server(settings, services, outermost=[metrics.middleware] if metrics else [])
     if environ is not None:
-        configure_tracing(environ, served_names(server.guard))
+        configure_tracing(
+            environ, served_names(server.guard), trust_client_context=settings.trust_client_trace_context
+        )
     allowed_hosts = settings.allowed_hosts or default_allowed_hosts(settings.host, settings.port)
     security = transport_security(allowed_hosts, settings.trusted_origins)
     mcp_app = _mcp_app(server, settings, security)
@@ -171,7 +174,8 @@ def _sessions(
 
 
 class _FlushAggregatesAtShutdown:
-    """At shutdown, write the audit events folded since the window began (events.py), before exiting."""
+    """At shutdown, write the audit events folded since the window began (events.py) and publish the
+    audit chains' heads, before exiting."""
 
     def __init__(self, app: ASGIApp, services: Services) -> None:
         self.app = app
@@ -189,6 +193,7 @@ class _FlushAggregatesAtShutdown:
                     await self.services.events.flush_aggregates()
                 except AuditUnavailableError:
                     logging.getLogger("security").critical("audit store failed; folded events not stored")
+                self.services.events.publish_heads()  # the heads as the server leaves them
             return message
 
         await self.app(scope, receive_and_flush, send)
@@ -227,6 +232,7 @@ def serve_http(settings: Settings, environ: Mapping[str, str]) -> None:
     problems = tls_problems(settings)
     if problems:
         raise SettingsError("the HTTP server cannot start:\n  " + "\n  ".join(problems))
+    _check_port_free(settings.host, settings.port)
     services = open_services(settings)
     app = build_app(settings, services, environ=environ)
     limits = ConnectionLimits(
@@ -250,6 +256,7 @@ def serve_http(settings: Settings, environ: Mapping[str, str]) -> None:
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
         http=limits.protocol(),  # h11 with read deadlines and connection caps (connections.py)
         **uvicorn_options(settings),
+        log_config=None if logs.plain() else uvicorn.config.LOGGING_CONFIG,  # plain: server/logs.py's
     )
     logging.getLogger("uvicorn.access").addFilter(AccessLogWithoutQuery())
     signal.signal(signal.SIGTERM, _exit_cleanly)
@@ -257,6 +264,28 @@ def serve_http(settings: Settings, environ: Mapping[str, str]) -> None:
     # hands SIGINT back to this one when it has stopped.
     signal.signal(signal.SIGINT, _interrupt_once)
     limits.server(config).run()
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Before anything starts: a port another process holds is named with its fix (uvicorn would start
+    the application, log the bind error and stop it again)."""
+    import errno
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise SettingsError(
+                    f"port {port} on {host} is in use (is the server already running?): stop what listens "
+                    f"there (`lsof -i :{port}` names it), or choose a free port with MCP_PORT or --port"
+                ) from None
+            raise SettingsError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); check MCP_HOST and MCP_PORT"
+            ) from None
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict
+from collections import deque
 from http import HTTPStatus
 from typing import Any
 
@@ -73,43 +73,56 @@ logger = logging.getLogger(__name__)
 # proxy's read timeout or the stream's first keep-alive ping (15 s).
 ANSWER_WAIT_SECONDS = 1.0
 RETRY_MS = 1_000  # the reconnection delay suggested to clients in the priming event
-ENTRY_BYTES = 64  # what one buffered event counts for besides its message (id, stream, bookkeeping)
+# What one buffered event costs in memory besides its message: its tuple, its bytes object's header, its
+# size (measured with tracemalloc: about 140 bytes), so the setting bounds the memory and the entries.
+ENTRY_BYTES = 160
 
 
 class SessionReplay(EventStore):
-    """One session's newest events, at most `max_bytes` of serialised messages."""
+    """One session's newest events, at most `max_bytes` in memory, their messages kept as JSON bytes.
+
+    Bytes, not the SDK's message objects: a buffer of small messages as objects took 6 times its setting
+    (pydantic models and their dicts), as bytes it takes what it counts. Event ids are consecutive
+    numbers, so an id is found by its offset from the oldest kept, without an index of its own.
+    """
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._events: OrderedDict[EventId, tuple[StreamId, JSONRPCMessage | None, int]] = OrderedDict()
+        self._events: deque[tuple[StreamId, bytes | None]] = deque()
+        self._sizes: deque[int] = deque()
         self._bytes = 0
-        self._next = 0
+        self._next = 0  # the newest event's number; the oldest kept is _next - len(_events) + 1
 
     async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
         self._next += 1
-        event_id = str(self._next)
-        size = 0 if message is None else len(message.model_dump_json(by_alias=True, exclude_none=True))
-        if size > self.max_bytes:
-            message, size = None, 0  # too large to keep: its id is known, its content is not replayed
-        size += ENTRY_BYTES  # every entry costs something, so the count of entries is bounded too
-        self._events[event_id] = (stream_id, message, size)
+        payload = (
+            None
+            if message is None
+            else jsonrpc_message_adapter.dump_json(message, by_alias=True, exclude_none=True)
+        )
+        if payload is not None and len(payload) > self.max_bytes:
+            payload = None  # too large to keep: its id is known, its content is not replayed
+        size = ENTRY_BYTES + (0 if payload is None else len(payload))
+        self._events.append((stream_id, payload))
+        self._sizes.append(size)
         self._bytes += size
         while self._bytes > self.max_bytes:
-            _, (_, _, dropped) = self._events.popitem(last=False)
-            self._bytes -= dropped
-        return event_id
+            self._events.popleft()
+            self._bytes -= self._sizes.popleft()
+        return str(self._next)
 
     async def replay_events_after(
         self, last_event_id: EventId, send_callback: EventCallback
     ) -> StreamId | None:
-        if last_event_id not in self._events:
+        oldest = self._next - len(self._events) + 1
+        known = last_event_id.isascii() and last_event_id.isdigit() and len(last_event_id) <= 20
+        if not known or not oldest <= int(last_event_id) <= self._next:
             return None  # unknown here, or evicted: nothing to replay
-        stream_id = self._events[last_event_id][0]
-        after = False
-        for event_id, (stream, message, _) in list(self._events.items()):
-            if after and stream == stream_id and message is not None:
-                await send_callback(EventMessage(message, event_id))
-            after = after or event_id == last_event_id
+        offset = int(last_event_id) - oldest
+        stream_id = self._events[offset][0]
+        for number, (stream, payload) in enumerate(list(self._events)[offset + 1 :], int(last_event_id) + 1):
+            if stream == stream_id and payload is not None:
+                await send_callback(EventMessage(jsonrpc_message_adapter.validate_json(payload), str(number)))
         return stream_id
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from ..chain import Head
 from ..records import EventPage, EventQuery, EventStoreConfigError, SecurityEvent
 from .memory import MemoryEventStore
 
@@ -16,6 +17,9 @@ class EventStore(Protocol):
         """Store one event; `anonymous` events are kept under a row cap of their own."""
 
     async def query(self, query: EventQuery) -> EventPage: ...
+    def heads(self) -> list[Head]:
+        """Each hash chain's newest position and hash (chain.py), to be published outside the store."""
+
     async def ping(self) -> None:
         """Raise unless the store can take a write now (a probe that stores no event)."""
 

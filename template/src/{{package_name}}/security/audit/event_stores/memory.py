@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 from collections import deque
 
+from ..chain import Head
 from ..cursors import row_position
 from ..records import MAX_SCAN, EventPage, EventQuery, SecurityEvent
 
@@ -41,6 +42,9 @@ class MemoryEventStore:
         # More to read: older events still kept (newest first), or newer ones (oldest first).
         more = bool(merged) and last > merged[-1][0] if query.newest_first else last < self._seq
         return EventPage(found, str(last) if more else None)
+
+    def heads(self) -> list[Head]:
+        return []  # nothing outside the process could check a chain that ends with it
 
     async def ping(self) -> None:
         return None

@@ -1,8 +1,13 @@
-"""SQLite event store: WAL mode, one transaction per event, retention by age and count.
+"""SQLite event store: WAL mode, group commit, retention by age and count, a hash chain (chain.py).
 
 Each event is committed before `append` returns, and WAL with synchronous=NORMAL keeps every committed
 transaction when the process is killed; only a power loss can take the last few. One process writes
 the file: replicas that share an audit trail use the Redis store instead.
+
+Group commit: the events that arrive in one turn of the event loop (at most _MAX_BATCH) are written in
+one transaction at the end of it, and each caller returns once that transaction is committed: a lone
+event waits for no company, concurrent ones share the commit. If the transaction fails, every event in
+it is refused (none is stored), as a failed single insert was.
 
 The WAL stays bounded under sustained writes: every _PRUNE_EVERY writes a PASSIVE checkpoint copies the
 bulk while inserts go on, then a second one copies the rest with the write lock held, so no insert can
@@ -19,6 +24,7 @@ cursor, as the memory and Redis stores do.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import sqlite3
@@ -31,35 +37,11 @@ from typing import Any
 import anyio.to_thread
 
 from ...toolkit.private import private_database
+from ..chain import CHAINS, Head
 from ..cursors import row_position
 from ..records import MAX_SCAN, SEVERITY_RANK, EventPage, EventQuery, EventStoreConfigError, SecurityEvent
+from .sqlite_layout import AGED, OLDEST, SCHEMA, chain_head, drop_through, insert_chained, upgrade
 
-# Each index is one more page written per event. `seq` is the row's position (the API's cursor); `id`
-# needs no index of its own, and AUTOINCREMENT's counter table is one more page: positions never go back
-# because pruning keeps the newest row (_prune). A file made before 0.2.0 keeps its layout and works as is.
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS security_events (
-    seq INTEGER PRIMARY KEY,
-    id TEXT NOT NULL,
-    timestamp TEXT NOT NULL,
-    event TEXT NOT NULL,
-    severity TEXT NOT NULL,
-    severity_rank INTEGER NOT NULL,
-    identifier TEXT NOT NULL,
-    tool TEXT,
-    request_id TEXT,
-    details TEXT NOT NULL,
-    anonymous INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS security_events_timestamp ON security_events (timestamp);
-"""
-_INDEX = "CREATE INDEX IF NOT EXISTS security_events_class ON security_events (anonymous, seq)"
-# Named, so that the planner cannot pick the class index and walk every row of a class (at 1M rows that
-# held the write lock for ~400 ms per prune; through this index the delete takes well under a millisecond).
-_AGED = (
-    "DELETE FROM security_events INDEXED BY security_events_timestamp"
-    " WHERE timestamp < ? AND anonymous = ? AND seq < ?"
-)
 # A page reads at most MAX_SCAN rows: the position MAX_SCAN rows on (found by walking the primary key)
 # bounds a range of rows that are then filtered. Filters that are not asked for are NULL.
 _BOUNDS = {
@@ -78,6 +60,7 @@ _PAGES = {
     False: _COLUMNS + " WHERE seq > :after AND seq <= :bound" + _FILTERS + " ORDER BY seq LIMIT :limit",
 }
 _PRUNE_EVERY = 1_000
+_MAX_BATCH = 256  # events in one transaction at most: a longer one would hold the event loop up
 # Retention is in days: looking for aged rows once a minute is precise enough. Each look held the write
 # lock for 3-5 ms (a write transaction on the maintenance connection), once per 1,000 events.
 _AGE_CHECK_SECONDS = 60.0
@@ -96,6 +79,9 @@ class SqliteEventStore:
         self._next_age_check = 0.0
         self._closed = False
         self._path = path
+        self._open: _Batch | None = None  # the batch events join until the loop's turn ends
+        self._waiting: set[asyncio.Task[None]] = set()  # batches waiting for the write lock in a thread
+        self.transactions = 0  # committed batches
         try:
             private_database(Path(path))
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -106,17 +92,13 @@ class SqliteEventStore:
             # Checkpoints run every _PRUNE_EVERY writes, under the write lock (see _maintain).
             self._db.execute("PRAGMA wal_autocheckpoint=0")
             self._db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
-            self._db.executescript(_SCHEMA)
-            columns = {row[1] for row in self._db.execute("PRAGMA table_info(security_events)")}
-            if "anonymous" not in columns:  # a store written before anonymous events had a cap of their own
-                self._db.execute(
-                    "ALTER TABLE security_events ADD COLUMN anonymous INTEGER NOT NULL DEFAULT 0"
-                )
-            self._db.execute(_INDEX)
+            self._db.executescript(SCHEMA)
+            upgrade(self._db)
             for anonymous, rows in self._db.execute(
                 "SELECT anonymous, COUNT(*) FROM security_events GROUP BY anonymous"
             ):
                 self._rows[bool(anonymous)] = rows
+            self._heads = {anonymous: chain_head(self._db, anonymous) for anonymous in (False, True)}
             self._prune()
             self._checkpoint()  # what a killed process left in the WAL: the write count starts at 0
             # For writes on the event loop: never waits for another writer (see append).
@@ -137,32 +119,68 @@ class SqliteEventStore:
             ) from None
 
     async def append(self, event: SecurityEvent, *, anonymous: bool = False) -> None:
-        # An insert without fsync takes tens of microseconds: cheaper on the event loop than a hop to a worker
-        # thread per event (the template's docs/benchmarks.md). Only when another writer holds the database
-        # does the write wait in a thread.
+        batch = self._open
+        if batch is None:
+            batch = self._open = _Batch()
+            asyncio.get_running_loop().call_soon(self._commit, batch)
+        stored = batch.add(event, anonymous)
+        if len(batch.events) >= _MAX_BATCH:
+            self._commit(batch)
+        await stored
+
+    def _commit(self, batch: _Batch) -> None:
+        """Write the batch in one transaction and answer its callers. Inserts without fsync take tens of
+        microseconds: cheaper on the event loop than a hop to a worker thread (the template's
+        docs/benchmarks.md); only when another writer holds the database does the batch wait in a thread."""
+        if batch.closed:
+            return
+        batch.closed = True
+        if self._open is batch:
+            self._open = None
         if self._lock.acquire(blocking=False):
             try:
-                self._insert(self._fast, event, anonymous)
-                self._count_write(anonymous)
-                return
+                self._write(self._fast, batch)
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
+                    batch.fail(exc)
+                    return
+            except Exception as exc:  # noqa: BLE001 - any failure refuses every event of the batch
+                batch.fail(exc)
+                return
+            else:
+                batch.succeed()
+                return
             finally:
                 self._lock.release()
-        await anyio.to_thread.run_sync(self._append, event, anonymous)
+        task = asyncio.get_running_loop().create_task(self._commit_in_thread(batch))
+        self._waiting.add(task)
+        task.add_done_callback(self._waiting.discard)
 
-    def _append(self, event: SecurityEvent, anonymous: bool) -> None:
+    async def _commit_in_thread(self, batch: _Batch) -> None:
+        try:
+            await anyio.to_thread.run_sync(self._write_locked, batch)
+        except Exception as exc:  # noqa: BLE001 - any failure refuses every event of the batch
+            batch.fail(exc)
+        else:
+            batch.succeed()
+
+    def _write_locked(self, batch: _Batch) -> None:
         with self._lock:
-            self._insert(self._db, event, anonymous)
-            self._count_write(anonymous)
+            self._write(self._db, batch)
 
-    def _count_write(self, anonymous: bool) -> None:
-        """Called with the write lock held. Every _PRUNE_EVERY writes, prune and checkpoint in a thread of
-        their own: they take milliseconds (the checkpoint syncs), and no call should wait for them."""
-        self._writes += 1
-        self._rows[anonymous] += 1
-        if self._writes % _PRUNE_EVERY == 0:
+    def _write(self, db: sqlite3.Connection, batch: _Batch) -> None:
+        """Called with the write lock held: one transaction for the batch, then count it."""
+        if self._closed:
+            raise sqlite3.OperationalError("the audit store is closed")
+        self._heads = insert_chained(db, self._heads, batch.events)
+        self.transactions += 1
+        before = self._writes
+        self._writes += len(batch.events)
+        for _, anonymous in batch.events:
+            self._rows[anonymous] += 1
+        # Every _PRUNE_EVERY writes, prune and checkpoint in a thread of their own: they take milliseconds
+        # (the checkpoint syncs), and no call should wait for them.
+        if before // _PRUNE_EVERY != self._writes // _PRUNE_EVERY:
             threading.Thread(target=self._maintain, name="audit-store-maintenance", daemon=True).start()
 
     def _maintain(self) -> None:
@@ -188,24 +206,13 @@ class SqliteEventStore:
             if frames != copied:  # something still reads the WAL: wait for it
                 self._checkpoint()
 
-    @staticmethod
-    def _insert(db: sqlite3.Connection, event: SecurityEvent, anonymous: bool) -> None:
-        db.execute(
-            "INSERT INTO security_events (id, timestamp, event, severity, severity_rank, identifier,"
-            " tool, request_id, details, anonymous) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                event.id,
-                event.timestamp,
-                event.event,
-                event.severity,
-                SEVERITY_RANK[event.severity],
-                event.identifier,
-                event.tool,
-                event.request_id,
-                json.dumps(event.details, default=str),
-                int(anonymous),
-            ),
-        )
+    def heads(self) -> list[Head]:
+        """Each chain's newest position and hash, to be published outside the store."""
+        return [
+            Head(CHAINS[anonymous], str(seq), digest)
+            for anonymous, (seq, digest) in self._heads.items()
+            if seq
+        ]
 
     def _prune(self) -> None:
         """Drop events past retention, then the oldest of each class past its own cap: anonymous events
@@ -216,16 +223,13 @@ class SqliteEventStore:
         # never sees positions restart after a quiet spell longer than the retention.
         newest = self._db.execute("SELECT MAX(seq) FROM security_events").fetchone()[0] or 0
         for anonymous, cap in self._caps.items():
-            aged = self._db.execute(_AGED, (cutoff, int(anonymous), newest))
-            self._rows[anonymous] = max(0, self._rows[anonymous] - aged.rowcount)
+            last = self._db.execute(AGED, (cutoff, int(anonymous), newest)).fetchone()[0] or 0
             over = self._rows[anonymous] - cap
             if over > 0:
-                dropped = self._db.execute(
-                    "DELETE FROM security_events WHERE seq IN (SELECT seq FROM security_events"
-                    " WHERE anonymous = ? AND seq < ? ORDER BY seq LIMIT ?)",
-                    (int(anonymous), newest, over),
-                )
-                self._rows[anonymous] -= dropped.rowcount
+                capped = self._db.execute(OLDEST, (int(anonymous), newest, over - 1)).fetchone()
+                last = max(last, capped[0] if capped else 0)
+            if last:
+                self._rows[anonymous] -= drop_through(self._db, anonymous, last)
 
     def _checkpoint(self) -> None:
         """Copy the WAL back into the database and truncate it (with fsync: milliseconds).
@@ -269,12 +273,41 @@ class SqliteEventStore:
             self._db.execute("ROLLBACK")
 
     async def aclose(self) -> None:
+        if self._open is not None:
+            self._commit(self._open)
+        await asyncio.gather(*self._waiting, return_exceptions=True)
         with self._lock:
             self._closed = True
             with self._read_lock:
                 self._reader.close()
             self._fast.close()
             self._db.close()
+
+
+class _Batch:
+    """Events that share one transaction, and their callers' futures."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[SecurityEvent, bool]] = []
+        self.stored: list[asyncio.Future[None]] = []
+        self.closed = False
+
+    def add(self, event: SecurityEvent, anonymous: bool) -> asyncio.Future[None]:
+        stored = asyncio.get_running_loop().create_future()
+        self.events.append((event, anonymous))
+        self.stored.append(stored)
+        return stored
+
+    def succeed(self) -> None:
+        for stored in self.stored:
+            if not stored.done():
+                stored.set_result(None)
+
+    def fail(self, exc: Exception) -> None:
+        for stored in self.stored:
+            if not stored.done():  # an error of its own for each caller, refused as a lone insert was
+                problem = f"audit batch not stored: {type(exc).__name__}"
+                stored.set_exception(sqlite3.OperationalError(problem))
 
 
 def _timestamp(moment: datetime) -> str:

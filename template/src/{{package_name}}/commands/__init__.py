@@ -1,0 +1,1 @@
+"""The developer's subcommands beyond serve and check: dev, install, keys (one module each)."""
