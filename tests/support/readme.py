@@ -33,7 +33,8 @@ PARSED: dict[str, Callable[[str], object]] = {
     "yaml": yaml.safe_load,
     "toml": tomllib.loads,
 }
-NOT_EXECUTED = {"text", "dotenv", "yaml", "json", "toml", "nginx", "caddy"}
+# sql: the read-only database role, which tests/test_tools_records_own.py runs against PostgreSQL.
+NOT_EXECUTED = {"text", "dotenv", "yaml", "json", "toml", "nginx", "caddy", "sql"}
 FENCE = re.compile(
     r"^(?:<!-- readme-test: skip \((?P<skip>[^\n]+)\) -->\n)?```(?P<lang>[^\n`]*)\n(?P<body>.*?)^```[ \t]*$",
     re.MULTILINE | re.DOTALL,

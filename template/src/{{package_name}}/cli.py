@@ -1,4 +1,5 @@
-"""Command line: serve | dev | check | keygen | keys | install | policy | audit verify | audit digest."""
+"""Command line: serve | dev | check | keygen | keys | install | policy | audit verify | audit digest
+(| dev-auth, in OAuth projects)."""
 
 from __future__ import annotations
 
@@ -140,6 +141,13 @@ def _update_lock(settings: Settings, lock: Path, *, offline: bool = False) -> in
     return 0
 
 
+def _dev_auth(args: argparse.Namespace) -> int:
+    # dev_auth.py exists in OAuth projects only, as does this subcommand.
+    dev_auth = importlib.import_module(f"{__package__}.dev_auth")
+    result: int = dev_auth.run(_load(), args.host, args.port, args.user)
+    return result
+
+
 def _check(args: argparse.Namespace) -> int:
     overrides = {"transport": args.transport} if args.transport else {}
     settings = _load(**overrides)
@@ -269,6 +277,18 @@ def _policy_parser(commands: Any) -> None:
     policy.set_defaults(handler=_policy)
 
 
+def _dev_auth_parser(commands: Any) -> None:
+    if answers.AUTH_MODE != "oauth":
+        return
+    dev_auth = commands.add_parser(
+        "dev-auth", help="run the development authorization server (loopback only) and print .env lines"
+    )
+    dev_auth.add_argument("--host", default="127.0.0.1", help="a loopback address")
+    dev_auth.add_argument("--port", type=int, default=9400)
+    dev_auth.add_argument("--user", default="developer", help="who signs in (a login_hint wins)")
+    dev_auth.set_defaults(handler=_dev_auth)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=answers.COMMAND, description=answers.PROJECT_NAME)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -314,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     _audit_parser(commands)
     for command in ("dev", "keys", "install"):
         importlib.import_module(f"{__package__}.commands.{command}").add_parser(commands)
+    _dev_auth_parser(commands)
     return parser
 
 
