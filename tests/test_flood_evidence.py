@@ -18,7 +18,17 @@ import anyio
 import httpx2
 import pytest
 
-from support import Server, Venv, jsonrpc, post_mcp, post_mcp_async, read_env_file, running_server, wait_for
+from support import (
+    Server,
+    Venv,
+    client_key,
+    jsonrpc,
+    post_mcp,
+    post_mcp_async,
+    read_env_file,
+    running_server,
+    wait_for,
+)
 from support.redis import start_redis
 from support.tooling import all_events
 
@@ -155,7 +165,7 @@ def test_an_audit_store_outage_alerts_once_and_its_recovery_once(
     try:
         with SlowWebhook(delay=0) as webhook:
             env = flood_env(project, MCP_SECURITY_EVENTS_URL=redis.url, MCP_ALERT_WEBHOOK_URL=webhook.url)
-            token = env["MCP_API_KEYS"]
+            token = client_key(env)
             with running_server(venv, project, env) as server:
                 assert served(post_mcp(server, CALL, token))
                 redis.stop()

@@ -40,17 +40,18 @@ GUARD_MEMBERS = [
 ]
 
 # The decorators' parameters as (name, kind, default): all keyword-only except a resource's URI, so
-# a user's `@guard.tool(read_only=True, rate_limit="5/minute")` keeps its meaning. `read_only` has no
-# default on purpose: every tool says whether it writes.
+# a user's `@guard.tool(read_only=True, rate_limit="5/minute")` keeps its meaning. Every tool says whether
+# it writes: `read_only` defaults to None only so that leaving it out is refused naming the tool.
 TOOL_PARAMETERS = [
     ["scopes", "KEYWORD_ONLY", "()"],
     ["open_to_all", "KEYWORD_ONLY", "False"],
-    ["read_only", "KEYWORD_ONLY", None],
+    ["read_only", "KEYWORD_ONLY", "None"],
     ["destructive", "KEYWORD_ONLY", "False"],
     ["idempotent", "KEYWORD_ONLY", "False"],
     ["open_world", "KEYWORD_ONLY", "False"],
     ["untrusted_output", "KEYWORD_ONLY", "None"],
     ["callers_own_data", "KEYWORD_ONLY", "False"],
+    ["sensitive", "KEYWORD_ONLY", "()"],
     ["rate_limit", "KEYWORD_ONLY", "None"],
     ["per_caller", "KEYWORD_ONLY", "True"],
     ["timeout", "KEYWORD_ONLY", "None"],
@@ -59,6 +60,7 @@ TOOL_PARAMETERS = [
     ["confirm_message", "KEYWORD_ONLY", "None"],
     ["media_types", "KEYWORD_ONLY", "None"],
     ["schema_keywords", "KEYWORD_ONLY", "None"],
+    ["task", "KEYWORD_ONLY", "'never'"],
 ]
 RESOURCE_PARAMETERS = [
     ["uri", "POSITIONAL_OR_KEYWORD", None],

@@ -329,7 +329,7 @@ def check(venv: Venv, project: Path, where: Path, **env: str) -> tuple[int, str]
     return result.returncode, result.stdout + result.stderr
 
 
-SOUND = {"MCP_API_KEYS": OLD_KEY}
+SOUND = {"MCP_API_KEYS": f"alice:{OLD_KEY}"}  # named: `check` warns about an unnamed key
 
 
 def test_check_passes_a_sound_configuration(project: Path, venv: Venv, tmp_path: Path) -> None:

@@ -178,7 +178,8 @@ async def test_stderr_that_is_not_a_terminal_has_one_format_and_no_false_alarms(
             assert not (await client.call_tool("whoami", {})).is_error
         server.stop()
         lines = [line for line in server.log().splitlines() if line.strip()]
-    odd = [line for line in lines if not (LINE.match(line) or line.startswith('{"logger":"security"'))]
+    json_lines = ('{"logger":"security"', '{"logger":"audit"')  # events, and the audit chain's heads
+    odd = [line for line in lines if not (LINE.match(line) or line.startswith(json_lines))]
     assert not odd, odd
     assert any("Uvicorn running on" in line for line in lines) and any("POST /mcp" in line for line in lines)
     log = "\n".join(lines)

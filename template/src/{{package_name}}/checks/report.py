@@ -15,12 +15,10 @@ from urllib.parse import urlsplit
 
 from .. import answers
 from ..security.toolkit.private import database_problem
+from .keys_report import key_counts, key_holders, key_reach, unnamed_keys
 from .upgrade import upgrade_warnings
 
 if TYPE_CHECKING:
-    from pydantic import SecretStr
-
-    from ..security.guard import Guard
     from ..settings import Settings
 
 PACKAGE = __name__.rsplit(".", 2)[0]  # the project's package: this module is <package>.checks.report
@@ -103,9 +101,9 @@ def _credentials_report(settings: Settings, found: Findings, *, offline: bool) -
         )
     else:
         found.errors.extend(credentials.authorization_problems(settings))  # OAuth: asks the issuer
-    found.facts.append(_key_counts(settings, credentials.SCHEME))
-    found.facts.extend(_key_holders(settings, tool_keys=credentials.SCHEME == "api_key"))
-    found.warnings.extend(_unnamed_keys(settings, tool_keys=credentials.SCHEME == "api_key"))
+    found.facts.append(key_counts(settings, credentials.SCHEME))
+    found.facts.extend(key_holders(settings, tool_keys=credentials.SCHEME == "api_key"))
+    found.warnings.extend(unnamed_keys(settings, tool_keys=credentials.SCHEME == "api_key"))
 
 
 def _network_report(settings: Settings, found: Findings) -> None:
@@ -189,7 +187,7 @@ def _tools_report(settings: Settings, lock: Path, found: Findings, *, offline: b
     found.errors.extend(policy_errors)
     found.facts.extend(policy_facts)
     if settings.transport == "http" and answers.AUTH_MODE == "api_key":
-        found.facts.extend(_key_reach(settings, guard))
+        found.facts.extend(key_reach(settings, guard))
     if "sandbox" in answers.SAMPLE_TOOLS:
         _sandbox_report(settings, found)
     try:
@@ -201,73 +199,6 @@ def _tools_report(settings: Settings, lock: Path, found: Findings, *, offline: b
     found.facts.extend(
         importlib.import_module(f"{PACKAGE}.server.observability").operations_facts(settings, os.environ)
     )
-
-
-def _key_holders(settings: Settings, *, tool_keys: bool) -> list[str]:
-    """Who holds a key, and with what scopes: names (or fingerprints), never keys or digests."""
-    from ..security.identity.keys import KeyFormatError, describe, parse_keys
-
-    configured = [("MCP_ADMIN_API_KEYS", settings.admin_api_keys)]
-    if tool_keys:
-        configured.insert(0, ("MCP_API_KEYS", settings.api_keys))
-    facts: list[str] = []
-    for variable, value in configured:
-        try:
-            entries = parse_keys(value.get_secret_value(), variable)
-        except KeyFormatError:
-            continue  # credential_problems reported it
-        admin = variable == "MCP_ADMIN_API_KEYS"
-        facts.extend(f"{variable} key {holder}" for holder in describe(entries, admin=admin))
-    return facts
-
-
-def _key_reach(settings: Settings, guard: Guard) -> list[str]:
-    """For each tool key's holder, the tools, resources and prompts it reaches (`Policy.admits`)."""
-    from ..security.identity.keys import KeyFormatError, parse_keys
-
-    try:
-        entries = parse_keys(settings.api_keys.get_secret_value(), "MCP_API_KEYS")
-    except KeyFormatError:
-        return []  # credential_problems reported it
-    facts = []
-    for holder, scopes in {key.principal_id: key.scopes for key in entries}.items():
-        reached: dict[str, list[str]] = {}
-        for policy in guard.catalogue.reachable(scopes):
-            reached.setdefault(_KINDS[policy.kind], []).append(policy.key)
-        parts = [f"{kind} {', '.join(sorted(keys))}" for kind, keys in sorted(reached.items())]
-        facts.append(f"MCP_API_KEYS key {holder} reaches: {'; '.join(parts) or 'nothing served'}")
-    return facts
-
-
-_KINDS = {
-    "tool": "tools",
-    "resource": "resources",
-    "resource_template": "resource templates",
-    "prompt": "prompts",
-}
-
-
-def _unnamed_keys(settings: Settings, *, tool_keys: bool) -> list[str]:
-    """Keys with no name: the audit trail shows a fingerprint, and `keys` cannot rotate them by name."""
-    from ..security.identity.keys import KeyFormatError, parse_keys
-
-    configured = [("MCP_ADMIN_API_KEYS", settings.admin_api_keys, " --admin")]
-    if tool_keys:
-        configured.insert(0, ("MCP_API_KEYS", settings.api_keys, ""))
-    warnings = []
-    for variable, value, flag in configured:
-        try:
-            unnamed = [key for key in parse_keys(value.get_secret_value(), variable) if key.name is None]
-        except KeyFormatError:
-            continue  # credential_problems reported it
-        if unnamed:
-            names = ", ".join(key.principal_id for key in unnamed)
-            warnings.append(
-                f"{variable}: {len(unnamed)} unnamed key(s) ({names}): give each holder a named key "
-                f"(`{answers.COMMAND} keys add NAME{flag}`), then `keys revoke {unnamed[0].principal_id}"
-                f"{flag}`, so that the audit trail names them and `keys` can rotate them"
-            )
-    return warnings
 
 
 @contextlib.contextmanager
@@ -349,18 +280,6 @@ def _chain_report(url: str, found: Findings) -> None:
             f"audit chain: the newest {CHAIN_LOOK:,} links of each hold "
             f"(`{answers.COMMAND} audit verify` walks the whole trail)"
         )
-
-
-def _key_counts(settings: Settings, scheme: str) -> str:
-    """How many keys of each kind are configured; never the keys."""
-
-    def count(value: SecretStr) -> int:
-        return len([entry for entry in value.get_secret_value().split(",") if entry.strip()])
-
-    admin = f"{count(settings.admin_api_keys)} admin key(s) in MCP_ADMIN_API_KEYS"
-    if scheme != "api_key":
-        return f"keys: {admin}"
-    return f"keys: {count(settings.api_keys)} tool key(s) in MCP_API_KEYS, {admin}"
 
 
 def _sandbox_report(settings: Settings, found: Findings) -> None:

@@ -123,6 +123,9 @@ def _settings(port: int | None) -> Settings:
 def _serve(settings: Settings) -> int:
     import importlib
 
+    from ..server.logs import configure_logging
+
+    configure_logging(settings.log_level)  # as `serve` does: one plain format when stderr is not a terminal
     _warn_if_unlocked(settings)
     importlib.import_module(f"{PACKAGE}.transport.http.app").serve_http(settings, os.environ)
     return 0

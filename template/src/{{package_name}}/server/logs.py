@@ -1,12 +1,12 @@
 """Log lines on stderr: one plain format when stderr is not a terminal, and no routine line dressed up as a
 problem.
 
-On a terminal the SDK (with `rich`, if installed) and uvicorn format their lines for a person. Anywhere
-else (a service manager, a container, a file) every line has one format and is never wrapped:
+On a terminal the SDK (with `rich`, if installed) and the HTTP server format their lines for a person.
+Anywhere else (a service manager, a container, a file) every line has one format and is never wrapped:
 `<time> <LEVEL> <logger>: <message>`; security events stay one JSON object per line (audit/events.py).
 Either way, unless MCP_LOG_LEVEL=DEBUG, lines that report normal operation as if it were a problem stay
-out: the SDK's session managers starting and stopping, and uvicorn's "ASGI 'lifespan' protocol appears
-unsupported" (said of an app without a lifespan, which is not an error).
+out: the SDK's session managers starting and stopping (and, over HTTP, the server's line about an app
+without a lifespan: transport/http/app.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import logging
 import sys
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-_LIFESPAN_UNSUPPORTED = "ASGI 'lifespan' protocol appears unsupported."
 
 
 def plain() -> bool:
@@ -25,10 +24,9 @@ def plain() -> bool:
 
 def configure_logging(level: str) -> None:
     """Before the server is built: the SDK's logging setup then finds the root logger configured and
-    leaves it; uvicorn is told to leave it too (transport/http/app.py passes log_config=None)."""
+    leaves it; the HTTP server is told to leave it too (transport/http/app.py)."""
     if level != "DEBUG":
         logging.getLogger("mcp.server.streamable_http_manager").setLevel(logging.WARNING)
-        logging.getLogger("uvicorn.error").addFilter(_not_routine)
     if not plain():
         return
     handler = logging.StreamHandler(sys.stderr)
@@ -37,6 +35,3 @@ def configure_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
 
-
-def _not_routine(record: logging.LogRecord) -> bool:
-    return record.msg != _LIFESPAN_UNSUPPORTED

@@ -52,6 +52,8 @@ from .sessions import NoSessions, Sessions
 from .stateless import SingleExchange
 from .streaming import NotifyingRequests
 
+LIFESPAN_UNSUPPORTED = "ASGI 'lifespan' protocol appears unsupported."
+
 
 def build_app(
     settings: Settings, services: Services | None = None, *, environ: Mapping[str, str] | None = None
@@ -259,6 +261,8 @@ def serve_http(settings: Settings, environ: Mapping[str, str]) -> None:
         log_config=None if logs.plain() else uvicorn.config.LOGGING_CONFIG,  # plain: server/logs.py's
     )
     logging.getLogger("uvicorn.access").addFilter(AccessLogWithoutQuery())
+    if settings.log_level != "DEBUG":  # said of an app without a lifespan, which is not a problem
+        logging.getLogger("uvicorn.error").addFilter(lambda record: record.msg != LIFESPAN_UNSUPPORTED)
     signal.signal(signal.SIGTERM, _exit_cleanly)
     # Set before the event loop starts, so asyncio keeps its own SIGINT handler out of the way: uvicorn
     # hands SIGINT back to this one when it has stopped.
