@@ -1,6 +1,6 @@
 """`dev`: `serve` over HTTP on loopback, restarted when the project's code, policies or .env change.
 
-The restart is the one uvicorn's --reload does, on the same library (watchfiles): `serve`'s own code
+The restart is the one an ASGI server's --reload does, on the same library (watchfiles): `serve`'s own code
 path runs in a child process, stopped (SIGTERM) and started again on a change, so every defence,
 connection limit and setting is the one `serve` has. Only two things differ from `serve`: the address
 is always loopback, whatever MCP_HOST says, and each start compares the served tools with
