@@ -20,7 +20,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -31,18 +30,19 @@ from limiter_support import write_section
 from run import (
     BENCH,
     CALL,
-    INITIALIZE,
     PING,
     RESULTS,
     Runs,
     Target,
+    check_answers,
     client_key,
     free_port,
     machine,
-    post,
+    open_session,
     prepare,
     read_env_file,
     start_with_own_audit,
+    stop_targets,
     wait_for_port,
     wrk,
 )
@@ -84,26 +84,11 @@ def peer_targets() -> Iterator[dict[str, Target]]:
             bare = BENCH / "bare_server.py"
             targets[f"sdk-{mode}"] = spawn(f"sdk-{mode}", venv.python, bare, "http", "--mode", mode)
         targets["starlette"] = spawn("starlette", sys.executable, BENCH / "peer_servers.py", "starlette")
-        status, headers, text = post(targets["sdk-default"], INITIALIZE)
-        if status != 200 or "mcp-session-id" not in headers:
-            raise RuntimeError(f"sdk-default did not open a session: {status} {text[:200]}")
-        targets["sdk-default"].session = headers["mcp-session-id"]
-        post(targets["sdk-default"], {"jsonrpc": "2.0", "method": "notifications/initialized"})
-        for target in targets.values():  # each answers both messages correctly before it is timed
-            for body in (PING, CALL):
-                status, _, text = post(target, body)
-                if status != 200 or '"result"' not in text or '"isError":true' in text:
-                    raise RuntimeError(f"{target.name} answered {body['method']} with {status}: {text[:300]}")
+        open_session(targets["sdk-default"])
+        check_answers(targets)
         yield targets
     finally:
-        for target in targets.values():
-            if target.process.poll() is None:
-                target.process.send_signal(signal.SIGTERM)
-        for target in targets.values():
-            try:
-                target.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                target.process.kill()
+        stop_targets(targets)
 
 
 def measure(rounds: int, seconds: float) -> dict[tuple[str, str, int], Runs]:

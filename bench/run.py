@@ -300,27 +300,40 @@ def http_targets(
             "template-session", sessions.port, sessions.process, auth=targets["template"].auth
         )
         for name in ("sdk-default", "template-session"):
-            stateful = targets[name]
-            status, headers, text = post(stateful, INITIALIZE)
-            if status != 200 or "mcp-session-id" not in headers:
-                raise RuntimeError(f"{name} did not open a session: {status} {text[:200]}")
-            stateful.session = headers["mcp-session-id"]
-            post(stateful, {"jsonrpc": "2.0", "method": "notifications/initialized"})
-        for target in targets.values():  # every target answers both messages correctly before we time it
-            for body in (PING, CALL):
-                status, _, text = post(target, body)
-                if status != 200 or '"result"' not in text or '"isError":true' in text:
-                    raise RuntimeError(f"{target.name} answered {body['method']} with {status}: {text[:300]}")
+            open_session(targets[name])
+        check_answers(targets)
         yield targets
     finally:
-        for target in targets.values():
-            if target.process.poll() is None:
-                target.process.send_signal(signal.SIGTERM)
-        for target in targets.values():
-            try:
-                target.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                target.process.kill()
+        stop_targets(targets)
+
+
+def open_session(target: Target) -> None:
+    """As an initialize-era client holds one: the session id goes with each later request."""
+    status, headers, text = post(target, INITIALIZE)
+    if status != 200 or "mcp-session-id" not in headers:
+        raise RuntimeError(f"{target.name} did not open a session: {status} {text[:200]}")
+    target.session = headers["mcp-session-id"]
+    post(target, {"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+
+def check_answers(targets: dict[str, Target]) -> None:
+    """Every target answers both messages correctly before it is timed."""
+    for target in targets.values():
+        for body in (PING, CALL):
+            status, _, text = post(target, body)
+            if status != 200 or '"result"' not in text or '"isError":true' in text:
+                raise RuntimeError(f"{target.name} answered {body['method']} with {status}: {text[:300]}")
+
+
+def stop_targets(targets: dict[str, Target]) -> None:
+    for target in targets.values():
+        if target.process.poll() is None:
+            target.process.send_signal(signal.SIGTERM)
+    for target in targets.values():
+        try:
+            target.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            target.process.kill()
 
 
 def cpu_seconds(process: subprocess.Popen[bytes]) -> float:
