@@ -4,8 +4,8 @@ The convention (README.md, "README code blocks"): fenced blocks tagged bash, sh,
 executed; text, dotenv, yaml, json, toml, nginx and caddy are not (json, yaml and toml are parsed). A
 pasteable block that cannot run here has `<!-- readme-test: skip (reason) -->` on the line before it.
 Shell blocks share one session: exported variables and the working directory carry from block to block.
-A block whose command starts a server (`... serve`, `... dev`) runs until the server answers /health, then gets
-Ctrl-C (SIGINT to its process group), as a user stops it; a stdio server is sent an MCP request on its
+A block whose command starts a server (`... serve`, `... dev`) runs until the server answers /health, then
+gets Ctrl-C (SIGINT to its process group), as a user stops it; a stdio server is sent an MCP request on its
 stdin instead, and stopped by closing stdin (Ctrl-D), as a client does.
 """
 
