@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -50,7 +51,9 @@ class Podman:
         workdir.mkdir(parents=True, exist_ok=True)
         self.conf = workdir / "containers.conf"
         self.conf.write_text(CONTAINERS_CONF)
-        self.storage = ["--root", str(workdir / "storage"), "--runroot", str(workdir / "run")]
+        # podman refuses a runroot path over 50 characters (pytest's under xdist are longer): a short one.
+        self.runroot = Path(tempfile.mkdtemp(prefix="podman-run-"))
+        self.storage = ["--root", str(workdir / "storage"), "--runroot", str(self.runroot)]
         self.workdir = workdir
 
     def run(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -74,7 +77,7 @@ class Podman:
         self.run("volume", "rm", "-af", check=False)
         self.run("rmi", "-af", check=False)
         shutil.rmtree(self.workdir / "storage", ignore_errors=True)
-        shutil.rmtree(self.workdir / "run", ignore_errors=True)
+        shutil.rmtree(self.runroot, ignore_errors=True)
 
     def stand_in_python_image(self, workdir: Path, tag: str) -> str:
         """mmdebstrap a bookworm base like the official python image; import it as `tag`."""
