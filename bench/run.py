@@ -269,7 +269,7 @@ def http_targets(
             server = start_with_own_audit(
                 venv, project, {**env, "MCP_POLICIES_DIR": str(directory)}, f"events-{name}.db"
             )
-            targets[name] = Target(name, server.port, server.process, auth=f"Bearer {env['MCP_API_KEYS']}")
+            targets[name] = Target(name, server.port, server.process, auth=f"Bearer {client_key(env)}")
         if reference is not None:
             ref, ref_venv, ref_project = reference
             ref_env = read_env_file(ref_project)  # its own keys; the same settings as "template"
