@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import Any
 
 from mcp.server import MCPServer
 
@@ -34,18 +35,23 @@ def main() -> None:
     if args.transport == "stdio":
         server.run("stdio")
         return
-    import uvicorn
-
     if args.mode == "default":
         app = server.streamable_http_app()
     else:
         app = server.streamable_http_app(stateless_http=True, json_response=True)
         # As the template does: without this the SDK logs a line per request, which costs a fifth.
         logging.getLogger("mcp.server.streamable_http").setLevel(logging.WARNING)
+    serve_like_the_template(app, args.port)
+
+
+def serve_like_the_template(app: Any, port: int) -> None:
+    """uvicorn with the settings of the rendered project's `serve` (bench/peer_servers.py uses it too)."""
+    import uvicorn
+
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
-        port=args.port,
+        port=port,
         log_level="info",
         proxy_headers=False,
         server_header=False,

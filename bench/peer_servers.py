@@ -8,7 +8,7 @@ a bearer-token verifier (StaticTokenVerifier: one token, as the template has one
 limiting at a limit that is not reached, structured logging of every message, error masking and its
 Host/Origin protection, in the template's transport mode (stateless, JSON answers). The Starlette server
 answers `ping` and `tools/call whoami` from one JSON route: no MCP stack, no protection.
-uvicorn runs with the same settings as the rendered project's `serve`.
+uvicorn runs with the same settings as the rendered project's `serve` (bare_server.serve_like_the_template).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import logging
 import sys
 from typing import Any
 
-import uvicorn
+from bare_server import serve_like_the_template
 
 WHOAMI = "principal: anonymous\nscopes: *"
 
@@ -75,16 +75,7 @@ def main() -> None:
     parser.add_argument("--token", default="")
     args = parser.parse_args()
     app = fastmcp_app(args.token) if args.server == "fastmcp" else starlette_app()
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=args.port,
-        log_level="info",
-        proxy_headers=False,
-        server_header=False,
-        date_header=False,
-    )
-    uvicorn.Server(config).run()
+    serve_like_the_template(app, args.port)
 
 
 if __name__ == "__main__":

@@ -171,23 +171,27 @@ class Sessions(NoSessions):
             )
 
     async def _too_many_sessions(self, send: Send, scope: Scope, principal: str, opening: int) -> None:
+        message = (
+            f"This principal is opening {opening} sessions at once (MCP_MAX_SESSIONS_PER_PRINCIPAL); "
+            "retry when they are open."
+        )
+        limit = ("sessions per principal", self.per_principal)
+        await self._over_limit(send, scope, principal, "too_many_sessions", limit, message)
+
+    async def _over_limit(
+        self, send: Send, scope: Scope, principal: str, code: str, limit: tuple[str, int], message: str
+    ) -> None:
+        """One `rate_limit_exceeded` event (medium) naming the limit, then the 429 that names its setting."""
+        reason, amount = limit
         await self.events.record(
             "rate_limit_exceeded",
             "medium",
             principal,
-            reason="sessions per principal",
-            limit=self.per_principal,
+            reason=reason,
+            limit=amount,
             client=client_address(scope),
         )
-        await send_json(
-            send,
-            429,
-            refusal(
-                "too_many_sessions",
-                f"This principal is opening {opening} sessions at once (MCP_MAX_SESSIONS_PER_PRINCIPAL); "
-                "retry when they are open.",
-            ),
-        )
+        await send_json(send, 429, refusal(code, message))
 
     async def in_session(self, session_id: str, scope: Scope, receive: Receive, send: Send) -> None:
         principal = _principal(scope)
@@ -208,22 +212,9 @@ class Sessions(NoSessions):
             return
         open_streams = self._streams.get(session_id, 0)
         if open_streams >= self.max_streams:
-            await self.events.record(
-                "rate_limit_exceeded",
-                "medium",
-                principal,
-                reason="streams per session",
-                limit=self.max_streams,
-                client=client_address(scope),
-            )
-            await send_json(
-                send,
-                429,
-                refusal(
-                    "too_many_streams",
-                    f"This session has {open_streams} requests open (MCP_SESSION_MAX_STREAMS).",
-                ),
-            )
+            message = f"This session has {open_streams} requests open (MCP_SESSION_MAX_STREAMS)."
+            limit = ("streams per session", self.max_streams)
+            await self._over_limit(send, scope, principal, "too_many_streams", limit, message)
             return
         self._streams[session_id] = open_streams + 1
         try:
