@@ -38,7 +38,6 @@ from datetime import UTC, datetime
 
 from mcp.server.auth.provider import AccessToken
 from pydantic import Field
-from zxcvbn import zxcvbn
 
 from .principal import ADMIN_SCOPE, ALL_TOOL_SCOPES
 
@@ -120,6 +119,9 @@ def key_strength_problem(key: str) -> str | None:
     bits = len(key) * math.log2(max(alphabet, 2))
     if bits < MIN_KEY_BITS:
         return f"it carries about {bits:.0f} bits by its length and characters, below {MIN_KEY_BITS}"
+    # Imported here: its dictionaries cost ~40 ms, paid only where a raw key is configured (not on stdio).
+    from zxcvbn import zxcvbn
+
     # zxcvbn reads at most 72 characters; a weak beginning is enough to refuse a key.
     if zxcvbn(key[:72])["guesses_log10"] < MIN_KEY_GUESSES_LOG10:
         return "it is built from words, dates, sequences or repeats that a cracker tries first"
