@@ -23,7 +23,7 @@ def answers_file_problems(root: Path = Path()) -> list[str]:
         text = (root / ANSWERS_FILE).read_text(encoding="utf-8")
     except OSError:
         return []
-    given, lists, stamp = _read(text)
+    given, lists, stamp = read_answers(text)
     rendered = {
         "transport": TRANSPORT_ANSWER[answers.TRANSPORTS],
         "auth": answers.AUTH_MODE if answers.AUTH_MODE != "none" else given.get("auth", ""),
@@ -50,7 +50,7 @@ def answers_file_problems(root: Path = Path()) -> list[str]:
     return found
 
 
-def _read(text: str) -> tuple[dict[str, str], dict[str, list[str]], str]:
+def read_answers(text: str) -> tuple[dict[str, str], dict[str, list[str]], str]:
     """(scalars, lists, stamp) of an answers file as Copier writes it: `key: value` and `- item` lines."""
     scalars: dict[str, str] = {}
     lists: dict[str, list[str]] = {}
@@ -59,18 +59,21 @@ def _read(text: str) -> tuple[dict[str, str], dict[str, list[str]], str]:
         if line.startswith(STAMP):
             stamp = line.removeprefix(STAMP).strip()
         elif line.lstrip().startswith("- ") and key:
-            lists.setdefault(key, []).append(_scalar(line.lstrip()[2:]))
+            lists.setdefault(key, []).append(yaml_scalar(line.lstrip()[2:]))
         elif ":" in line and not line.startswith((" ", "#")):
             key, value = (part.strip() for part in line.split(":", 1))
             if value == "[]":
                 lists[key] = []
             elif value:
-                scalars[key] = _scalar(value)
+                scalars[key] = yaml_scalar(value)
     return scalars, lists, stamp
 
 
-def _scalar(text: str) -> str:
+def yaml_scalar(text: str) -> str:
+    """A one-line YAML scalar as Copier writes it: plain, 'single' or "double" quoted."""
     text = text.strip()
-    if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":
-        return text[1:-1]
+    if len(text) > 1 and text[0] == text[-1] == "'":
+        return text[1:-1].replace("''", "'")
+    if len(text) > 1 and text[0] == text[-1] == '"':
+        return text[1:-1].replace('\\"', '"').replace("\\\\", "\\")
     return text

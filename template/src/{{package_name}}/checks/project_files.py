@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import answers
-from .answers_file import answers_file_problems
+from .answers_file import answers_file_problems, read_answers
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -78,10 +78,7 @@ def template_source_problems(root: Path) -> list[str]:
         answers = (root / ANSWERS_FILE).read_text(encoding="utf-8")
     except OSError:
         return []  # not made with copier, or run outside the project
-    sources = [
-        line.removeprefix("_src_path:") for line in answers.splitlines() if line.startswith("_src_path:")
-    ]
-    source = _yaml_scalar(sources[0]) if sources else ""
+    source = read_answers(answers)[0].get("_src_path", "")  # the last one, as Copier reads a repeated key
     try:
         lines = (root / SOURCE_PIN).read_text(encoding="utf-8").splitlines()
     except OSError:
@@ -94,16 +91,6 @@ def template_source_problems(root: Path) -> list[str]:
             "or change both files together in a reviewed commit"
         ]
     return []
-
-
-def _yaml_scalar(text: str) -> str:
-    """A one-line YAML scalar as Copier writes it: plain, 'single' or "double" quoted."""
-    text = text.strip()
-    if len(text) > 1 and text[0] == text[-1] == "'":
-        return text[1:-1].replace("''", "'")
-    if len(text) > 1 and text[0] == text[-1] == '"':
-        return text[1:-1].replace('\\"', '"').replace("\\\\", "\\")
-    return text
 
 
 def conflict_problems(root: Path) -> list[str]:
