@@ -11,7 +11,7 @@ import functools
 import ipaddress
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,8 @@ from .validation import validate
 
 NO_POLICY = "no policy permits it"
 MAX_CACHED_PRINCIPALS = 1_000
+MAX_REMEMBERED_DECISIONS = 4_096
+MAX_REMEMBERED_VALUE = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,20 @@ class Decision:
 class Loaded:
     written: tuple[Written, ...]
     slices: Mapping[str, Slice]  # per action: the policies that can apply to it (slices.py)
+    # Decisions that do not read the arguments, by what they do read (principal, action, client, extra):
+    # Cedar is deterministic, so the same request gets the same answer from the same set. A reload builds a
+    # new Loaded, so a remembered decision never outlives the set that made it.
+    remembered: dict[tuple[Any, ...], Decision] = field(default_factory=dict)
+
+    def recall(self, key: tuple[Any, ...] | None) -> Decision | None:
+        return None if key is None else self.remembered.get(key)
+
+    def remember(self, key: tuple[Any, ...] | None, decision: Decision) -> None:
+        if key is None:
+            return
+        if len(self.remembered) >= MAX_REMEMBERED_DECISIONS:
+            self.remembered.pop(next(iter(self.remembered)), None)  # bounded: oldest out
+        self.remembered[key] = decision
 
 
 class Policies:
@@ -97,6 +113,10 @@ class Policies:
             return Decision(False, (), "not an action of this server")
         if cut.policy_set is None:  # known without asking: unconditional permits, or no policy at all
             return Decision(bool(cut.permits), cut.permits, "" if cut.permits else NO_POLICY)
+        key = _request_key(principal, action, client, extra, cut.reads)
+        remembered = current.recall(key)
+        if remembered is not None:
+            return remembered
         try:
             context = self.context(action, arguments, client, extra, reads=cut.reads)
         except Unrepresentable:
@@ -113,7 +133,11 @@ class Policies:
         errored = (
             tuple(w.id for w in current.written if any(f"`{w.id}`" in e for e in errors)) if errors else ()
         )
-        return Decision(result.allowed, deciding, "" if deciding or result.allowed else NO_POLICY, errored)
+        decision = Decision(
+            result.allowed, deciding, "" if deciding or result.allowed else NO_POLICY, errored
+        )
+        current.remember(key, decision)
+        return decision
 
     def asks(self, action: str) -> bool:
         """Whether deciding `action` reads the request (else it is decided by the policies alone)."""
@@ -151,6 +175,23 @@ class Policies:
         if "client_address" in wanted:
             context["client_address"] = {"__extn": {"fn": "ip", "arg": address_of(client)}}
         return context
+
+
+def _request_key(
+    principal: Principal,
+    action: str,
+    client: str,
+    extra: Mapping[str, str] | None,
+    reads: frozenset[str],
+) -> tuple[Any, ...] | None:
+    """What a decision that does not read the arguments depends on; None for one that does."""
+    if "input" in reads:
+        return None  # arguments vary call by call: remembering them would only fill memory
+    read = tuple(sorted((k, v) for k, v in (extra or {}).items() if k in reads))
+    if any(len(v) > MAX_REMEMBERED_VALUE for _, v in read):
+        return None  # a long URI is asked every time rather than kept
+    seen = client if reads & {"transport", "client_address"} else ""
+    return principal, action, seen, read
 
 
 def _plain(arguments: Any) -> Any:
