@@ -31,7 +31,7 @@ function done(summary, latency, requests)
   local failures = 0
   for _, thread in ipairs(threads) do failures = failures + thread:get("bad") end
   io.write(string.format(
-    'BENCH {"requests": %d, "seconds": %.3f, "p50_us": %d, "p99_us": %d, "mean_us": %.1f, "failures": %d, "socket_errors": %d}\n',
-    summary.requests, summary.duration / 1e6, latency:percentile(50), latency:percentile(99), latency.mean,
+    'BENCH {"requests": %d, "seconds": %.3f, "p50_us": %d, "p99_us": %d, "mean_us": %.1f, "max_us": %d, "failures": %d, "socket_errors": %d}\n',
+    summary.requests, summary.duration / 1e6, latency:percentile(50), latency:percentile(99), latency.mean, latency.max,
     failures, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
 end
