@@ -685,6 +685,35 @@ def ratio_line(label: str, value: float, target: float, higher_is_better: bool =
     return f"| {label} | {value:.2f}{unit} | {sign} {target}{unit} | {'met' if met else 'NOT MET'} |"
 
 
+def speed_targets(
+    runs: dict[tuple[str, str, int], Runs], levels: tuple[int, ...], ref: str | None
+) -> list[str]:
+    """The speed targets with the audit chain on: their level depends on the CPU (AMD EPYC or Intel Xeon)."""
+    med = statistics.median
+    amd = "AMD" in machine()
+    lines = []
+    for connections in levels:
+        target = (1.0 if amd else 0.85) if connections > 1 else (0.9 if amd else 0.75)
+        bare = med(runs[("sdk-stateless", "tools/call", connections)].cpu_us)
+        ours = med(runs[("template", "tools/call", connections)].cpu_us)
+        label = f"tools/call requests per CPU-second / sdk-stateless, chain on, {connections} connection(s)"
+        lines.append(
+            ratio_line(f"{label} ({'AMD EPYC' if amd else 'Intel Xeon'} target)", bare / ours, target)
+        )
+    busy = max(levels)
+    ping = med(runs[("sdk-stateless", "ping", busy)].cpu_us) / med(runs[("template", "ping", busy)].cpu_us)
+    lines.append(ratio_line(f"ping requests per CPU-second / sdk-stateless, {busy} connections", ping, 1.1))
+    if ref is not None:
+        earlier = med(runs[(REFERENCE.format(ref=ref), "tools/call", 1)].p99_ms)
+        now = med(runs[("template", "tools/call", 1)].p99_ms)
+        lines.append(
+            ratio_line(
+                f"tools/call p99 at 1 connection / {REFERENCE.format(ref=ref)}", now / earlier, 1.0, False
+            )
+        )
+    return lines
+
+
 def report(
     runs: dict[tuple[str, str, int], Runs],
     levels: tuple[int, ...],
@@ -801,6 +830,7 @@ def report(
             f"| tools/call with 20 Cedar policies, {connections} connection(s): CPU µs/request 20 - none "
             f"| {cost:.0f} µs | <= 60 µs | " + ("met" if cost <= 60 else "NOT MET") + " |"
         )
+    lines += speed_targets(runs, levels, args.reference)
     ours_cold, sdk_cold = med(cold["template wall"]), med(cold["sdk wall"])
     lines.append(
         ratio_line("stdio cold start / sdk (wall time to the answer)", ours_cold / sdk_cold, 1.15, False)

@@ -13,8 +13,22 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class PlainFormatter(logging.Formatter):
+    """FORMAT, with each second's timestamp text made once: an HTTP server writes a line per request."""
+
+    _second = -1
+    _text = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._text, self._second = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second)), second
+        return f"{self._text},{int(record.msecs):03d}"
 
 
 def plain() -> bool:
@@ -29,8 +43,12 @@ def configure_logging(level: str) -> None:
         logging.getLogger("mcp.server.streamable_http_manager").setLevel(logging.WARNING)
     if not plain():
         return
+    # Nothing in FORMAT reads where a line was logged from, or which process or thread logged it: the
+    # logging HOWTO's "Optimization" switches save looking them up for every line.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.setFormatter(PlainFormatter(FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

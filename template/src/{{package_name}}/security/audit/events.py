@@ -44,6 +44,7 @@ from .cursors import row_position as row_position
 from .event_stores import EventStore as EventStore
 from .event_stores import open_event_store as open_event_store
 from .event_stores.memory import MemoryEventStore as MemoryEventStore
+from .records import COMPACT
 from .records import MAX_PAGE as MAX_PAGE
 from .records import MAX_SCAN as MAX_SCAN
 from .records import SEVERITY_RANK as SEVERITY_RANK
@@ -211,6 +212,10 @@ class SecurityEvents:
         request_id: str | int | None,
         details: dict[str, Any],
     ) -> SecurityEvent:
+        bounded, text = self._bounded(details)
+        if self.replica:  # added after the bound: the replica is never cut
+            bounded = {**bounded, "replica": self.replica}
+            text = json.dumps(bounded, separators=COMPACT, default=str)
         return SecurityEvent(
             id=uuid.uuid4().hex,
             timestamp=_now(),
@@ -219,7 +224,8 @@ class SecurityEvents:
             identifier=self.redactor.text(str(identifier), 100),
             tool=None if tool is None else self.redactor.text(tool, 100),
             request_id=None if request_id is None else self.redactor.text(str(request_id), 64),
-            details=self._bounded(details) | ({"replica": self.replica} if self.replica else {}),
+            details=bounded,
+            details_json=text,
         )
 
     async def _write(self, record: SecurityEvent, *, anonymous: bool) -> None:
@@ -334,20 +340,20 @@ class SecurityEvents:
         )
         raise AuditUnavailableError("the audit trail is unavailable") from exc
 
-    def _bounded(self, details: dict[str, Any]) -> dict[str, Any]:
+    def _bounded(self, details: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        """The details redacted and bounded, and their JSON (made once: the store and log line reuse it)."""
         clean: dict[str, Any] = self.redactor.value(details)
-        if len(json.dumps(clean, default=str)) <= MAX_DETAILS_BYTES:
-            return clean
-        text = self.redactor.text(json.dumps(clean, default=str), MAX_DETAILS_BYTES - 100)
-        return {"truncated": text}
+        text = json.dumps(clean, separators=COMPACT, default=str)
+        if len(text) <= MAX_DETAILS_BYTES:
+            return clean, text
+        cut = {"truncated": self.redactor.text(text, MAX_DETAILS_BYTES - 100)}
+        return cut, json.dumps(cut, separators=COMPACT)
 
 
 def _emit_log_line(event: SecurityEvent, *, stored: bool = True) -> None:
     # stderr only: on stdio, stdout carries nothing but protocol messages.
-    fields: dict[str, Any] = {"logger": "security", **event.to_dict()}
-    if not stored:
-        fields["stored"] = False
-    _write_line(fields)
+    line = '{"logger":"security",' + event.json()[1:]
+    _write_text(line if stored else line[:-1] + ',"stored":false}')
 
 
 def _now() -> str:
@@ -355,7 +361,10 @@ def _now() -> str:
 
 
 def _write_line(fields: dict[str, Any]) -> None:
-    line = json.dumps(fields, separators=(",", ":"), default=str)
+    _write_text(json.dumps(fields, separators=COMPACT, default=str))
+
+
+def _write_text(line: str) -> None:
     try:
         sys.stderr.write(line + "\n")
         sys.stderr.flush()

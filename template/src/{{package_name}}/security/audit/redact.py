@@ -40,9 +40,11 @@ MAX_ARGUMENT_TEXT = 64
 MAX_LOG_LINE = 16_000
 _CACHED_CHARS = 256  # Redactor.text remembers what it made of texts up to this long
 _CACHE_ENTRIES = 4_096  # at most ~2 MB
+_CACHED_RESULT_CHARS = 64  # Redactor.result_text remembers results' short texts (names, enum-like values)
 DIGEST_PREFIX = "hmac-sha256:"
 ALL_ARGUMENTS = "*"  # in a `sensitive` set: every argument of the item
 T = TypeVar("T")
+_SCALARS = (bool, int, float)
 
 
 class Redactor:
@@ -56,6 +58,9 @@ class Redactor:
         # log's fields): each is scrubbed once, then looked up. Emptied when full (one request id per
         # call fills it slowly; a clear is atomic, so threads that log share it safely).
         self._short: dict[tuple[str, int], str] = {}
+        # Detail and argument names recur too: each is scrubbed and matched against SECRET_NAMES once.
+        self._names: dict[str, tuple[str, bool]] = {}
+        self._results: dict[tuple[str, bool], str] = {}  # short result texts, sanitised (at most ~0.5 MB)
 
     def text(self, value: str, limit: int = MAX_STRING) -> str:
         if len(value) > _CACHED_CHARS:
@@ -78,6 +83,18 @@ class Redactor:
     def result_text(self, value: str, *, callers_own_data: bool = False) -> str:
         """Text for the model: configured secrets always removed; credential-shaped text too, unless the
         tool declared its output the caller's own data (where `key=...` lines are content, not leaks)."""
+        if len(value) > _CACHED_RESULT_CHARS:
+            return self._result_text(value, callers_own_data)
+        key = (value, callers_own_data)  # a result's names and short values recur call after call
+        done = self._results.get(key)
+        if done is None:
+            done = self._result_text(value, callers_own_data)
+            if len(self._results) >= _CACHE_ENTRIES:
+                self._results.clear()
+            self._results[key] = done
+        return done
+
+    def _result_text(self, value: str, callers_own_data: bool) -> str:
         value = self._secrets.remove(value)
         return value if callers_own_data else remove_patterns(value)
 
@@ -92,7 +109,10 @@ class Redactor:
 
     def value(self, value: Any, depth: int = 0, *, limit: int = MAX_STRING) -> Any:
         """A redacted, bounded copy of `value` that is safe to store as JSON."""
-        if value is None or isinstance(value, bool | int | float):
+        kind = type(value)
+        if kind is str:
+            return self.text(value, limit)
+        if value is None or kind in _SCALARS or isinstance(value, bool | int | float):
             return value
         if isinstance(value, str):
             return self.text(value, limit)
@@ -102,8 +122,7 @@ class Redactor:
             items = list(value.items())
             out: dict[str, Any] = {}
             for key, item in items[:MAX_ITEMS]:
-                name = self.text(str(key), 60)
-                secret = SECRET_NAMES.search(name)
+                name, secret = self._name(str(key))
                 out[name] = REDACTED if secret else self.value(item, depth + 1, limit=limit)
             if len(items) > MAX_ITEMS:
                 out["..."] = f"{len(items) - MAX_ITEMS} more keys"
@@ -115,6 +134,17 @@ class Redactor:
                 cut.append(f"... {len(seq) - MAX_ITEMS} more items")
             return cut
         return self.text(repr(value), limit)
+
+    def _name(self, key: str) -> tuple[str, bool]:
+        """A mapping key as stored (scrubbed, bounded), and whether its value is withheld."""
+        known = self._names.get(key)
+        if known is None:
+            name = self.text(key, 60)
+            known = (name, SECRET_NAMES.search(name) is not None)
+            if len(self._names) >= _CACHE_ENTRIES:
+                self._names.clear()
+            self._names[key] = known
+        return known
 
     def summary(self, arguments: Any, sensitive: frozenset[str] = frozenset()) -> Any:
         """Tool arguments for the audit trail: short values kept (redacted), long text only measured, and in
@@ -174,6 +204,9 @@ class _Sanitiser:
         self._own = callers_own_data
 
     def walk(self, value: Any, key: str = "") -> Any:
+        kind = type(value)
+        if value is None or kind in _SCALARS:
+            return value  # most leaves: no isinstance checks against ABCs for them
         if isinstance(value, str):
             if key in _BASE64:
                 return self._blob(value)

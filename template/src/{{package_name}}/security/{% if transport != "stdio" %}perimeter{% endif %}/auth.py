@@ -111,6 +111,8 @@ class BearerAuth:
     ) -> None:
         self.app = app
         self.verifier = verifier
+        # Asked once: an isinstance check against a runtime Protocol costs microseconds on every request.
+        self._check = verifier.check if isinstance(verifier, ExplainingVerifier) else None
         self.events = events
         self.known = known or KnownCredentials()
         self.resource_metadata_url = resource_metadata_url
@@ -220,8 +222,8 @@ class BearerAuth:
 
     async def _verify(self, credential: str) -> AccessToken:
         try:
-            if isinstance(self.verifier, ExplainingVerifier):
-                return await self.verifier.check(credential)
+            if self._check is not None:
+                return await self._check(credential)
             token = await self.verifier.verify_token(credential)
         except CredentialRejectedError:
             raise

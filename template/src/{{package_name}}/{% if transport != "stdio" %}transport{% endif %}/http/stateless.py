@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import pydantic_core
 from mcp.server.connection import Connection
 from mcp.server.runner import serve_one
 from mcp.server.streamable_http import check_accept_headers
@@ -130,7 +129,7 @@ class SingleExchange:
 def _single_request(body: bytes) -> JSONRPCRequest | None:
     """The body's JSON-RPC request, or None for anything the SDK should answer itself."""
     try:
-        message = jsonrpc_message_adapter.validate_python(pydantic_core.from_json(body), by_name=False)
+        message = jsonrpc_message_adapter.validate_json(body, by_name=False)
     except (ValueError, ValidationError):
         return None
     return message if isinstance(message, JSONRPCRequest) else None

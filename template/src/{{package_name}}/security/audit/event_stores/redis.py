@@ -118,7 +118,7 @@ class RedisEventStore:
         self._trim_script = self._redis.register_script(_TRIM)
 
     async def append(self, event: SecurityEvent, *, anonymous: bool = False) -> None:
-        payload = json.dumps(event.to_dict(), separators=(",", ":"), default=str)
+        payload = event.json()
         chain = self._chains[ANONYMOUS_STREAM if anonymous else STREAM]
         stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         chain.waiting.append((payload, stored))

@@ -7,7 +7,6 @@ written before the chain) and its anchor (the last row pruned).
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 
@@ -80,7 +79,7 @@ def insert_chained(
                 event.identifier,
                 event.tool,
                 event.request_id,
-                json.dumps(event.details, default=str),
+                event.details_text(),
                 int(anonymous),
             )
             prev = heads[anonymous][1]
