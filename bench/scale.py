@@ -57,6 +57,7 @@ import secrets
 import shutil
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -662,6 +663,13 @@ def base_env(project: Path) -> dict[str, str]:
     return env
 
 
+def command_options(args: argparse.Namespace) -> str:
+    """The options that changed what was measured, as the command line gave them (sizes and runs)."""
+    return "".join(
+        f" {option}" for option in sys.argv[1:] if option not in ("--quick", "--no-write", "--no-priority")
+    )
+
+
 def sizes(text: str) -> list[int]:
     return [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
 
@@ -713,7 +721,7 @@ def main() -> None:
         took.append(f"{name} {time.perf_counter() - started:.0f} s")
     body = "\n\n".join(
         [
-            f"`uv run python bench/scale.py{' --quick' if args.quick else ''}` "
+            f"`uv run python bench/scale.py{' --quick' if args.quick else ''}{command_options(args)}` "
             f"({datetime.now(UTC):%Y-%m-%d %H:%M UTC}; took {time.perf_counter() - began:.0f} s: "
             f"{', '.join(took)}). Machine: {machine()}",
             f"x = the amount of work, y = what one tools/call (`whoami`) costs the server: bench/run.py's "
