@@ -128,6 +128,18 @@ def key_strength_problem(key: str) -> str | None:
     return None
 
 
+# Verdicts by the key's SHA-256 digest, never the key: `serve` parses MCP_API_KEYS twice (its start-up
+# check, then the verifier), and zxcvbn takes ~10 ms a key (1,000 raw keys: 19 s to start, bench/scale.py).
+_VERDICTS: dict[bytes, str | None] = {}
+
+
+def _strength_verdict(key: str) -> str | None:
+    digest = hashlib.sha256(key.encode()).digest()
+    if digest not in _VERDICTS:
+        _VERDICTS[digest] = key_strength_problem(key)
+    return _VERDICTS[digest]
+
+
 def digest_of(key: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
@@ -195,7 +207,7 @@ def _parse_entry(entry: str, variable: str, position: int) -> KeyEntry:
         )
     if not _RAW_KEY.match(entry):
         raise KeyFormatError(f"{where}: a key must be 16 to 512 visible ASCII characters")
-    if weak := key_strength_problem(entry):
+    if weak := _strength_verdict(entry):
         raise KeyFormatError(
             f"{where} is too easy to guess: {weak}. Use a key from `keygen` (256 random bits), "
             "and store its sha256: digest instead"
