@@ -43,9 +43,8 @@ def configure_logging(level: str) -> None:
         logging.getLogger("mcp.server.streamable_http_manager").setLevel(logging.WARNING)
     if not plain():
         return
-    # Nothing in FORMAT reads where a line was logged from, or which process or thread logged it: the
-    # logging HOWTO's "Optimization" switches save looking them up for every line.
-    logging._srcfile = None
+    # Nothing in FORMAT reads which process or thread logged a line: the logging HOWTO's "Optimization"
+    # switches save looking them up for every line.
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(PlainFormatter(FORMAT))
