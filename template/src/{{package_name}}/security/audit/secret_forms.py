@@ -13,7 +13,9 @@ import base64
 import html
 import html.entities
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+from typing import Any, Generic, TypeVar
 from urllib.parse import unquote
 
 from .patterns import REDACTED, SHORT_TEXT
@@ -73,23 +75,30 @@ def _b64_core(data: bytes, offset: int) -> str:
 
 
 class _KnownSecret:
-    """One configured secret: each string a result is searched for, with the regex that cuts it out."""
+    """One configured secret: each string a result is searched for, with the regex that cuts it out (its
+    text made at the first hit: for 1,000 raw keys, making them all took seconds of start-up)."""
 
     def __init__(self, secret: str) -> None:
         plain = "".join(secret.split())
         data = secret.strip().encode()
-        # (searched in the lower-cased view?, strings to search for, regex text that removes them).
+        # (searched in the lower-cased view?, strings to search for, the removing regex's text, when asked).
         # Case changes, reversal and hex (either case) fold; base64 is case-sensitive.
-        self.forms: list[tuple[bool, tuple[str, ...], str]] = [
-            (True, (text.lower(),), _GAP.join(_one_char(c, fold=True) for c in text))
+        self.forms: list[tuple[bool, tuple[str, ...], Callable[[], str]]] = [
+            (True, (text.lower(),), partial(_spelled, text, fold=True))
             for text in dict.fromkeys((plain, plain[::-1], data.hex()))
         ]
         for offset in (0, 1, 2):
             core = _b64_core(data, offset)
             if len(core) >= MIN_SECRET:
-                regex = _GAP.join(_one_char(c, fold=False, alternatives=_B64_TWIN.get(c, "")) for c in core)
-                self.forms.append((False, tuple(dict.fromkeys((core, core.translate(_URLSAFE)))), regex))
+                needles = tuple(dict.fromkeys((core, core.translate(_URLSAFE))))
+                self.forms.append((False, needles, partial(_spelled, core, fold=False)))
         self.length = len(plain)
+
+
+def _spelled(text: str, *, fold: bool) -> str:
+    """The regex for `text` in any spelling `_one_char` knows, with `_GAP` between its characters (base64,
+    which does not fold, accepts the URL-safe alphabet's twins)."""
+    return _GAP.join(_one_char(c, fold=fold, alternatives="" if fold else _B64_TWIN.get(c, "")) for c in text)
 
 
 _URLSAFE = str.maketrans("+/", "-_")
@@ -120,6 +129,45 @@ def _json_char(match: re.Match[str]) -> str:
     return chr(int(code, 16)) if code else _JSON_SIMPLE.get(short, short)
 
 
+_AUTOMATON_FROM = 64  # needles: fewer are quicker searched one by one (each `in` is one C search)
+S = TypeVar("S", str, bytes)
+
+
+class _Needles(Generic[S]):
+    """Strings searched for together: one by one when few, all in one pass when many (Aho-Corasick, so
+    1,000 raw keys, each in nine forms, cost one scan of a result rather than 9,000)."""
+
+    def __init__(self, needles: Sequence[S], automaton: Any) -> None:
+        self.needles: tuple[S, ...] = tuple(needles)
+        many = automaton is not None and len(self.needles) >= _AUTOMATON_FROM
+        self._automaton = automaton(list(self.needles)) if many else None
+
+    def in_any(self, views: Iterable[S]) -> bool:
+        if self._automaton is None:
+            return any(needle in view for view in views for needle in self.needles)
+        return any(self._automaton.find_matches_as_indexes(view) for view in views)
+
+    def found(self, views: Iterable[S]) -> set[S]:
+        """Every needle in any of `views` (overlapping ones too: a secret may hold another)."""
+        if self._automaton is None:
+            return {needle for needle in self.needles if any(needle in view for view in views)}
+        return {
+            self.needles[index]
+            for view in views
+            for index, _, _ in self._automaton.find_matches_as_indexes(view, overlapping=True)
+        }
+
+
+def _automata() -> tuple[Any, Any]:
+    """ahocorasick_rs' automata, or none where it has no wheel (Windows on ARM64): then every needle is
+    searched for by itself, with the same results, only slower with many raw keys."""
+    try:
+        from ahocorasick_rs import AhoCorasick, BytesAhoCorasick
+    except ImportError:  # pragma: no cover - a platform without its wheel
+        return None, None
+    return AhoCorasick, BytesAhoCorasick
+
+
 class SecretScanner:
     """Finds and removes every configured secret, in every form `_KnownSecret` lists."""
 
@@ -128,11 +176,14 @@ class SecretScanner:
         # Longest first, so a secret that contains another is removed whole.
         known.sort(key=lambda k: k.length, reverse=True)
         self._forms = [form for k in known for form in k.forms]
-        self._folded = tuple(dict.fromkeys(n for fold, needles, _ in self._forms if fold for n in needles))
-        self._exact = tuple(dict.fromkeys(n for fold, needles, _ in self._forms if not fold for n in needles))
+        text_automaton, self._bytes_automaton = _automata()
+        folded = dict.fromkeys(n for fold, needles, _ in self._forms if fold for n in needles)
+        exact = dict.fromkeys(n for fold, needles, _ in self._forms if not fold for n in needles)
+        self._folded = _Needles(list(folded), text_automaton)
+        self._exact = _Needles(list(exact), text_automaton)
         # Compiled on the first hit of each form: start-up stays quick, and a cut runs only the forms seen.
         self._compiled: dict[int, re.Pattern[str]] = {}
-        self._byte_needles: tuple[tuple[bytes, ...], tuple[bytes, ...]] | None = None
+        self._byte_needles: tuple[_Needles[bytes], _Needles[bytes]] | None = None
 
     def _views(self, text: str) -> tuple[list[str], list[str]]:
         # split-and-join is quicker on short text, str.translate on long text.
@@ -148,28 +199,25 @@ class SecretScanner:
         if len(text) < MIN_SECRET or not self._forms:
             return False
         views, folded = self._views(text)
-        if any(needle in view for view in views for needle in self._exact):
-            return True
-        return any(needle in view for view in folded for needle in self._folded)
+        return self._exact.in_any(views) or self._folded.in_any(folded)
 
     def found_in_bytes(self, data: bytes) -> bool:
         """`found_in` for binary data: byte searches only (a megabyte takes milliseconds), so the
         whitespace-split and URL- or entity-encoded variants of text are not looked for here."""
         if self._byte_needles is None:
-            self._byte_needles = (_byte_forms(self._exact), _byte_forms(self._folded))
+            self._byte_needles = (
+                _Needles(_byte_forms(self._exact.needles), self._bytes_automaton),
+                _Needles(_byte_forms(self._folded.needles), self._bytes_automaton),
+            )
         exact, folded = self._byte_needles
-        if any(needle in data for needle in exact):
+        if exact.in_any((data,)):
             return True
-        lowered = data.lower() if folded else b""
-        return any(needle in lowered for needle in folded)
+        return bool(folded.needles) and folded.in_any((data.lower(),))
 
     def _hits(self, text: str) -> list[int]:
         views, folded = self._views(text)
-        return [
-            index
-            for index, (fold, needles, _) in enumerate(self._forms)
-            if any(needle in view for view in (folded if fold else views) for needle in needles)
-        ]
+        seen = self._exact.found(views) | self._folded.found(folded)
+        return [index for index, (_, needles, _) in enumerate(self._forms) if seen.intersection(needles)]
 
     def remove(self, text: str) -> str:
         """`text` without the secrets; wholly withheld if a form was seen but cannot be cut out exactly."""
@@ -177,6 +225,6 @@ class SecretScanner:
             return text
         for index in self._hits(text):
             if index not in self._compiled:
-                self._compiled[index] = re.compile(self._forms[index][2])
+                self._compiled[index] = re.compile(self._forms[index][2]())
             text = self._compiled[index].sub(REDACTED, text)
         return WITHHELD if self.found_in(text) else text
