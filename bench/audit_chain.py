@@ -23,27 +23,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT / "tests"))
 
+from audit_store_scale import audit_modules  # noqa: E402
 from limiter_support import machine, write_section  # noqa: E402
-from support import BASE, render, set_task_env  # noqa: E402
 
 SECTION = "The audit hash chain and group commit (bench/audit_chain.py)"
-
-
-def load(scratch: Path) -> tuple[Any, Any, Any]:
-    set_task_env("MCP_TEMPLATE_SKIP_LOCK", "1")
-    project = render(
-        {**BASE, "project_name": "Bench Chain", "transport": "stdio", "sample_tools": []},
-        scratch / "project",
-        skip_tasks=True,
-    )
-    sys.path.insert(0, str(project / "src"))
-    from bench_chain.security.audit.event_stores import sqlite as store_module
-    from bench_chain.security.audit.event_stores import sqlite_layout
-    from bench_chain.security.audit.events import SecurityEvent
-
-    return store_module, sqlite_layout, SecurityEvent
 
 
 def events(event_type: Any, count: int) -> list[Any]:
@@ -94,7 +78,8 @@ def measure(count: int, rounds: int) -> dict[str, list[float]]:
     figures: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as scratch_dir:
         scratch = Path(scratch_dir)
-        store_module, layout, event_type = load(scratch)
+        store_module, layout, events_module = audit_modules(scratch, "Bench Chain")
+        event_type = events_module.SecurityEvent
         link, material = layout.link, layout.row_material
         batch = events(event_type, count)
         for round_number in range(rounds):  # interleaved: a drift of the machine hits both sides alike

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import sqlite3
 import statistics
@@ -41,19 +42,22 @@ OLD_PAGE = (
 )
 
 
-def load_store(scratch: Path):  # type: ignore[no-untyped-def]
+def audit_modules(scratch: Path, project_name: str) -> tuple[Any, Any, Any]:
+    """A stdio project rendered from the working tree into `scratch`: its SQLite store, the store's layout
+    and its events module, imported (the audit package has no Jinja in it)."""
     set_task_env("MCP_TEMPLATE_SKIP_LOCK", "1")
     project = render(
-        {**BASE, "project_name": "Bench Audit", "transport": "stdio", "sample_tools": []},
+        {**BASE, "project_name": project_name, "transport": "stdio", "sample_tools": []},
         scratch / "project",
         skip_tasks=True,
     )
     sys.path.insert(0, str(project / "src"))
-    from bench_audit.security.audit.event_stores import sqlite as store_module
-    from bench_audit.security.audit.event_stores import sqlite_layout
-    from bench_audit.security.audit.events import EventQuery
-
-    return store_module, sqlite_layout, EventQuery
+    audit = f"{project_name.lower().replace(' ', '_')}.security.audit"
+    store, layout, events = (
+        importlib.import_module(f"{audit}.{name}")
+        for name in ("event_stores.sqlite", "event_stores.sqlite_layout", "events")
+    )
+    return store, layout, events
 
 
 def fill(path: Path, rows: int) -> None:
@@ -100,7 +104,8 @@ def measure(sizes: list[int]) -> list[tuple[int, float, float, float, float, flo
     rows_out = []
     with tempfile.TemporaryDirectory() as scratch_dir:
         scratch = Path(scratch_dir)
-        store_module, layout, event_query = load_store(scratch)
+        store_module, layout, events_module = audit_modules(scratch, "Bench Audit")
+        event_query = events_module.EventQuery
         for size in sizes:
             path = scratch / f"events-{size}.db"
             store = store_module.SqliteEventStore(str(path), retention_days=90, max_rows=size + 10)

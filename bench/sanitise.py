@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -68,49 +69,40 @@ def texts(size: int) -> dict[str, str]:
 
 def measure(repeat: int) -> list[tuple[str, int, float, float]]:
     redact = load_redact()
-    started = time.perf_counter()
-    redactor = redact.Redactor(SECRETS)
-    print(f"start-up: {1000 * (time.perf_counter() - started):.1f} ms for {len(SECRETS)} secrets")
-    rows = []
-    for size in (1_000, 10_000, 100_000):
-        for kind, text in texts(size).items():
-            result = {"content": [{"type": "text", "text": text}], "isError": False}
-            times = {}
-            for own in (False, True):
-                runs = max(5, repeat * 1_000 // size)
-                redactor.result(result, callers_own_data=own)  # the first hit compiles the cut
-                began = time.perf_counter()
-                for _ in range(runs):
-                    redactor.result(result, callers_own_data=own)
-                times[own] = (time.perf_counter() - began) / runs * 1e6
-            rows.append((kind, size, times[False], times[True]))
-            print(
-                f"{kind:28} {size:>7} chars: {times[False]:9.1f} us   callers_own_data: {times[True]:9.1f} us"
-            )
-    rows.append(many_raw_keys(redact, repeat))
+    redactor = started(redact, SECRETS)
+    rows = [
+        timed(redactor, kind, text, max(5, repeat * 1_000 // size))
+        for size in (1_000, 10_000, 100_000)
+        for kind, text in texts(size).items()
+    ]
+    # 100,000 characters of prose against 1,000 raw keys (each a secret in nine forms): one pass with an
+    # automaton (ahocorasick_rs), where one search per form would take 9,000.
+    many = [*SECRETS, *(f"mcp_{secrets.token_urlsafe(32)}" for _ in range(1_000))]
+    prose = texts(100_000)["prose"]
+    rows.append(timed(started(redact, many), f"prose, {len(many):,} secrets", prose, max(5, repeat // 100)))
     return rows
 
 
-def many_raw_keys(redact: ModuleType, repeat: int) -> tuple[str, int, float, float]:
-    """100,000 characters of prose against 1,000 raw keys (each a secret in nine forms): one pass with an
-    automaton (ahocorasick_rs), where one search per form would take 9,000."""
-    many = [*SECRETS, *(f"mcp_{secrets.token_urlsafe(32)}" for _ in range(1_000))]
-    started = time.perf_counter()
-    redactor = redact.Redactor(many)
-    print(f"start-up: {1000 * (time.perf_counter() - started):.1f} ms for {len(many)} secrets")
-    text = texts(100_000)["prose"]
+def started(redact: ModuleType, known: list[str]) -> Any:
+    began = time.perf_counter()
+    redactor = redact.Redactor(known)
+    print(f"start-up: {1000 * (time.perf_counter() - began):.1f} ms for {len(known)} secrets")
+    return redactor
+
+
+def timed(redactor: Any, kind: str, text: str, runs: int) -> tuple[str, int, float, float]:
+    """Microseconds to sanitise `text` as a tools/call result, without and with callers_own_data."""
     result = {"content": [{"type": "text", "text": text}], "isError": False}
     times = {}
     for own in (False, True):
-        runs = max(5, repeat // 100)
-        redactor.result(result, callers_own_data=own)
+        redactor.result(result, callers_own_data=own)  # the first hit compiles the cut
         began = time.perf_counter()
         for _ in range(runs):
             redactor.result(result, callers_own_data=own)
         times[own] = (time.perf_counter() - began) / runs * 1e6
-    kind = f"prose, {len(many):,} secrets"
-    print(f"{kind:28} {100_000:>7} chars: {times[False]:9.1f} us   callers_own_data: {times[True]:9.1f} us")
-    return kind, 100_000, times[False], times[True]
+    size = len(text)
+    print(f"{kind:28} {size:>7} chars: {times[False]:9.1f} us   callers_own_data: {times[True]:9.1f} us")
+    return kind, size, times[False], times[True]
 
 
 def main() -> None:

@@ -58,10 +58,8 @@ class SecurityEvent:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SecurityEvent:
-        return cls(**{name: data.get(name) for name in _FIELDS})  # type: ignore[arg-type]
-
-
-_FIELDS = ("id", "timestamp", "event", "severity", "identifier", "tool", "request_id", "details")
+        stored = (name for name in cls.__dataclass_fields__ if name != "details_json")
+        return cls(**{name: data.get(name) for name in stored})  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)

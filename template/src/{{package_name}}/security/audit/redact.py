@@ -22,7 +22,7 @@ import json
 import logging
 import secrets
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel
@@ -44,6 +44,8 @@ _CACHED_RESULT_CHARS = 64  # Redactor.result_text remembers results' short texts
 DIGEST_PREFIX = "hmac-sha256:"
 ALL_ARGUMENTS = "*"  # in a `sensitive` set: every argument of the item
 T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
 _SCALARS = (bool, int, float)
 
 
@@ -65,14 +67,7 @@ class Redactor:
     def text(self, value: str, limit: int = MAX_STRING) -> str:
         if len(value) > _CACHED_CHARS:
             return self._text(value, limit)
-        key = (value, limit)
-        done = self._short.get(key)
-        if done is None:
-            done = self._text(value, limit)
-            if len(self._short) >= _CACHE_ENTRIES:
-                self._short.clear()
-            self._short[key] = done
-        return done
+        return _remembered(self._short, (value, limit), lambda: self._text(value, limit))
 
     def _text(self, value: str, limit: int) -> str:
         value = remove_patterns(self._secrets.remove(value))
@@ -85,14 +80,9 @@ class Redactor:
         tool declared its output the caller's own data (where `key=...` lines are content, not leaks)."""
         if len(value) > _CACHED_RESULT_CHARS:
             return self._result_text(value, callers_own_data)
-        key = (value, callers_own_data)  # a result's names and short values recur call after call
-        done = self._results.get(key)
-        if done is None:
-            done = self._result_text(value, callers_own_data)
-            if len(self._results) >= _CACHE_ENTRIES:
-                self._results.clear()
-            self._results[key] = done
-        return done
+        # A result's names and short values recur call after call.
+        key = (value, callers_own_data)
+        return _remembered(self._results, key, lambda: self._result_text(value, callers_own_data))
 
     def _result_text(self, value: str, callers_own_data: bool) -> str:
         value = self._secrets.remove(value)
@@ -137,14 +127,7 @@ class Redactor:
 
     def _name(self, key: str) -> tuple[str, bool]:
         """A mapping key as stored (scrubbed, bounded), and whether its value is withheld."""
-        known = self._names.get(key)
-        if known is None:
-            name = self.text(key, 60)
-            known = (name, SECRET_NAMES.search(name) is not None)
-            if len(self._names) >= _CACHE_ENTRIES:
-                self._names.clear()
-            self._names[key] = known
-        return known
+        return _remembered(self._names, key, lambda: _withheld_if_secret(self.text(key, 60)))
 
     def summary(self, arguments: Any, sensitive: frozenset[str] = frozenset()) -> Any:
         """Tool arguments for the audit trail: short values kept (redacted), long text only measured, and in
@@ -174,6 +157,21 @@ class Redactor:
         if isinstance(value, Mapping):
             return {key: self._digested(item, depth + 1) for key, item in value.items()}
         return [self._digested(item, depth + 1) for item in value]
+
+
+def _remembered(cache: dict[K, V], key: K, make: Callable[[], V]) -> V:
+    """`cache[key]`, made once; a full cache is emptied (a clear is atomic, so threads share it safely)."""
+    done = cache.get(key)
+    if done is None:
+        done = make()
+        if len(cache) >= _CACHE_ENTRIES:
+            cache.clear()
+        cache[key] = done
+    return done
+
+
+def _withheld_if_secret(name: str) -> tuple[str, bool]:
+    return name, SECRET_NAMES.search(name) is not None
 
 
 def _measure_long_text(value: Any, depth: int) -> Any:

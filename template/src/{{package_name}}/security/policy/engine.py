@@ -56,11 +56,8 @@ class Loaded:
         return None if key is None else self.remembered.get(key)
 
     def remember(self, key: tuple[Any, ...] | None, decision: Decision) -> None:
-        if key is None:
-            return
-        if len(self.remembered) >= MAX_REMEMBERED_DECISIONS:
-            self.remembered.pop(next(iter(self.remembered)), None)  # bounded: oldest out
-        self.remembered[key] = decision
+        if key is not None:
+            _keep(self.remembered, key, decision, MAX_REMEMBERED_DECISIONS)
 
 
 class Policies:
@@ -147,10 +144,8 @@ class Policies:
     def _entities_with(self, principal: Principal) -> cedarpy.Entities:
         entities = self._entities.get(principal)
         if entities is None:
-            if len(self._entities) >= MAX_CACHED_PRINCIPALS:
-                del self._entities[next(iter(self._entities))]
             entities = self._base.with_added_json_str(json.dumps([principal_entity(principal)]))
-            self._entities[principal] = entities
+            _keep(self._entities, principal, entities, MAX_CACHED_PRINCIPALS)
         return entities
 
     def context(
@@ -175,6 +170,13 @@ class Policies:
         if "client_address" in wanted:
             context["client_address"] = {"__extn": {"fn": "ip", "arg": address_of(client)}}
         return context
+
+
+def _keep(cache: dict[Any, Any], key: Any, value: Any, bound: int) -> None:
+    """`cache[key] = value`, the oldest entry out when `bound` are held."""
+    if len(cache) >= bound:
+        cache.pop(next(iter(cache)), None)
+    cache[key] = value
 
 
 def _request_key(
