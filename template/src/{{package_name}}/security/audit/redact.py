@@ -22,7 +22,7 @@ import json
 import logging
 import secrets
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel
@@ -67,7 +67,8 @@ class Redactor:
     def text(self, value: str, limit: int = MAX_STRING) -> str:
         if len(value) > _CACHED_CHARS:
             return self._text(value, limit)
-        return _remembered(self._short, (value, limit), lambda: self._text(value, limit))
+        done = self._short.get((value, limit))
+        return done if done is not None else _kept(self._short, (value, limit), self._text(value, limit))
 
     def _text(self, value: str, limit: int) -> str:
         value = remove_patterns(self._secrets.remove(value))
@@ -82,7 +83,8 @@ class Redactor:
             return self._result_text(value, callers_own_data)
         # A result's names and short values recur call after call.
         key = (value, callers_own_data)
-        return _remembered(self._results, key, lambda: self._result_text(value, callers_own_data))
+        done = self._results.get(key)
+        return done if done is not None else _kept(self._results, key, self._result_text(*key))
 
     def _result_text(self, value: str, callers_own_data: bool) -> str:
         value = self._secrets.remove(value)
@@ -127,7 +129,11 @@ class Redactor:
 
     def _name(self, key: str) -> tuple[str, bool]:
         """A mapping key as stored (scrubbed, bounded), and whether its value is withheld."""
-        return _remembered(self._names, key, lambda: _withheld_if_secret(self.text(key, 60)))
+        known = self._names.get(key)
+        if known is not None:
+            return known
+        name = self.text(key, 60)
+        return _kept(self._names, key, (name, SECRET_NAMES.search(name) is not None))
 
     def summary(self, arguments: Any, sensitive: frozenset[str] = frozenset()) -> Any:
         """Tool arguments for the audit trail: short values kept (redacted), long text only measured, and in
@@ -159,19 +165,13 @@ class Redactor:
         return [self._digested(item, depth + 1) for item in value]
 
 
-def _remembered(cache: dict[K, V], key: K, make: Callable[[], V]) -> V:
-    """`cache[key]`, made once; a full cache is emptied (a clear is atomic, so threads share it safely)."""
-    done = cache.get(key)
-    if done is None:
-        done = make()
-        if len(cache) >= _CACHE_ENTRIES:
-            cache.clear()
-        cache[key] = done
-    return done
-
-
-def _withheld_if_secret(name: str) -> tuple[str, bool]:
-    return name, SECRET_NAMES.search(name) is not None
+def _kept(cache: dict[K, V], key: K, value: V) -> V:
+    """`value`, kept as `cache[key]`; a full cache is emptied (a clear is atomic: threads share it safely).
+    Callers look up first themselves: a hit then costs one dict lookup."""
+    if len(cache) >= _CACHE_ENTRIES:
+        cache.clear()
+    cache[key] = value
+    return value
 
 
 def _measure_long_text(value: Any, depth: int) -> Any:
