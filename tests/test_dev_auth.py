@@ -14,12 +14,11 @@ import json
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx2
 import pytest
 from mcp.client.auth import OAuthClientProvider
-from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
+from mcp.shared.auth import OAuthClientMetadata
 
 from support import (
     TEMPLATE_ROOT,
@@ -36,10 +35,9 @@ from support import (
     wait_for,
 )
 from support.node import NODE_BIN, node_env, node_tool
-from support.oidc import OidcProvider
+from support.oidc import REDIRECT_URI, Browser, MemoryStorage, OidcProvider
 
 pytestmark = pytest.mark.anyio
-REDIRECT_URI = "http://127.0.0.1:9/callback"  # nothing listens: the code is read from the redirect
 
 
 @pytest.fixture(scope="module")
@@ -119,43 +117,9 @@ def test_it_prints_the_env_lines_for_this_project(dev_auth: dict[str, str], serv
     assert "registration_endpoint" in metadata and "client_credentials" in metadata["grant_types_supported"]
 
 
-class Browser:
-    """The Python SDK's redirect and callback handlers, answered by following the redirects over HTTP."""
-
-    def __init__(self, issuer: str) -> None:
-        self.issuer = OidcProvider(issuer=issuer)  # only its authorize(): follows redirects as a browser
-        self.query: dict[str, str] = {}
-
-    async def redirect(self, url: str) -> None:
-        self.query = self.issuer.authorize(url, REDIRECT_URI)
-
-    async def callback(self) -> AuthorizationCodeResult:
-        return AuthorizationCodeResult(
-            code=self.query["code"], state=self.query.get("state"), iss=self.query.get("iss")
-        )
-
-
-class MemoryStorage:
-    def __init__(self) -> None:
-        self.tokens: Any = None
-        self.client: Any = None
-
-    async def get_tokens(self) -> Any:
-        return self.tokens
-
-    async def set_tokens(self, tokens: Any) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> Any:
-        return self.client
-
-    async def set_client_info(self, client_info: Any) -> None:
-        self.client = client_info
-
-
 async def test_the_python_sdk_client_signs_in_unaided(server: Server, dev_auth: dict[str, str]) -> None:
     storage = MemoryStorage()
-    browser = Browser(dev_auth["MCP_OAUTH_ISSUER"])
+    browser = Browser(OidcProvider(issuer=dev_auth["MCP_OAUTH_ISSUER"]))
     provider = OAuthClientProvider(
         server_url=server.url,
         client_metadata=OAuthClientMetadata(

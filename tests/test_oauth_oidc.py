@@ -22,7 +22,7 @@ import httpx2
 import jwt
 import pytest
 from mcp.client.auth import OAuthClientProvider
-from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
+from mcp.shared.auth import OAuthClientMetadata
 
 from support import (
     Server,
@@ -37,13 +37,12 @@ from support import (
     text_of,
 )
 from support.node import NODE_BIN, node_env
-from support.oidc import SERVER_CLIENT, OidcProvider
+from support.oidc import REDIRECT_URI, SERVER_CLIENT, Browser, MemoryStorage, OidcProvider
 from support.perimeter import EventWatch, security_events
 
 pytestmark = pytest.mark.anyio
 TOOL_SCOPES = ["notes:read", "notes:write"]
 BASELINE = "notes:read"  # required scopes (none here) plus those of the read-only items
-REDIRECT_URI = "http://127.0.0.1:9/callback"  # nothing listens: the code is read from the redirect
 OTHER_RESOURCE = "http://127.0.0.1:9/other/mcp"
 ID_TOKEN_SECRET = "id-token-client-secret-0123456789"
 
@@ -162,42 +161,6 @@ def test_a_call_needing_a_scope_the_token_lacks_is_403_before_it_runs(
         ).status_code
         == 200
     )
-
-
-class Browser:
-    """The Python SDK's redirect and callback handlers, answered by following the redirects over HTTP."""
-
-    def __init__(self, oidc: OidcProvider) -> None:
-        self.oidc = oidc
-        self.asked: list[str] = []
-        self.query: dict[str, str] = {}
-
-    async def redirect(self, url: str) -> None:
-        self.asked.append(httpx2.URL(url).params.get("scope", ""))
-        self.query = self.oidc.authorize(url, REDIRECT_URI)
-
-    async def callback(self) -> AuthorizationCodeResult:
-        return AuthorizationCodeResult(
-            code=self.query["code"], state=self.query.get("state"), iss=self.query.get("iss")
-        )
-
-
-class MemoryStorage:
-    def __init__(self) -> None:
-        self.tokens: Any = None
-        self.client: Any = None
-
-    async def get_tokens(self) -> Any:
-        return self.tokens
-
-    async def set_tokens(self, tokens: Any) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> Any:
-        return self.client
-
-    async def set_client_info(self, client_info: Any) -> None:
-        self.client = client_info
 
 
 async def test_python_sdk_client_signs_in_and_steps_up_and_users_never_meet_clients(

@@ -19,11 +19,13 @@ from typing import Any
 from urllib.parse import parse_qs, urljoin, urlparse
 
 import httpx2
+from mcp.shared.auth import AuthorizationCodeResult
 
 from . import stop_process
 from .node import NODE_BIN, node_env, node_tool
 
 SCRIPT = Path(__file__).with_name("oidc_provider.mjs")
+REDIRECT_URI = "http://127.0.0.1:9/callback"  # nothing listens: the code is read from the redirect
 # Our server's confidential client for introspection, and a machine client for client credentials.
 SERVER_CLIENT = {"client_id": "mcp-server", "client_secret": "introspection-secret-3f9a7c1e"}
 MACHINE_CLIENTS = ("machine", "alice", "short-lived-machine")
@@ -167,3 +169,41 @@ class OidcProvider:
         response = httpx2.post(self.issuer + "/token", data=token, timeout=10)
         assert response.status_code == 200, response.text
         return dict(response.json())
+
+
+class Browser:
+    """The Python SDK's redirect and callback handlers, answered by following the redirects over HTTP."""
+
+    def __init__(self, oidc: OidcProvider) -> None:
+        self.oidc = oidc  # only its authorize() is used: it follows redirects as a browser would
+        self.asked: list[str] = []  # the scope each authorization asked for
+        self.query: dict[str, str] = {}
+
+    async def redirect(self, url: str) -> None:
+        self.asked.append(httpx2.URL(url).params.get("scope", ""))
+        self.query = self.oidc.authorize(url, REDIRECT_URI)
+
+    async def callback(self) -> AuthorizationCodeResult:
+        return AuthorizationCodeResult(
+            code=self.query["code"], state=self.query.get("state"), iss=self.query.get("iss")
+        )
+
+
+class MemoryStorage:
+    """The SDK client's token storage, in memory."""
+
+    def __init__(self) -> None:
+        self.tokens: Any = None
+        self.client: Any = None
+
+    async def get_tokens(self) -> Any:
+        return self.tokens
+
+    async def set_tokens(self, tokens: Any) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> Any:
+        return self.client
+
+    async def set_client_info(self, client_info: Any) -> None:
+        self.client = client_info
